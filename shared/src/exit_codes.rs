@@ -1,0 +1,12 @@
+//! The documented exit codes, in one place (README: "Exit codes").
+
+/// Every item present and valid.
+pub const SUCCESS: i32 = 0;
+/// The run (or the checked files) has missing or invalid items.
+pub const INCOMPLETE: i32 = 1;
+/// Bad usage, a bad job file, or a bad input file: nothing was started.
+pub const USAGE: i32 = 2;
+/// The run stopped at its deadline before it was complete; resumable.
+pub const DEADLINE: i32 = 3;
+/// Interrupted by a signal; resumable.
+pub const INTERRUPTED: i32 = 130;

@@ -1,0 +1,9 @@
+//! The job file: typed settings, value types, and loading with located errors.
+
+mod load;
+mod settings;
+mod values;
+
+pub use load::{line_column, Job, JobError, JobFileError};
+pub use settings::*;
+pub use values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};

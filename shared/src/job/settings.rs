@@ -1,0 +1,291 @@
+//! The typed job file: one struct per TOML table, every key optional except
+//! `input.path`, unknown keys rejected. Defaults live here, next to the keys.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobSettings {
+    /// Defaults to the job file's stem.
+    pub name: Option<String>,
+    pub input: InputSettings,
+    #[serde(default)]
+    pub layout: LayoutSettings,
+    #[serde(default)]
+    pub agent: AgentSettings,
+    #[serde(default)]
+    pub limits: LimitsSettings,
+    #[serde(default)]
+    pub schedule: ScheduleSettings,
+    pub rate: Option<RateSettings>,
+    #[serde(default)]
+    pub output: OutputSettings,
+    #[serde(default)]
+    pub executor: ExecutorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSettings {
+    pub path: PathBuf,
+    #[serde(default)]
+    pub format: InputFormat,
+    #[serde(default = "default_id_field")]
+    pub id: String,
+}
+
+fn default_id_field() -> String {
+    "id".to_owned()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputFormat {
+    #[default]
+    Auto,
+    Json,
+    Jsonl,
+    Lines,
+}
+
+/// Either the three counts, or `items_per_agent` with (at most) the other two.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayoutSettings {
+    pub segments: Option<Count>,
+    pub orchestrators: Option<Count>,
+    pub agents: Option<Count>,
+    pub items_per_agent: Option<Count>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// Run `command` once per item.
+    #[default]
+    Exec,
+    /// The built-in deterministic generator.
+    Demo,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSettings {
+    #[serde(default)]
+    pub backend: Backend,
+    /// The exec backend's command: item JSON on stdin, result on stdout.
+    pub command: Option<Vec<String>>,
+    /// A program honouring the agent contract, run instead of nightshift-agent.
+    pub program: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub timeout: Option<AgentTimeout>,
+    pub stall_timeout: Option<HumanDuration>,
+    pub item_timeout: Option<HumanDuration>,
+    #[serde(default = "default_kill_grace")]
+    pub kill_grace: HumanDuration,
+    pub memory_limit: Option<ByteSize>,
+    pub memory_estimate: Option<ByteSize>,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_retry_backoff")]
+    pub retry_backoff: HumanDuration,
+    #[serde(default = "default_retries")]
+    pub item_retries: u32,
+    #[serde(default)]
+    pub demo: DemoSettings,
+}
+
+fn default_kill_grace() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+
+fn default_retries() -> u32 {
+    2
+}
+
+fn default_retry_backoff() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        Self {
+            backend: Backend::default(),
+            command: None,
+            program: None,
+            env: BTreeMap::new(),
+            timeout: None,
+            stall_timeout: None,
+            item_timeout: None,
+            kill_grace: default_kill_grace(),
+            memory_limit: None,
+            memory_estimate: None,
+            retries: default_retries(),
+            retry_backoff: default_retry_backoff(),
+            item_retries: default_retries(),
+            demo: DemoSettings::default(),
+        }
+    }
+}
+
+/// The demo backend's knobs. Deterministic: the same item and attempt always
+/// behave the same.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSettings {
+    #[serde(default = "default_demo_latency")]
+    pub latency: HumanDuration,
+    #[serde(default = "zero_bytes")]
+    pub memory: ByteSize,
+    #[serde(default)]
+    pub fail_rate: Share,
+    #[serde(default)]
+    pub crash_rate: Share,
+}
+
+fn default_demo_latency() -> HumanDuration {
+    HumanDuration::from_millis(50)
+}
+
+fn zero_bytes() -> ByteSize {
+    ByteSize(0)
+}
+
+impl Default for DemoSettings {
+    fn default() -> Self {
+        Self {
+            latency: default_demo_latency(),
+            memory: zero_bytes(),
+            fail_rate: Share(0.0),
+            crash_rate: Share(0.0),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSettings {
+    /// Defaults to the number of CPUs.
+    pub max_parallel: Option<Count>,
+    pub ram_ceiling: Option<ByteSize>,
+    pub min_free: Option<ByteSize>,
+    #[serde(default = "default_sample_interval")]
+    pub sample_interval: HumanDuration,
+    #[serde(default = "default_progress_interval")]
+    pub progress_interval: HumanDuration,
+}
+
+fn default_sample_interval() -> HumanDuration {
+    HumanDuration::from_millis(500)
+}
+
+fn default_progress_interval() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+impl Default for LimitsSettings {
+    fn default() -> Self {
+        Self {
+            max_parallel: None,
+            ram_ceiling: None,
+            min_free: None,
+            sample_interval: default_sample_interval(),
+            progress_interval: default_progress_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    /// Launch this many agents first, then wait `warmup_delay`.
+    pub warmup: Option<Count>,
+    #[serde(default = "thirty_seconds")]
+    pub warmup_delay: HumanDuration,
+    pub wave_size: Option<Count>,
+    #[serde(default = "thirty_seconds")]
+    pub wave_interval: HumanDuration,
+    #[serde(default = "zero_duration")]
+    pub orchestrator_stagger: HumanDuration,
+    pub deadline: Option<Deadline>,
+    #[serde(default = "default_drain")]
+    pub drain: HumanDuration,
+}
+
+fn thirty_seconds() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn zero_duration() -> HumanDuration {
+    HumanDuration::from_secs(0)
+}
+
+fn default_drain() -> HumanDuration {
+    HumanDuration::from_secs(600)
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            warmup: None,
+            warmup_delay: thirty_seconds(),
+            wave_size: None,
+            wave_interval: thirty_seconds(),
+            orchestrator_stagger: zero_duration(),
+            deadline: None,
+            drain: default_drain(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateSettings {
+    pub requests_per_minute: Option<PositiveRate>,
+    pub tokens_per_minute: Option<PositiveRate>,
+    #[serde(default = "default_burst")]
+    pub burst: Count,
+}
+
+fn default_burst() -> Count {
+    Count(1)
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSettings {
+    pub path: Option<PathBuf>,
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputFormat {
+    /// One JSON array.
+    #[default]
+    Json,
+    /// One record per line.
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutorSettings {
+    #[serde(default)]
+    pub kind: ExecutorKind,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    #[default]
+    Local,
+    Slurm,
+}

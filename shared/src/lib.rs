@@ -1,0 +1,15 @@
+//! What nightshift's binaries and tests agree on: the job file, the plan, the
+//! run directory's layout and files, record files, merges and validation, and
+//! the documented exit codes.
+
+pub mod atomic;
+pub mod exit_codes;
+pub mod ids;
+pub mod input;
+pub mod job;
+pub mod merge;
+pub mod plan;
+pub mod records;
+pub mod rundir;
+pub mod task;
+pub mod validate;

@@ -1,0 +1,359 @@
+//! Planning: items → segments → orchestrators → agents. Every level is split as
+//! evenly as possible, in input order, and no level ever gets more parts than it
+//! has things to put in them, so no agent is ever planned with zero items.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::IdKey;
+use crate::job::LayoutSettings;
+
+/// Defaults when the job file leaves the layout (partly) open.
+pub const DEFAULT_ITEMS_PER_AGENT: usize = 20;
+pub const DEFAULT_AGENTS_PER_ORCHESTRATOR: usize = 10;
+pub const DEFAULT_ORCHESTRATORS_PER_SEGMENT: usize = 3;
+
+/// Which agent: 1-based segment, orchestrator (within its segment) and agent
+/// (within its orchestrator) numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AgentRef {
+    pub segment: usize,
+    pub orchestrator: usize,
+    pub agent: usize,
+}
+
+impl fmt::Display for AgentRef {
+    /// The agent's name, e.g. `segment_01/orch_02/agent_03`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "segment_{:02}/orch_{:02}/agent_{:02}",
+            self.segment, self.orchestrator, self.agent
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub job: String,
+    pub id_field: String,
+    pub items_total: usize,
+    pub segments: Vec<SegmentPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SegmentPlan {
+    pub number: usize,
+    pub orchestrators: Vec<OrchestratorPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrchestratorPlan {
+    pub segment: usize,
+    pub number: usize,
+    pub agents: Vec<AgentPlan>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentPlan {
+    pub name: String,
+    #[serde(flatten)]
+    pub at: AgentRef,
+    /// Index of the agent's first item in the input.
+    pub first_item: usize,
+    #[serde(with = "id_values")]
+    pub ids: Vec<IdKey>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("the input holds no items")]
+    NoItems,
+}
+
+impl Plan {
+    pub fn agents(&self) -> impl Iterator<Item = &AgentPlan> {
+        self.segments
+            .iter()
+            .flat_map(|s| &s.orchestrators)
+            .flat_map(|o| &o.agents)
+    }
+
+    pub fn agent_count(&self) -> usize {
+        self.agents().count()
+    }
+
+    pub fn orchestrator_count(&self) -> usize {
+        self.segments.iter().map(|s| s.orchestrators.len()).sum()
+    }
+
+    pub fn find(&self, at: AgentRef) -> Option<&AgentPlan> {
+        self.segments
+            .get(at.segment.checked_sub(1)?)?
+            .orchestrators
+            .get(at.orchestrator.checked_sub(1)?)?
+            .agents
+            .get(at.agent.checked_sub(1)?)
+    }
+}
+
+impl SegmentPlan {
+    pub fn agents(&self) -> impl Iterator<Item = &AgentPlan> {
+        self.orchestrators.iter().flat_map(|o| &o.agents)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &IdKey> {
+        self.agents().flat_map(|a| &a.ids)
+    }
+
+    pub fn item_count(&self) -> usize {
+        self.agents().map(|a| a.ids.len()).sum()
+    }
+}
+
+impl OrchestratorPlan {
+    pub fn item_count(&self) -> usize {
+        self.agents.iter().map(|a| a.ids.len()).sum()
+    }
+}
+
+/// The numbers a layout resolves to before items are dealt out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    segments: usize,
+    orchestrators: usize,
+    agents: usize,
+    total_agents: usize,
+}
+
+fn div_ceil(a: usize, b: usize) -> usize {
+    a.div_ceil(b.max(1))
+}
+
+/// Resolves the layout keys: the three counts, or items_per_agent with the
+/// missing count derived (segments first, then agents, then orchestrators).
+fn shape(items: usize, layout: &LayoutSettings) -> Shape {
+    let given = |c: Option<crate::job::Count>| c.map(|c| c.get());
+    let (s, o, a) = (
+        given(layout.segments),
+        given(layout.orchestrators),
+        given(layout.agents),
+    );
+    if let (Some(segments), Some(orchestrators), Some(agents), None) =
+        (s, o, a, layout.items_per_agent)
+    {
+        return Shape {
+            segments,
+            orchestrators,
+            agents,
+            total_agents: items.min(segments * orchestrators * agents),
+        };
+    }
+    let per_agent = given(layout.items_per_agent).unwrap_or(DEFAULT_ITEMS_PER_AGENT);
+    let total_agents = div_ceil(items, per_agent);
+    let (segments, orchestrators, agents) = match (s, o, a) {
+        (None, o, a) => {
+            let o = o.unwrap_or(DEFAULT_ORCHESTRATORS_PER_SEGMENT);
+            let a = a.unwrap_or(DEFAULT_AGENTS_PER_ORCHESTRATOR);
+            (div_ceil(total_agents, o * a), o, a)
+        }
+        (Some(s), o, None) => {
+            let o = o.unwrap_or(DEFAULT_ORCHESTRATORS_PER_SEGMENT);
+            (s, o, div_ceil(total_agents, s * o))
+        }
+        (Some(s), None, Some(a)) => (s, div_ceil(total_agents, s * a), a),
+        // All three counts with items_per_agent is refused when the job is loaded.
+        (Some(s), Some(o), Some(a)) => (s, o, a),
+    };
+    Shape {
+        segments,
+        orchestrators,
+        agents,
+        total_agents: total_agents.min(segments * orchestrators * agents),
+    }
+}
+
+/// Splits `n` into at most `parts` non-empty sizes that differ by at most one.
+fn balanced(n: usize, parts: usize) -> Vec<usize> {
+    let parts = parts.min(n).max(1);
+    (0..parts)
+        .map(|i| n / parts + usize::from(i < n % parts))
+        .collect()
+}
+
+/// Builds the plan of a job over its item ids.
+pub fn build_plan(
+    job: &str,
+    id_field: &str,
+    ids: &[IdKey],
+    layout: &LayoutSettings,
+) -> Result<Plan, PlanError> {
+    if ids.is_empty() {
+        return Err(PlanError::NoItems);
+    }
+    let shape = shape(ids.len(), layout);
+    let agent_sizes = balanced(ids.len(), shape.total_agents);
+    let mut sizes = agent_sizes.into_iter();
+    let mut next_item = 0;
+    let mut segments = Vec::new();
+    for (s_index, seg_agents) in balanced(shape.total_agents, shape.segments)
+        .into_iter()
+        .enumerate()
+    {
+        let mut orchestrators = Vec::new();
+        for (o_index, orch_agents) in balanced(seg_agents, shape.orchestrators)
+            .into_iter()
+            .enumerate()
+        {
+            let mut agents = Vec::new();
+            for a_index in 0..orch_agents {
+                let size = sizes.next().unwrap_or(0);
+                let at = AgentRef {
+                    segment: s_index + 1,
+                    orchestrator: o_index + 1,
+                    agent: a_index + 1,
+                };
+                agents.push(AgentPlan {
+                    name: at.to_string(),
+                    at,
+                    first_item: next_item,
+                    ids: ids[next_item..next_item + size].to_vec(),
+                });
+                next_item += size;
+            }
+            orchestrators.push(OrchestratorPlan {
+                segment: s_index + 1,
+                number: o_index + 1,
+                agents,
+            });
+        }
+        segments.push(SegmentPlan {
+            number: s_index + 1,
+            orchestrators,
+        });
+    }
+    debug_assert_eq!(next_item, ids.len());
+    Ok(Plan {
+        job: job.to_owned(),
+        id_field: id_field.to_owned(),
+        items_total: ids.len(),
+        segments,
+    })
+}
+
+/// plan.json writes ids as the JSON values they are in the input.
+mod id_values {
+    use super::IdKey;
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(ids: &[IdKey], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(ids.iter().map(IdKey::to_value))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IdKey>, D::Error> {
+        Vec::<Value>::deserialize(deserializer)?
+            .iter()
+            .map(|v| {
+                IdKey::from_value(v).ok_or_else(|| D::Error::custom(format!("{v} is not an id")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::Count;
+
+    fn ids(n: usize) -> Vec<IdKey> {
+        (1..=n).map(IdKey::from_line_number).collect()
+    }
+
+    fn layout(
+        s: Option<usize>,
+        o: Option<usize>,
+        a: Option<usize>,
+        ipa: Option<usize>,
+    ) -> LayoutSettings {
+        LayoutSettings {
+            segments: s.map(Count),
+            orchestrators: o.map(Count),
+            agents: a.map(Count),
+            items_per_agent: ipa.map(Count),
+        }
+    }
+
+    fn check_invariants(plan: &Plan, n: usize) {
+        let all: Vec<&IdKey> = plan.agents().flat_map(|a| &a.ids).collect();
+        assert_eq!(all.len(), n, "every item exactly once");
+        assert!(all.windows(2).all(|w| w[0] != w[1]));
+        let sizes: Vec<usize> = plan.agents().map(|a| a.ids.len()).collect();
+        assert!(sizes.iter().all(|s| *s > 0), "no empty agent: {sizes:?}");
+        let (min, max) = (sizes.iter().min(), sizes.iter().max());
+        assert!(
+            max.zip(min).is_some_and(|(max, min)| max - min <= 1),
+            "balanced: {sizes:?}"
+        );
+    }
+
+    #[test]
+    fn explicit_counts_are_honoured_and_balanced() {
+        let plan = build_plan(
+            "j",
+            "id",
+            &ids(1000),
+            &layout(Some(3), Some(3), Some(10), None),
+        )
+        .expect("plan");
+        assert_eq!(plan.segments.len(), 3);
+        assert_eq!(plan.agent_count(), 90);
+        check_invariants(&plan, 1000);
+    }
+
+    #[test]
+    fn too_few_items_never_make_empty_agents() {
+        let plan = build_plan(
+            "j",
+            "id",
+            &ids(7),
+            &layout(Some(3), Some(3), Some(10), None),
+        )
+        .expect("plan");
+        assert_eq!(plan.agent_count(), 7);
+        assert!(plan.segments.iter().all(|s| !s.orchestrators.is_empty()));
+        check_invariants(&plan, 7);
+    }
+
+    #[test]
+    fn defaults_give_twenty_items_per_agent() {
+        let plan = build_plan("j", "id", &ids(1000), &LayoutSettings::default()).expect("plan");
+        assert_eq!(plan.agent_count(), 50);
+        assert_eq!(plan.segments.len(), 2);
+        check_invariants(&plan, 1000);
+    }
+
+    #[test]
+    fn items_per_agent_derives_the_missing_count() {
+        let plan = build_plan(
+            "j",
+            "id",
+            &ids(100),
+            &layout(Some(2), Some(1), None, Some(10)),
+        )
+        .expect("plan");
+        assert_eq!(plan.segments.len(), 2);
+        assert_eq!(plan.agent_count(), 10);
+        check_invariants(&plan, 100);
+    }
+
+    #[test]
+    fn plan_json_round_trips() {
+        let plan = build_plan("j", "id", &ids(5), &LayoutSettings::default()).expect("plan");
+        let text = serde_json::to_string(&plan).expect("serialize");
+        assert!(text.contains("\"ids\":[1,2,3,4,5]"), "{text}");
+        assert_eq!(serde_json::from_str::<Plan>(&text).expect("parse"), plan);
+    }
+}
