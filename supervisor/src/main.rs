@@ -1,1 +1,34 @@
-fn main() {}
+//! `nightshift`: parse the command line, set up logging, run, exit with the
+//! documented code.
+
+use clap::Parser;
+
+use supervisor::cli::Cli;
+
+fn main() {
+    let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => tracing::Level::ERROR,
+        (false, 0) => tracing::Level::WARN,
+        (false, 1) => tracing::Level::INFO,
+        _ => tracing::Level::DEBUG,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match supervisor::execute(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            let report = anyhow::Error::new(error);
+            eprintln!("nightshift: {report:#}");
+            report
+                .downcast_ref::<supervisor::error::SupervisorError>()
+                .map_or(
+                    shared::exit_codes::INCOMPLETE,
+                    supervisor::error::SupervisorError::exit_code,
+                )
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,92 @@
+//! The failures file beside an agent file (`agent_01.failures.jsonl`): one
+//! line per item that failed every attempt, so a run's report can say why.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use shared::ids::IdKey;
+
+/// `agent_01.jsonl` → `agent_01.failures.jsonl`; any other name gets the
+/// suffix appended.
+pub fn failures_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    output.with_file_name(format!("{stem}.failures.jsonl"))
+}
+
+/// Appends to the failures file, which is only created at the first failure.
+pub struct FailureLog {
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl FailureLog {
+    pub fn beside(output: &Path) -> Self {
+        Self {
+            path: failures_path(output),
+            file: None,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes `{"id", "reason", "attempts"}` as one line and fsyncs it.
+    pub fn record(&mut self, id: &IdKey, reason: &str, attempts: u32) -> io::Result<()> {
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self.file.insert(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?,
+            ),
+        };
+        let mut line = serde_json::to_vec(&json!({
+            "id": id.to_value(),
+            "reason": reason,
+            "attempts": attempts,
+        }))?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+        file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_replaces_the_jsonl_suffix() {
+        assert_eq!(
+            failures_path(Path::new("run/segment_01/orch_01/agent_01.jsonl")),
+            Path::new("run/segment_01/orch_01/agent_01.failures.jsonl")
+        );
+        assert_eq!(
+            failures_path(Path::new("out.txt")),
+            Path::new("out.txt.failures.jsonl")
+        );
+    }
+
+    #[test]
+    fn lines_are_appended() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = FailureLog::beside(&dir.path().join("agent_01.jsonl"));
+        let id = IdKey::from_value(&json!("x")).expect("string id");
+        log.record(&id, "demo failure", 3).expect("first line");
+        log.record(&id, "again", 1).expect("second line");
+        let text = std::fs::read_to_string(log.path()).expect("read back");
+        assert_eq!(
+            text,
+            "{\"attempts\":3,\"id\":\"x\",\"reason\":\"demo failure\"}\n\
+             {\"attempts\":1,\"id\":\"x\",\"reason\":\"again\"}\n"
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! The command line (DESIGN.md, "Command line").
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nightshift",
+    version,
+    about = "Supervise long, multi-process generation runs"
+)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Print only the run directory, failures and the summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a run of a job file.
+    Run {
+        job: PathBuf,
+        /// Where the run keeps everything (default: runs/NAME-YYYYMMDD-HHMMSS); must be new or empty.
+        #[arg(long)]
+        run_dir: Option<PathBuf>,
+    },
+    /// Print how a job's items are split into segments, orchestrators and agents.
+    Plan {
+        job: PathBuf,
+        /// The plan as JSON (the shape of RUN/plan.json).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a run directory, one of its files, or any record file.
+    Validate {
+        path: PathBuf,
+        /// The id field, for a file outside a run directory.
+        #[arg(long, default_value = "id")]
+        id: String,
+    },
+    /// Redo merges from the saved agent files, without generating anything.
+    Merge {
+        dir: PathBuf,
+        /// Only this segment (then the final output).
+        #[arg(long)]
+        segment: Option<usize>,
+    },
+}

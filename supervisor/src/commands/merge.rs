@@ -1,0 +1,75 @@
+//! `nightshift merge DIR [--segment N]`: redo merges from the saved agent files
+//! without generating anything.
+
+use std::path::Path;
+
+use shared::exit_codes;
+use shared::validate::Problem;
+
+use crate::console::Console;
+use crate::error::{Result, SupervisorError};
+use crate::existing_run::{frozen_job, open_run};
+use crate::merging::{merge_final, merge_segment};
+
+pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Result<i32> {
+    let (run, plan) = open_run(dir)?;
+    let job = frozen_job(&run)?;
+    let segments: Vec<_> = match only_segment {
+        Some(n) => {
+            let segment = plan
+                .segments
+                .iter()
+                .find(|s| s.number == n)
+                .ok_or_else(|| {
+                    SupervisorError::Unsupported(format!(
+                        "the run has segments 1 to {}; there is no segment {n}",
+                        plan.segments.len()
+                    ))
+                })?;
+            vec![segment]
+        }
+        None => plan.segments.iter().collect(),
+    };
+    let mut problems: Vec<Problem> = Vec::new();
+    for segment in segments {
+        let found = merge_segment(&run, &plan, segment).map_err(SupervisorError::io(format!(
+            "cannot merge segment {}",
+            segment.number
+        )))?;
+        console.line(&format!(
+            "merged segment_{:02}.jsonl ({} problems)",
+            segment.number,
+            found.len()
+        ));
+        problems.extend(found);
+    }
+    let output = job
+        .settings
+        .output
+        .path
+        .as_ref()
+        .map(|p| (job.resolve(p), job.settings.output.format));
+    let (summary, found) =
+        merge_final(&run, &plan, output.as_ref().map(|(p, f)| (p.as_path(), *f)))
+            .map_err(SupervisorError::io("cannot write the final output"))?;
+    problems.extend(found);
+    for problem in &problems {
+        console.problem(problem);
+    }
+    println!(
+        "final.json: {} of {} items{}",
+        summary.records,
+        plan.items_total,
+        if summary.missing() > 0 {
+            format!(", {} missing", summary.missing())
+        } else {
+            String::new()
+        }
+    );
+    let complete = summary.records == plan.items_total && !problems.iter().any(Problem::is_error);
+    Ok(if complete {
+        exit_codes::SUCCESS
+    } else {
+        exit_codes::INCOMPLETE
+    })
+}

@@ -1,0 +1,6 @@
+//! One file per command of the command line.
+
+pub mod merge;
+pub mod plan;
+pub mod run;
+pub mod validate;

@@ -1,0 +1,78 @@
+//! `nightshift plan JOB.toml [--json]`: the plan of a job; nothing is started.
+
+use std::path::Path;
+
+use shared::ids::IdKey;
+use shared::plan::Plan;
+
+use crate::error::{Result, SupervisorError};
+use crate::run_setup::plan_job;
+
+pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
+    let planned = plan_job(job_path)?;
+    if as_json {
+        let text = serde_json::to_string_pretty(&planned.plan)
+            .map_err(|e| SupervisorError::io("cannot encode the plan")(e.into()))?;
+        println!("{text}");
+    } else {
+        println!(
+            "job {}: {} items from {} (id field `{}`)",
+            planned.job.name,
+            planned.plan.items_total,
+            planned.items.path.display(),
+            planned.plan.id_field
+        );
+        print!("{}", describe(&planned.plan));
+    }
+    Ok(shared::exit_codes::SUCCESS)
+}
+
+/// A readable plan: totals, then one line per segment and per orchestrator.
+pub fn describe(plan: &Plan) -> String {
+    let sizes: Vec<usize> = plan.agents().map(|a| a.ids.len()).collect();
+    let (min, max) = (
+        sizes.iter().min().unwrap_or(&0),
+        sizes.iter().max().unwrap_or(&0),
+    );
+    let per_agent = if min == max {
+        format!("{min}")
+    } else {
+        format!("{min}–{max}")
+    };
+    let mut text = format!(
+        "{} segments, {} orchestrators, {} agents, {per_agent} items per agent\n",
+        plan.segments.len(),
+        plan.orchestrator_count(),
+        plan.agent_count()
+    );
+    for segment in &plan.segments {
+        text.push_str(&format!(
+            "segment_{:02}: {} orchestrators, {} agents, {} items\n",
+            segment.number,
+            segment.orchestrators.len(),
+            segment.agents().count(),
+            segment.item_count()
+        ));
+        for orchestrator in &segment.orchestrators {
+            let first = orchestrator
+                .agents
+                .first()
+                .and_then(|a| a.ids.first())
+                .map(IdKey::as_str);
+            let last = orchestrator
+                .agents
+                .last()
+                .and_then(|a| a.ids.last())
+                .map(IdKey::as_str);
+            text.push_str(&format!(
+                "  orch_{:02}: {} agents, {} items, ids {} … {}\n",
+                orchestrator.number,
+                orchestrator.agents.len(),
+                orchestrator.item_count(),
+                first.unwrap_or("?"),
+                last.unwrap_or("?")
+            ));
+        }
+    }
+    text
+}

@@ -1,0 +1,55 @@
+//! The supervisor's errors, and the one place that maps them to exit codes.
+
+use std::path::PathBuf;
+
+use shared::exit_codes;
+use shared::input::InputError;
+use shared::job::JobError;
+use shared::plan::PlanError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error(transparent)]
+    Job(#[from] JobError),
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{0}")]
+    Plan(#[from] PlanError),
+    #[error("run directory {0} is not empty; give a new one with --run-dir, or continue that run with `nightshift resume {0}`")]
+    RunDirNotEmpty(PathBuf),
+    #[error("{0}")]
+    AgentProgram(String),
+    #[error("{0} is not a run directory (it has no plan.json)")]
+    NotARunDir(PathBuf),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SupervisorError {
+    pub fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+        let what = what.into();
+        move |source| Self::Io { what, source }
+    }
+
+    /// The documented exit code for this error (README: "Exit codes").
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Job(_)
+            | Self::Input(_)
+            | Self::Plan(_)
+            | Self::RunDirNotEmpty(_)
+            | Self::AgentProgram(_)
+            | Self::NotARunDir(_)
+            | Self::Unsupported(_) => exit_codes::USAGE,
+            Self::Io { .. } => exit_codes::INCOMPLETE,
+        }
+    }
+}
+
+pub type Result<T, E = SupervisorError> = std::result::Result<T, E>;

@@ -1,0 +1,52 @@
+//! events.jsonl: the run's append-only journal. One JSON object per line with
+//! `ts` (RFC 3339, UTC, milliseconds), `event`, `agent` where one is concerned,
+//! and the event's own fields.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+
+pub struct EventLog {
+    file: File,
+    line: Vec<u8>,
+}
+
+impl EventLog {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self {
+            file,
+            line: Vec::new(),
+        })
+    }
+
+    /// Appends one event. Each event is one write(2) of a whole line, so a
+    /// crash can tear at most the last line, which readers ignore.
+    pub fn record(&mut self, event: &str, agent: Option<&str>, fields: Value) -> io::Result<()> {
+        let mut object = Map::new();
+        object.insert(
+            "ts".into(),
+            Value::String(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
+        );
+        object.insert("event".into(), Value::String(event.to_owned()));
+        if let Some(agent) = agent {
+            object.insert("agent".into(), Value::String(agent.to_owned()));
+        }
+        if let Value::Object(extra) = fields {
+            object.extend(extra);
+        }
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, &Value::Object(object))?;
+        self.line.push(b'\n');
+        self.file.write_all(&self.line)
+    }
+
+    /// Makes everything recorded so far durable (at segment ends and the end
+    /// of the run, the points a resume starts from).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}

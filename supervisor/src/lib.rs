@@ -1,0 +1,34 @@
+//! The nightshift supervisor: plans a job, runs every agent as its own process
+//! group, keeps the run directory, merges and validates. `main.rs` only parses
+//! arguments and maps the outcome to an exit code.
+
+pub mod agent_program;
+pub mod cli;
+pub mod commands;
+pub mod console;
+pub mod error;
+pub mod events;
+pub mod existing_run;
+pub mod launch;
+pub mod merging;
+pub mod reaper;
+pub mod report;
+pub mod run_setup;
+pub mod supervise;
+pub mod tasks;
+mod unix;
+
+use cli::{Cli, Command};
+use console::Console;
+use error::Result;
+
+/// Runs one command; returns its exit code.
+pub fn execute(cli: Cli) -> Result<i32> {
+    let console = Console::new(cli.quiet);
+    match cli.command {
+        Command::Run { job, run_dir } => commands::run::run(&job, run_dir.as_deref(), &console),
+        Command::Plan { job, json } => commands::plan::plan(&job, json),
+        Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
+        Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),
+    }
+}

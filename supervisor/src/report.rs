@@ -1,0 +1,112 @@
+//! report.json: how each agent attempt went, what is missing, what was found.
+
+use std::fmt;
+use std::io;
+
+use serde::Serialize;
+use serde_json::json;
+
+use shared::atomic::write_bytes_atomic;
+use shared::rundir::RunDir;
+use shared::validate::Problem;
+
+/// How one attempt of an agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed(i32),
+    Crashed(i32),
+    Killed(String),
+    LaunchFailed(String),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Succeeded => f.write_str("succeeded"),
+            Self::Failed(code) => write!(f, "failed with exit code {code}"),
+            Self::Crashed(signal) => write!(f, "crashed (signal {signal})"),
+            Self::Killed(reason) => write!(f, "killed ({reason})"),
+            Self::LaunchFailed(error) => write!(f, "could not start: {error}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub agent: String,
+    pub attempt: u32,
+    pub pid: Option<i32>,
+    pub launched: String,
+    pub seconds: f64,
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize)]
+struct AttemptJson<'a> {
+    agent: &'a str,
+    attempt: u32,
+    pid: Option<i32>,
+    launched: &'a str,
+    seconds: f64,
+    outcome: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+impl<'a> From<&'a AttemptRecord> for AttemptJson<'a> {
+    fn from(a: &'a AttemptRecord) -> Self {
+        let (outcome, code, signal, reason) = match &a.outcome {
+            Outcome::Succeeded => ("succeeded", Some(0), None, None),
+            Outcome::Failed(code) => ("failed", Some(*code), None, None),
+            Outcome::Crashed(signal) => ("crashed", None, Some(*signal), None),
+            Outcome::Killed(reason) => ("killed", None, None, Some(reason.clone())),
+            Outcome::LaunchFailed(error) => ("launch-failed", None, None, Some(error.clone())),
+        };
+        Self {
+            agent: &a.agent,
+            attempt: a.attempt,
+            pid: a.pid,
+            launched: &a.launched,
+            seconds: a.seconds,
+            outcome,
+            code,
+            signal,
+            reason,
+        }
+    }
+}
+
+/// The facts a report is made from.
+pub struct ReportInput<'a> {
+    pub state: &'a str,
+    pub items_total: usize,
+    pub items_done: usize,
+    pub missing_ids: Vec<String>,
+    pub attempts: &'a [AttemptRecord],
+    pub problems: &'a [Problem],
+    pub seconds: f64,
+}
+
+pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
+    let attempts: Vec<AttemptJson<'_>> = input.attempts.iter().map(AttemptJson::from).collect();
+    let report = json!({
+        "state": input.state,
+        "seconds": input.seconds,
+        "items": {
+            "total": input.items_total,
+            "done": input.items_done,
+            "missing": input.items_total.saturating_sub(input.items_done),
+        },
+        "missing_ids": input.missing_ids,
+        "attempts": attempts,
+        "problems": input.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    });
+    let mut bytes = serde_json::to_vec_pretty(&report)?;
+    bytes.push(b'\n');
+    write_bytes_atomic(&run.report_json(), &bytes)
+}

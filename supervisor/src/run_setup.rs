@@ -1,0 +1,140 @@
+//! Everything before the first launch: load and check the job, read the input,
+//! plan, find the agent program, and create the run directory with its frozen
+//! job.toml, run.json and plan.json.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use shared::atomic::write_bytes_atomic;
+use shared::input::{load_items, Items};
+use shared::job::{Backend, ExecutorKind, Job};
+use shared::plan::{build_plan, Plan};
+use shared::rundir::{RunDir, RunInfo};
+
+use crate::agent_program;
+use crate::error::{Result, SupervisorError};
+
+/// A job that passed every check, with its items and plan.
+pub struct CheckedJob {
+    pub job: Job,
+    pub items: Items,
+    pub plan: Plan,
+    pub agent_argv: Vec<OsString>,
+}
+
+/// Loads the job file, its input and its plan; nothing is written.
+pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
+    let job = Job::load(job_path)?;
+    let settings = &job.settings;
+    if settings.executor.kind == ExecutorKind::Slurm {
+        return Err(SupervisorError::Unsupported(format!(
+            "{}: executor.kind = \"slurm\" is not available in this version; use \"local\"",
+            job.path.display()
+        )));
+    }
+    let input_path = job.resolve(&settings.input.path);
+    let items = load_items(&input_path, settings.input.format, &settings.input.id)?;
+    let plan = build_plan(&job.name, &settings.input.id, &items.ids, &settings.layout)?;
+    Ok(PlannedJob { job, items, plan })
+}
+
+/// A job with its items and plan (enough for `nightshift plan`).
+pub struct PlannedJob {
+    pub job: Job,
+    pub items: Items,
+    pub plan: Plan,
+}
+
+/// Checks everything needed to launch: the job, its input, its plan, and the
+/// programs the agents will run.
+pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
+    let PlannedJob { job, items, plan } = plan_job(job_path)?;
+    let agent = &job.settings.agent;
+    let agent_argv = agent_program::resolve(agent.program.as_deref(), &job.dir)?;
+    if agent.program.is_none() && agent.backend == Backend::Exec {
+        if let Some(first) = agent.command.as_ref().and_then(|c| c.first()) {
+            if agent_program::find_program(first, &job.dir).is_none() {
+                return Err(SupervisorError::AgentProgram(format!(
+                    "{}: agent.command {first:?} was not found (relative paths start from {}, bare names are looked up on PATH)",
+                    job.path.display(),
+                    job.dir.display()
+                )));
+            }
+        }
+    }
+    Ok(CheckedJob {
+        job,
+        items,
+        plan,
+        agent_argv,
+    })
+}
+
+/// The run directory to use: the one given (which must be new or empty), or
+/// `runs/NAME-YYYYMMDD-HHMMSS` under the current folder.
+pub fn choose_run_dir(given: Option<&Path>, job_name: &str) -> Result<PathBuf> {
+    let chosen = match given {
+        Some(dir) => dir.to_owned(),
+        None => {
+            let base = PathBuf::from("runs")
+                .join(format!("{job_name}-{}", crate::unix::local_timestamp()));
+            let mut candidate = base.clone();
+            let mut n = 2;
+            while candidate.exists() {
+                candidate = PathBuf::from(format!("{}-{n}", base.display()));
+                n += 1;
+            }
+            candidate
+        }
+    };
+    let non_empty = std::fs::read_dir(&chosen).is_ok_and(|mut entries| entries.next().is_some());
+    if non_empty {
+        return Err(SupervisorError::RunDirNotEmpty(chosen));
+    }
+    Ok(chosen)
+}
+
+/// Creates the run directory and writes job.toml, run.json and plan.json.
+pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
+    let absolute = std::path::absolute(dir).map_err(SupervisorError::io(format!(
+        "cannot resolve {}",
+        dir.display()
+    )))?;
+    std::fs::create_dir_all(&absolute).map_err(SupervisorError::io(format!(
+        "cannot create run directory {}",
+        dir.display()
+    )))?;
+    let run = RunDir::new(absolute);
+    let write = |path: PathBuf, bytes: &[u8]| {
+        write_bytes_atomic(&path, bytes).map_err(SupervisorError::io(format!(
+            "cannot write {}",
+            path.display()
+        )))
+    };
+    write(run.job_toml(), checked.job.text.as_bytes())?;
+    let info = RunInfo {
+        job_file: checked.job.path.clone(),
+        job_dir: checked.job.dir.clone(),
+        input: checked.items.path.clone(),
+        started: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    };
+    write(run.run_json(), &to_json(&info)?)?;
+    write(run.plan_json(), &to_json(&checked.plan)?)?;
+    for segment in &checked.plan.segments {
+        for orchestrator in &segment.orchestrators {
+            let folder = run.orchestrator_dir(segment.number, orchestrator.number);
+            std::fs::create_dir_all(&folder).map_err(SupervisorError::io(format!(
+                "cannot create {}",
+                folder.display()
+            )))?;
+        }
+    }
+    Ok(run)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| SupervisorError::io("cannot encode JSON")(e.into()))?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}

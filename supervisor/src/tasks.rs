@@ -1,0 +1,55 @@
+//! Writing the task files of a segment's agents just before the segment starts.
+//! All files are written under temporary names, made durable with one syncfs
+//! for the whole batch, then renamed: atomic per file without one fsync each.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use shared::job::AgentSettings;
+use shared::plan::SegmentPlan;
+use shared::rundir::RunDir;
+
+/// The shape of shared::task::TaskFile, borrowed instead of owned.
+#[derive(Serialize)]
+struct TaskRef<'a> {
+    agent: &'a str,
+    id_field: &'a str,
+    items: &'a [Value],
+    settings: &'a AgentSettings,
+}
+
+pub fn write_segment_tasks(
+    run: &RunDir,
+    segment: &SegmentPlan,
+    items: &[Value],
+    id_field: &str,
+    settings: &AgentSettings,
+) -> io::Result<()> {
+    let mut renames: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for agent in segment.agents() {
+        let path = run.agent_task(agent.at);
+        let temp = path.with_extension("json.tmp");
+        let task = TaskRef {
+            agent: &agent.name,
+            id_field,
+            items: &items[agent.first_item..agent.first_item + agent.ids.len()],
+            settings,
+        };
+        let mut writer = BufWriter::new(File::create(&temp)?);
+        serde_json::to_writer(&mut writer, &task)?;
+        writer.write_all(b"\n")?;
+        writer.flush()?;
+        renames.push((temp, path));
+    }
+    let root = File::open(run.root())?;
+    nix::unistd::syncfs(&root).map_err(io::Error::from)?;
+    for (temp, path) in &renames {
+        std::fs::rename(temp, path)?;
+    }
+    nix::unistd::syncfs(&root).map_err(io::Error::from)?;
+    Ok(())
+}
