@@ -1,6 +1,8 @@
 //! Planning: items → segments → orchestrators → agents. Every level is split as
 //! evenly as possible, in input order, and no level ever gets more parts than it
 //! has things to put in them, so no agent is ever planned with zero items.
+//! Explicit counts are spread over every part asked for; a layout derived from
+//! items_per_agent fills orchestrators up to `agents` before opening another.
 
 use std::fmt;
 
@@ -125,6 +127,9 @@ struct Shape {
     orchestrators: usize,
     agents: usize,
     total_agents: usize,
+    /// Derived layouts fill orchestrators up to `agents` before opening another;
+    /// explicit counts spread agents over every orchestrator asked for.
+    fill: bool,
 }
 
 fn div_ceil(a: usize, b: usize) -> usize {
@@ -148,6 +153,7 @@ fn shape(items: usize, layout: &LayoutSettings) -> Shape {
             orchestrators,
             agents,
             total_agents: items.min(segments * orchestrators * agents),
+            fill: false,
         };
     }
     let per_agent = given(layout.items_per_agent).unwrap_or(DEFAULT_ITEMS_PER_AGENT);
@@ -171,6 +177,7 @@ fn shape(items: usize, layout: &LayoutSettings) -> Shape {
         orchestrators,
         agents,
         total_agents: total_agents.min(segments * orchestrators * agents),
+        fill: true,
     }
 }
 
@@ -202,7 +209,12 @@ pub fn build_plan(
         .enumerate()
     {
         let mut orchestrators = Vec::new();
-        for (o_index, orch_agents) in balanced(seg_agents, shape.orchestrators)
+        let orchestrators_here = if shape.fill {
+            div_ceil(seg_agents, shape.agents).min(shape.orchestrators)
+        } else {
+            shape.orchestrators
+        };
+        for (o_index, orch_agents) in balanced(seg_agents, orchestrators_here)
             .into_iter()
             .enumerate()
         {
@@ -347,6 +359,22 @@ mod tests {
         assert_eq!(plan.segments.len(), 2);
         assert_eq!(plan.agent_count(), 10);
         check_invariants(&plan, 100);
+    }
+
+    #[test]
+    fn derived_layouts_fill_orchestrators_first() {
+        let plan =
+            build_plan("j", "id", &ids(10), &layout(None, None, None, Some(4))).expect("plan");
+        assert_eq!(plan.orchestrator_count(), 1);
+        assert_eq!(plan.agent_count(), 3);
+        let plan = build_plan("j", "id", &ids(250), &LayoutSettings::default()).expect("plan");
+        let per_orchestrator: Vec<usize> = plan.segments[0]
+            .orchestrators
+            .iter()
+            .map(|o| o.agents.len())
+            .collect();
+        assert_eq!(per_orchestrator, vec![7, 6]);
+        check_invariants(&plan, 250);
     }
 
     #[test]

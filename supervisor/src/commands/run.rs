@@ -173,7 +173,7 @@ fn summarise(
         );
     }
     match state {
-        "interrupted" => println!("resumable: nightshift resume {}", run.root().display()),
+        "interrupted" => println!("saved results are kept in {}", run.root().display()),
         _ => {
             println!("final output: {}", run.final_json().display());
             if let Some(path) = &job.settings.output.path {

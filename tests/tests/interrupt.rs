@@ -1,0 +1,106 @@
+//! Ctrl-C (SIGINT) or SIGTERM to the supervisor: no new launches, every agent
+//! tree ended, exit 130, nothing left running; SIGHUP does not stop a run.
+
+use std::time::Duration;
+
+use nightshift_tests::{
+    alive, group_members, launched_pids, wait_until, wait_with_deadline, JobDir,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Slow agents whose items each also start a background sleeper (a child
+/// in the agent's process group), so a kill must reach more than the agent.
+fn slow_job(job: &JobDir) {
+    job.items(12);
+    job.write(
+        "job.toml",
+        r#"
+[input]
+path = "items.jsonl"
+[layout]
+segments = 2
+orchestrators = 1
+agents = 3
+[agent]
+backend = "exec"
+command = ["sh", "-c", "sleep 30 & cat >/dev/null; sleep 30; echo late"]
+kill_grace = "1s"
+[limits]
+max_parallel = 3
+"#,
+    );
+}
+
+fn signal_after_launch(signal: Signal) {
+    let job = JobDir::new();
+    slow_job(&job);
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    let run = job.run_dir();
+    assert!(
+        wait_until(Duration::from_secs(20), || launched_pids(&run).len() == 3),
+        "three agents launched"
+    );
+    let pids = launched_pids(&run);
+    // Let the item commands start their sleepers.
+    assert!(wait_until(Duration::from_secs(10), || pids
+        .iter()
+        .all(|p| group_members(*p).len() >= 3)));
+    let supervisor = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(supervisor, signal).expect("signal the supervisor");
+    let finished = wait_with_deadline(child, Duration::from_secs(30));
+    finished.expect_code(130);
+    assert!(
+        finished.stdout.contains("interrupted"),
+        "{}",
+        finished.stdout
+    );
+    assert!(
+        finished.stdout.contains("saved results are kept"),
+        "{}",
+        finished.stdout
+    );
+    for pid in &pids {
+        assert!(!alive(*pid), "agent {pid} is gone");
+        assert!(
+            group_members(*pid).is_empty(),
+            "nothing left of agent group {pid}"
+        );
+    }
+    assert_eq!(launched_pids(&run).len(), 3, "no launch after the signal");
+    let events = nightshift_tests::events(&run);
+    let shutdown_kills = events
+        .iter()
+        .filter(|e| e["event"] == "killed" && e["reason"] == "shutdown")
+        .count();
+    assert_eq!(shutdown_kills, 3);
+    let report = std::fs::read_to_string(run.join("report.json")).expect("report.json");
+    assert!(report.contains("\"state\": \"interrupted\""), "{report}");
+}
+
+#[test]
+fn sigint_stops_the_run_and_leaves_nothing_behind() {
+    signal_after_launch(Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_the_run_like_sigint() {
+    signal_after_launch(Signal::SIGTERM);
+}
+
+#[test]
+fn sighup_does_not_stop_a_run() {
+    let job = JobDir::new();
+    job.items(4);
+    job.write(
+        "job.toml",
+        "[input]\npath = \"items.jsonl\"\n[layout]\nitems_per_agent = 2\n[agent]\nbackend = \"demo\"\n[agent.demo]\nlatency = \"400ms\"\n",
+    );
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    let run = job.run_dir();
+    assert!(wait_until(Duration::from_secs(20), || !launched_pids(&run).is_empty()));
+    let supervisor = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(supervisor, Signal::SIGHUP).expect("signal the supervisor");
+    let finished = wait_with_deadline(child, Duration::from_secs(60));
+    finished.expect_code(0);
+}
