@@ -195,3 +195,61 @@ fn plan_prints_the_layout_and_json() {
     assert_eq!(plan["items_total"], 37);
     assert!(!job.run_dir().exists(), "plan starts nothing");
 }
+
+#[test]
+fn crashing_agents_are_reported_and_the_others_finish() {
+    let job = JobDir::new();
+    let ids = job.items(30);
+    job.write(
+        "job.toml",
+        r#"
+[input]
+path = "items.jsonl"
+[layout]
+items_per_agent = 3
+[agent]
+backend = "demo"
+[agent.demo]
+latency = "0ms"
+crash_rate = 0.15
+[limits]
+max_parallel = 4
+"#,
+    );
+    let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    finished.expect_code(1);
+    assert!(
+        finished.stderr.contains("crashed (signal 6)"),
+        "{}",
+        finished.stderr
+    );
+    let report: Value = serde_json::from_str(
+        &std::fs::read_to_string(job.run_dir().join("report.json")).expect("report"),
+    )
+    .expect("report is JSON");
+    let attempts = report["attempts"].as_array().expect("attempts");
+    assert_eq!(attempts.len(), 10, "every agent ran");
+    let crashed = attempts
+        .iter()
+        .filter(|a| a["outcome"] == "crashed")
+        .count();
+    let succeeded = attempts
+        .iter()
+        .filter(|a| a["outcome"] == "succeeded")
+        .count();
+    assert!(crashed > 0 && succeeded > 0, "{attempts:?}");
+    // What the crashed agents saved before dying is kept, and the final
+    // output holds exactly the saved items, in input order.
+    let saved: Vec<String> = json_array_ids(&job.run_dir().join("final.json"));
+    let expected: Vec<String> = ids
+        .iter()
+        .filter(|id| saved.contains(id))
+        .cloned()
+        .collect();
+    assert_eq!(saved, expected);
+    assert_eq!(report["items"]["done"].as_u64(), Some(saved.len() as u64));
+    assert_eq!(
+        report["missing_ids"].as_array().map(Vec::len),
+        Some(30 - saved.len())
+    );
+}
