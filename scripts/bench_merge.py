@@ -111,7 +111,7 @@ def main():
                     if r.returncode != 0:
                         sys.exit(f"nightshift merge exited {r.returncode}: {r.stdout.decode()[-2000:]}")
                     ns.append(sec)
-            print(f"run {i + 1}/{RUNS}: nightshift merge {ns[-1]:.3f}s  cat {cat[-1]:.3f}s", file=sys.stderr)
+            print(f"{'warm-up' if i < 0 else f'run {i + 1}/{RUNS}'}: nightshift merge {ns[-1]:.3f}s  cat {cat[-1]:.3f}s", file=sys.stderr)
             if i < 0:
                 ns.clear(), cat.clear()
         with open(run / "final.json") as f:

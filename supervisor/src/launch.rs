@@ -1,9 +1,9 @@
 //! Starting one agent process: its own session and process group, the agent
-//! contract's environment, the job folder as working folder, output to its log.
+//! contract's environment, the job folder as working folder, and its output
+//! through a pipe into its bounded log.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::fs::OpenOptions;
 use std::io;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use shared::plan::AgentPlan;
 use shared::rundir::RunDir;
 
+use crate::agent_log::{open_pipe, spawn_log_thread};
 use crate::reaper::SPAWN_LOCK;
 use crate::unix::start_in_new_session;
 
@@ -20,6 +21,7 @@ pub struct Launcher<'a> {
     pub job_dir: &'a Path,
     pub env: &'a BTreeMap<String, String>,
     pub run: &'a RunDir,
+    pub log_limit: u64,
 }
 
 impl Launcher<'_> {
@@ -29,11 +31,7 @@ impl Launcher<'_> {
             .argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty agent program"))?;
-        // Appending: a relaunched agent keeps the earlier attempts' output.
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.run.agent_log(agent.at))?;
+        let (log_reader, log_writer) = open_pipe()?;
         let mut command = Command::new(program);
         command
             .args(args)
@@ -45,8 +43,8 @@ impl Launcher<'_> {
             .env("NIGHTSHIFT_ATTEMPT", attempt.to_string())
             .env("NIGHTSHIFT_RUN_DIR", self.run.root())
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+            .stdout(log_writer.try_clone()?)
+            .stderr(log_writer);
         start_in_new_session(&mut command);
         let child = {
             let _spawning = SPAWN_LOCK
@@ -54,6 +52,11 @@ impl Launcher<'_> {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             command.spawn()?
         };
+        // `command` still holds the pipe's write end: drop it, so the log
+        // thread sees end-of-file when the agent and its tree are done.
+        drop(command);
+        // Appending: a relaunched agent keeps the earlier attempts' output.
+        spawn_log_thread(log_reader, self.run.agent_log(agent.at), self.log_limit)?;
         // The reaper collects the child with waitpid(-1); the handle is not needed.
         let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
         drop(child);

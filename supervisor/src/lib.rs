@@ -2,6 +2,7 @@
 //! group, keeps the run directory, merges and validates. `main.rs` only parses
 //! arguments and maps the outcome to an exit code.
 
+pub mod agent_log;
 pub mod agent_program;
 pub mod cli;
 pub mod commands;
@@ -10,12 +11,18 @@ pub mod error;
 pub mod events;
 pub mod existing_run;
 pub mod launch;
+pub mod live_agents;
 pub mod merging;
+pub mod proc_table;
 pub mod reaper;
 pub mod report;
 pub mod run_setup;
+pub mod slot;
 pub mod supervise;
+pub mod sweep;
 pub mod tasks;
+pub mod timeouts;
+pub mod tree;
 mod unix;
 
 use cli::{Cli, Command};

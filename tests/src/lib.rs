@@ -62,6 +62,29 @@ impl Default for JobDir {
     }
 }
 
+/// A failing test must not leave its agents behind: on drop, every process
+/// that carries the environment of a run inside this folder is killed (by pid).
+impl Drop for JobDir {
+    fn drop(&mut self) {
+        let prefix = format!("NIGHTSHIFT_RUN_DIR={}", self.path().display());
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+            let ours = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|entry| entry.starts_with(prefix.as_bytes()))
+            });
+            if ours {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
 impl JobDir {
     pub fn new() -> Self {
         Self {
@@ -251,5 +274,33 @@ pub fn group_members(pgid: i32) -> Vec<i32> {
                 })
             })
         })
+        .collect()
+}
+
+/// Live processes that carry this run's environment (NIGHTSHIFT_RUN_DIR):
+/// every process an agent of the run started, unless it cleared its environment.
+pub fn run_processes(run_dir: &Path) -> Vec<i32> {
+    let wanted = format!("NIGHTSHIFT_RUN_DIR={}", run_dir.display());
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| alive(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|entry| entry == wanted.as_bytes())
+            })
+        })
+        .collect()
+}
+
+/// Pids written by test scripts into a file, one per line.
+pub fn pids_in(path: &Path) -> Vec<i32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
         .collect()
 }

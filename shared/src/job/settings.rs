@@ -179,6 +179,13 @@ pub struct LimitsSettings {
     pub sample_interval: HumanDuration,
     #[serde(default = "default_progress_interval")]
     pub progress_interval: HumanDuration,
+    /// Each agent's log is rotated to agent_NN.log.1 past this size.
+    #[serde(default = "default_agent_log_limit")]
+    pub agent_log_limit: ByteSize,
+}
+
+fn default_agent_log_limit() -> ByteSize {
+    ByteSize(16 << 20)
 }
 
 fn default_sample_interval() -> HumanDuration {
@@ -197,6 +204,7 @@ impl Default for LimitsSettings {
             min_free: None,
             sample_interval: default_sample_interval(),
             progress_interval: default_progress_interval(),
+            agent_log_limit: default_agent_log_limit(),
         }
     }
 }

@@ -1,0 +1,133 @@
+//! Reading the Linux process table (/proc): a process's parent, group, session
+//! and start time, its children, and its environment. Start times make a pid
+//! an identity: a pid reused by another process has another start time.
+
+use std::fs;
+use std::path::Path;
+
+/// What /proc/PID/stat says about a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub pid: i32,
+    pub ppid: i32,
+    pub pgid: i32,
+    pub sid: i32,
+    pub state: char,
+    /// Clock ticks after boot at which the process started.
+    pub start_ticks: u64,
+    /// Resident pages.
+    pub rss_pages: u64,
+}
+
+impl ProcStat {
+    /// A zombie or dead process holds no memory and runs no code.
+    pub fn is_gone(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+/// Parses /proc/PID/stat. The command name (field 2) is in parentheses and may
+/// itself hold spaces and parentheses, so fields are counted after the last ')'.
+fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
+    let (_, rest) = text.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is field 3 of proc(5): state; ppid 4, pgrp 5, session 6,
+    // starttime 22, rss 24.
+    Some(ProcStat {
+        pid,
+        state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
+        pgid: fields.get(2)?.parse().ok()?,
+        sid: fields.get(3)?.parse().ok()?,
+        start_ticks: fields.get(19)?.parse().ok()?,
+        rss_pages: fields.get(21)?.parse().ok()?,
+    })
+}
+
+/// The children of a process, from every one of its threads (a child is listed
+/// under the thread that forked it).
+pub fn children(pid: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return found;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("children")) {
+            found.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    found
+}
+
+/// Every pid in the process table.
+pub fn all_pids() -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .collect()
+}
+
+/// The value of one variable in a process's initial environment (inherited by
+/// every descendant that did not clear it).
+pub fn environ_var(pid: i32, name: &str) -> Option<String> {
+    let bytes = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    bytes
+        .split(|b| *b == 0)
+        .find_map(|entry| entry.strip_prefix(prefix.as_bytes()))
+        .map(|value| String::from_utf8_lossy(value).into_owned())
+}
+
+/// This boot's id: start times only compare within one boot.
+pub fn boot_id() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Makes orphaned descendants of our agents (double forks, daemons) our
+/// children instead of init's, so they are reaped by us and stay in view.
+pub fn become_subreaper() -> std::io::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+}
+
+/// True when /proc is the Linux process table (it is where we read everything).
+pub fn available() -> bool {
+    Path::new("/proc/self/stat").exists()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_fields_are_counted_after_the_command_name() {
+        let line = "4242 (we(i)rd name) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 10000 321 18446744073709551615";
+        let stat = parse_stat(4242, line).expect("parses");
+        assert_eq!(stat.ppid, 1);
+        assert_eq!(stat.pgid, 4242);
+        assert_eq!(stat.sid, 4242);
+        assert_eq!(stat.start_ticks, 987654);
+        assert_eq!(stat.rss_pages, 321);
+        assert_eq!(stat.state, 'S');
+    }
+
+    #[test]
+    fn our_own_process_is_readable() {
+        let me = i32::try_from(std::process::id()).expect("pid");
+        let stat = stat(me).expect("own stat");
+        assert!(!stat.is_gone());
+        assert!(environ_var(me, "PATH").is_some());
+    }
+}
