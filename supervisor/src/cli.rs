@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::halt::HaltPolicy;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "nightshift",
@@ -29,6 +31,16 @@ pub enum Command {
         /// Where the run keeps everything (default: runs/NAME-YYYYMMDD-HHMMSS); must be new or empty.
         #[arg(long)]
         run_dir: Option<PathBuf>,
+        /// When to give up early: never, soon,fail=N, soon,fail=N% or now,fail=N.
+        #[arg(long, default_value = "never")]
+        halt: HaltPolicy,
+    },
+    /// Go on with a run from what its directory holds.
+    Resume {
+        dir: PathBuf,
+        /// When to give up early: never, soon,fail=N, soon,fail=N% or now,fail=N.
+        #[arg(long, default_value = "never")]
+        halt: HaltPolicy,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {

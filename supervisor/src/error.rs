@@ -23,6 +23,10 @@ pub enum SupervisorError {
     NotARunDir(PathBuf),
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "another supervisor (pid {1}) is running {0}; wait for it, or stop it with `kill -INT {1}`"
+    )]
+    Busy(PathBuf, String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -46,7 +50,8 @@ impl SupervisorError {
             | Self::RunDirNotEmpty(_)
             | Self::AgentProgram(_)
             | Self::NotARunDir(_)
-            | Self::Unsupported(_) => exit_codes::USAGE,
+            | Self::Unsupported(_)
+            | Self::Busy(..) => exit_codes::USAGE,
             Self::Io { .. } => exit_codes::INCOMPLETE,
         }
     }

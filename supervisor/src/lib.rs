@@ -10,13 +10,17 @@ pub mod console;
 pub mod error;
 pub mod events;
 pub mod existing_run;
+pub mod halt;
 pub mod launch;
 pub mod live_agents;
 pub mod merging;
 pub mod proc_table;
 pub mod reaper;
 pub mod report;
+pub mod resume;
+pub mod run_lock;
 pub mod run_setup;
+pub mod session;
 pub mod slot;
 pub mod supervise;
 pub mod sweep;
@@ -33,7 +37,10 @@ use error::Result;
 pub fn execute(cli: Cli) -> Result<i32> {
     let console = Console::new(cli.quiet);
     match cli.command {
-        Command::Run { job, run_dir } => commands::run::run(&job, run_dir.as_deref(), &console),
+        Command::Run { job, run_dir, halt } => {
+            commands::run::run(&job, run_dir.as_deref(), halt, &console)
+        }
+        Command::Resume { dir, halt } => commands::resume::resume(&dir, halt, &console),
         Command::Plan { job, json } => commands::plan::plan(&job, json),
         Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
         Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),

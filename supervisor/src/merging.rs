@@ -159,3 +159,46 @@ fn new_problems_ref(summary: &MergeSummary) -> Vec<Problem> {
         problems: summary.problems.clone(),
     })
 }
+
+/// A merged file is up to date when it exists and is newer than every one of
+/// its inputs (which all exist): merging again would write the same bytes.
+fn up_to_date(output: &Path, inputs: &[std::path::PathBuf]) -> bool {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let Some(merged_at) = modified(output) else {
+        return false;
+    };
+    inputs
+        .iter()
+        .all(|input| modified(input).is_some_and(|at| at <= merged_at))
+}
+
+/// The segment file and its orchestrator files are newer than their inputs.
+pub fn segment_up_to_date(run: &RunDir, segment: &SegmentPlan) -> bool {
+    let orchestrator_files: Vec<std::path::PathBuf> = segment
+        .orchestrators
+        .iter()
+        .map(|o| run.orchestrator_file(segment.number, o.number))
+        .collect();
+    let orchestrators_fresh =
+        segment
+            .orchestrators
+            .iter()
+            .zip(&orchestrator_files)
+            .all(|(o, file)| {
+                let agents: Vec<std::path::PathBuf> =
+                    o.agents.iter().map(|a| run.agent_output(a.at)).collect();
+                up_to_date(file, &agents)
+            });
+    orchestrators_fresh && up_to_date(&run.segment_file(segment.number), &orchestrator_files)
+}
+
+/// final.json is newer than every segment file (and they are all up to date).
+pub fn final_up_to_date(run: &RunDir, plan: &Plan) -> bool {
+    let segment_files: Vec<std::path::PathBuf> = plan
+        .segments
+        .iter()
+        .map(|s| run.segment_file(s.number))
+        .collect();
+    plan.segments.iter().all(|s| segment_up_to_date(run, s))
+        && up_to_date(&run.final_json(), &segment_files)
+}

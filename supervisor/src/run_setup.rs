@@ -1,6 +1,6 @@
 //! Everything before the first launch: load and check the job, read the input,
 //! plan, find the agent program, and create the run directory with its frozen
-//! job.toml, run.json and plan.json.
+//! job.toml, run.json, plan.json and every agent's task file.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,7 @@ use shared::rundir::{RunDir, RunInfo};
 
 use crate::agent_program;
 use crate::error::{Result, SupervisorError};
+use crate::tasks::write_all_tasks;
 
 /// A job that passed every check, with its items and plan.
 pub struct CheckedJob {
@@ -26,12 +27,6 @@ pub struct CheckedJob {
 pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
     let job = Job::load(job_path)?;
     let settings = &job.settings;
-    if settings.executor.kind == ExecutorKind::Slurm {
-        return Err(SupervisorError::Unsupported(format!(
-            "{}: executor.kind = \"slurm\" is not available in this version; use \"local\"",
-            job.path.display()
-        )));
-    }
     let input_path = job.resolve(&settings.input.path);
     let items = load_items(&input_path, settings.input.format, &settings.input.id)?;
     let plan = build_plan(&job.name, &settings.input.id, &items.ids, &settings.layout)?;
@@ -49,6 +44,24 @@ pub struct PlannedJob {
 /// programs the agents will run.
 pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
     let PlannedJob { job, items, plan } = plan_job(job_path)?;
+    let agent_argv = resolve_agent(&job)?;
+    Ok(CheckedJob {
+        job,
+        items,
+        plan,
+        agent_argv,
+    })
+}
+
+/// The agent program's argv, and a check that the exec backend's command
+/// exists, so a typo is a usage error and not a thousand failed items.
+pub fn resolve_agent(job: &Job) -> Result<Vec<OsString>> {
+    if job.settings.executor.kind == ExecutorKind::Slurm {
+        return Err(SupervisorError::Unsupported(format!(
+            "{}: executor.kind = \"slurm\" is not available in this version; use \"local\"",
+            job.path.display()
+        )));
+    }
     let agent = &job.settings.agent;
     let agent_argv = agent_program::resolve(agent.program.as_deref(), &job.dir)?;
     if agent.program.is_none() && agent.backend == Backend::Exec {
@@ -62,12 +75,7 @@ pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
             }
         }
     }
-    Ok(CheckedJob {
-        job,
-        items,
-        plan,
-        agent_argv,
-    })
+    Ok(agent_argv)
 }
 
 /// The run directory to use: the one given (which must be new or empty), or
@@ -129,6 +137,15 @@ pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
             )))?;
         }
     }
+    let settings = &checked.job.settings;
+    write_all_tasks(
+        &run,
+        &checked.plan,
+        &checked.items.items,
+        &checked.plan.id_field,
+        &settings.agent,
+    )
+    .map_err(SupervisorError::io("cannot write the agents' task files"))?;
     Ok(run)
 }
 

@@ -2,10 +2,12 @@
 //! agents launched while fewer than limits.max_parallel run. Exits, signals and
 //! timers all arrive in one loop on one thread, which owns the run's state and
 //! never blocks on a single child. Kills (timeout, stall, shutdown) end an
-//! agent's whole tree: TERM, agent.kill_grace, KILL. Between segments nothing
+//! agent's whole tree: TERM, agent.kill_grace, KILL. A failed agent is retried
+//! on its remaining items after a doubling backoff. Between segments nothing
 //! started for the finished segment may live on (see `sweep`).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -13,37 +15,48 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use shared::job::AgentTimeout;
-use shared::plan::{AgentPlan, SegmentPlan};
+use shared::job::{AgentTimeout, Job, JobSettings};
+use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::events::EventLog;
+use crate::halt::{HaltPolicy, HaltWhen};
 use crate::launch::Launcher;
 use crate::live_agents::{LiveAgent, LiveAgents};
 use crate::merging;
-use crate::proc_table::{self, ProcStat};
+use crate::proc_table;
 use crate::reaper::{self, ExitHow, Msg};
 use crate::report::{AttemptRecord, Outcome};
-use crate::run_setup::CheckedJob;
 use crate::slot::{count_lines, Kill, Slot};
-use crate::sweep::{end_processes, find_leftovers, Agents, Group};
-use crate::tasks::write_segment_tasks;
+use crate::sweep::{EndedTree, Leftovers};
 use crate::timeouts::PerItemTimes;
 use crate::tree::Tree;
 
 /// How often a tree being killed is checked for its last process.
 const KILL_POLL: Duration = Duration::from_millis(10);
-/// Rounds of "scan the process table, end what is found" at a segment's end.
-const SWEEP_ROUNDS: usize = 3;
+
+/// Everything a supervisor needs to run (or go on with) a run.
+pub struct RunInputs<'a> {
+    pub run: &'a RunDir,
+    pub job: &'a Job,
+    pub plan: &'a Plan,
+    pub agent_argv: &'a [OsString],
+    pub halt: HaltPolicy,
+    /// Agents whose files already hold all their items (resume).
+    pub complete: HashSet<AgentRef>,
+    /// Launches of each agent so far (resume), so attempt numbers go on.
+    pub launches: HashMap<String, u32>,
+}
 
 /// How the loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
     Completed,
     Interrupted,
+    Halted,
 }
 
 pub struct RunResult {
@@ -55,40 +68,41 @@ pub struct RunResult {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Stop {
     No,
-    /// TERM was sent to every tree; each slot KILLs at its own hard_at.
-    Graceful,
-    Immediate,
+    /// No new launches; running agents finish (halt soon).
+    Draining,
+    /// Every tree was sent TERM; each is KILLed at its own hard_at.
+    Killing,
 }
 
-/// The tree of an attempt that has ended; leftovers are swept at segment end.
-struct EndedTree {
-    agent: String,
-    leader_start: u64,
-    tree: Tree,
+/// An agent waiting for its retry backoff to pass.
+struct Retry<'p> {
+    at: Instant,
+    agent: &'p AgentPlan,
 }
 
 pub struct Supervisor<'a> {
-    run: &'a RunDir,
-    checked: &'a CheckedJob,
+    inputs: RunInputs<'a>,
     console: &'a Console,
     events: EventLog,
     rx: Receiver<Msg>,
     _signals: signal_hook::iterator::Handle,
     max_parallel: usize,
     slots: HashMap<i32, Slot<'a>>,
-    ended: Vec<EndedTree>,
-    /// Orphans adopted by the supervisor that no agent could be matched to.
-    strays: Vec<ProcStat>,
+    leftovers: Leftovers,
+    retries: Vec<Retry<'a>>,
+    retries_used: HashMap<AgentRef, u32>,
+    failed_for_good: usize,
     attempts: Vec<AttemptRecord>,
     per_item: PerItemTimes,
     stop: Stop,
+    ending: Ending,
     next_tick: Instant,
     me: i32,
     boot_id: String,
 }
 
 impl<'a> Supervisor<'a> {
-    pub fn new(run: &'a RunDir, checked: &'a CheckedJob, console: &'a Console) -> Result<Self> {
+    pub fn new(inputs: RunInputs<'a>, console: &'a Console) -> Result<Self> {
         let (tx, rx) = channel();
         let signals =
             reaper::start(tx).map_err(SupervisorError::io("cannot install signal handlers"))?;
@@ -97,9 +111,9 @@ impl<'a> Supervisor<'a> {
         if let Err(error) = proc_table::become_subreaper() {
             tracing::warn!("cannot become a child subreaper ({error}); daemonised descendants are found by the segment-end scan only");
         }
-        let events = EventLog::open(&run.events())
+        let events = EventLog::open(&inputs.run.events())
             .map_err(SupervisorError::io("cannot open events.jsonl"))?;
-        let max_parallel = checked
+        let max_parallel = inputs
             .job
             .settings
             .limits
@@ -107,19 +121,21 @@ impl<'a> Supervisor<'a> {
             .map(|c| c.get())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         Ok(Self {
-            run,
-            checked,
+            inputs,
             console,
             events,
             rx,
             _signals: signals,
             max_parallel,
             slots: HashMap::new(),
-            ended: Vec::new(),
-            strays: Vec::new(),
+            leftovers: Leftovers::default(),
+            retries: Vec::new(),
+            retries_used: HashMap::new(),
+            failed_for_good: 0,
             attempts: Vec::new(),
             per_item: PerItemTimes::default(),
             stop: Stop::No,
+            ending: Ending::Completed,
             next_tick: Instant::now(),
             me: i32::try_from(std::process::id()).unwrap_or(0),
             boot_id: proc_table::boot_id(),
@@ -132,34 +148,48 @@ impl<'a> Supervisor<'a> {
             .map_err(SupervisorError::io("cannot append to events.jsonl"))
     }
 
-    fn settings(&self) -> &'a shared::job::JobSettings {
-        &self.checked.job.settings
+    fn settings(&self) -> &'a JobSettings {
+        &self.inputs.job.settings
     }
 
     pub fn run(mut self) -> Result<RunResult> {
-        let plan = &self.checked.plan;
+        let plan = self.inputs.plan;
+        let run = self.inputs.run;
         self.event(
             "run-started",
             None,
             json!({"job": plan.job, "items": plan.items_total, "agents": plan.agent_count(),
                    "segments": plan.segments.len(), "max_parallel": self.max_parallel,
-                   "supervisor_pid": self.me}),
+                   "supervisor_pid": self.me, "already_complete": self.inputs.complete.len()}),
         )?;
         let mut problems = Vec::new();
         for segment in &plan.segments {
             if self.stop != Stop::No {
                 break;
             }
-            self.run_segment(segment)?;
+            let todo: Vec<&'a AgentPlan> = segment
+                .agents()
+                .filter(|a| !self.inputs.complete.contains(&a.at))
+                .collect();
+            if todo.is_empty() && merging::segment_up_to_date(run, segment) {
+                self.console.line(&format!(
+                    "segment {}/{}: already complete",
+                    segment.number,
+                    plan.segments.len()
+                ));
+                continue;
+            }
+            self.run_segment(segment, todo)?;
+            let names: HashSet<String> = segment.agents().map(|a| a.name.clone()).collect();
             if self.stop != Stop::No {
-                self.sweep(segment, "shutdown")?;
+                self.sweep(&names, "shutdown")?;
                 break;
             }
-            self.sweep(segment, "segment-end")?;
+            self.sweep(&names, "segment-end")?;
             let started = Instant::now();
-            let found = merging::merge_segment(self.run, plan, segment).map_err(
-                SupervisorError::io(format!("cannot merge segment {}", segment.number)),
-            )?;
+            let found = merging::merge_segment(run, plan, segment).map_err(SupervisorError::io(
+                format!("cannot merge segment {}", segment.number),
+            ))?;
             self.event(
                 "merged",
                 None,
@@ -176,49 +206,42 @@ impl<'a> Supervisor<'a> {
                 .map_err(SupervisorError::io("cannot sync events.jsonl"))?;
             self.console.segment_done(segment, plan.segments.len());
         }
-        let ending = if self.stop == Stop::No {
-            Ending::Completed
-        } else {
-            Ending::Interrupted
-        };
         Ok(RunResult {
-            ending,
+            ending: self.ending,
             attempts: self.attempts,
             problems,
         })
     }
 
-    /// Launches and watches the agents of one segment until every attempt has
-    /// ended (or a shutdown has ended them).
-    fn run_segment(&mut self, segment: &'a SegmentPlan) -> Result<()> {
-        let settings = self.settings();
-        write_segment_tasks(
-            self.run,
-            segment,
-            &self.checked.items.items,
-            &self.checked.plan.id_field,
-            &settings.agent,
-        )
-        .map_err(SupervisorError::io(format!(
-            "cannot write the task files of segment {}",
-            segment.number
-        )))?;
-        let mut queue: VecDeque<&'a AgentPlan> = segment.agents().collect();
+    /// Launches and watches the agents of one segment until every attempt,
+    /// retries included, has ended (or a shutdown or halt has ended them).
+    fn run_segment(&mut self, segment: &'a SegmentPlan, todo: Vec<&'a AgentPlan>) -> Result<()> {
+        let mut queue: VecDeque<&'a AgentPlan> = todo.into();
         self.console
-            .segment_started(segment, self.checked.plan.segments.len());
+            .segment_started(segment, self.inputs.plan.segments.len());
         loop {
+            let now = Instant::now();
+            let (due, waiting): (Vec<Retry<'a>>, Vec<Retry<'a>>) =
+                std::mem::take(&mut self.retries)
+                    .into_iter()
+                    .partition(|r| r.at <= now);
+            self.retries = waiting;
+            queue.extend(due.into_iter().map(|r| r.agent));
             while self.stop == Stop::No && self.slots.len() < self.max_parallel {
                 let Some(agent) = queue.pop_front() else {
                     break;
                 };
-                self.launch(agent, 1)?;
+                self.launch(agent)?;
             }
-            if self.slots.is_empty() && (queue.is_empty() || self.stop != Stop::No) {
+            let nothing_left = queue.is_empty() && self.retries.is_empty();
+            if self.slots.is_empty() && (nothing_left || self.stop != Stop::No) {
                 return Ok(());
             }
-            let now = Instant::now();
             let wake = self.next_wake(now);
-            match self.rx.recv_timeout(wake.saturating_duration_since(now)) {
+            match self
+                .rx
+                .recv_timeout(wake.saturating_duration_since(Instant::now()))
+            {
                 Ok(message) => self.on_message(message)?,
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(lost_signals()),
@@ -233,6 +256,9 @@ impl<'a> Supervisor<'a> {
     /// The next instant something must be looked at.
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = self.next_tick;
+        for retry in &self.retries {
+            wake = wake.min(retry.at);
+        }
         for slot in self.slots.values() {
             match slot.kill {
                 None => {
@@ -251,16 +277,21 @@ impl<'a> Supervisor<'a> {
         wake
     }
 
-    fn launch(&mut self, agent: &'a AgentPlan, attempt: u32) -> Result<()> {
+    fn launch(&mut self, agent: &'a AgentPlan) -> Result<()> {
         let settings = self.settings();
+        let attempt = {
+            let launches = self.inputs.launches.entry(agent.name.clone()).or_insert(0);
+            *launches += 1;
+            *launches
+        };
         let launcher = Launcher {
-            argv: &self.checked.agent_argv,
-            job_dir: &self.checked.job.dir,
+            argv: self.inputs.agent_argv,
+            job_dir: &self.inputs.job.dir,
             env: &settings.agent.env,
-            run: self.run,
+            run: self.inputs.run,
             log_limit: settings.limits.agent_log_limit.bytes(),
         };
-        let output = self.run.agent_output(agent.at);
+        let output = self.inputs.run.agent_output(agent.at);
         let saved_at_launch = count_lines(&output);
         let launched_at =
             humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
@@ -272,21 +303,18 @@ impl<'a> Supervisor<'a> {
                     Some(&agent.name),
                     json!({"error": error.to_string()}),
                 )?;
-                self.console
-                    .agent_failed(&agent.name, &format!("could not start: {error}"), None);
-                self.attempts.push(AttemptRecord {
+                let record = AttemptRecord {
                     agent: agent.name.clone(),
                     attempt,
                     pid: None,
                     launched: launched_at,
                     seconds: 0.0,
                     outcome: Outcome::LaunchFailed(error.to_string()),
-                });
-                return Ok(());
+                };
+                return self.after_attempt(agent, record);
             }
         };
         let now = Instant::now();
-        let tree = Tree::new(pid);
         let leader_start = proc_table::stat(pid).map_or(0, |s| s.start_ticks);
         let deadline = match settings.agent.timeout {
             Some(AgentTimeout::Fixed(limit)) => Some(now + limit.get()),
@@ -295,7 +323,8 @@ impl<'a> Supervisor<'a> {
         self.event(
             "launched",
             Some(&agent.name),
-            json!({"pid": pid, "start_ticks": leader_start, "attempt": attempt, "items": agent.ids.len()}),
+            json!({"pid": pid, "start_ticks": leader_start, "attempt": attempt, "items": agent.ids.len(),
+                   "already_saved": saved_at_launch}),
         )?;
         self.slots.insert(
             pid,
@@ -306,7 +335,7 @@ impl<'a> Supervisor<'a> {
                 leader_start,
                 started: now,
                 launched_at,
-                tree,
+                tree: Tree::new(pid),
                 exit: None,
                 deadline,
                 saved_at_launch,
@@ -333,7 +362,7 @@ impl<'a> Supervisor<'a> {
                 })
                 .collect(),
         };
-        live.write(self.run)
+        live.write(self.inputs.run)
             .map_err(SupervisorError::io("cannot write live.json"))
     }
 
@@ -342,7 +371,7 @@ impl<'a> Supervisor<'a> {
             Msg::Exited { pid, how } => {
                 let Some(slot) = self.slots.get_mut(&pid) else {
                     // An adopted orphan, reaped: nothing to account for.
-                    self.strays.retain(|s| s.pid != pid);
+                    self.leftovers.strays.retain(|s| s.pid != pid);
                     return Ok(());
                 };
                 slot.exit = Some(how);
@@ -411,10 +440,10 @@ impl<'a> Supervisor<'a> {
             Some(AgentTimeout::PercentOfMedian(percent)) => Some(percent),
             _ => None,
         };
+        let run = self.inputs.run;
         for slot in self.slots.values_mut() {
             slot.tree.refresh();
-            let output = self.run.agent_output(slot.agent.at);
-            slot.observe_output(&output, now);
+            slot.observe_output(&run.agent_output(slot.agent.at), now);
             if let (Some(percent), None) = (relative, slot.deadline) {
                 let items = slot.agent.ids.len().saturating_sub(slot.saved_at_launch);
                 if let Some(limit) = self.per_item.limit(percent, items) {
@@ -431,8 +460,7 @@ impl<'a> Supervisor<'a> {
         for pid in proc_table::children(self.me) {
             if self.slots.contains_key(&pid)
                 || self.slots.values().any(|s| s.tree.contains(pid))
-                || self.ended.iter().any(|e| e.tree.contains(pid))
-                || self.strays.iter().any(|s| s.pid == pid)
+                || self.leftovers.knows(pid)
             {
                 continue;
             }
@@ -440,19 +468,14 @@ impl<'a> Supervisor<'a> {
                 continue;
             };
             let agent_name = proc_table::environ_var(pid, "NIGHTSHIFT_AGENT");
-            let by_group = |leader: i32| stat.pgid == leader || stat.sid == leader;
-            if let Some(slot) = self
-                .slots
-                .values_mut()
-                .find(|s| by_group(s.pid) || agent_name.as_deref() == Some(s.agent.name.as_str()))
-            {
-                slot.tree.adopt(&stat);
-            } else if let Some(ended) = self.ended.iter_mut().find(|e| {
-                by_group(e.tree.leader) || agent_name.as_deref() == Some(e.agent.as_str())
-            }) {
-                ended.tree.adopt(&stat);
-            } else {
-                self.strays.push(stat);
+            let from = |s: &&mut Slot<'a>| {
+                stat.pgid == s.pid
+                    || stat.sid == s.pid
+                    || agent_name.as_deref() == Some(s.agent.name.as_str())
+            };
+            match self.slots.values_mut().find(from) {
+                Some(slot) => slot.tree.adopt(&stat),
+                None => self.leftovers.adopt(stat, agent_name.as_deref()),
             }
         }
     }
@@ -486,7 +509,7 @@ impl<'a> Supervisor<'a> {
         )
     }
 
-    /// The attempt is over: record how it went.
+    /// The attempt is over: record how it went, then retry or give up.
     fn finish(&mut self, pid: i32) -> Result<()> {
         let Some(slot) = self.slots.remove(&pid) else {
             return Ok(());
@@ -500,30 +523,106 @@ impl<'a> Supervisor<'a> {
             (None, None) => Outcome::Failed(-1),
         };
         if outcome == Outcome::Succeeded {
-            let saved = count_lines(&self.run.agent_output(slot.agent.at));
+            let saved = count_lines(&self.inputs.run.agent_output(slot.agent.at));
             self.per_item
                 .record(seconds, saved.saturating_sub(slot.saved_at_launch));
-        } else if !matches!(&outcome, Outcome::Killed(reason) if reason == "shutdown") {
-            self.console.agent_failed(
-                &slot.agent.name,
-                &outcome.to_string(),
-                Some(&self.run.agent_log(slot.agent.at)),
-            );
         }
-        self.attempts.push(AttemptRecord {
+        let record = AttemptRecord {
             agent: slot.agent.name.clone(),
             attempt: slot.attempt,
             pid: Some(pid),
             launched: slot.launched_at,
             seconds,
             outcome,
-        });
-        self.ended.push(EndedTree {
+        };
+        self.leftovers.ended.push(EndedTree {
             agent: slot.agent.name.clone(),
             leader_start: slot.leader_start,
             tree: slot.tree,
         });
-        self.write_live()
+        self.write_live()?;
+        self.after_attempt(slot.agent, record)
+    }
+
+    /// Records an ended attempt; a failed one is retried after its backoff
+    /// (retry_backoff, doubling) while retries remain, else it counts towards
+    /// the halt policy.
+    fn after_attempt(&mut self, agent: &'a AgentPlan, record: AttemptRecord) -> Result<()> {
+        let outcome = record.outcome.clone();
+        self.attempts.push(record);
+        if outcome == Outcome::Succeeded || outcome == Outcome::Killed("shutdown".into()) {
+            return Ok(());
+        }
+        let log = self.inputs.run.agent_log(agent.at);
+        let used = self.retries_used.entry(agent.at).or_insert(0);
+        let settings = &self.inputs.job.settings.agent;
+        if *used < settings.retries && self.stop == Stop::No {
+            *used += 1;
+            let delay = settings
+                .retry_backoff
+                .get()
+                .saturating_mul(1 << (*used - 1).min(16));
+            let retry = *used;
+            self.console.agent_failed(
+                &agent.name,
+                &format!(
+                    "{outcome}; retry {retry} of {} in {}",
+                    settings.retries,
+                    humantime::format_duration(delay)
+                ),
+                Some(&log),
+            );
+            self.retries.push(Retry {
+                at: Instant::now() + delay,
+                agent,
+            });
+            return self.event(
+                "retry-scheduled",
+                Some(&agent.name),
+                json!({"retry": retry, "after_seconds": delay.as_secs_f64()}),
+            );
+        }
+        self.console
+            .agent_failed(&agent.name, &outcome.to_string(), Some(&log));
+        self.failed_for_good += 1;
+        let total = self.inputs.plan.agent_count();
+        if let Some(when) = self.inputs.halt.triggered(self.failed_for_good, total) {
+            if self.stop == Stop::No {
+                self.halt(when)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn halt(&mut self, when: HaltWhen) -> Result<()> {
+        self.ending = Ending::Halted;
+        self.retries.clear();
+        let policy = self.inputs.halt.to_string();
+        self.console.line(&format!(
+            "halting (--halt {policy}): {} agent(s) failed for good; {}",
+            self.failed_for_good,
+            if when == HaltWhen::Now {
+                "ending every agent now"
+            } else {
+                "no new agents, running ones finish"
+            }
+        ));
+        self.event(
+            "halted",
+            None,
+            json!({"policy": policy, "failed": self.failed_for_good}),
+        )?;
+        match when {
+            HaltWhen::Soon => self.stop = Stop::Draining,
+            HaltWhen::Now => {
+                self.stop = Stop::Killing;
+                let pids: Vec<i32> = self.slots.keys().copied().collect();
+                for pid in pids {
+                    self.start_kill(pid, "shutdown")?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn on_signal(&mut self, signal: i32) -> Result<()> {
@@ -534,92 +633,49 @@ impl<'a> Supervisor<'a> {
         if signal != SIGINT && signal != SIGTERM {
             return Ok(());
         }
-        match self.stop {
-            Stop::No => {
-                let grace = self.settings().agent.kill_grace.get();
-                self.console.stopping(grace);
-                self.event(
-                    "shutdown",
-                    None,
-                    json!({"signal": signal, "grace_seconds": grace.as_secs_f64()}),
-                )?;
-                self.stop = Stop::Graceful;
-                let pids: Vec<i32> = self.slots.keys().copied().collect();
-                for pid in pids {
-                    self.start_kill(pid, "shutdown")?;
+        if self.stop == Stop::Killing {
+            // Ctrl-C again: no more waiting.
+            let now = Instant::now();
+            for slot in self.slots.values_mut() {
+                if let Some(kill) = slot.kill.as_mut() {
+                    kill.hard_at = now;
                 }
             }
-            Stop::Graceful | Stop::Immediate => {
-                // Ctrl-C again: no more waiting.
-                self.stop = Stop::Immediate;
-                let now = Instant::now();
-                for slot in self.slots.values_mut() {
-                    if let Some(kill) = slot.kill.as_mut() {
-                        kill.hard_at = now;
-                    }
-                }
-            }
+            return self.event("shutdown-now", None, json!({"signal": signal}));
+        }
+        let grace = self.settings().agent.kill_grace.get();
+        self.console.stopping(grace);
+        self.event(
+            "shutdown",
+            None,
+            json!({"signal": signal, "grace_seconds": grace.as_secs_f64()}),
+        )?;
+        self.ending = Ending::Interrupted;
+        self.stop = Stop::Killing;
+        self.retries.clear();
+        let pids: Vec<i32> = self.slots.keys().copied().collect();
+        for pid in pids {
+            self.start_kill(pid, "shutdown")?;
         }
         self.events
             .sync()
             .map_err(SupervisorError::io("cannot sync events.jsonl"))
     }
 
-    /// Makes sure no process started for `segment` is alive: known trees,
-    /// adopted strays, and whatever a scan of the process table attributes to
-    /// the segment's agents are ended (TERM, kill_grace, KILL).
-    fn sweep(&mut self, segment: &SegmentPlan, reason: &str) -> Result<()> {
-        let grace = if self.stop == Stop::Immediate {
-            Duration::ZERO
-        } else {
-            self.settings().agent.kill_grace.get()
-        };
-        let names: HashSet<String> = segment.agents().map(|a| a.name.clone()).collect();
+    /// Makes sure no process started for the agents `names` is alive.
+    fn sweep(&mut self, names: &HashSet<String>, reason: &str) -> Result<()> {
+        let grace = self.settings().agent.kill_grace.get();
         self.adopt_orphans();
-        let groups: Vec<Group> = self
-            .ended
-            .iter()
-            .map(|e| Group {
-                agent: e.agent.clone(),
-                pgid: e.tree.leader,
-                leader_start: e.leader_start,
-            })
-            .collect();
-        for round in 0..SWEEP_ROUNDS {
-            let mut targets: HashMap<i32, (String, ProcStat)> = HashMap::new();
-            for ended in &mut self.ended {
-                for stat in ended.tree.refresh() {
-                    targets.insert(stat.pid, (ended.agent.clone(), stat));
-                }
-            }
-            for stray in self.strays.drain(..) {
-                targets.insert(stray.pid, ("(unknown agent)".into(), stray));
-            }
-            for (agent, stat) in find_leftovers(self.run.root(), &Agents::Named(&names), &groups) {
-                targets.entry(stat.pid).or_insert((agent, stat));
-            }
-            if targets.is_empty() {
-                break;
-            }
-            let mut per_agent: HashMap<String, usize> = HashMap::new();
-            for (agent, _) in targets.values() {
-                *per_agent.entry(agent.clone()).or_default() += 1;
-            }
-            for (agent, processes) in &per_agent {
+        let rounds = self.leftovers.sweep(self.inputs.run.root(), names, grace);
+        for round in rounds {
+            for (agent, processes) in round {
                 self.event(
                     "killed",
-                    Some(agent),
+                    Some(&agent),
                     json!({"reason": reason, "processes": processes}),
                 )?;
             }
-            let stats: Vec<ProcStat> = targets.values().map(|(_, s)| *s).collect();
-            let left = end_processes(&stats, grace);
-            if !left.is_empty() && round + 1 == SWEEP_ROUNDS {
-                let pids: Vec<i32> = left.iter().map(|s| s.pid).collect();
-                tracing::warn!("processes {pids:?} survived SIGKILL (stuck in the kernel?)");
-            }
         }
-        self.ended.clear();
         Ok(())
     }
 }

@@ -37,6 +37,15 @@ pub fn find_leftovers(
 ) -> Vec<(String, ProcStat)> {
     let me = i32::try_from(std::process::id()).unwrap_or(0);
     let run_root = run_root.to_string_lossy();
+    // A group id names our agent's group only while the group is that agent's:
+    // its leader is the recorded process, or gone (the kernel does not reuse a
+    // pid while a process group of that id still has members).
+    let groups: Vec<&Group> = groups
+        .iter()
+        .filter(|g| {
+            proc_table::stat(g.pgid).is_none_or(|leader| leader.start_ticks == g.leader_start)
+        })
+        .collect();
     let mut found = Vec::new();
     for pid in proc_table::all_pids() {
         if pid == me {
@@ -111,3 +120,94 @@ pub fn end_processes(targets: &[ProcStat], grace: Duration) -> Vec<ProcStat> {
     signal_all(&left, Signal::SIGKILL);
     wait_gone(&left, Duration::from_secs(5))
 }
+
+/// The tree of an attempt that has ended; its leftovers are swept at segment end.
+pub struct EndedTree {
+    pub agent: String,
+    pub leader_start: u64,
+    pub tree: crate::tree::Tree,
+}
+
+/// What may outlive the agents of the current segment: the trees of ended
+/// attempts, and orphans the supervisor adopted that no agent could claim.
+#[derive(Default)]
+pub struct Leftovers {
+    pub ended: Vec<EndedTree>,
+    pub strays: Vec<ProcStat>,
+}
+
+impl Leftovers {
+    pub fn knows(&self, pid: i32) -> bool {
+        self.ended.iter().any(|e| e.tree.contains(pid)) || self.strays.iter().any(|s| s.pid == pid)
+    }
+
+    /// Gives an adopted orphan to the ended tree it came from, or keeps it as a stray.
+    pub fn adopt(&mut self, stat: ProcStat, agent_name: Option<&str>) {
+        let from = |e: &&mut EndedTree| {
+            stat.pgid == e.tree.leader
+                || stat.sid == e.tree.leader
+                || agent_name == Some(e.agent.as_str())
+        };
+        match self.ended.iter_mut().find(from) {
+            Some(ended) => ended.tree.adopt(&stat),
+            None => self.strays.push(stat),
+        }
+    }
+
+    /// Finds everything left of `agents` (known trees, strays, and a scan of the
+    /// whole process table) and ends it. Returns (agent, processes) per agent
+    /// that had leftovers, for the journal, round by round.
+    pub fn sweep(
+        &mut self,
+        run_root: &Path,
+        agents: &HashSet<String>,
+        grace: Duration,
+    ) -> Vec<Vec<(String, usize)>> {
+        let groups: Vec<Group> = self
+            .ended
+            .iter()
+            .map(|e| Group {
+                agent: e.agent.clone(),
+                pgid: e.tree.leader,
+                leader_start: e.leader_start,
+            })
+            .collect();
+        let mut rounds = Vec::new();
+        for _ in 0..SWEEP_ROUNDS {
+            let mut targets: std::collections::HashMap<i32, (String, ProcStat)> =
+                std::collections::HashMap::new();
+            for ended in &mut self.ended {
+                for stat in ended.tree.refresh() {
+                    targets.insert(stat.pid, (ended.agent.clone(), stat));
+                }
+            }
+            for stray in self.strays.drain(..) {
+                targets.insert(stray.pid, ("(unknown agent)".into(), stray));
+            }
+            for (agent, stat) in find_leftovers(run_root, &Agents::Named(agents), &groups) {
+                targets.entry(stat.pid).or_insert((agent, stat));
+            }
+            if targets.is_empty() {
+                break;
+            }
+            let mut per_agent: std::collections::BTreeMap<String, usize> =
+                std::collections::BTreeMap::new();
+            for (agent, _) in targets.values() {
+                *per_agent.entry(agent.clone()).or_default() += 1;
+            }
+            rounds.push(per_agent.into_iter().collect());
+            let stats: Vec<ProcStat> = targets.values().map(|(_, s)| *s).collect();
+            let left = end_processes(&stats, grace);
+            if !left.is_empty() {
+                let pids: Vec<i32> = left.iter().map(|s| s.pid).collect();
+                tracing::warn!("processes {pids:?} survived SIGKILL (stuck in the kernel?)");
+            }
+        }
+        self.ended.clear();
+        rounds
+    }
+}
+
+/// Rounds of "scan the process table, end what is found" in one sweep: a
+/// process being ended may start another.
+const SWEEP_ROUNDS: usize = 3;

@@ -1,4 +1,5 @@
-//! Writing the task files of a segment's agents just before the segment starts.
+//! Writing every agent's task file when the run directory is created, so a run
+//! can be resumed from its directory alone (the input file may change or go).
 //! All files are written under temporary names, made durable with one syncfs
 //! for the whole batch, then renamed: atomic per file without one fsync each.
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use shared::job::AgentSettings;
-use shared::plan::SegmentPlan;
+use shared::plan::Plan;
 use shared::rundir::RunDir;
 
 /// The shape of shared::task::TaskFile, borrowed instead of owned.
@@ -22,15 +23,15 @@ struct TaskRef<'a> {
     settings: &'a AgentSettings,
 }
 
-pub fn write_segment_tasks(
+pub fn write_all_tasks(
     run: &RunDir,
-    segment: &SegmentPlan,
+    plan: &Plan,
     items: &[Value],
     id_field: &str,
     settings: &AgentSettings,
 ) -> io::Result<()> {
     let mut renames: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for agent in segment.agents() {
+    for agent in plan.agents() {
         let path = run.agent_task(agent.at);
         let temp = path.with_extension("json.tmp");
         let task = TaskRef {

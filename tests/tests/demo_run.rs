@@ -209,6 +209,7 @@ path = "items.jsonl"
 items_per_agent = 3
 [agent]
 backend = "demo"
+retries = 0
 [agent.demo]
 latency = "0ms"
 crash_rate = 0.15

@@ -18,6 +18,7 @@ backend = "exec"
 command = {command}
 item_retries = 1
 item_timeout = "20s"
+retry_backoff = "100ms"
 [limits]
 max_parallel = 2
 "#

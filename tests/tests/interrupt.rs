@@ -56,7 +56,7 @@ fn signal_after_launch(signal: Signal) {
         finished.stdout
     );
     assert!(
-        finished.stdout.contains("saved results are kept"),
+        finished.stdout.contains("resumable: nightshift resume"),
         "{}",
         finished.stdout
     );

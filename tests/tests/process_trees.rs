@@ -35,6 +35,7 @@ backend = "exec"
 command = ["sh", "-c", "trap '' TERM; setsid sleep 300 & echo $! >> pids; echo $$ >> pids; sleep 300"]
 timeout = "2s"
 kill_grace = "500ms"
+retries = 0
 "#,
     );
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -72,6 +73,7 @@ path = "items.jsonl"
 program = ["./stubborn.sh"]
 timeout = "1s"
 kill_grace = "1500ms"
+retries = 0
 "#,
     );
     job.nightshift(&["run", "job.toml", "--run-dir", "run"])
@@ -114,6 +116,7 @@ path = "items.jsonl"
 program = ["./stall.sh"]
 stall_timeout = "1s"
 kill_grace = "1s"
+retries = 0
 [limits]
 sample_interval = "100ms"
 "#,
@@ -211,6 +214,7 @@ backend = "exec"
 command = ["sh", "-c", "read -r line; case \"$line\" in *item-006*) sleep 60;; esac; printf '%s' \"$line\""]
 timeout = "300%"
 kill_grace = "200ms"
+retries = 0
 [limits]
 max_parallel = 1
 sample_interval = "100ms"

@@ -2,5 +2,6 @@
 
 pub mod merge;
 pub mod plan;
+pub mod resume;
 pub mod run;
 pub mod validate;

@@ -1,0 +1,86 @@
+//! `nightshift resume DIR [--halt POLICY]`: go on with a run from its directory
+//! alone. The rules, in order:
+//! 1. Only one supervisor per run (RUN/supervisor.lock).
+//! 2. The frozen RUN/job.toml is used; a changed original job file is reported.
+//! 3. Leftover processes of a dead supervisor are ended before any launch.
+//! 4. Agents whose file holds all their items are not run again; the others
+//!    run on their remaining items (the agent skips what is saved).
+//! 5. Merges whose output is newer than all their inputs are not redone.
+//! 6. A run that is already complete says so and exits 0.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use shared::exit_codes;
+
+use crate::console::Console;
+use crate::error::{Result, SupervisorError};
+use crate::events::EventLog;
+use crate::existing_run::{frozen_job, open_run};
+use crate::halt::HaltPolicy;
+use crate::merging::final_up_to_date;
+use crate::resume::{end_leftovers, launches_so_far, scan_progress};
+use crate::run_lock::RunLock;
+use crate::run_setup::resolve_agent;
+use crate::session::drive;
+use crate::supervise::RunInputs;
+
+pub fn resume(dir: &Path, halt: HaltPolicy, console: &Console) -> Result<i32> {
+    let (run, plan) = open_run(dir)?;
+    println!("run directory: {}", dir.display());
+    let _lock = RunLock::acquire(&run)?;
+    let job = frozen_job(&run)?;
+    if let Ok(current) = std::fs::read_to_string(&job.path) {
+        if current != job.text {
+            println!(
+                "note: {} has changed since this run started; resume uses the run's frozen copy {}",
+                job.path.display(),
+                run.job_toml().display()
+            );
+        }
+    }
+    let agent_argv = resolve_agent(&job)?;
+    let mut events =
+        EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
+    let ended = end_leftovers(&run, job.settings.agent.kill_grace.get())?;
+    if ended > 0 {
+        println!("ended {ended} leftover process(es) of the previous supervisor");
+    }
+    let progress = scan_progress(&run, &plan)?;
+    events
+        .record(
+            "resumed",
+            None,
+            json!({"leftovers_ended": ended, "items_saved": progress.saved,
+                   "agents_complete": progress.complete.len()}),
+        )
+        .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
+    drop(events);
+    if progress.complete.len() == plan.agent_count() && final_up_to_date(&run, &plan) {
+        println!(
+            "already finished: all {} items are in {}",
+            plan.items_total,
+            run.final_json().display()
+        );
+        println!("run directory: {}", dir.display());
+        return Ok(exit_codes::SUCCESS);
+    }
+    console.line(&format!(
+        "resuming: {} of {} items saved, {} of {} agents complete",
+        progress.saved,
+        plan.items_total,
+        progress.complete.len(),
+        plan.agent_count()
+    ));
+    let inputs = RunInputs {
+        run: &run,
+        job: &job,
+        plan: &plan,
+        agent_argv: &agent_argv,
+        halt,
+        complete: progress.complete,
+        launches: launches_so_far(&run),
+    };
+    drive(inputs, console, dir)
+}

@@ -1,0 +1,97 @@
+//! What an existing run directory says about its progress, for `resume`: which
+//! agents' files already hold all their items, how often each agent was
+//! launched, and the dead supervisor's leftover agents, which are ended before
+//! anything is launched so that two writers never append to one agent file.
+//!
+//! Leftovers are ended rather than waited for: a leftover agent may run for
+//! hours (its own timeout died with its supervisor), while ending it loses at
+//! most the one item it was working on — the rest is in its file.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use shared::plan::{AgentRef, Plan};
+use shared::rundir::RunDir;
+use shared::validate::check_jsonl;
+
+use crate::error::{Result, SupervisorError};
+use crate::live_agents::LiveAgents;
+use crate::proc_table;
+use crate::sweep::{end_processes, find_leftovers, Agents, Group};
+
+pub struct Progress {
+    /// Agents whose file holds every one of their items.
+    pub complete: HashSet<AgentRef>,
+    pub saved: usize,
+    /// Ids not in any agent file yet, in input order.
+    pub missing: Vec<shared::ids::IdKey>,
+}
+
+pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
+    let mut complete = HashSet::new();
+    let mut saved = 0;
+    let mut missing = Vec::new();
+    for agent in plan.agents() {
+        let path = run.agent_output(agent.at);
+        let checked = check_jsonl(&path, &agent.ids, &plan.id_field, false).map_err(
+            SupervisorError::io(format!("cannot read {}", path.display())),
+        )?;
+        saved += checked.records.len();
+        if checked.records.len() == agent.ids.len() {
+            complete.insert(agent.at);
+        }
+        for problem in checked.problems {
+            if let shared::validate::ProblemKind::Missing { ids } = problem.kind {
+                missing.extend(ids);
+            }
+        }
+    }
+    Ok(Progress {
+        complete,
+        saved,
+        missing,
+    })
+}
+
+/// How many times each agent was launched, from events.jsonl (a torn last
+/// line is skipped like any unreadable one).
+pub fn launches_so_far(run: &RunDir) -> HashMap<String, u32> {
+    let mut launches = HashMap::new();
+    let Ok(text) = std::fs::read_to_string(run.events()) else {
+        return launches;
+    };
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if event["event"] == "launched" {
+            if let Some(agent) = event["agent"].as_str() {
+                *launches.entry(agent.to_owned()).or_insert(0) += 1;
+            }
+        }
+    }
+    launches
+}
+
+/// Ends every process left by an earlier supervisor of this run: the agents
+/// recorded in live.json (matched by pid and start time, same boot only) and
+/// anything carrying the run's environment. Returns how many were found.
+pub fn end_leftovers(run: &RunDir, grace: Duration) -> Result<usize> {
+    let live = LiveAgents::read(run).map_err(SupervisorError::io("cannot read live.json"))?;
+    let boot = proc_table::boot_id();
+    let groups: Vec<Group> = live
+        .into_iter()
+        .filter(|l| l.boot_id == boot)
+        .flat_map(|l| l.agents)
+        .filter(|a| a.start_ticks > 0)
+        .map(|a| Group {
+            agent: a.agent,
+            pgid: a.pid,
+            leader_start: a.start_ticks,
+        })
+        .collect();
+    let found = find_leftovers(run.root(), &Agents::All, &groups);
+    let stats: Vec<_> = found.iter().map(|(_, s)| *s).collect();
+    end_processes(&stats, grace);
+    Ok(stats.len())
+}

@@ -1,0 +1,174 @@
+//! One supervisor session over a run directory, shared by `run` and `resume`:
+//! supervise the agents, write the final output, journal the end, write
+//! report.json, print the summary, and pick the exit code.
+
+use std::path::Path;
+use std::time::Instant;
+
+use serde_json::json;
+
+use shared::exit_codes;
+use shared::ids::IdKey;
+use shared::job::Job;
+use shared::plan::Plan;
+use shared::rundir::RunDir;
+use shared::validate::{Problem, ProblemKind};
+
+use crate::console::Console;
+use crate::error::{Result, SupervisorError};
+use crate::events::EventLog;
+use crate::merging::merge_final;
+use crate::report::{write_report, ReportInput};
+use crate::resume::scan_progress;
+use crate::supervise::{Ending, RunInputs, Supervisor};
+
+/// Missing ids listed on screen before the rest are only counted.
+const MISSING_SHOWN: usize = 10;
+
+/// Runs a session; `shown_dir` is the run directory as the user named it.
+pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Result<i32> {
+    let (run, job, plan) = (inputs.run, inputs.job, inputs.plan);
+    console.line(&format!(
+        "{} items → {} segments, {} orchestrators, {} agents",
+        plan.items_total,
+        plan.segments.len(),
+        plan.orchestrator_count(),
+        plan.agent_count()
+    ));
+    let started = Instant::now();
+    let result = Supervisor::new(inputs, console)?.run()?;
+    let mut problems = result.problems;
+    let (state, done, missing_ids, code) = match result.ending {
+        Ending::Completed => {
+            let (done, missing, found) = finish(run, job, plan)?;
+            for problem in &found {
+                console.problem(problem);
+            }
+            problems.extend(found);
+            let complete = done == plan.items_total && !problems.iter().any(Problem::is_error);
+            if complete {
+                ("finished", done, missing, exit_codes::SUCCESS)
+            } else {
+                ("failed", done, missing, exit_codes::INCOMPLETE)
+            }
+        }
+        Ending::Interrupted | Ending::Halted => {
+            let (done, missing) = saved_so_far(run, plan)?;
+            if result.ending == Ending::Interrupted {
+                ("interrupted", done, missing, exit_codes::INTERRUPTED)
+            } else {
+                ("halted", done, missing, exit_codes::INCOMPLETE)
+            }
+        }
+    };
+    let mut events =
+        EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
+    events
+        .record(
+            "run-finished",
+            None,
+            json!({"state": state, "items_done": done, "items_total": plan.items_total, "exit_code": code}),
+        )
+        .and_then(|()| events.sync())
+        .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
+    write_report(
+        run,
+        &ReportInput {
+            state,
+            items_total: plan.items_total,
+            items_done: done,
+            missing_ids: missing_ids.iter().map(ToString::to_string).collect(),
+            attempts: &result.attempts,
+            problems: &problems,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    )
+    .map_err(SupervisorError::io("cannot write report.json"))?;
+    summarise(
+        run,
+        job,
+        state,
+        done,
+        plan.items_total,
+        &missing_ids,
+        started,
+    );
+    println!("run directory: {}", shown_dir.display());
+    Ok(code)
+}
+
+/// The final merge; returns (items in final.json, missing ids, problems).
+fn finish(run: &RunDir, job: &Job, plan: &Plan) -> Result<(usize, Vec<IdKey>, Vec<Problem>)> {
+    let output = job
+        .settings
+        .output
+        .path
+        .as_ref()
+        .map(|p| (job.resolve(p), job.settings.output.format));
+    let (summary, found) = merge_final(run, plan, output.as_ref().map(|(p, f)| (p.as_path(), *f)))
+        .map_err(SupervisorError::io("cannot write the final output"))?;
+    let missing = summary
+        .problems
+        .iter()
+        .flat_map(|p| match &p.kind {
+            ProblemKind::Missing { ids } => ids.clone(),
+            _ => Vec::new(),
+        })
+        .collect();
+    Ok((summary.records, missing, found))
+}
+
+/// Items saved in agent files so far (for a run that stopped early).
+fn saved_so_far(run: &RunDir, plan: &Plan) -> Result<(usize, Vec<IdKey>)> {
+    let progress = scan_progress(run, plan)?;
+    Ok((progress.saved, progress.missing))
+}
+
+fn summarise(
+    run: &RunDir,
+    job: &Job,
+    state: &str,
+    done: usize,
+    total: usize,
+    missing: &[IdKey],
+    started: Instant,
+) {
+    println!(
+        "{state}: {done} of {total} items in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing
+            .iter()
+            .take(MISSING_SHOWN)
+            .map(IdKey::as_str)
+            .collect();
+        let more = missing.len().saturating_sub(MISSING_SHOWN);
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        println!(
+            "missing ids: {}{tail} (all listed in report.json)",
+            shown.join(", ")
+        );
+    }
+    match state {
+        "interrupted" | "halted" => {
+            println!("resumable: nightshift resume {}", run.root().display())
+        }
+        _ => {
+            println!("final output: {}", run.final_json().display());
+            if let Some(path) = &job.settings.output.path {
+                println!("also written to: {}", job.resolve(path).display());
+            }
+            if state == "failed" {
+                println!(
+                    "to retry what is missing: nightshift resume {}",
+                    run.root().display()
+                );
+            }
+        }
+    }
+}
