@@ -1,0 +1,232 @@
+//! Starting attempts and ending them: launch, the record of how an attempt
+//! went, retries after a doubling backoff, and the halt policy.
+
+use std::time::Instant;
+
+use serde_json::json;
+
+use shared::job::AgentTimeout;
+use shared::plan::AgentPlan;
+
+use super::{Ending, Retry, Stop, Supervisor};
+use crate::error::{Result, SupervisorError};
+use crate::halt::HaltWhen;
+use crate::launch::Launcher;
+use crate::live_agents::{LiveAgent, LiveAgents};
+use crate::proc_table;
+use crate::reaper::ExitHow;
+use crate::report::{AttemptRecord, Outcome};
+use crate::slot::{count_lines, Slot};
+use crate::sweep::EndedTree;
+use crate::tree::Tree;
+
+impl<'a> Supervisor<'a> {
+    pub(super) fn launch(&mut self, agent: &'a AgentPlan) -> Result<()> {
+        let settings = self.settings();
+        let attempt = {
+            let launches = self.inputs.launches.entry(agent.name.clone()).or_insert(0);
+            *launches += 1;
+            *launches
+        };
+        let launcher = Launcher {
+            argv: self.inputs.agent_argv,
+            job_dir: &self.inputs.job.dir,
+            env: &settings.agent.env,
+            run: self.inputs.run,
+            log_limit: settings.limits.agent_log_limit.bytes(),
+        };
+        let output = self.inputs.run.agent_output(agent.at);
+        let saved_at_launch = count_lines(&output);
+        let launched_at =
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let pid = match launcher.launch(agent, attempt) {
+            Ok(pid) => pid,
+            Err(error) => {
+                self.event(
+                    "launch-failed",
+                    Some(&agent.name),
+                    json!({"error": error.to_string()}),
+                )?;
+                let record = AttemptRecord {
+                    agent: agent.name.clone(),
+                    attempt,
+                    pid: None,
+                    launched: launched_at,
+                    seconds: 0.0,
+                    outcome: Outcome::LaunchFailed(error.to_string()),
+                };
+                return self.after_attempt(agent, record);
+            }
+        };
+        let now = Instant::now();
+        let leader_start = proc_table::stat(pid).map_or(0, |s| s.start_ticks);
+        let deadline = match settings.agent.timeout {
+            Some(AgentTimeout::Fixed(limit)) => Some(now + limit.get()),
+            _ => None,
+        };
+        self.event(
+            "launched",
+            Some(&agent.name),
+            json!({"pid": pid, "start_ticks": leader_start, "attempt": attempt, "items": agent.ids.len(),
+                   "already_saved": saved_at_launch}),
+        )?;
+        self.slots.insert(
+            pid,
+            Slot {
+                agent,
+                attempt,
+                pid,
+                leader_start,
+                started: now,
+                launched_at,
+                tree: Tree::new(pid),
+                exit: None,
+                deadline,
+                saved_at_launch,
+                output_len: std::fs::metadata(&output).map_or(0, |m| m.len()),
+                last_progress: now,
+                kill: None,
+            },
+        );
+        self.write_live()
+    }
+
+    pub(super) fn write_live(&self) -> Result<()> {
+        let live = LiveAgents {
+            supervisor_pid: self.me,
+            boot_id: self.boot_id.clone(),
+            agents: self
+                .slots
+                .values()
+                .map(|s| LiveAgent {
+                    agent: s.agent.name.clone(),
+                    pid: s.pid,
+                    start_ticks: s.leader_start,
+                    attempt: s.attempt,
+                })
+                .collect(),
+        };
+        live.write(self.inputs.run)
+            .map_err(SupervisorError::io("cannot write live.json"))
+    }
+
+    /// The attempt is over: record how it went, then retry or give up.
+    pub(super) fn finish(&mut self, pid: i32) -> Result<()> {
+        let Some(slot) = self.slots.remove(&pid) else {
+            return Ok(());
+        };
+        let seconds = slot.started.elapsed().as_secs_f64();
+        let outcome = match (slot.kill, slot.exit) {
+            (Some(kill), _) => Outcome::Killed(kill.reason.to_owned()),
+            (None, Some(ExitHow::Code(0))) => Outcome::Succeeded,
+            (None, Some(ExitHow::Code(code))) => Outcome::Failed(code),
+            (None, Some(ExitHow::Signal(signal))) => Outcome::Crashed(signal),
+            (None, None) => Outcome::Failed(-1),
+        };
+        if outcome == Outcome::Succeeded {
+            let saved = count_lines(&self.inputs.run.agent_output(slot.agent.at));
+            self.per_item
+                .record(seconds, saved.saturating_sub(slot.saved_at_launch));
+        }
+        let record = AttemptRecord {
+            agent: slot.agent.name.clone(),
+            attempt: slot.attempt,
+            pid: Some(pid),
+            launched: slot.launched_at,
+            seconds,
+            outcome,
+        };
+        self.leftovers.ended.push(EndedTree {
+            agent: slot.agent.name.clone(),
+            leader_start: slot.leader_start,
+            tree: slot.tree,
+        });
+        self.write_live()?;
+        self.after_attempt(slot.agent, record)
+    }
+
+    /// Records an ended attempt; a failed one is retried after its backoff
+    /// (retry_backoff, doubling) while retries remain, else it counts towards
+    /// the halt policy.
+    pub(super) fn after_attempt(
+        &mut self,
+        agent: &'a AgentPlan,
+        record: AttemptRecord,
+    ) -> Result<()> {
+        let outcome = record.outcome.clone();
+        self.attempts.push(record);
+        if outcome == Outcome::Succeeded || outcome == Outcome::Killed("shutdown".into()) {
+            return Ok(());
+        }
+        let log = self.inputs.run.agent_log(agent.at);
+        let used = self.retries_used.entry(agent.at).or_insert(0);
+        let settings = &self.inputs.job.settings.agent;
+        if *used < settings.retries && self.stop == Stop::No {
+            *used += 1;
+            let delay = settings
+                .retry_backoff
+                .get()
+                .saturating_mul(1 << (*used - 1).min(16));
+            let retry = *used;
+            self.console.agent_failed(
+                &agent.name,
+                &format!(
+                    "{outcome}; retry {retry} of {} in {}",
+                    settings.retries,
+                    humantime::format_duration(delay)
+                ),
+                Some(&log),
+            );
+            self.retries.push(Retry {
+                at: Instant::now() + delay,
+                agent,
+            });
+            return self.event(
+                "retry-scheduled",
+                Some(&agent.name),
+                json!({"retry": retry, "after_seconds": delay.as_secs_f64()}),
+            );
+        }
+        self.console
+            .agent_failed(&agent.name, &outcome.to_string(), Some(&log));
+        self.failed_for_good += 1;
+        let total = self.inputs.plan.agent_count();
+        if let Some(when) = self.inputs.halt.triggered(self.failed_for_good, total) {
+            if self.stop == Stop::No {
+                self.halt(when)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn halt(&mut self, when: HaltWhen) -> Result<()> {
+        self.ending = Ending::Halted;
+        self.retries.clear();
+        let policy = self.inputs.halt.to_string();
+        self.console.line(&format!(
+            "halting (--halt {policy}): {} agent(s) failed for good; {}",
+            self.failed_for_good,
+            if when == HaltWhen::Now {
+                "ending every agent now"
+            } else {
+                "no new agents, running ones finish"
+            }
+        ));
+        self.event(
+            "halted",
+            None,
+            json!({"policy": policy, "failed": self.failed_for_good}),
+        )?;
+        match when {
+            HaltWhen::Soon => self.stop = Stop::Draining,
+            HaltWhen::Now => {
+                self.stop = Stop::Killing;
+                let pids: Vec<i32> = self.slots.keys().copied().collect();
+                for pid in pids {
+                    self.start_kill(pid, "shutdown")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,281 @@
+//! The event loop of a run: segments one after another; inside a segment,
+//! agents launched while fewer than limits.max_parallel run. Exits, signals and
+//! timers all arrive in one loop on one thread, which owns the run's state and
+//! never blocks on a single child. Kills (timeout, stall, shutdown) end an
+//! agent's whole tree: TERM, agent.kill_grace, KILL. A failed agent is retried
+//! on its remaining items after a doubling backoff. Between segments nothing
+//! started for the finished segment may live on (see `sweep`).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsString;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use shared::job::{Job, JobSettings};
+use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
+use shared::rundir::RunDir;
+use shared::validate::Problem;
+
+use crate::console::Console;
+use crate::error::{Result, SupervisorError};
+use crate::events::EventLog;
+use crate::halt::HaltPolicy;
+use crate::merging;
+use crate::proc_table;
+use crate::reaper::{self, Msg};
+use crate::report::AttemptRecord;
+use crate::slot::Slot;
+use crate::sweep::Leftovers;
+use crate::timeouts::PerItemTimes;
+
+mod attempts;
+mod watch;
+
+/// How often a tree being killed is checked for its last process.
+const KILL_POLL: Duration = Duration::from_millis(10);
+
+/// Everything a supervisor needs to run (or go on with) a run.
+pub struct RunInputs<'a> {
+    pub run: &'a RunDir,
+    pub job: &'a Job,
+    pub plan: &'a Plan,
+    pub agent_argv: &'a [OsString],
+    pub halt: HaltPolicy,
+    /// Agents whose files already hold all their items (resume).
+    pub complete: HashSet<AgentRef>,
+    /// Launches of each agent so far (resume), so attempt numbers go on.
+    pub launches: HashMap<String, u32>,
+}
+
+/// How the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    Completed,
+    Interrupted,
+    Halted,
+}
+
+pub struct RunResult {
+    pub ending: Ending,
+    pub attempts: Vec<AttemptRecord>,
+    pub problems: Vec<Problem>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    No,
+    /// No new launches; running agents finish (halt soon).
+    Draining,
+    /// Every tree was sent TERM; each is KILLed at its own hard_at.
+    Killing,
+}
+
+/// An agent waiting for its retry backoff to pass.
+struct Retry<'p> {
+    at: Instant,
+    agent: &'p AgentPlan,
+}
+
+pub struct Supervisor<'a> {
+    inputs: RunInputs<'a>,
+    console: &'a Console,
+    events: EventLog,
+    rx: Receiver<Msg>,
+    _signals: signal_hook::iterator::Handle,
+    max_parallel: usize,
+    slots: HashMap<i32, Slot<'a>>,
+    leftovers: Leftovers,
+    retries: Vec<Retry<'a>>,
+    retries_used: HashMap<AgentRef, u32>,
+    failed_for_good: usize,
+    attempts: Vec<AttemptRecord>,
+    per_item: PerItemTimes,
+    stop: Stop,
+    ending: Ending,
+    next_tick: Instant,
+    me: i32,
+    boot_id: String,
+}
+
+impl<'a> Supervisor<'a> {
+    pub fn new(inputs: RunInputs<'a>, console: &'a Console) -> Result<Self> {
+        let (tx, rx) = channel();
+        let signals =
+            reaper::start(tx).map_err(SupervisorError::io("cannot install signal handlers"))?;
+        // Orphaned descendants of agents become our children: reaped by us, and
+        // still in view to be counted and killed.
+        if let Err(error) = proc_table::become_subreaper() {
+            tracing::warn!("cannot become a child subreaper ({error}); daemonised descendants are found by the segment-end scan only");
+        }
+        let events = EventLog::open(&inputs.run.events())
+            .map_err(SupervisorError::io("cannot open events.jsonl"))?;
+        let max_parallel = inputs
+            .job
+            .settings
+            .limits
+            .max_parallel
+            .map(|c| c.get())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        Ok(Self {
+            inputs,
+            console,
+            events,
+            rx,
+            _signals: signals,
+            max_parallel,
+            slots: HashMap::new(),
+            leftovers: Leftovers::default(),
+            retries: Vec::new(),
+            retries_used: HashMap::new(),
+            failed_for_good: 0,
+            attempts: Vec::new(),
+            per_item: PerItemTimes::default(),
+            stop: Stop::No,
+            ending: Ending::Completed,
+            next_tick: Instant::now(),
+            me: i32::try_from(std::process::id()).unwrap_or(0),
+            boot_id: proc_table::boot_id(),
+        })
+    }
+
+    fn event(&mut self, event: &str, agent: Option<&str>, fields: serde_json::Value) -> Result<()> {
+        self.events
+            .record(event, agent, fields)
+            .map_err(SupervisorError::io("cannot append to events.jsonl"))
+    }
+
+    fn settings(&self) -> &'a JobSettings {
+        &self.inputs.job.settings
+    }
+
+    pub fn run(mut self) -> Result<RunResult> {
+        let plan = self.inputs.plan;
+        let run = self.inputs.run;
+        self.event(
+            "run-started",
+            None,
+            json!({"job": plan.job, "items": plan.items_total, "agents": plan.agent_count(),
+                   "segments": plan.segments.len(), "max_parallel": self.max_parallel,
+                   "supervisor_pid": self.me, "already_complete": self.inputs.complete.len()}),
+        )?;
+        let mut problems = Vec::new();
+        for segment in &plan.segments {
+            if self.stop != Stop::No {
+                break;
+            }
+            let todo: Vec<&'a AgentPlan> = segment
+                .agents()
+                .filter(|a| !self.inputs.complete.contains(&a.at))
+                .collect();
+            if todo.is_empty() && merging::segment_up_to_date(run, segment) {
+                self.console.line(&format!(
+                    "segment {}/{}: already complete",
+                    segment.number,
+                    plan.segments.len()
+                ));
+                continue;
+            }
+            self.run_segment(segment, todo)?;
+            let names: HashSet<String> = segment.agents().map(|a| a.name.clone()).collect();
+            if self.stop != Stop::No {
+                self.sweep(&names, "shutdown")?;
+                break;
+            }
+            self.sweep(&names, "segment-end")?;
+            let started = Instant::now();
+            let found = merging::merge_segment(run, plan, segment).map_err(SupervisorError::io(
+                format!("cannot merge segment {}", segment.number),
+            ))?;
+            self.event(
+                "merged",
+                None,
+                json!({"segment": segment.number, "file": format!("segment_{:02}.jsonl", segment.number),
+                       "problems": found.len(), "seconds": started.elapsed().as_secs_f64()}),
+            )?;
+            for problem in &found {
+                self.console.problem(problem);
+            }
+            problems.extend(found);
+            self.event("segment-done", None, json!({"segment": segment.number}))?;
+            self.events
+                .sync()
+                .map_err(SupervisorError::io("cannot sync events.jsonl"))?;
+            self.console.segment_done(segment, plan.segments.len());
+        }
+        Ok(RunResult {
+            ending: self.ending,
+            attempts: self.attempts,
+            problems,
+        })
+    }
+
+    /// Launches and watches the agents of one segment until every attempt,
+    /// retries included, has ended (or a shutdown or halt has ended them).
+    fn run_segment(&mut self, segment: &'a SegmentPlan, todo: Vec<&'a AgentPlan>) -> Result<()> {
+        let mut queue: VecDeque<&'a AgentPlan> = todo.into();
+        self.console
+            .segment_started(segment, self.inputs.plan.segments.len());
+        loop {
+            let now = Instant::now();
+            let (due, waiting): (Vec<Retry<'a>>, Vec<Retry<'a>>) =
+                std::mem::take(&mut self.retries)
+                    .into_iter()
+                    .partition(|r| r.at <= now);
+            self.retries = waiting;
+            queue.extend(due.into_iter().map(|r| r.agent));
+            while self.stop == Stop::No && self.slots.len() < self.max_parallel {
+                let Some(agent) = queue.pop_front() else {
+                    break;
+                };
+                self.launch(agent)?;
+            }
+            let nothing_left = queue.is_empty() && self.retries.is_empty();
+            if self.slots.is_empty() && (nothing_left || self.stop != Stop::No) {
+                return Ok(());
+            }
+            let wake = self.next_wake(now);
+            match self
+                .rx
+                .recv_timeout(wake.saturating_duration_since(Instant::now()))
+            {
+                Ok(message) => self.on_message(message)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(lost_signals()),
+            }
+            while let Ok(message) = self.rx.try_recv() {
+                self.on_message(message)?;
+            }
+            self.on_time(Instant::now())?;
+        }
+    }
+
+    /// The next instant something must be looked at.
+    fn next_wake(&self, now: Instant) -> Instant {
+        let mut wake = self.next_tick;
+        for retry in &self.retries {
+            wake = wake.min(retry.at);
+        }
+        for slot in self.slots.values() {
+            match slot.kill {
+                None => {
+                    if let Some(deadline) = slot.deadline {
+                        wake = wake.min(deadline);
+                    }
+                }
+                Some(kill) => {
+                    wake = wake.min(now + KILL_POLL);
+                    if !kill.hard_sent {
+                        wake = wake.min(kill.hard_at);
+                    }
+                }
+            }
+        }
+        wake
+    }
+}
+
+fn lost_signals() -> SupervisorError {
+    SupervisorError::io("the signal thread stopped")(std::io::Error::other("channel closed"))
+}
