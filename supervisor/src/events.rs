@@ -15,8 +15,19 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// Opens the journal for appending; a torn last line (a supervisor killed
+    /// mid-write) is cut off first, so the next event starts a line of its own.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .read(true)
+            .open(path)?;
+        let bytes = std::fs::read(path)?;
+        let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        if complete < bytes.len() {
+            file.set_len(complete as u64)?;
+        }
         Ok(Self {
             file,
             line: Vec::new(),

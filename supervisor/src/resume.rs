@@ -95,3 +95,23 @@ pub fn end_leftovers(run: &RunDir, grace: Duration) -> Result<usize> {
     end_processes(&stats, grace);
     Ok(stats.len())
 }
+
+/// Task files are written when the run starts; a supervisor killed in that
+/// moment leaves some missing. They are written again from the input, which
+/// must still hold the planned ids.
+pub fn restore_missing_tasks(run: &RunDir, plan: &Plan, job: &shared::job::Job) -> Result<()> {
+    if plan.agents().all(|a| run.agent_task(a.at).is_file()) {
+        return Ok(());
+    }
+    let input = &job.settings.input;
+    let items = shared::input::load_items(&job.resolve(&input.path), input.format, &input.id)?;
+    let planned: Vec<&shared::ids::IdKey> = plan.agents().flat_map(|a| &a.ids).collect();
+    if items.ids.iter().ne(planned.iter().copied()) {
+        return Err(SupervisorError::Unsupported(format!(
+            "{}: task files are missing and the input no longer holds the planned items; the run cannot be resumed",
+            run.root().display()
+        )));
+    }
+    crate::tasks::write_all_tasks(run, plan, &items.items, &plan.id_field, &job.settings.agent)
+        .map_err(SupervisorError::io("cannot write the agents' task files"))
+}

@@ -20,7 +20,7 @@ use crate::events::EventLog;
 use crate::existing_run::{frozen_job, open_run};
 use crate::halt::HaltPolicy;
 use crate::merging::final_up_to_date;
-use crate::resume::{end_leftovers, launches_so_far, scan_progress};
+use crate::resume::{end_leftovers, launches_so_far, restore_missing_tasks, scan_progress};
 use crate::run_lock::RunLock;
 use crate::run_setup::resolve_agent;
 use crate::session::drive;
@@ -41,6 +41,7 @@ pub fn resume(dir: &Path, halt: HaltPolicy, console: &Console) -> Result<i32> {
         }
     }
     let agent_argv = resolve_agent(&job)?;
+    restore_missing_tasks(&run, &plan, &job)?;
     let mut events =
         EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
     let ended = end_leftovers(&run, job.settings.agent.kill_grace.get())?;
