@@ -15,9 +15,9 @@
 # standard library only. JSON summary: one line at the end of stdout, or FILE.
 import argparse, json, os, subprocess, sys, threading, time
 from datetime import datetime
-from pathlib import Path
 from statistics import median
 
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 from benchlib import NIGHTSHIFT, RUNS, build, emit_json, filesystem, spawn, stats, workdir
 
 AGENTS = int(os.environ.get("AGENTS", "1000"))
@@ -114,7 +114,8 @@ def main():
                 f.write(json.dumps({"id": n, "prompt": f"Write a two-line poem about the number {n}."}) + "\n")
         (work / "job.toml").write_text(JOB.format(*layout, PARALLEL))
         fs = filesystem(work)
-        run_xargs(), run_nightshift(work, "warmup")  # untimed: binaries, page cache, dentries
+        run_xargs()  # untimed warm-up of both sides: binaries, page cache, dentries
+        run_nightshift(work, "warmup")
         ns, xa, hwm, user, sys_, gaps = [], [], [], [], [], []
         for i in range(RUNS):  # interleaved, alternating which side goes first
             for side in ("xargs", "ns") if i % 2 else ("ns", "xargs"):
@@ -122,7 +123,8 @@ def main():
                     xa.append(run_xargs())
                     continue
                 sec, peak, u, s, run_dir = run_nightshift(work, f"run{i + 1}")
-                ns.append(sec), hwm.append(peak), user.append(u), sys_.append(s)
+                for values, v in ((ns, sec), (hwm, peak), (user, u), (sys_, s)):
+                    values.append(v)
                 gaps.append(boundary_seconds(run_dir))
             print(f"run {i + 1}/{RUNS}: nightshift {ns[-1]:.3f}s (cpu user {user[-1]:.2f}s sys {sys_[-1]:.2f}s, "
                   f"boundaries {gaps[-1]:.3f}s)  xargs {xa[-1]:.3f}s  VmHWM {hwm[-1] / MiB:.1f} MiB", file=sys.stderr)

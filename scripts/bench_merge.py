@@ -21,6 +21,7 @@
 import argparse, json, os, subprocess, sys, time
 from statistics import median
 
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 from benchlib import NIGHTSHIFT, RUNS, build, emit_json, filesystem, stats, timed, workdir
 
 ITEMS = int(os.environ.get("ITEMS", "1000000"))
@@ -93,7 +94,8 @@ def main():
                     with open(work / "merge.out", "wb") as out:
                         sec, code, u, s = timed([str(NIGHTSHIFT), "merge", str(run), "-q"],
                                                 stdout=out, stderr=subprocess.STDOUT)
-                    ns.append(sec), user.append(u), sys_.append(s)
+                    for values, v in ((ns, sec), (user, u), (sys_, s)):
+                        values.append(v)
                 if code != 0:
                     log = (work / "merge.out").read_text()[-3000:] if side == "ns" else ""
                     sys.exit(f"{side} exited {code}\n{log}")

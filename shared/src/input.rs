@@ -5,20 +5,23 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::ids::IdKey;
 use crate::job::InputFormat;
+use crate::records::{record_id, RecordError};
 
 /// How many offenders an input error lists before it summarises.
 const OFFENDERS_SHOWN: usize = 10;
 
-/// The job's items, in input order.
+/// The job's items, in input order. Items are kept as their JSON text: a
+/// million parsed objects would hold many times the input's size in memory.
 #[derive(Debug, Clone)]
 pub struct Items {
     pub path: PathBuf,
     pub id_field: String,
-    pub items: Vec<Value>,
+    pub items: Vec<Box<RawValue>>,
     pub ids: Vec<IdKey>,
 }
 
@@ -106,21 +109,25 @@ pub fn load_items(path: &Path, format: InputFormat, id_field: &str) -> Result<It
     let mut items = Vec::with_capacity(located.len());
     let mut ids = Vec::with_capacity(located.len());
     for (line, item) in located {
-        let id = match item.get(id_field) {
-            None => {
+        let id = match record_id(item.get().as_bytes(), id_field) {
+            Ok(id) => id,
+            Err(RecordError::NoId) => {
                 offenders.push((line, format!("no `{id_field}` field")));
                 continue;
             }
-            Some(value) => match IdKey::from_value(value) {
-                Some(id) => id,
-                None => {
-                    offenders.push((
-                        line,
-                        format!("`{id_field}` is {value}, not a string or an integer"),
-                    ));
-                    continue;
-                }
-            },
+            Err(RecordError::BadId(value)) => {
+                offenders.push((
+                    line,
+                    format!("`{id_field}` is {value}, not a string or an integer"),
+                ));
+                continue;
+            }
+            Err(RecordError::NotObject) => {
+                return Err(syntax(path, line, "an item must be a JSON object"))
+            }
+            Err(RecordError::NotJson(e)) => {
+                return Err(syntax(path, line, format!("not valid JSON: {e}")))
+            }
         };
         if let Some(first) = first_seen.get(&id) {
             offenders.push((line, format!("duplicate id {id} (first at line {first})")));
@@ -169,21 +176,28 @@ fn syntax(path: &Path, line: usize, message: impl Into<String>) -> InputError {
     }
 }
 
-fn require_object(path: &Path, line: usize, value: Value) -> Result<Value, InputError> {
-    if value.is_object() {
-        Ok(value)
+fn require_object(
+    path: &Path,
+    line: usize,
+    raw: Box<RawValue>,
+) -> Result<Box<RawValue>, InputError> {
+    if raw.get().starts_with('{') {
+        Ok(raw)
     } else {
         Err(syntax(path, line, "an item must be a JSON object"))
     }
 }
 
 /// The elements of a JSON array of objects, each with the line it starts on.
-pub fn json_array_elements(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Value)>, InputError> {
+pub fn json_array_elements(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<(usize, Box<RawValue>)>, InputError> {
     parse_json_array(path, bytes)
 }
 
 /// A JSON array, read element by element so each item knows its line.
-fn parse_json_array(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Value)>, InputError> {
+fn parse_json_array(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Box<RawValue>)>, InputError> {
     let skip_ws = |mut pos: usize| {
         while pos < bytes.len() && bytes[pos].is_ascii_whitespace() {
             pos += 1;
@@ -205,7 +219,8 @@ fn parse_json_array(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Value)>, In
     }
     loop {
         let line = line_of(bytes, pos);
-        let mut stream = serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Value>();
+        let mut stream =
+            serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Box<RawValue>>();
         let value = match stream.next() {
             Some(Ok(value)) => value,
             Some(Err(e)) => return Err(syntax(path, line + e.line() - 1, e.to_string())),
@@ -242,13 +257,15 @@ fn lines(bytes: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     })
 }
 
-fn parse_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Value)>, InputError> {
+fn parse_jsonl(path: &Path, bytes: &[u8]) -> Result<Vec<(usize, Box<RawValue>)>, InputError> {
     let mut items = Vec::new();
     for (line, content) in lines(bytes) {
         if content.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value: Value = serde_json::from_slice(content)
+        let text =
+            std::str::from_utf8(content).map_err(|_| syntax(path, line, "not valid UTF-8"))?;
+        let value = RawValue::from_string(text.trim().to_owned())
             .map_err(|e| syntax(path, line, format!("not valid JSON: {e}")))?;
         items.push((line, require_object(path, line, value)?));
     }
@@ -260,7 +277,7 @@ fn parse_lines(
     path: &Path,
     bytes: &[u8],
     id_field: &str,
-) -> Result<Vec<(usize, Value)>, InputError> {
+) -> Result<Vec<(usize, Box<RawValue>)>, InputError> {
     let mut items = Vec::new();
     for (line, content) in lines(bytes) {
         if content.iter().all(u8::is_ascii_whitespace) {
@@ -271,7 +288,10 @@ fn parse_lines(
         let mut item = Map::new();
         item.insert(id_field.to_owned(), Value::from(line));
         item.insert("text".to_owned(), Value::from(text));
-        items.push((line, Value::Object(item)));
+        let text = serde_json::to_string(&Value::Object(item))
+            .map_err(|e| syntax(path, line, e.to_string()))?;
+        let raw = RawValue::from_string(text).map_err(|e| syntax(path, line, e.to_string()))?;
+        items.push((line, raw));
     }
     Ok(items)
 }

@@ -2,10 +2,15 @@
 //! start time and the boot it belongs to, so a later supervisor (resume) can
 //! end a dead supervisor's leftovers without ever signalling a reused pid.
 //!
-//! Written by rename but not fsynced: the file matters only while the machine
-//! that runs those processes stays up, and then the page cache has it.
+//! The file is rewritten in place (not replaced), at most once per pass of the
+//! event loop: replacing a file per launch churns inodes, which on some
+//! filesystems makes every later file creation slow. Not fsynced either: the
+//! file matters only while the machine that runs those processes stays up, and
+//! then the page cache has it. A torn file (a supervisor killed mid-write)
+//! reads as unknown, and resume falls back to its scan of the process table.
 
-use std::io;
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -26,19 +31,45 @@ pub struct LiveAgent {
     pub attempt: u32,
 }
 
-impl LiveAgents {
-    pub fn write(&self, run: &RunDir) -> io::Result<()> {
-        let path = run.root().join("live.json");
-        let temp = run.root().join(".live.json.tmp");
-        std::fs::write(&temp, serde_json::to_vec_pretty(self)?)?;
-        std::fs::rename(temp, path)
-    }
+fn path(run: &RunDir) -> std::path::PathBuf {
+    run.root().join("live.json")
+}
 
+impl LiveAgents {
     pub fn read(run: &RunDir) -> io::Result<Option<Self>> {
-        match std::fs::read(run.root().join("live.json")) {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        match std::fs::read(path(run)) {
+            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// The open live.json of a running supervisor.
+pub struct LiveFile {
+    file: File,
+    buffer: Vec<u8>,
+}
+
+impl LiveFile {
+    pub fn create(run: &RunDir) -> io::Result<Self> {
+        let file = File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path(run))?;
+        Ok(Self {
+            file,
+            buffer: Vec::new(),
+        })
+    }
+
+    pub fn write(&mut self, live: &LiveAgents) -> io::Result<()> {
+        self.buffer.clear();
+        serde_json::to_writer_pretty(&mut self.buffer, live)?;
+        self.buffer.push(b'\n');
+        self.file.seek(SeekFrom::Start(0))?;
+        self.file.write_all(&self.buffer)?;
+        self.file.set_len(self.buffer.len() as u64)
     }
 }

@@ -8,7 +8,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use shared::job::AgentSettings;
 use shared::plan::Plan;
@@ -19,14 +19,14 @@ use shared::rundir::RunDir;
 struct TaskRef<'a> {
     agent: &'a str,
     id_field: &'a str,
-    items: &'a [Value],
+    items: &'a [Box<RawValue>],
     settings: &'a AgentSettings,
 }
 
 pub fn write_all_tasks(
     run: &RunDir,
     plan: &Plan,
-    items: &[Value],
+    items: &[Box<RawValue>],
     id_field: &str,
     settings: &AgentSettings,
 ) -> io::Result<()> {

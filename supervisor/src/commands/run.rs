@@ -9,7 +9,7 @@ use crate::console::Console;
 use crate::error::Result;
 use crate::halt::HaltPolicy;
 use crate::run_lock::RunLock;
-use crate::run_setup::{check_job, choose_run_dir, create_run_dir};
+use crate::run_setup::{check_job, choose_run_dir, create_run_dir, CheckedJob};
 use crate::session::drive;
 use crate::supervise::RunInputs;
 
@@ -24,11 +24,19 @@ pub fn run(
     println!("run directory: {}", dir.display());
     let run = create_run_dir(&dir, &checked)?;
     let _lock = RunLock::acquire(&run)?;
+    // The items now live in the task files; the supervisor does not need them.
+    let CheckedJob {
+        job,
+        items,
+        plan,
+        agent_argv,
+    } = checked;
+    drop(items);
     let inputs = RunInputs {
         run: &run,
-        job: &checked.job,
-        plan: &checked.plan,
-        agent_argv: &checked.agent_argv,
+        job: &job,
+        plan: &plan,
+        agent_argv: &agent_argv,
         halt,
         complete: HashSet::new(),
         launches: HashMap::new(),

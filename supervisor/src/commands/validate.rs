@@ -191,12 +191,9 @@ fn check_standalone(path: &Path, id_field: &str) -> Result<Vec<Problem>> {
         match json_array_elements(path, &bytes) {
             Ok(elements) => {
                 for (line, value) in elements {
-                    match value.get(id_field).and_then(IdKey::from_value) {
-                        Some(id) => note(id, line, &mut problems),
-                        None => problems.push(problem(
-                            Some(line),
-                            ProblemKind::Invalid(shared::records::RecordError::NoId),
-                        )),
+                    match record_id(value.get().as_bytes(), id_field) {
+                        Ok(id) => note(id, line, &mut problems),
+                        Err(e) => problems.push(problem(Some(line), ProblemKind::Invalid(e))),
                     }
                 }
             }

@@ -88,10 +88,15 @@ impl<'a> Supervisor<'a> {
                 kill: None,
             },
         );
-        self.write_live()
+        self.live_dirty = true;
+        Ok(())
     }
 
-    pub(super) fn write_live(&self) -> Result<()> {
+    /// Rewrites live.json if the set of running agents changed.
+    pub(super) fn write_live(&mut self) -> Result<()> {
+        if !self.live_dirty {
+            return Ok(());
+        }
         let live = LiveAgents {
             supervisor_pid: self.me,
             boot_id: self.boot_id.clone(),
@@ -106,8 +111,11 @@ impl<'a> Supervisor<'a> {
                 })
                 .collect(),
         };
-        live.write(self.inputs.run)
-            .map_err(SupervisorError::io("cannot write live.json"))
+        self.live
+            .write(&live)
+            .map_err(SupervisorError::io("cannot write live.json"))?;
+        self.live_dirty = false;
+        Ok(())
     }
 
     /// The attempt is over: record how it went, then retry or give up.
@@ -141,7 +149,7 @@ impl<'a> Supervisor<'a> {
             leader_start: slot.leader_start,
             tree: slot.tree,
         });
-        self.write_live()?;
+        self.live_dirty = true;
         self.after_attempt(slot.agent, record)
     }
 

@@ -22,6 +22,7 @@ use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::events::EventLog;
 use crate::halt::HaltPolicy;
+use crate::live_agents::LiveFile;
 use crate::merging;
 use crate::proc_table;
 use crate::reaper::{self, Msg};
@@ -97,6 +98,8 @@ pub struct Supervisor<'a> {
     next_tick: Instant,
     me: i32,
     boot_id: String,
+    live: LiveFile,
+    live_dirty: bool,
 }
 
 impl<'a> Supervisor<'a> {
@@ -111,6 +114,8 @@ impl<'a> Supervisor<'a> {
         }
         let events = EventLog::open(&inputs.run.events())
             .map_err(SupervisorError::io("cannot open events.jsonl"))?;
+        let live =
+            LiveFile::create(inputs.run).map_err(SupervisorError::io("cannot create live.json"))?;
         let max_parallel = inputs
             .job
             .settings
@@ -137,6 +142,8 @@ impl<'a> Supervisor<'a> {
             next_tick: Instant::now(),
             me: i32::try_from(std::process::id()).unwrap_or(0),
             boot_id: proc_table::boot_id(),
+            live,
+            live_dirty: false,
         })
     }
 
@@ -231,6 +238,8 @@ impl<'a> Supervisor<'a> {
                 };
                 self.launch(agent)?;
             }
+            // live.json is current before the loop waits for anything.
+            self.write_live()?;
             let nothing_left = queue.is_empty() && self.retries.is_empty();
             if self.slots.is_empty() && (nothing_left || self.stop != Stop::No) {
                 return Ok(());
