@@ -1,10 +1,14 @@
 # benchlib.py -- helpers shared by scripts/bench_*.py (not run by itself): the
 # release build, a temp dir that is removed on exit or on SIGINT/SIGTERM/SIGHUP,
 # the temp dir's filesystem, and the JSON summary. Standard library only.
+# NIGHTSHIFT_ROOT=DIR measures another checkout (e.g. a `git worktree` of HEAD, a stable
+# snapshot while the tree is being edited): it is built there and its
+# target/release/nightshift is run. Default: the workspace these scripts live in.
 import contextlib, json, os, signal, subprocess, sys, tempfile, time
+from datetime import datetime
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(os.environ.get("NIGHTSHIFT_ROOT") or Path(__file__).resolve().parent.parent).resolve()
 NIGHTSHIFT = ROOT / "target/release/nightshift"
 RUNS = int(os.environ.get("RUNS", "5"))
 
@@ -71,6 +75,26 @@ def rounded(v):
 def stats(values):
     from statistics import median
     return {"median": median(values), "min": min(values), "max": max(values), "all": list(values)}
+
+
+def p90(values):
+    """90th percentile, nearest rank (of 20 values: the 18th smallest)."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-len(ordered) * 9 // 10) - 1)]
+
+
+def event_time(ts):
+    """An events.jsonl "ts" (RFC 3339 UTC, e.g. 2026-05-09T07:30:00.123Z) as Unix seconds."""
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+def vm_hwm(pid):
+    """Peak resident memory (VmHWM) of a process in bytes; 0 when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def emit_json(summary, path):

@@ -1,9 +1,20 @@
 //! Merging record files: agent files → orchestrator file → segment file → final
 //! output. Each input is checked against the ids it must hold; valid records are
 //! written once each, in input order, into a file written atomically.
+//!
+//! A merged file is valid by construction (only checked records go in, each
+//! once, in order). So a higher level does not parse again a file that a lower
+//! level produced and that is unchanged since — same size and modification time
+//! as its [`FileStamp`] says — and complete: it copies its bytes. Any other
+//! input (an agent file, a file edited or rewritten since, an incomplete one)
+//! is checked record by record.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
 
 use crate::atomic::write_atomic;
 use crate::ids::IdKey;
@@ -18,16 +29,59 @@ pub enum Framing {
     JsonArray,
 }
 
+/// What a merge wrote: enough to recognise the file unchanged later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileStamp {
+    pub bytes: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub modified_ns: u64,
+    pub records: usize,
+}
+
+impl FileStamp {
+    pub fn of(path: &Path, records: usize) -> io::Result<Self> {
+        let (bytes, modified_ns) = size_and_time(path)?;
+        Ok(Self {
+            bytes,
+            modified_ns,
+            records,
+        })
+    }
+
+    /// The file is still exactly what was stamped.
+    pub fn matches(&self, path: &Path) -> bool {
+        size_and_time(path).is_ok_and(|(bytes, modified_ns)| {
+            bytes == self.bytes && modified_ns == self.modified_ns
+        })
+    }
+}
+
+fn size_and_time(path: &Path) -> io::Result<(u64, u64)> {
+    let metadata = std::fs::metadata(path)?;
+    let since_epoch = metadata
+        .modified()?
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Ok((
+        metadata.len(),
+        u64::try_from(since_epoch.as_nanos()).unwrap_or(u64::MAX),
+    ))
+}
+
 /// One input of a merge: a JSONL file and the ids it must hold, in input order.
 pub struct MergeInput<'a> {
     pub path: PathBuf,
     pub ids: &'a [IdKey],
+    /// Set when this file was written by an earlier merge (see the module docs).
+    pub stamp: Option<FileStamp>,
 }
 
 #[derive(Debug, Default)]
 pub struct MergeSummary {
     pub records: usize,
     pub problems: Vec<Problem>,
+    /// The merged file as written.
+    pub stamp: Option<FileStamp>,
 }
 
 impl MergeSummary {
@@ -51,26 +105,22 @@ pub fn merge_files(
 ) -> io::Result<MergeSummary> {
     let mut summary = MergeSummary::default();
     write_atomic(output, |out| {
+        let mut first = true;
         if framing == Framing::JsonArray {
             out.write_all(b"[")?;
         }
-        let mut first = true;
         for input in inputs {
-            // Merged inputs (orchestrator and segment files) were written in order
-            // by a previous step; an agent file may not be.
+            let trusted = input
+                .stamp
+                .filter(|s| s.records == input.ids.len() && s.matches(&input.path));
+            if trusted.is_some() {
+                copy_records(&input.path, out, framing, &mut first)?;
+                summary.records += input.ids.len();
+                continue;
+            }
             let checked = check_jsonl(&input.path, input.ids, id_field, false)?;
             for record in checked.record_bytes() {
-                match framing {
-                    Framing::Jsonl => {
-                        out.write_all(record)?;
-                        out.write_all(b"\n")?;
-                    }
-                    Framing::JsonArray => {
-                        out.write_all(if first { b"\n" } else { b",\n" })?;
-                        out.write_all(record)?;
-                    }
-                }
-                first = false;
+                write_record(out, record, framing, &mut first)?;
             }
             summary.records += checked.records.len();
             summary.problems.extend(checked.problems);
@@ -80,12 +130,83 @@ pub fn merge_files(
         }
         Ok(())
     })?;
+    summary.stamp = Some(FileStamp::of(output, summary.records)?);
     Ok(summary)
+}
+
+fn write_record(
+    out: &mut impl Write,
+    record: &[u8],
+    framing: Framing,
+    first: &mut bool,
+) -> io::Result<()> {
+    match framing {
+        Framing::Jsonl => {
+            out.write_all(record)?;
+            out.write_all(b"\n")?;
+        }
+        Framing::JsonArray => {
+            out.write_all(if *first { b"\n" } else { b",\n" })?;
+            out.write_all(record)?;
+        }
+    }
+    *first = false;
+    Ok(())
+}
+
+/// Copies the records of a trusted JSONL file: whole (in the kernel where it
+/// can) for JSONL, line by line with separators for a JSON array.
+fn copy_records(
+    path: &Path,
+    out: &mut BufWriter<&File>,
+    framing: Framing,
+    first: &mut bool,
+) -> io::Result<()> {
+    let mut source = File::open(path)?;
+    if framing == Framing::Jsonl {
+        out.flush()?;
+        io::copy(&mut source, out.get_mut())?;
+        *first = false;
+        return Ok(());
+    }
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut at_line_start = true;
+    loop {
+        let n = match source.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut chunk = &buffer[..n];
+        while !chunk.is_empty() {
+            if at_line_start {
+                out.write_all(if *first { b"\n" } else { b",\n" })?;
+                *first = false;
+            }
+            match memchr::memchr(b'\n', chunk) {
+                Some(end) => {
+                    out.write_all(&chunk[..end])?;
+                    chunk = &chunk[end + 1..];
+                    at_line_start = true;
+                }
+                None => {
+                    out.write_all(chunk)?;
+                    chunk = &[];
+                    at_line_start = false;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ids(range: std::ops::RangeInclusive<usize>) -> Vec<IdKey> {
+        range.map(IdKey::from_line_number).collect()
+    }
 
     #[test]
     fn merges_in_input_order_and_reports_gaps() {
@@ -94,15 +215,17 @@ mod tests {
         let b = dir.path().join("b.jsonl");
         std::fs::write(&a, "{\"id\":2,\"x\":\"b\"}\n{\"id\":1,\"x\":\"a\"}\n").expect("write");
         std::fs::write(&b, "{\"id\":4}\n").expect("write");
-        let ids: Vec<IdKey> = (1..=4).map(IdKey::from_line_number).collect();
+        let ids = ids(1..=4);
         let inputs = [
             MergeInput {
                 path: a,
                 ids: &ids[..2],
+                stamp: None,
             },
             MergeInput {
                 path: b,
                 ids: &ids[2..],
+                stamp: None,
             },
         ];
         let out = dir.path().join("out.json");
@@ -116,5 +239,47 @@ mod tests {
         );
         let parsed: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
         assert_eq!(parsed.as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn trusted_inputs_are_copied_and_changed_ones_checked_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lower = dir.path().join("lower.jsonl");
+        std::fs::write(&lower, "{\"id\":1}\n{\"id\":2}\n").expect("write");
+        let ids = ids(1..=2);
+        let first = merge_files(
+            &[MergeInput {
+                path: lower.clone(),
+                ids: &ids,
+                stamp: None,
+            }],
+            "id",
+            &dir.path().join("mid.jsonl"),
+            Framing::Jsonl,
+        )
+        .expect("merge");
+        let mid = dir.path().join("mid.jsonl");
+        let top = dir.path().join("top.json");
+        let trusted = MergeInput {
+            path: mid.clone(),
+            ids: &ids,
+            stamp: first.stamp,
+        };
+        merge_files(&[trusted], "id", &top, Framing::JsonArray).expect("merge");
+        assert_eq!(
+            std::fs::read_to_string(&top).expect("read"),
+            "[\n{\"id\":1},\n{\"id\":2}\n]\n"
+        );
+
+        // Edited after its merge: the stamp no longer matches, so it is checked.
+        std::fs::write(&mid, "{\"id\":1}\nnot json\n").expect("tamper");
+        let checked = MergeInput {
+            path: mid,
+            ids: &ids,
+            stamp: first.stamp,
+        };
+        let summary = merge_files(&[checked], "id", &top, Framing::JsonArray).expect("merge");
+        assert!(summary.has_errors());
+        assert_eq!(summary.records, 1);
     }
 }

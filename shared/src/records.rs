@@ -9,6 +9,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::ids::IdKey;
@@ -35,6 +36,20 @@ impl fmt::Display for RecordError {
 
 /// The id of one record line, validating the whole line as JSON on the way.
 pub fn record_id(line: &[u8], id_field: &str) -> Result<IdKey, RecordError> {
+    id_from_text(record_id_text(line, id_field)?)
+}
+
+/// The canonical id of an id's JSON text.
+pub fn id_from_text(raw: &str) -> Result<IdKey, RecordError> {
+    let value: Value =
+        serde_json::from_str(raw).map_err(|e| RecordError::NotJson(e.to_string()))?;
+    IdKey::from_value(&value).ok_or_else(|| RecordError::BadId(raw.to_owned()))
+}
+
+/// The id's JSON text exactly as the line has it (no copy), validating the
+/// whole line as JSON on the way. For plain ids it equals the canonical
+/// [`IdKey`] text, which lets a checker compare without allocating.
+pub fn record_id_text<'l>(line: &'l [u8], id_field: &str) -> Result<&'l str, RecordError> {
     match line.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         Some(_) => {
@@ -51,12 +66,7 @@ pub fn record_id(line: &[u8], id_field: &str) -> Result<IdKey, RecordError> {
         .deserialize(&mut deserializer)
         .and_then(|id| deserializer.end().map(|()| id))
         .map_err(|e| RecordError::NotJson(e.to_string()))?;
-    match id {
-        None => Err(RecordError::NoId),
-        Some(value) => {
-            IdKey::from_value(&value).ok_or_else(|| RecordError::BadId(value.to_string()))
-        }
-    }
+    id.map(RawValue::get).ok_or(RecordError::NoId)
 }
 
 /// Visits an object, keeping only the value of one field.
@@ -65,7 +75,7 @@ struct IdOfObject<'a> {
 }
 
 impl<'de> DeserializeSeed<'de> for IdOfObject<'_> {
-    type Value = Option<Value>;
+    type Value = Option<&'de RawValue>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -73,7 +83,7 @@ impl<'de> DeserializeSeed<'de> for IdOfObject<'_> {
 }
 
 impl<'de> Visitor<'de> for IdOfObject<'_> {
-    type Value = Option<Value>;
+    type Value = Option<&'de RawValue>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
@@ -83,7 +93,7 @@ impl<'de> Visitor<'de> for IdOfObject<'_> {
         let mut id = None;
         while let Some(is_id) = map.next_key_seed(KeyIs { field: self.field })? {
             if is_id && id.is_none() {
-                id = Some(map.next_value::<Value>()?);
+                id = Some(map.next_value::<&'de RawValue>()?);
             } else {
                 map.next_value::<IgnoredAny>()?;
             }
@@ -126,7 +136,7 @@ pub struct Lines<'a> {
 
 impl<'a> Lines<'a> {
     pub fn new(bytes: &'a [u8]) -> Self {
-        let end = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+        let end = memchr::memrchr(b'\n', bytes).map_or(0, |p| p + 1);
         Self {
             complete: &bytes[..end],
             torn: &bytes[end..],
@@ -141,8 +151,8 @@ impl<'a> Lines<'a> {
             if start >= self.complete.len() {
                 return None;
             }
-            let end =
-                memchr_newline(&self.complete[start..]).map_or(self.complete.len(), |p| start + p);
+            let end = memchr::memchr(b'\n', &self.complete[start..])
+                .map_or(self.complete.len(), |p| start + p);
             number += 1;
             let mut line_end = end;
             if line_end > start && self.complete[line_end - 1] == b'\r' {
@@ -163,10 +173,6 @@ impl<'a> Lines<'a> {
     pub fn torn_line_number(&self) -> usize {
         self.complete.iter().filter(|b| **b == b'\n').count() + 1
     }
-}
-
-fn memchr_newline(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|b| *b == b'\n')
 }
 
 /// An agent's output file, opened for appending: the torn tail of a crashed

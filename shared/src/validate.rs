@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ids::IdKey;
 use crate::input::{self, InputError};
-use crate::records::{record_id, Lines, RecordError};
+use crate::records::{id_from_text, record_id_text, Lines, RecordError};
 
 /// How many ids a "missing" problem prints before it summarises.
 const IDS_SHOWN: usize = 8;
@@ -151,39 +151,63 @@ fn check_bytes(
     id_field: &str,
     require_order: bool,
 ) -> CheckedFile {
-    let position: HashMap<&IdKey, usize> =
-        expected.iter().enumerate().map(|(i, id)| (id, i)).collect();
+    // Records are usually in expected order: compare with the next expected id
+    // first, and build the lookup table only when that guess misses.
+    let mut position: Option<HashMap<&str, usize>> = None;
     let mut seen_at: Vec<usize> = vec![0; expected.len()];
     let mut records = Vec::with_capacity(expected.len());
     let mut problems = Vec::new();
     let lines = Lines::new(&bytes);
-    let mut last_index = None;
+    let mut last_index: Option<usize> = None;
     for (line, range) in lines.iter() {
         let problem = |kind| Problem {
             path: path.to_owned(),
             line: Some(line),
             kind,
         };
-        let id = match record_id(&bytes[range.clone()], id_field) {
-            Ok(id) => id,
+        let raw = match record_id_text(&bytes[range.clone()], id_field) {
+            Ok(raw) => raw,
             Err(e) => {
                 problems.push(problem(ProblemKind::Invalid(e)));
                 continue;
             }
         };
-        let Some(&index) = position.get(&id) else {
-            problems.push(problem(ProblemKind::UnexpectedId(id)));
-            continue;
+        let guess = last_index.map_or(0, |i| i + 1);
+        let index = if expected.get(guess).is_some_and(|id| id.as_str() == raw) {
+            guess
+        } else {
+            let id = match id_from_text(raw) {
+                Ok(id) => id,
+                Err(e) => {
+                    problems.push(problem(ProblemKind::Invalid(e)));
+                    continue;
+                }
+            };
+            let table = position.get_or_insert_with(|| {
+                expected
+                    .iter()
+                    .enumerate()
+                    .map(|(i, id)| (id.as_str(), i))
+                    .collect()
+            });
+            match table.get(id.as_str()) {
+                Some(&index) => index,
+                None => {
+                    problems.push(problem(ProblemKind::UnexpectedId(id)));
+                    continue;
+                }
+            }
         };
+        let id = || expected[index].clone();
         if seen_at[index] != 0 {
             problems.push(problem(ProblemKind::Duplicate {
-                id,
+                id: id(),
                 first_line: seen_at[index],
             }));
             continue;
         }
         if require_order && last_index.is_some_and(|last| index < last) {
-            problems.push(problem(ProblemKind::OutOfOrder { id }));
+            problems.push(problem(ProblemKind::OutOfOrder { id: id() }));
         }
         last_index = Some(index);
         seen_at[index] = line;

@@ -1,37 +1,44 @@
 //! The merge steps of a run, driven by the plan: agent files → orch_NN.jsonl,
 //! orchestrator files → segment_NN.jsonl, segment files → final.json (and the
 //! job's output.path). Each step checks its inputs; problems come back with
-//! file and line, reported once, at the lowest level where they appear.
+//! file and line, reported once, at the lowest level where they appear. A file
+//! an earlier step wrote and stamped is copied instead of parsed again while it
+//! is unchanged (see shared::merge).
 
+use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use shared::ids::IdKey;
 use shared::job::OutputFormat;
-use shared::merge::{merge_files, Framing, MergeInput, MergeSummary};
+use shared::merge::{merge_files, FileStamp, Framing, MergeInput, MergeSummary};
 use shared::plan::{OrchestratorPlan, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::{Problem, ProblemKind};
 
-/// Merges the orchestrator files of a segment (in parallel), then the segment file.
-pub fn merge_segment(run: &RunDir, plan: &Plan, segment: &SegmentPlan) -> io::Result<Vec<Problem>> {
+/// Merges the orchestrator files of a segment (in parallel), then the segment
+/// file. Returns the problems found and the segment file's stamp.
+pub fn merge_segment(
+    run: &RunDir,
+    plan: &Plan,
+    segment: &SegmentPlan,
+) -> io::Result<(Vec<Problem>, FileStamp)> {
     let id_field = plan.id_field.as_str();
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(segment.orchestrators.len())
         .max(1);
-    let chunk = segment.orchestrators.len().div_ceil(workers);
-    let results: Vec<io::Result<Vec<Problem>>> = std::thread::scope(|scope| {
+    let chunk = segment.orchestrators.len().div_ceil(workers).max(1);
+    let results: Vec<io::Result<Vec<MergeSummary>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = segment
             .orchestrators
-            .chunks(chunk.max(1))
+            .chunks(chunk)
             .map(|orchestrators| {
                 scope.spawn(move || {
-                    let mut problems = Vec::new();
-                    for orchestrator in orchestrators {
-                        problems.extend(merge_orchestrator(run, orchestrator, id_field)?.problems);
-                    }
-                    Ok(problems)
+                    orchestrators
+                        .iter()
+                        .map(|orchestrator| merge_orchestrator(run, orchestrator, id_field))
+                        .collect::<io::Result<Vec<MergeSummary>>>()
                 })
             })
             .collect();
@@ -44,17 +51,23 @@ pub fn merge_segment(run: &RunDir, plan: &Plan, segment: &SegmentPlan) -> io::Re
             .collect()
     });
     let mut problems = Vec::new();
+    let mut stamps = Vec::new();
     for result in results {
-        problems.extend(result?);
+        for summary in result? {
+            problems.extend(summary.problems);
+            stamps.push(summary.stamp);
+        }
     }
     let ids: Vec<Vec<IdKey>> = segment.orchestrators.iter().map(orchestrator_ids).collect();
     let inputs: Vec<MergeInput<'_>> = segment
         .orchestrators
         .iter()
         .zip(&ids)
-        .map(|(o, ids)| MergeInput {
+        .zip(stamps)
+        .map(|((o, ids), stamp)| MergeInput {
             path: run.orchestrator_file(segment.number, o.number),
             ids,
+            stamp,
         })
         .collect();
     let summary = merge_files(
@@ -63,8 +76,13 @@ pub fn merge_segment(run: &RunDir, plan: &Plan, segment: &SegmentPlan) -> io::Re
         &run.segment_file(segment.number),
         Framing::Jsonl,
     )?;
-    problems.extend(new_problems(summary));
-    Ok(problems)
+    let stamp = summary.stamp.unwrap_or(FileStamp {
+        bytes: 0,
+        modified_ns: 0,
+        records: 0,
+    });
+    problems.extend(new_problems(&summary));
+    Ok((problems, stamp))
 }
 
 fn orchestrator_ids(orchestrator: &OrchestratorPlan) -> Vec<IdKey> {
@@ -75,7 +93,7 @@ fn orchestrator_ids(orchestrator: &OrchestratorPlan) -> Vec<IdKey> {
         .collect()
 }
 
-/// Agent files → orch_NN.jsonl.
+/// Agent files → orch_NN.jsonl. Agent files are always checked record by record.
 pub fn merge_orchestrator(
     run: &RunDir,
     orchestrator: &OrchestratorPlan,
@@ -87,6 +105,7 @@ pub fn merge_orchestrator(
         .map(|a| MergeInput {
             path: run.agent_output(a.at),
             ids: &a.ids,
+            stamp: None,
         })
         .collect();
     merge_files(
@@ -98,11 +117,13 @@ pub fn merge_orchestrator(
 }
 
 /// Segment files → final.json (a JSON array), and the job's output.path.
+/// Segment files are trusted as their "merged" events in events.jsonl stamped them.
 pub fn merge_final(
     run: &RunDir,
     plan: &Plan,
     output: Option<(&Path, OutputFormat)>,
 ) -> io::Result<(MergeSummary, Vec<Problem>)> {
+    let stamps = segment_stamps(run);
     let ids: Vec<Vec<IdKey>> = plan
         .segments
         .iter()
@@ -115,6 +136,7 @@ pub fn merge_final(
         .map(|(s, ids)| MergeInput {
             path: run.segment_file(s.number),
             ids,
+            stamp: stamps.get(&s.number).copied(),
         })
         .collect();
     let summary = merge_files(
@@ -134,35 +156,51 @@ pub fn merge_final(
             }
         }
     }
-    let problems = new_problems_ref(&summary);
+    let problems = new_problems(&summary);
     Ok((summary, problems))
 }
 
 /// Problems a higher-level merge finds that the level below did not already
 /// report: ids missing from a merged file were reported where they went missing.
-fn new_problems(summary: MergeSummary) -> Vec<Problem> {
+fn new_problems(summary: &MergeSummary) -> Vec<Problem> {
     summary
         .problems
-        .into_iter()
+        .iter()
         .filter(|p| {
             !matches!(
                 p.kind,
                 ProblemKind::Missing { .. } | ProblemKind::MissingFile
             )
         })
+        .cloned()
         .collect()
 }
 
-fn new_problems_ref(summary: &MergeSummary) -> Vec<Problem> {
-    new_problems(MergeSummary {
-        records: summary.records,
-        problems: summary.problems.clone(),
-    })
+/// The stamp of each segment file, from the last "merged" event of each
+/// segment in events.jsonl (lines that do not parse are skipped).
+pub fn segment_stamps(run: &RunDir) -> HashMap<usize, FileStamp> {
+    let mut stamps = HashMap::new();
+    let Ok(text) = std::fs::read_to_string(run.events()) else {
+        return stamps;
+    };
+    for line in text.lines().filter(|l| l.contains("\"merged\"")) {
+        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let segment = event["segment"]
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok());
+        let stamp = serde_json::from_value::<FileStamp>(event["stamp"].clone()).ok();
+        if let (Some(segment), Some(stamp)) = (segment, stamp) {
+            stamps.insert(segment, stamp);
+        }
+    }
+    stamps
 }
 
 /// A merged file is up to date when it exists and is newer than every one of
 /// its inputs (which all exist): merging again would write the same bytes.
-fn up_to_date(output: &Path, inputs: &[std::path::PathBuf]) -> bool {
+fn up_to_date(output: &Path, inputs: &[PathBuf]) -> bool {
     let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
     let Some(merged_at) = modified(output) else {
         return false;
@@ -174,7 +212,7 @@ fn up_to_date(output: &Path, inputs: &[std::path::PathBuf]) -> bool {
 
 /// The segment file and its orchestrator files are newer than their inputs.
 pub fn segment_up_to_date(run: &RunDir, segment: &SegmentPlan) -> bool {
-    let orchestrator_files: Vec<std::path::PathBuf> = segment
+    let orchestrator_files: Vec<PathBuf> = segment
         .orchestrators
         .iter()
         .map(|o| run.orchestrator_file(segment.number, o.number))
@@ -185,7 +223,7 @@ pub fn segment_up_to_date(run: &RunDir, segment: &SegmentPlan) -> bool {
             .iter()
             .zip(&orchestrator_files)
             .all(|(o, file)| {
-                let agents: Vec<std::path::PathBuf> =
+                let agents: Vec<PathBuf> =
                     o.agents.iter().map(|a| run.agent_output(a.at)).collect();
                 up_to_date(file, &agents)
             });
@@ -194,11 +232,28 @@ pub fn segment_up_to_date(run: &RunDir, segment: &SegmentPlan) -> bool {
 
 /// final.json is newer than every segment file (and they are all up to date).
 pub fn final_up_to_date(run: &RunDir, plan: &Plan) -> bool {
-    let segment_files: Vec<std::path::PathBuf> = plan
+    let segment_files: Vec<PathBuf> = plan
         .segments
         .iter()
         .map(|s| run.segment_file(s.number))
         .collect();
     plan.segments.iter().all(|s| segment_up_to_date(run, s))
         && up_to_date(&run.final_json(), &segment_files)
+}
+
+/// The fields of a segment's "merged" event; its stamp lets the final merge
+/// (in this process or a later one) trust the segment file while unchanged.
+pub fn merged_event(
+    segment: usize,
+    stamp: &FileStamp,
+    problems: usize,
+    seconds: f64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "segment": segment,
+        "file": format!("segment_{segment:02}.jsonl"),
+        "stamp": stamp,
+        "problems": problems,
+        "seconds": seconds,
+    })
 }

@@ -8,8 +8,10 @@ use shared::validate::Problem;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
+use crate::events::EventLog;
 use crate::existing_run::{frozen_job, open_run};
-use crate::merging::{merge_final, merge_segment};
+use crate::merging::{merge_final, merge_segment, merged_event};
+use crate::run_lock::RunLock;
 
 pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Result<i32> {
     let (run, plan) = open_run(dir)?;
@@ -31,11 +33,22 @@ pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Resu
         None => plan.segments.iter().collect(),
     };
     let mut problems: Vec<Problem> = Vec::new();
+    let _lock = RunLock::acquire(&run)?;
+    let mut events =
+        EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
     for segment in segments {
-        let found = merge_segment(&run, &plan, segment).map_err(SupervisorError::io(format!(
-            "cannot merge segment {}",
-            segment.number
-        )))?;
+        let started = std::time::Instant::now();
+        let (found, stamp) = merge_segment(&run, &plan, segment).map_err(SupervisorError::io(
+            format!("cannot merge segment {}", segment.number),
+        ))?;
+        let seconds = started.elapsed().as_secs_f64();
+        events
+            .record(
+                "merged",
+                None,
+                merged_event(segment.number, &stamp, found.len(), seconds),
+            )
+            .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
         console.line(&format!(
             "merged segment_{:02}.jsonl ({} problems)",
             segment.number,

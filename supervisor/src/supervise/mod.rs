@@ -192,14 +192,14 @@ impl<'a> Supervisor<'a> {
             }
             self.sweep(&names, "segment-end")?;
             let started = Instant::now();
-            let found = merging::merge_segment(run, plan, segment).map_err(SupervisorError::io(
-                format!("cannot merge segment {}", segment.number),
-            ))?;
+            let (found, stamp) = merging::merge_segment(run, plan, segment).map_err(
+                SupervisorError::io(format!("cannot merge segment {}", segment.number)),
+            )?;
+            let seconds = started.elapsed().as_secs_f64();
             self.event(
                 "merged",
                 None,
-                json!({"segment": segment.number, "file": format!("segment_{:02}.jsonl", segment.number),
-                       "problems": found.len(), "seconds": started.elapsed().as_secs_f64()}),
+                merging::merged_event(segment.number, &stamp, found.len(), seconds),
             )?;
             for problem in &found {
                 self.console.problem(problem);
