@@ -23,8 +23,6 @@ pub struct Problem {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProblemKind {
-    /// The file does not exist.
-    MissingFile,
     /// A last line without its newline: a crash mid-write. It is ignored.
     TornLine,
     Invalid(RecordError),
@@ -39,10 +37,8 @@ pub enum ProblemKind {
     OutOfOrder {
         id: IdKey,
     },
-    /// Expected ids without a record.
-    Missing {
-        ids: Vec<IdKey>,
-    },
+    /// Expected ids without a record (`no_file`: the whole file is absent).
+    Missing { ids: Vec<IdKey>, no_file: bool },
     /// A JSON array file that cannot be read as records at all.
     Unreadable(String),
 }
@@ -57,7 +53,7 @@ impl Problem {
     /// Number of items this problem leaves missing.
     pub fn missing_count(&self) -> usize {
         match &self.kind {
-            ProblemKind::Missing { ids } => ids.len(),
+            ProblemKind::Missing { ids, .. } => ids.len(),
             _ => 0,
         }
     }
@@ -71,7 +67,6 @@ impl fmt::Display for Problem {
         }
         f.write_str(": ")?;
         match &self.kind {
-            ProblemKind::MissingFile => f.write_str("file not found"),
             ProblemKind::TornLine => f.write_str("torn last line (cut off by a crash), ignored"),
             ProblemKind::Invalid(e) => write!(f, "invalid record: {e}"),
             ProblemKind::UnexpectedId(id) => {
@@ -84,7 +79,10 @@ impl fmt::Display for Problem {
                 )
             }
             ProblemKind::OutOfOrder { id } => write!(f, "record for id {id} is out of input order"),
-            ProblemKind::Missing { ids } => {
+            ProblemKind::Missing { ids, no_file } => {
+                if *no_file {
+                    f.write_str("file not found; ")?;
+                }
                 write!(f, "{} missing id(s): ", ids.len())?;
                 let shown: Vec<&str> = ids.iter().take(IDS_SHOWN).map(IdKey::as_str).collect();
                 f.write_str(&shown.join(", "))?;
@@ -124,14 +122,14 @@ pub fn check_jsonl(
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let mut problems = vec![Problem {
+            let problems = vec![Problem {
                 path: path.to_owned(),
                 line: None,
-                kind: ProblemKind::MissingFile,
+                kind: ProblemKind::Missing {
+                    ids: expected.to_vec(),
+                    no_file: true,
+                },
             }];
-            if !expected.is_empty() {
-                problems.push(missing(path, expected.to_vec()));
-            }
             return Ok(CheckedFile {
                 bytes: Vec::new(),
                 records: Vec::new(),
@@ -243,7 +241,7 @@ fn missing(path: &Path, ids: Vec<IdKey>) -> Problem {
     Problem {
         path: path.to_owned(),
         line: None,
-        kind: ProblemKind::Missing { ids },
+        kind: ProblemKind::Missing { ids, no_file: false },
     }
 }
 
@@ -321,7 +319,7 @@ mod tests {
             (Some(4), ProblemKind::Duplicate { first_line: 1, .. })
         ));
         assert!(matches!(kinds[3], (Some(6), ProblemKind::TornLine)));
-        assert!(matches!(kinds[4], (None, ProblemKind::Missing { ids }) if ids == &ids_of(&[3])));
+        assert!(matches!(kinds[4], (None, ProblemKind::Missing { ids, .. }) if ids == &ids_of(&[3])));
         let order: Vec<usize> = checked.records.iter().map(|(i, _)| *i).collect();
         assert_eq!(order, vec![0, 1], "records come back in input order");
     }

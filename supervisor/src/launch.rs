@@ -26,7 +26,8 @@ pub struct Launcher<'a> {
 
 impl Launcher<'_> {
     /// Spawns the agent; returns its pid, which is also its process group id.
-    pub fn launch(&self, agent: &AgentPlan, attempt: u32) -> io::Result<i32> {
+    /// With `cgroup`, the agent joins that cgroup before it runs anything.
+    pub fn launch(&self, agent: &AgentPlan, attempt: u32, cgroup: Option<&std::ffi::CStr>) -> io::Result<i32> {
         let (program, args) = self
             .argv
             .split_first()
@@ -45,7 +46,7 @@ impl Launcher<'_> {
             .stdin(Stdio::null())
             .stdout(log_writer.try_clone()?)
             .stderr(log_writer);
-        start_in_new_session(&mut command);
+        start_in_new_session(&mut command, cgroup.map(std::ffi::CStr::to_owned));
         let child = {
             let _spawning = SPAWN_LOCK
                 .lock()

@@ -4,6 +4,7 @@
 
 pub mod agent_log;
 pub mod agent_program;
+pub mod cgroup;
 pub mod cli;
 pub mod commands;
 pub mod console;
@@ -13,6 +14,7 @@ pub mod existing_run;
 pub mod halt;
 pub mod launch;
 pub mod live_agents;
+pub mod memory;
 pub mod merging;
 pub mod proc_table;
 pub mod reaper;

@@ -169,7 +169,7 @@ fn new_problems(summary: &MergeSummary) -> Vec<Problem> {
         .filter(|p| {
             !matches!(
                 p.kind,
-                ProblemKind::Missing { .. } | ProblemKind::MissingFile
+                ProblemKind::Missing { .. }
             )
         })
         .cloned()

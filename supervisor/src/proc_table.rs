@@ -102,6 +102,15 @@ pub fn become_subreaper() -> std::io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
 }
 
+/// MemAvailable from /proc/meminfo, in bytes: what the machine can still give
+/// without swapping.
+pub fn mem_available() -> Option<u64> {
+    let text = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// True when /proc is the Linux process table (it is where we read everything).
 pub fn available() -> bool {
     Path::new("/proc/self/stat").exists()

@@ -39,6 +39,8 @@ pub struct AttemptRecord {
     pub pid: Option<i32>,
     pub launched: String,
     pub seconds: f64,
+    /// Peak resident memory of the attempt's whole process tree, bytes.
+    pub peak_rss: u64,
     pub outcome: Outcome,
 }
 
@@ -49,6 +51,7 @@ struct AttemptJson<'a> {
     pid: Option<i32>,
     launched: &'a str,
     seconds: f64,
+    peak_rss: u64,
     outcome: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     code: Option<i32>,
@@ -73,6 +76,7 @@ impl<'a> From<&'a AttemptRecord> for AttemptJson<'a> {
             pid: a.pid,
             launched: &a.launched,
             seconds: a.seconds,
+            peak_rss: a.peak_rss,
             outcome,
             code,
             signal,
@@ -90,6 +94,7 @@ pub struct ReportInput<'a> {
     pub attempts: &'a [AttemptRecord],
     pub problems: &'a [Problem],
     pub seconds: f64,
+    pub memory: &'a crate::supervise::MemoryReport,
 }
 
 pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
@@ -103,6 +108,7 @@ pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
             "missing": input.items_total.saturating_sub(input.items_done),
         },
         "missing_ids": input.missing_ids,
+        "memory": input.memory,
         "attempts": attempts,
         "problems": input.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });

@@ -41,7 +41,7 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
             complete.insert(agent.at);
         }
         for problem in checked.problems {
-            if let shared::validate::ProblemKind::Missing { ids } = problem.kind {
+            if let shared::validate::ProblemKind::Missing { ids, .. } = problem.kind {
                 missing.extend(ids);
             }
         }

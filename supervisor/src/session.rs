@@ -81,6 +81,7 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
             attempts: &result.attempts,
             problems: &problems,
             seconds: started.elapsed().as_secs_f64(),
+            memory: &result.memory,
         },
     )
     .map_err(SupervisorError::io("cannot write report.json"))?;
@@ -111,7 +112,7 @@ fn finish(run: &RunDir, job: &Job, plan: &Plan) -> Result<(usize, Vec<IdKey>, Ve
         .problems
         .iter()
         .flat_map(|p| match &p.kind {
-            ProblemKind::Missing { ids } => ids.clone(),
+            ProblemKind::Missing { ids, .. } => ids.clone(),
             _ => Vec::new(),
         })
         .collect();

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use shared::plan::AgentPlan;
 
+use crate::cgroup::AgentCgroup;
 use crate::reaper::ExitHow;
 use crate::tree::Tree;
 
@@ -29,6 +30,11 @@ pub struct Slot<'p> {
     pub output_len: u64,
     pub last_progress: Instant,
     pub kill: Option<Kill>,
+    /// Resident memory of the whole tree at the last sample, and its peak.
+    pub rss: u64,
+    pub peak_rss: u64,
+    /// The attempt's memory cgroup, in cgroup mode.
+    pub cgroup: Option<AgentCgroup>,
 }
 
 /// A kill in progress: TERM was sent; KILL follows at `hard_at`.

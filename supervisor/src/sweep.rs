@@ -126,6 +126,7 @@ pub struct EndedTree {
     pub agent: String,
     pub leader_start: u64,
     pub tree: crate::tree::Tree,
+    pub cgroup: Option<crate::cgroup::AgentCgroup>,
 }
 
 /// What may outlive the agents of the current segment: the trees of ended
@@ -137,6 +138,12 @@ pub struct Leftovers {
 }
 
 impl Leftovers {
+    /// Resident memory of every leftover process still alive, in pages.
+    pub fn rss_pages(&mut self) -> u64 {
+        let ended: u64 = self.ended.iter_mut().flat_map(|e| e.tree.refresh()).map(|s| s.rss_pages).sum();
+        ended + self.strays.iter().map(|s| s.rss_pages).sum::<u64>()
+    }
+
     pub fn knows(&self, pid: i32) -> bool {
         self.ended.iter().any(|e| e.tree.contains(pid)) || self.strays.iter().any(|s| s.pid == pid)
     }
@@ -203,7 +210,11 @@ impl Leftovers {
                 tracing::warn!("processes {pids:?} survived SIGKILL (stuck in the kernel?)");
             }
         }
-        self.ended.clear();
+        for ended in self.ended.drain(..) {
+            if let Some(cgroup) = ended.cgroup {
+                cgroup.remove();
+            }
+        }
         rounds
     }
 }

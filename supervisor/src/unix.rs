@@ -1,6 +1,7 @@
 //! Platform calls with `unsafe` inside: starting a child in its own session,
 //! signalling process groups, and the local clock.
 
+use std::ffi::CString;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
@@ -10,13 +11,36 @@ use nix::unistd::Pid;
 
 /// Makes the child call setsid() before exec: it leads a new session and a new
 /// process group whose id is its pid, so the whole group can be signalled
-/// without touching the supervisor.
-pub fn start_in_new_session(command: &mut Command) {
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent;
-    // the closure allocates nothing.
+/// without touching the supervisor. With `cgroup_procs`, the child first moves
+/// itself into that cgroup (by writing "0" to its cgroup.procs), so everything
+/// it starts is born inside it.
+pub fn start_in_new_session(command: &mut Command, cgroup_procs: Option<CString>) {
+    // SAFETY: between fork and exec the closure only makes async-signal-safe
+    // system calls (open, write, close, setsid) on memory prepared beforehand;
+    // it allocates nothing.
     unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(drop).map_err(io::Error::from));
+        command.pre_exec(move || {
+            if let Some(path) = &cgroup_procs {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if written != 1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            nix::unistd::setsid().map(drop).map_err(io::Error::from)
+        });
     }
+}
+
+/// Bytes per memory page (for /proc's page counts).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system; no memory is passed.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
 }
 
 /// Sends `signal` to every process of the group `pgid`. Returns false when the

@@ -182,6 +182,21 @@ pub struct LimitsSettings {
     /// Each agent's log is rotated to agent_NN.log.1 past this size.
     #[serde(default = "default_agent_log_limit")]
     pub agent_log_limit: ByteSize,
+    /// How agent.memory_limit is enforced.
+    #[serde(default)]
+    pub memory_enforcement: MemoryEnforcement,
+}
+
+/// `auto`: a memory cgroup per agent where the machine lets us create one (a
+/// hard limit, kernel-enforced), else sampling; `sampling`: sampling only;
+/// `cgroup`: cgroups or refuse to start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemoryEnforcement {
+    #[default]
+    Auto,
+    Sampling,
+    Cgroup,
 }
 
 fn default_agent_log_limit() -> ByteSize {
@@ -205,6 +220,7 @@ impl Default for LimitsSettings {
             sample_interval: default_sample_interval(),
             progress_interval: default_progress_interval(),
             agent_log_limit: default_agent_log_limit(),
+            memory_enforcement: MemoryEnforcement::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use shared::job::AgentTimeout;
 use shared::plan::AgentPlan;
 
 use super::{Ending, Retry, Stop, Supervisor};
+use crate::cgroup::AgentCgroup;
 use crate::error::{Result, SupervisorError};
 use crate::halt::HaltWhen;
 use crate::launch::Launcher;
@@ -39,7 +40,8 @@ impl<'a> Supervisor<'a> {
         let saved_at_launch = count_lines(&output);
         let launched_at =
             humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        let pid = match launcher.launch(agent, attempt) {
+        let cgroup = self.agent_cgroup(agent, attempt);
+        let pid = match launcher.launch(agent, attempt, cgroup.as_ref().map(|c| c.join_path())) {
             Ok(pid) => pid,
             Err(error) => {
                 self.event(
@@ -53,8 +55,12 @@ impl<'a> Supervisor<'a> {
                     pid: None,
                     launched: launched_at,
                     seconds: 0.0,
+                    peak_rss: 0,
                     outcome: Outcome::LaunchFailed(error.to_string()),
                 };
+                if let Some(cgroup) = cgroup {
+                    cgroup.remove();
+                }
                 return self.after_attempt(agent, record);
             }
         };
@@ -86,8 +92,12 @@ impl<'a> Supervisor<'a> {
                 output_len: std::fs::metadata(&output).map_or(0, |m| m.len()),
                 last_progress: now,
                 kill: None,
+                rss: 0,
+                peak_rss: 0,
+                cgroup,
             },
         );
+        self.memory.note_launch(now);
         self.live_dirty = true;
         Ok(())
     }
@@ -124,7 +134,16 @@ impl<'a> Supervisor<'a> {
             return Ok(());
         };
         let seconds = slot.started.elapsed().as_secs_f64();
+        self.memory.note_peak(slot.peak_rss);
+        // The kernel's OOM killer struck inside the agent's cgroup: that is its
+        // memory limit, whatever the exit status says.
+        let kernel_oom = slot.kill.is_none() && slot.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        if kernel_oom {
+            let fields = json!({"pid": pid, "reason": "memory", "by": "kernel", "peak_rss": slot.peak_rss});
+            self.event("killed", Some(&slot.agent.name), fields)?;
+        }
         let outcome = match (slot.kill, slot.exit) {
+            _ if kernel_oom => Outcome::Killed("memory".to_owned()),
             (Some(kill), _) => Outcome::Killed(kill.reason.to_owned()),
             (None, Some(ExitHow::Code(0))) => Outcome::Succeeded,
             (None, Some(ExitHow::Code(code))) => Outcome::Failed(code),
@@ -142,12 +161,14 @@ impl<'a> Supervisor<'a> {
             pid: Some(pid),
             launched: slot.launched_at,
             seconds,
+            peak_rss: slot.peak_rss,
             outcome,
         };
         self.leftovers.ended.push(EndedTree {
             agent: slot.agent.name.clone(),
             leader_start: slot.leader_start,
             tree: slot.tree,
+            cgroup: slot.cgroup,
         });
         self.live_dirty = true;
         self.after_attempt(slot.agent, record)
@@ -163,8 +184,15 @@ impl<'a> Supervisor<'a> {
     ) -> Result<()> {
         let outcome = record.outcome.clone();
         self.attempts.push(record);
-        if outcome == Outcome::Succeeded || outcome == Outcome::Killed("shutdown".into()) {
-            return Ok(());
+        match &outcome {
+            Outcome::Succeeded => return Ok(()),
+            Outcome::Killed(reason) if reason == "shutdown" => return Ok(()),
+            // Killed to make room: back in the queue, not counted as a failure.
+            Outcome::Killed(reason) if reason == "ceiling" || reason == "min-free" => {
+                self.requeued.push(agent);
+                return self.event("requeued", Some(&agent.name), json!({"reason": reason}));
+            }
+            _ => {}
         }
         let log = self.inputs.run.agent_log(agent.at);
         let used = self.retries_used.entry(agent.at).or_insert(0);
@@ -236,5 +264,24 @@ impl<'a> Supervisor<'a> {
             }
         }
         Ok(())
+    }
+}
+
+impl<'a> Supervisor<'a> {
+    /// A memory cgroup for this attempt, in cgroup mode (None when the cgroup
+    /// cannot be made: the attempt then runs under sampling alone).
+    fn agent_cgroup(&mut self, agent: &AgentPlan, attempt: u32) -> Option<AgentCgroup> {
+        let root = self.cgroups.as_ref()?;
+        let name = format!(
+            "s{:02}-o{:02}-a{:02}-{attempt}",
+            agent.at.segment, agent.at.orchestrator, agent.at.agent
+        );
+        match root.agent_group(&name, self.memory.per_agent_limit()) {
+            Ok(group) => Some(group),
+            Err(error) => {
+                tracing::warn!("no cgroup for {}: {error}", agent.name);
+                None
+            }
+        }
     }
 }

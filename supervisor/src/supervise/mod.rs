@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use shared::job::{Job, JobSettings};
+use shared::job::{Job, JobSettings, MemoryEnforcement};
 use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
@@ -21,8 +21,10 @@ use shared::validate::Problem;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::events::EventLog;
+use crate::cgroup::CgroupRoot;
 use crate::halt::HaltPolicy;
 use crate::live_agents::LiveFile;
+use crate::memory::MemoryWatch;
 use crate::merging;
 use crate::proc_table;
 use crate::reaper::{self, Msg};
@@ -62,6 +64,16 @@ pub struct RunResult {
     pub ending: Ending,
     pub attempts: Vec<AttemptRecord>,
     pub problems: Vec<Problem>,
+    pub memory: MemoryReport,
+}
+
+/// The memory side of a run, for report.json.
+#[derive(Debug, serde::Serialize)]
+pub struct MemoryReport {
+    pub mode: String,
+    pub ceiling: Option<u64>,
+    pub peak_total: u64,
+    pub samples: Vec<crate::memory::MemorySample>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,6 +112,12 @@ pub struct Supervisor<'a> {
     boot_id: String,
     live: LiveFile,
     live_dirty: bool,
+    memory: MemoryWatch,
+    cgroups: Option<CgroupRoot>,
+    memory_mode: String,
+    /// Agents killed to make room, waiting to go back to the queue's front.
+    requeued: Vec<&'a AgentPlan>,
+    page_size: u64,
 }
 
 impl<'a> Supervisor<'a> {
@@ -116,6 +134,9 @@ impl<'a> Supervisor<'a> {
             .map_err(SupervisorError::io("cannot open events.jsonl"))?;
         let live =
             LiveFile::create(inputs.run).map_err(SupervisorError::io("cannot create live.json"))?;
+        let settings = &inputs.job.settings;
+        let (cgroups, memory_mode) = choose_memory_mode(settings)?;
+        console.line(&format!("memory: {memory_mode}"));
         let max_parallel = inputs
             .job
             .settings
@@ -144,6 +165,11 @@ impl<'a> Supervisor<'a> {
             boot_id: proc_table::boot_id(),
             live,
             live_dirty: false,
+            memory: MemoryWatch::new(settings),
+            cgroups,
+            memory_mode,
+            requeued: Vec::new(),
+            page_size: crate::unix::page_size(),
         })
     }
 
@@ -165,7 +191,8 @@ impl<'a> Supervisor<'a> {
             None,
             json!({"job": plan.job, "items": plan.items_total, "agents": plan.agent_count(),
                    "segments": plan.segments.len(), "max_parallel": self.max_parallel,
-                   "supervisor_pid": self.me, "already_complete": self.inputs.complete.len()}),
+                   "supervisor_pid": self.me, "already_complete": self.inputs.complete.len(),
+                   "memory_mode": self.memory_mode}),
         )?;
         let mut problems = Vec::new();
         for segment in &plan.segments {
@@ -211,8 +238,17 @@ impl<'a> Supervisor<'a> {
                 .map_err(SupervisorError::io("cannot sync events.jsonl"))?;
             self.console.segment_done(segment, plan.segments.len());
         }
+        if let Some(root) = &self.cgroups {
+            root.remove();
+        }
         Ok(RunResult {
             ending: self.ending,
+            memory: MemoryReport {
+                mode: self.memory_mode,
+                ceiling: self.memory.ceiling(),
+                peak_total: self.memory.run_peak_total,
+                samples: self.memory.samples().to_vec(),
+            },
             attempts: self.attempts,
             problems,
         })
@@ -232,7 +268,13 @@ impl<'a> Supervisor<'a> {
                     .partition(|r| r.at <= now);
             self.retries = waiting;
             queue.extend(due.into_iter().map(|r| r.agent));
-            while self.stop == Stop::No && self.slots.len() < self.max_parallel {
+            for agent in self.requeued.drain(..).rev() {
+                queue.push_front(agent);
+            }
+            while self.stop == Stop::No
+                && self.slots.len() < self.max_parallel
+                && self.memory.admits(now, self.slots.len())
+            {
                 let Some(agent) = queue.pop_front() else {
                     break;
                 };
@@ -240,7 +282,7 @@ impl<'a> Supervisor<'a> {
             }
             // live.json is current before the loop waits for anything.
             self.write_live()?;
-            let nothing_left = queue.is_empty() && self.retries.is_empty();
+            let nothing_left = queue.is_empty() && self.retries.is_empty() && self.requeued.is_empty();
             if self.slots.is_empty() && (nothing_left || self.stop != Stop::No) {
                 return Ok(());
             }
@@ -287,4 +329,32 @@ impl<'a> Supervisor<'a> {
 
 fn lost_signals() -> SupervisorError {
     SupervisorError::io("the signal thread stopped")(std::io::Error::other("channel closed"))
+}
+
+/// Which memory enforcement is in force, and how to say it.
+fn choose_memory_mode(settings: &JobSettings) -> Result<(Option<CgroupRoot>, String)> {
+    let every = humantime::format_duration(settings.limits.sample_interval.get());
+    let sampling = |why: &str| format!("sampling every {every} ({why})");
+    let Some(limit) = settings.agent.memory_limit else {
+        return Ok((None, sampling("no agent.memory_limit")));
+    };
+    match settings.limits.memory_enforcement {
+        MemoryEnforcement::Sampling => Ok((None, sampling("limits.memory_enforcement = \"sampling\""))),
+        MemoryEnforcement::Auto => match CgroupRoot::create() {
+            Ok(root) => {
+                let text = format!("hard limit of {limit} per agent by {}, and sampling every {every}", root.describe());
+                Ok((Some(root), text))
+            }
+            Err(why) => Ok((None, sampling(&format!("no memory cgroups: {why}")))),
+        },
+        MemoryEnforcement::Cgroup => match CgroupRoot::create() {
+            Ok(root) => {
+                let text = format!("hard limit of {limit} per agent by {}, and sampling every {every}", root.describe());
+                Ok((Some(root), text))
+            }
+            Err(why) => Err(SupervisorError::Unsupported(format!(
+                "limits.memory_enforcement = \"cgroup\", but memory cgroups are not available here: {why}"
+            ))),
+        },
+    }
 }

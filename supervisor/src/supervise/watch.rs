@@ -48,7 +48,7 @@ impl<'a> Supervisor<'a> {
 
     pub(super) fn on_time(&mut self, now: Instant) -> Result<()> {
         if now >= self.next_tick {
-            self.tick(now);
+            self.tick(now)?;
             self.next_tick = now + self.settings().limits.sample_interval.get();
         }
         let stall_timeout = self.settings().agent.stall_timeout.map(|d| d.get());
@@ -86,15 +86,30 @@ impl<'a> Supervisor<'a> {
 
     /// The periodic look at every tree: new descendants, adopted orphans,
     /// agent-file growth, and relative timeouts once they are known.
-    pub(super) fn tick(&mut self, now: Instant) {
+    pub(super) fn tick(&mut self, now: Instant) -> Result<()> {
         self.adopt_orphans();
         let relative = match self.settings().agent.timeout {
             Some(AgentTimeout::PercentOfMedian(percent)) => Some(percent),
             _ => None,
         };
         let run = self.inputs.run;
+        let page = self.page_size;
+        let mut total_pages = 0;
         for slot in self.slots.values_mut() {
-            slot.tree.refresh();
+            // A cgroup keeps every descendant, however it daemonised.
+            if let Some(cgroup) = &slot.cgroup {
+                for pid in cgroup.pids() {
+                    if !slot.tree.contains(pid) {
+                        if let Some(stat) = proc_table::stat(pid) {
+                            slot.tree.adopt(&stat);
+                        }
+                    }
+                }
+            }
+            let pages: u64 = slot.tree.refresh().iter().map(|s| s.rss_pages).sum();
+            total_pages += pages;
+            slot.rss = pages * page;
+            slot.peak_rss = slot.peak_rss.max(slot.rss);
             slot.observe_output(&run.agent_output(slot.agent.at), now);
             if let (Some(percent), None) = (relative, slot.deadline) {
                 let items = slot.agent.ids.len().saturating_sub(slot.saved_at_launch);
@@ -102,6 +117,49 @@ impl<'a> Supervisor<'a> {
                     slot.deadline = Some(slot.started + limit);
                 }
             }
+        }
+        total_pages += self.leftovers.rss_pages();
+        self.memory.sample(now, total_pages * page, proc_table::mem_available());
+        self.enforce_memory()
+    }
+
+    /// Kills trees over agent.memory_limit (or struck by the kernel's OOM killer
+    /// in their cgroup); when the run crosses its ceiling or the machine its
+    /// floor, kills the youngest agent (least work lost) to be relaunched later.
+    fn enforce_memory(&mut self) -> Result<()> {
+        let limit = self.memory.per_agent_limit();
+        let over: Vec<i32> = self
+            .slots
+            .values()
+            .filter(|s| s.kill.is_none() && s.exit.is_none())
+            .filter(|s| {
+                limit.is_some_and(|l| s.rss > l) || s.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0)
+            })
+            .map(|s| s.pid)
+            .collect();
+        for pid in over {
+            self.start_kill(pid, "memory")?;
+        }
+        let Some(pressure) = self.memory.pressure() else {
+            return Ok(());
+        };
+        let making_room = self
+            .slots
+            .values()
+            .any(|s| s.kill.is_some_and(|k| k.reason == "ceiling" || k.reason == "min-free"));
+        let candidates: Vec<&Slot<'a>> =
+            self.slots.values().filter(|s| s.kill.is_none() && s.exit.is_none()).collect();
+        // One agent alone is never killed to make room: it would only come back.
+        if making_room || candidates.len() < 2 {
+            return Ok(());
+        }
+        let youngest = candidates.iter().max_by_key(|s| s.started).map(|s| (s.pid, s.rss));
+        match youngest {
+            Some((pid, rss)) => {
+                self.memory.note_eviction(rss);
+                self.start_kill(pid, pressure.reason())
+            }
+            None => Ok(()),
         }
     }
 
@@ -147,17 +205,27 @@ impl<'a> Supervisor<'a> {
             hard_sent: false,
         });
         let name = slot.agent.name.clone();
-        if reason != "shutdown" {
-            self.console.agent_failed(
-                &name,
-                &format!("hit its {reason}: ending its {processes} process(es)"),
-                None,
-            );
+        let (rss, peak) = (slot.rss, slot.peak_rss);
+        let what = match reason {
+            "shutdown" => None,
+            "memory" => Some(format!(
+                "went over its memory limit ({} resident, peak {}): ending its {processes} process(es)",
+                mib(rss),
+                mib(peak)
+            )),
+            "ceiling" | "min-free" => Some(format!(
+                "makes room ({reason}, {} resident): ending its {processes} process(es); it will be relaunched on its remaining items",
+                mib(rss)
+            )),
+            _ => Some(format!("hit its {reason}: ending its {processes} process(es)")),
+        };
+        if let Some(what) = what {
+            self.console.agent_failed(&name, &what, None);
         }
         self.event(
             "killed",
             Some(&name),
-            json!({"pid": pid, "reason": reason, "processes": processes}),
+            json!({"pid": pid, "reason": reason, "processes": processes, "rss": rss, "peak_rss": peak}),
         )
     }
 
@@ -214,4 +282,8 @@ impl<'a> Supervisor<'a> {
         }
         Ok(())
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
 }
