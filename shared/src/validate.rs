@@ -38,7 +38,10 @@ pub enum ProblemKind {
         id: IdKey,
     },
     /// Expected ids without a record (`no_file`: the whole file is absent).
-    Missing { ids: Vec<IdKey>, no_file: bool },
+    Missing {
+        ids: Vec<IdKey>,
+        no_file: bool,
+    },
     /// A JSON array file that cannot be read as records at all.
     Unreadable(String),
 }
@@ -241,7 +244,10 @@ fn missing(path: &Path, ids: Vec<IdKey>) -> Problem {
     Problem {
         path: path.to_owned(),
         line: None,
-        kind: ProblemKind::Missing { ids, no_file: false },
+        kind: ProblemKind::Missing {
+            ids,
+            no_file: false,
+        },
     }
 }
 
@@ -319,7 +325,9 @@ mod tests {
             (Some(4), ProblemKind::Duplicate { first_line: 1, .. })
         ));
         assert!(matches!(kinds[3], (Some(6), ProblemKind::TornLine)));
-        assert!(matches!(kinds[4], (None, ProblemKind::Missing { ids, .. }) if ids == &ids_of(&[3])));
+        assert!(
+            matches!(kinds[4], (None, ProblemKind::Missing { ids, .. }) if ids == &ids_of(&[3]))
+        );
         let order: Vec<usize> = checked.records.iter().map(|(i, _)| *i).collect();
         assert_eq!(order, vec![0, 1], "records come back in input order");
     }

@@ -42,7 +42,9 @@ fn own_memory_cgroup() -> Option<(PathBuf, Flavor)> {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
         if controllers.split(',').any(|c| c == "memory") {
-            let (mount, root) = mount_of(&mountinfo, |fstype, options| fstype == "cgroup" && options.split(',').any(|o| o == "memory"))?;
+            let (mount, root) = mount_of(&mountinfo, |fstype, options| {
+                fstype == "cgroup" && options.split(',').any(|o| o == "memory")
+            })?;
             return Some((join_below(&mount, &root, path), Flavor::V1));
         }
     }
@@ -61,12 +63,18 @@ fn mount_of(mountinfo: &str, wanted: impl Fn(&str, &str) -> bool) -> Option<(Pat
         if !wanted(fstype, options) {
             return None;
         }
-        Some((PathBuf::from(mount_fields.get(4)?), mount_fields.get(3)?.to_string()))
+        Some((
+            PathBuf::from(mount_fields.get(4)?),
+            mount_fields.get(3)?.to_string(),
+        ))
     })
 }
 
 fn join_below(mount: &Path, root: &str, path: &str) -> PathBuf {
-    let relative = path.strip_prefix(root).unwrap_or(path).trim_start_matches('/');
+    let relative = path
+        .strip_prefix(root)
+        .unwrap_or(path)
+        .trim_start_matches('/');
     mount.join(relative)
 }
 
@@ -77,15 +85,18 @@ fn write_file(path: &Path, text: &str) -> io::Result<()> {
 impl CgroupRoot {
     /// Creates this run's cgroup, or says why memory cgroups are not available.
     pub fn create() -> Result<Self, String> {
-        let (parent, flavor) = own_memory_cgroup().ok_or("no memory cgroup in /proc/self/cgroup")?;
+        let (parent, flavor) =
+            own_memory_cgroup().ok_or("no memory cgroup in /proc/self/cgroup")?;
         let dir = parent.join(format!("nightshift-{}", std::process::id()));
-        fs::create_dir(&dir).map_err(|e| format!("cannot create a cgroup under {}: {e}", parent.display()))?;
+        fs::create_dir(&dir)
+            .map_err(|e| format!("cannot create a cgroup under {}: {e}", parent.display()))?;
         let root = Self { dir, flavor };
         if flavor == Flavor::V2 {
             // Children need the memory controller enabled on the way down.
             let enable = |d: &Path| write_file(&d.join("cgroup.subtree_control"), "+memory");
             let has_memory = |d: &Path| {
-                fs::read_to_string(d.join("cgroup.controllers")).is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
+                fs::read_to_string(d.join("cgroup.controllers"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "memory"))
             };
             if !has_memory(&root.dir) {
                 let _ = enable(&parent);
@@ -105,7 +116,11 @@ impl CgroupRoot {
     }
 
     pub fn describe(&self) -> String {
-        let flavor = if self.flavor == Flavor::V1 { "cgroup v1 memory controller" } else { "cgroup v2" };
+        let flavor = if self.flavor == Flavor::V1 {
+            "cgroup v1 memory controller"
+        } else {
+            "cgroup v2"
+        };
         format!("{flavor}, {}", self.dir.display())
     }
 
@@ -118,12 +133,17 @@ impl CgroupRoot {
             Err(e) => return Err(e),
         }
         let group = AgentCgroup {
-            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes()).map_err(io::Error::other)?,
+            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
+                .map_err(io::Error::other)?,
             dir,
             flavor: self.flavor,
         };
         if let Some(limit) = limit {
-            let file = if self.flavor == Flavor::V1 { "memory.limit_in_bytes" } else { "memory.max" };
+            let file = if self.flavor == Flavor::V1 {
+                "memory.limit_in_bytes"
+            } else {
+                "memory.max"
+            };
             if let Err(e) = write_file(&group.dir.join(file), &limit.to_string()) {
                 group.remove();
                 return Err(e);
@@ -154,18 +174,28 @@ impl AgentCgroup {
     /// Every process in the cgroup.
     pub fn pids(&self) -> Vec<i32> {
         fs::read_to_string(self.dir.join("cgroup.procs"))
-            .map(|text| text.split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|text| {
+                text.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// How many times the kernel's OOM killer struck inside this cgroup.
     pub fn oom_kills(&self) -> u64 {
-        let file = if self.flavor == Flavor::V1 { "memory.oom_control" } else { "memory.events" };
+        let file = if self.flavor == Flavor::V1 {
+            "memory.oom_control"
+        } else {
+            "memory.events"
+        };
         fs::read_to_string(self.dir.join(file))
             .ok()
             .and_then(|text| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix("oom_kill ").and_then(|n| n.trim().parse().ok()))
+                text.lines().find_map(|l| {
+                    l.strip_prefix("oom_kill ")
+                        .and_then(|n| n.trim().parse().ok())
+                })
             })
             .unwrap_or(0)
     }

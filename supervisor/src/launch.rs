@@ -27,7 +27,12 @@ pub struct Launcher<'a> {
 impl Launcher<'_> {
     /// Spawns the agent; returns its pid, which is also its process group id.
     /// With `cgroup`, the agent joins that cgroup before it runs anything.
-    pub fn launch(&self, agent: &AgentPlan, attempt: u32, cgroup: Option<&std::ffi::CStr>) -> io::Result<i32> {
+    pub fn launch(
+        &self,
+        agent: &AgentPlan,
+        attempt: u32,
+        cgroup: Option<&std::ffi::CStr>,
+    ) -> io::Result<i32> {
         let (program, args) = self
             .argv
             .split_first()

@@ -100,7 +100,9 @@ impl MemoryWatch {
 
     /// The expected size of one more agent, once known.
     pub fn expected(&self) -> Option<u64> {
-        let known = self.estimate.or((self.largest_peak > 0).then_some(self.largest_peak));
+        let known = self
+            .estimate
+            .or((self.largest_peak > 0).then_some(self.largest_peak));
         match known {
             Some(size) => Some(size.max(self.proven_size)),
             None => (self.proven_size > 0).then_some(self.proven_size),
@@ -122,14 +124,16 @@ impl MemoryWatch {
             return true;
         }
         let Some(expected) = self.expected() else {
-            return self
-                .last_launch
-                .is_none_or(|at| now.duration_since(at) >= self.sample_interval * ADMIT_WAIT_SAMPLES);
+            return self.last_launch.is_none_or(|at| {
+                now.duration_since(at) >= self.sample_interval * ADMIT_WAIT_SAMPLES
+            });
         };
         let projected = self.total + self.reserved + expected;
         let under_ceiling = self.ceiling.is_none_or(|ceiling| projected <= ceiling);
         let above_floor = match (self.min_free, self.available) {
-            (Some(floor), Some(available)) => available.saturating_sub(self.reserved + expected) >= floor,
+            (Some(floor), Some(available)) => {
+                available.saturating_sub(self.reserved + expected) >= floor
+            }
             _ => true,
         };
         under_ceiling && above_floor
@@ -195,7 +199,8 @@ mod tests {
     use shared::job::{ByteSize, HumanDuration};
 
     fn watch(ceiling: u64, estimate: Option<u64>) -> MemoryWatch {
-        let mut settings: JobSettings = toml::from_str("[input]\npath = \"x\"\n").expect("settings");
+        let mut settings: JobSettings =
+            toml::from_str("[input]\npath = \"x\"\n").expect("settings");
         settings.limits.ram_ceiling = Some(ByteSize(ceiling));
         settings.agent.memory_estimate = estimate.map(ByteSize);
         settings.limits.sample_interval = HumanDuration::from_millis(100);
@@ -220,7 +225,10 @@ mod tests {
         w.sample(now, 400, None);
         assert!(w.admits(now, 1), "400 + 400 fits under 1000");
         w.note_launch(now);
-        assert!(!w.admits(now, 2), "the launch is reserved until the next sample");
+        assert!(
+            !w.admits(now, 2),
+            "the launch is reserved until the next sample"
+        );
         w.sample(now, 1100, None);
         assert_eq!(w.pressure(), Some(Pressure::Ceiling));
     }

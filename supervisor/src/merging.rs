@@ -166,12 +166,7 @@ fn new_problems(summary: &MergeSummary) -> Vec<Problem> {
     summary
         .problems
         .iter()
-        .filter(|p| {
-            !matches!(
-                p.kind,
-                ProblemKind::Missing { .. }
-            )
-        })
+        .filter(|p| !matches!(p.kind, ProblemKind::Missing { .. }))
         .cloned()
         .collect()
 }

@@ -140,7 +140,12 @@ pub struct Leftovers {
 impl Leftovers {
     /// Resident memory of every leftover process still alive, in pages.
     pub fn rss_pages(&mut self) -> u64 {
-        let ended: u64 = self.ended.iter_mut().flat_map(|e| e.tree.refresh()).map(|s| s.rss_pages).sum();
+        let ended: u64 = self
+            .ended
+            .iter_mut()
+            .flat_map(|e| e.tree.refresh())
+            .map(|s| s.rss_pages)
+            .sum();
         ended + self.strays.iter().map(|s| s.rss_pages).sum::<u64>()
     }
 

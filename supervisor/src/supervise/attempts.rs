@@ -137,9 +137,11 @@ impl<'a> Supervisor<'a> {
         self.memory.note_peak(slot.peak_rss);
         // The kernel's OOM killer struck inside the agent's cgroup: that is its
         // memory limit, whatever the exit status says.
-        let kernel_oom = slot.kill.is_none() && slot.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        let kernel_oom =
+            slot.kill.is_none() && slot.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
         if kernel_oom {
-            let fields = json!({"pid": pid, "reason": "memory", "by": "kernel", "peak_rss": slot.peak_rss});
+            let fields =
+                json!({"pid": pid, "reason": "memory", "by": "kernel", "peak_rss": slot.peak_rss});
             self.event("killed", Some(&slot.agent.name), fields)?;
         }
         let outcome = match (slot.kill, slot.exit) {

@@ -18,10 +18,10 @@ use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
 
+use crate::cgroup::CgroupRoot;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::events::EventLog;
-use crate::cgroup::CgroupRoot;
 use crate::halt::HaltPolicy;
 use crate::live_agents::LiveFile;
 use crate::memory::MemoryWatch;
@@ -282,7 +282,8 @@ impl<'a> Supervisor<'a> {
             }
             // live.json is current before the loop waits for anything.
             self.write_live()?;
-            let nothing_left = queue.is_empty() && self.retries.is_empty() && self.requeued.is_empty();
+            let nothing_left =
+                queue.is_empty() && self.retries.is_empty() && self.requeued.is_empty();
             if self.slots.is_empty() && (nothing_left || self.stop != Stop::No) {
                 return Ok(());
             }

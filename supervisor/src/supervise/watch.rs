@@ -119,7 +119,8 @@ impl<'a> Supervisor<'a> {
             }
         }
         total_pages += self.leftovers.rss_pages();
-        self.memory.sample(now, total_pages * page, proc_table::mem_available());
+        self.memory
+            .sample(now, total_pages * page, proc_table::mem_available());
         self.enforce_memory()
     }
 
@@ -133,7 +134,8 @@ impl<'a> Supervisor<'a> {
             .values()
             .filter(|s| s.kill.is_none() && s.exit.is_none())
             .filter(|s| {
-                limit.is_some_and(|l| s.rss > l) || s.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0)
+                limit.is_some_and(|l| s.rss > l)
+                    || s.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0)
             })
             .map(|s| s.pid)
             .collect();
@@ -143,17 +145,23 @@ impl<'a> Supervisor<'a> {
         let Some(pressure) = self.memory.pressure() else {
             return Ok(());
         };
-        let making_room = self
+        let making_room = self.slots.values().any(|s| {
+            s.kill
+                .is_some_and(|k| k.reason == "ceiling" || k.reason == "min-free")
+        });
+        let candidates: Vec<&Slot<'a>> = self
             .slots
             .values()
-            .any(|s| s.kill.is_some_and(|k| k.reason == "ceiling" || k.reason == "min-free"));
-        let candidates: Vec<&Slot<'a>> =
-            self.slots.values().filter(|s| s.kill.is_none() && s.exit.is_none()).collect();
+            .filter(|s| s.kill.is_none() && s.exit.is_none())
+            .collect();
         // One agent alone is never killed to make room: it would only come back.
         if making_room || candidates.len() < 2 {
             return Ok(());
         }
-        let youngest = candidates.iter().max_by_key(|s| s.started).map(|s| (s.pid, s.rss));
+        let youngest = candidates
+            .iter()
+            .max_by_key(|s| s.started)
+            .map(|s| (s.pid, s.rss));
         match youngest {
             Some((pid, rss)) => {
                 self.memory.note_eviction(rss);

@@ -1,0 +1,300 @@
+//! Memory with real allocations: a tree over agent.memory_limit is killed
+//! while the others finish; a RAM ceiling that fits two agents holds; an agent
+//! killed to make room is requeued and keeps what it saved. Every test here
+//! allocates well under 2 GiB in all.
+
+use std::time::{Duration, Instant};
+
+use nightshift_tests::{events, json_array_ids, run_processes, JobDir};
+use serde_json::Value;
+
+const MIB: u64 = 1 << 20;
+
+/// Resident bytes of a process (from /proc/PID/statm).
+fn rss(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn report(job: &JobDir) -> Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(job.run_dir().join("report.json")).expect("report.json"),
+    )
+    .expect("report is JSON")
+}
+
+/// An agent whose grandchild (python, under sh) allocates `MB` MiB when the
+/// agent's name matches, then saves every item of its task.
+const ALLOCATING_AGENT: &str = r#"#!/bin/sh
+python3 - <<'PY'
+import json, os, time
+name = os.environ["NIGHTSHIFT_AGENT"]
+hog = None
+if name.endswith(os.environ.get("HOG", "none")):
+    hog = bytearray(int(os.environ["MB"]) << 20)
+    for i in range(0, len(hog), 4096):
+        hog[i] = 1
+task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
+with open(os.environ["NIGHTSHIFT_OUTPUT"], "a") as out:
+    for item in task["items"]:
+        time.sleep(float(os.environ.get("PER_ITEM", "0.05")))
+        out.write(json.dumps({"id": item["id"]}) + "\n")
+        out.flush()
+PY
+"#;
+
+fn over_limit_job(job: &JobDir, enforcement: &str) {
+    job.script("agent.sh", ALLOCATING_AGENT);
+    job.write(
+        "job.toml",
+        &format!(
+            r#"
+[input]
+path = "items.jsonl"
+[layout]
+items_per_agent = 2
+[agent]
+program = ["./agent.sh"]
+env = {{ HOG = "agent_02", MB = "300", PER_ITEM = "2" }}
+memory_limit = "100MiB"
+retries = 0
+kill_grace = "1s"
+[limits]
+max_parallel = 3
+sample_interval = "100ms"
+memory_enforcement = "{enforcement}"
+"#
+        ),
+    );
+}
+
+fn check_over_limit(job: &JobDir) {
+    let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    finished.expect_code(1);
+    let killed: Vec<Value> = events(&job.run_dir())
+        .into_iter()
+        .filter(|e| e["event"] == "killed")
+        .collect();
+    assert_eq!(killed.len(), 1, "only the hog was killed: {killed:?}");
+    assert_eq!(killed[0]["reason"], "memory");
+    assert_eq!(killed[0]["agent"], "segment_01/orch_01/agent_02");
+    let ids = json_array_ids(&job.run_dir().join("final.json"));
+    assert_eq!(
+        ids,
+        vec!["item-001", "item-002", "item-005", "item-006"],
+        "the others finished"
+    );
+    let report = report(job);
+    let hog = report["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .find(|a| a["agent"] == "segment_01/orch_01/agent_02")
+        .expect("the hog's attempt")
+        .clone();
+    assert_eq!(hog["reason"], "memory");
+    assert!(report["memory"]["peak_total"].as_u64().unwrap_or(0) > 0);
+    assert!(!report["memory"]["samples"]
+        .as_array()
+        .expect("samples")
+        .is_empty());
+    assert!(run_processes(&job.run_dir()).is_empty());
+}
+
+#[test]
+fn sampling_kills_a_tree_over_its_limit_while_the_others_finish() {
+    let job = JobDir::new();
+    job.items(6);
+    over_limit_job(&job, "sampling");
+    check_over_limit(&job);
+    let report = report(&job);
+    assert!(
+        report["memory"]["mode"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("sampling"),
+        "{}",
+        report["memory"]["mode"]
+    );
+    let hog_peak = report["attempts"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|a| a["agent"] == "segment_01/orch_01/agent_02")
+        })
+        .and_then(|a| a["peak_rss"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        hog_peak > 100 * MIB,
+        "the peak over the limit is reported: {hog_peak}"
+    );
+}
+
+#[test]
+fn cgroups_kill_a_tree_over_its_limit_where_available() {
+    let job = JobDir::new();
+    job.items(6);
+    over_limit_job(&job, "auto");
+    check_over_limit(&job);
+    let mode = report(&job)["memory"]["mode"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    if mode.starts_with("sampling") {
+        eprintln!("no memory cgroups on this machine, sampling was used: {mode}");
+    } else {
+        assert!(mode.contains("cgroup"), "{mode}");
+    }
+}
+
+/// Samples the run's agents from outside: how many hold over `each` bytes.
+fn watch_big_agents(
+    job: &JobDir,
+    mut child: std::process::Child,
+    each: u64,
+) -> (Option<i32>, Vec<usize>) {
+    let run = job.run_dir();
+    let mut counts = Vec::new();
+    let started = Instant::now();
+    let code = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status.code();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "run took too long"
+        );
+        let big = run_processes(&run)
+            .into_iter()
+            .filter(|p| rss(*p) > each)
+            .count();
+        counts.push(big);
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (code, counts)
+}
+
+#[test]
+fn a_ceiling_that_fits_two_agents_holds_and_the_run_completes() {
+    let job = JobDir::new();
+    let ids = job.items(12);
+    job.write(
+        "job.toml",
+        r#"
+[input]
+path = "items.jsonl"
+[layout]
+items_per_agent = 2
+[agent]
+backend = "demo"
+[agent.demo]
+latency = "400ms"
+memory = "120MiB"
+[limits]
+max_parallel = 6
+ram_ceiling = "300MiB"
+sample_interval = "100ms"
+memory_enforcement = "sampling"
+"#,
+    );
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
+    let (code, counts) = watch_big_agents(&job, child, 100 * MIB);
+    assert_eq!(code, Some(0));
+    assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);
+    assert!(
+        counts.iter().any(|c| *c == 2),
+        "two agents did run together: {counts:?}"
+    );
+    // Never three at once for longer than a sample or two (100 ms each;
+    // this watcher looks every 50 ms).
+    let longest_over = counts
+        .split(|c| *c <= 2)
+        .map(<[usize]>::len)
+        .max()
+        .unwrap_or(0);
+    assert!(
+        longest_over <= 4,
+        "more than two agents held memory for too long: {counts:?}"
+    );
+    let peak = report(&job)["memory"]["peak_total"].as_u64().unwrap_or(0);
+    assert!(peak > 200 * MIB && peak < 400 * MIB, "peak total {peak}");
+}
+
+#[test]
+fn an_agent_killed_to_make_room_is_requeued_and_keeps_its_records() {
+    let job = JobDir::new();
+    let ids = job.items(9);
+    job.script(
+        "agent.py",
+        r#"#!/usr/bin/env python3
+import json, os, time
+hog = bytearray(120 << 20)
+for i in range(0, len(hog), 4096):
+    hog[i] = 1
+task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
+path = os.environ["NIGHTSHIFT_OUTPUT"]
+done = set()
+if os.path.exists(path):
+    done = {json.loads(l)["id"] for l in open(path) if l.endswith("\n")}
+with open(path, "a") as out:
+    for item in task["items"]:
+        if item["id"] in done:
+            continue
+        with open("calls.log", "a") as calls:
+            calls.write(item["id"] + "\n")
+        time.sleep(0.3)
+        out.write(json.dumps({"id": item["id"]}) + "\n")
+        out.flush()
+"#,
+    );
+    // The estimate is far too small, so three agents start and cross the ceiling.
+    job.write(
+        "job.toml",
+        r#"
+[input]
+path = "items.jsonl"
+[layout]
+items_per_agent = 3
+[agent]
+program = ["./agent.py"]
+memory_estimate = "1MiB"
+retries = 0
+kill_grace = "1s"
+[limits]
+max_parallel = 3
+ram_ceiling = "300MiB"
+sample_interval = "100ms"
+memory_enforcement = "sampling"
+"#,
+    );
+    let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    finished.expect_code(0);
+    assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);
+    let all = events(&job.run_dir());
+    let evictions = all
+        .iter()
+        .filter(|e| e["event"] == "killed" && e["reason"] == "ceiling")
+        .count();
+    let requeues = all.iter().filter(|e| e["event"] == "requeued").count();
+    assert!(
+        evictions >= 1,
+        "the ceiling was crossed and an agent made room"
+    );
+    assert_eq!(requeues, evictions);
+    let calls = std::fs::read_to_string(job.path().join("calls.log")).expect("calls.log");
+    let mut seen = std::collections::HashMap::new();
+    for id in calls.lines() {
+        *seen.entry(id).or_insert(0) += 1;
+    }
+    let redone = seen.values().filter(|n| **n > 1).count();
+    assert!(
+        redone <= evictions,
+        "only the item in flight at each eviction is redone: {seen:?}"
+    );
+}
