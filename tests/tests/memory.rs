@@ -208,7 +208,7 @@ memory_enforcement = "sampling"
     assert_eq!(code, Some(0));
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);
     assert!(
-        counts.iter().any(|c| *c == 2),
+        counts.contains(&2),
         "two agents did run together: {counts:?}"
     );
     // Never three at once for longer than a sample or two (100 ms each;
