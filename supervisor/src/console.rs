@@ -1,8 +1,14 @@
-//! What a run prints for the person who started it: one line per segment, a
-//! line per failed agent, and the summary. `-q` keeps only the summary.
+//! What a run prints for the person who started it: the run directory, one line
+//! per segment, a line per failure, and the summary. `-q` keeps only the run
+//! directory, failures and the summary. On a terminal a live display runs
+//! below (see `progress_view`), and every line is printed above it.
 
+use std::cell::Cell;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressDrawTarget};
 
 use shared::plan::SegmentPlan;
 use shared::validate::Problem;
@@ -12,20 +18,49 @@ const PROBLEMS_SHOWN: usize = 20;
 
 pub struct Console {
     pub quiet: bool,
-    problems_shown: std::cell::Cell<usize>,
+    problems_shown: Cell<usize>,
+    multi: Option<MultiProgress>,
 }
 
 impl Console {
+    /// `live`: whether a live display may be drawn (a command that runs agents).
     pub fn new(quiet: bool) -> Self {
+        let multi = (!quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5)));
         Self {
             quiet,
-            problems_shown: std::cell::Cell::new(0),
+            problems_shown: Cell::new(0),
+            multi,
         }
+    }
+
+    /// The live display's handle, on a terminal.
+    pub fn multi(&self) -> Option<MultiProgress> {
+        self.multi.clone()
+    }
+
+    fn out(&self, text: &str) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| println!("{text}")),
+            None => println!("{text}"),
+        }
+    }
+
+    fn err(&self, text: &str) {
+        match &self.multi {
+            Some(multi) => multi.suspend(|| eprintln!("{text}")),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// A line every mode prints, `-q` included (run directory, summary).
+    pub fn always(&self, text: &str) {
+        self.out(text);
     }
 
     pub fn line(&self, text: &str) {
         if !self.quiet {
-            println!("{text}");
+            self.out(text);
         }
     }
 
@@ -48,25 +83,25 @@ impl Console {
 
     pub fn agent_failed(&self, name: &str, what: &str, log: Option<&Path>) {
         match log {
-            Some(log) => eprintln!("agent {name} {what} (log: {})", log.display()),
-            None => eprintln!("agent {name} {what}"),
+            Some(log) => self.err(&format!("agent {name} {what} (log: {})", log.display())),
+            None => self.err(&format!("agent {name} {what}")),
         }
     }
 
     pub fn problem(&self, problem: &Problem) {
         let shown = self.problems_shown.get();
         if shown < PROBLEMS_SHOWN {
-            eprintln!("{problem}");
+            self.err(&problem.to_string());
         } else if shown == PROBLEMS_SHOWN {
-            eprintln!("… more problems are listed in report.json");
+            self.err("… more problems are listed in report.json");
         }
         self.problems_shown.set(shown + 1);
     }
 
     pub fn stopping(&self, grace: Duration) {
-        eprintln!(
+        self.err(&format!(
             "stopping: no new agents; running agents get {} to finish (Ctrl-C again to kill them now)",
             humantime::format_duration(grace)
-        );
+        ));
     }
 }

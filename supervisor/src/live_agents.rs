@@ -20,6 +20,9 @@ use shared::rundir::RunDir;
 pub struct LiveAgents {
     pub supervisor_pid: i32,
     pub boot_id: String,
+    /// When this was written (RFC 3339).
+    #[serde(default)]
+    pub updated: String,
     pub agents: Vec<LiveAgent>,
 }
 
@@ -29,6 +32,14 @@ pub struct LiveAgent {
     pub pid: i32,
     pub start_ticks: u64,
     pub attempt: u32,
+    /// Records saved in its file, of `items`, at the last look.
+    #[serde(default)]
+    pub done: usize,
+    #[serde(default)]
+    pub items: usize,
+    /// Resident memory of its whole tree at the last sample.
+    #[serde(default)]
+    pub rss: u64,
 }
 
 fn path(run: &RunDir) -> std::path::PathBuf {

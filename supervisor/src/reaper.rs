@@ -22,8 +22,13 @@ pub enum ExitHow {
 /// What the event loop receives from the outside world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Msg {
-    Exited { pid: i32, how: ExitHow },
+    Exited {
+        pid: i32,
+        how: ExitHow,
+    },
     Signal(i32),
+    /// Agent files grew (see `file_watch`).
+    FilesChanged,
 }
 
 /// Held while a child is being spawned. std's spawn reaps a child whose exec

@@ -24,8 +24,9 @@ pub struct Slot<'p> {
     pub exit: Option<ExitHow>,
     /// agent.timeout, once known (a relative timeout becomes known later).
     pub deadline: Option<Instant>,
-    /// Records in the agent file when this attempt started.
+    /// Records in the agent file when this attempt started, and now.
     pub saved_at_launch: usize,
+    pub done: usize,
     /// Size of the agent file when it last grew, and when that was.
     pub output_len: u64,
     pub last_progress: Instant,

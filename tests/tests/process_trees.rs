@@ -151,12 +151,15 @@ with open(os.environ["NIGHTSHIFT_OUTPUT"], "a") as out:
     for item in task["items"]:
         out.write(json.dumps({"id": item["id"]}) + "\n")
 kept = subprocess.Popen(["setsid", "sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-if os.fork() == 0:
+child = os.fork()
+if child == 0:
     os.setsid()
     bare = subprocess.Popen(["sleep", "301"], env={}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open("pids", "a") as f:
         f.write(f"{bare.pid}\n")
     os._exit(0)
+# The middle process exits at once; its child is orphaned (a double fork).
+os.waitpid(child, 0)
 with open("pids", "a") as f:
     f.write(f"{kept.pid}\n")
 "#,

@@ -89,6 +89,7 @@ impl<'a> Supervisor<'a> {
                 exit: None,
                 deadline,
                 saved_at_launch,
+                done: saved_at_launch.min(agent.ids.len()),
                 output_len: std::fs::metadata(&output).map_or(0, |m| m.len()),
                 last_progress: now,
                 kill: None,
@@ -110,6 +111,7 @@ impl<'a> Supervisor<'a> {
         let live = LiveAgents {
             supervisor_pid: self.me,
             boot_id: self.boot_id.clone(),
+            updated: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
             agents: self
                 .slots
                 .values()
@@ -118,6 +120,9 @@ impl<'a> Supervisor<'a> {
                     pid: s.pid,
                     start_ticks: s.leader_start,
                     attempt: s.attempt,
+                    done: s.done,
+                    items: s.agent.ids.len(),
+                    rss: s.rss,
                 })
                 .collect(),
         };

@@ -22,11 +22,14 @@ use crate::cgroup::CgroupRoot;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::events::EventLog;
+use crate::file_watch::FileWatch;
 use crate::halt::HaltPolicy;
 use crate::live_agents::LiveFile;
 use crate::memory::MemoryWatch;
 use crate::merging;
 use crate::proc_table;
+use crate::progress::Progress;
+use crate::progress_view::{ProgressView, RunSnapshot};
 use crate::reaper::{self, Msg};
 use crate::report::AttemptRecord;
 use crate::slot::Slot;
@@ -118,13 +121,24 @@ pub struct Supervisor<'a> {
     /// Agents killed to make room, waiting to go back to the queue's front.
     requeued: Vec<&'a AgentPlan>,
     page_size: u64,
+    progress: Progress,
+    view: ProgressView,
+    watch: Option<FileWatch>,
+    segment_number: usize,
 }
 
 impl<'a> Supervisor<'a> {
     pub fn new(inputs: RunInputs<'a>, console: &'a Console) -> Result<Self> {
         let (tx, rx) = channel();
-        let signals =
-            reaper::start(tx).map_err(SupervisorError::io("cannot install signal handlers"))?;
+        let signals = reaper::start(tx.clone())
+            .map_err(SupervisorError::io("cannot install signal handlers"))?;
+        let watch = match FileWatch::start(inputs.run.root(), tx) {
+            Ok(watch) => Some(watch),
+            Err(why) => {
+                console.line(&format!("progress: polling agent files ({why})"));
+                None
+            }
+        };
         // Orphaned descendants of agents become our children: reaped by us, and
         // still in view to be counted and killed.
         if let Err(error) = proc_table::become_subreaper() {
@@ -145,7 +159,6 @@ impl<'a> Supervisor<'a> {
             .map(|c| c.get())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         Ok(Self {
-            inputs,
             console,
             events,
             rx,
@@ -170,6 +183,15 @@ impl<'a> Supervisor<'a> {
             memory_mode,
             requeued: Vec::new(),
             page_size: crate::unix::page_size(),
+            progress: Progress::new(inputs.run, inputs.plan),
+            view: ProgressView::new(
+                console,
+                inputs.plan.items_total,
+                settings.limits.progress_interval.get(),
+            ),
+            watch,
+            segment_number: 0,
+            inputs,
         })
     }
 
@@ -237,7 +259,9 @@ impl<'a> Supervisor<'a> {
                 .sync()
                 .map_err(SupervisorError::io("cannot sync events.jsonl"))?;
             self.console.segment_done(segment, plan.segments.len());
+            self.refresh_view(Instant::now(), true);
         }
+        self.view.finish();
         if let Some(root) = &self.cgroups {
             root.remove();
         }
@@ -258,6 +282,7 @@ impl<'a> Supervisor<'a> {
     /// retries included, has ended (or a shutdown or halt has ended them).
     fn run_segment(&mut self, segment: &'a SegmentPlan, todo: Vec<&'a AgentPlan>) -> Result<()> {
         let mut queue: VecDeque<&'a AgentPlan> = todo.into();
+        self.segment_number = segment.number;
         self.console
             .segment_started(segment, self.inputs.plan.segments.len());
         loop {
@@ -299,7 +324,26 @@ impl<'a> Supervisor<'a> {
             while let Ok(message) = self.rx.try_recv() {
                 self.on_message(message)?;
             }
-            self.on_time(Instant::now())?;
+            let now = Instant::now();
+            self.on_time(now)?;
+            self.refresh_view(now, false);
+        }
+    }
+
+    /// Redraws the progress display (`segment_end`: the line of a segment's end).
+    fn refresh_view(&mut self, now: Instant, segment_end: bool) {
+        let snapshot = RunSnapshot {
+            progress: &self.progress,
+            slots: &self.slots,
+            segment: self.segment_number,
+            segments: self.inputs.plan.segments.len(),
+            failed: self.failed_for_good,
+            total_rss: self.slots.values().map(|s| s.rss).sum(),
+        };
+        if segment_end {
+            self.view.segment_done(&snapshot);
+        } else {
+            self.view.update(&snapshot, now);
         }
     }
 

@@ -13,6 +13,7 @@ use shared::job::AgentTimeout;
 
 use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
+use crate::file_watch::FileWatch;
 use crate::proc_table;
 use crate::reaper::{ExitHow, Msg};
 use crate::slot::{Kill, Slot};
@@ -43,6 +44,18 @@ impl<'a> Supervisor<'a> {
                 Ok(())
             }
             Msg::Signal(signal) => self.on_signal(signal),
+            Msg::FilesChanged => {
+                let changed = self
+                    .watch
+                    .as_ref()
+                    .map(FileWatch::take_changed)
+                    .unwrap_or_default();
+                let now = Instant::now();
+                for path in changed {
+                    self.count_saved(&path, now);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -111,6 +124,11 @@ impl<'a> Supervisor<'a> {
             slot.rss = pages * page;
             slot.peak_rss = slot.peak_rss.max(slot.rss);
             slot.observe_output(&run.agent_output(slot.agent.at), now);
+            if self.watch.is_none() {
+                if let Some((_, done)) = self.progress.update(&run.agent_output(slot.agent.at)) {
+                    slot.done = done;
+                }
+            }
             if let (Some(percent), None) = (relative, slot.deadline) {
                 let items = slot.agent.ids.len().saturating_sub(slot.saved_at_launch);
                 if let Some(limit) = self.per_item.limit(percent, items) {
@@ -119,6 +137,8 @@ impl<'a> Supervisor<'a> {
             }
         }
         total_pages += self.leftovers.rss_pages();
+        // live.json carries each agent's progress and memory for `status`.
+        self.live_dirty |= !self.slots.is_empty();
         self.memory
             .sample(now, total_pages * page, proc_table::mem_available());
         self.enforce_memory()
@@ -294,4 +314,19 @@ impl<'a> Supervisor<'a> {
 
 fn mib(bytes: u64) -> String {
     format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
+}
+
+impl<'a> Supervisor<'a> {
+    /// Counts what was appended to an agent file; growth is progress (stall).
+    fn count_saved(&mut self, path: &std::path::Path, now: Instant) {
+        let Some((agent, done)) = self.progress.update(path) else {
+            return;
+        };
+        if let Some(slot) = self.slots.values_mut().find(|s| s.agent.at == agent) {
+            if done != slot.done {
+                slot.done = done;
+                slot.last_progress = now;
+            }
+        }
+    }
 }

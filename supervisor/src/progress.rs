@@ -1,0 +1,104 @@
+//! How far a run is: saved records per agent, counted as they land by reading
+//! only what was appended to each agent file since the last look (complete
+//! lines; a line still being written is counted once its newline arrives).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use shared::plan::{AgentRef, Plan};
+use shared::rundir::RunDir;
+
+struct Tail {
+    agent: AgentRef,
+    items: usize,
+    /// Bytes read so far, up to the last complete line.
+    offset: u64,
+    lines: usize,
+}
+
+pub struct Progress {
+    tails: HashMap<PathBuf, Tail>,
+    pub total: usize,
+    done: usize,
+    started: Instant,
+    done_at_start: usize,
+}
+
+impl Progress {
+    /// Starts from what the agent files hold now.
+    pub fn new(run: &RunDir, plan: &Plan) -> Self {
+        let mut progress = Self {
+            tails: plan
+                .agents()
+                .map(|a| {
+                    let tail = Tail {
+                        agent: a.at,
+                        items: a.ids.len(),
+                        offset: 0,
+                        lines: 0,
+                    };
+                    (run.agent_output(a.at), tail)
+                })
+                .collect(),
+            total: plan.items_total,
+            done: 0,
+            started: Instant::now(),
+            done_at_start: 0,
+        };
+        let paths: Vec<PathBuf> = progress.tails.keys().cloned().collect();
+        for path in paths {
+            progress.update(&path);
+        }
+        progress.done_at_start = progress.done;
+        progress
+    }
+
+    /// Reads what was appended to an agent file; returns its agent and saved count.
+    pub fn update(&mut self, path: &Path) -> Option<(AgentRef, usize)> {
+        let tail = self.tails.get_mut(path)?;
+        let before = tail.lines.min(tail.items);
+        if let Ok(mut file) = File::open(path) {
+            let len = file.metadata().map_or(0, |m| m.len());
+            if len < tail.offset {
+                // Truncated (a torn line cut off): count again from the start.
+                tail.offset = 0;
+                tail.lines = 0;
+            }
+            if len > tail.offset && file.seek(SeekFrom::Start(tail.offset)).is_ok() {
+                let mut appended =
+                    Vec::with_capacity(usize::try_from(len - tail.offset).unwrap_or(0));
+                if file.read_to_end(&mut appended).is_ok() {
+                    let complete = memchr_last_newline(&appended);
+                    tail.lines += memchr::memchr_iter(b'\n', &appended[..complete]).count();
+                    tail.offset += complete as u64;
+                }
+            }
+        }
+        let after = tail.lines.min(tail.items);
+        self.done = self.done + after - before;
+        Some((tail.agent, after))
+    }
+
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// Items per second saved in this session, and the time left at that pace.
+    pub fn rate_and_eta(&self) -> (f64, Option<std::time::Duration>) {
+        let seconds = self.started.elapsed().as_secs_f64();
+        let new = self.done.saturating_sub(self.done_at_start);
+        if seconds <= 0.0 || new == 0 {
+            return (0.0, None);
+        }
+        let rate = new as f64 / seconds;
+        let left = self.total.saturating_sub(self.done) as f64 / rate;
+        (rate, Some(std::time::Duration::from_secs_f64(left)))
+    }
+}
+
+fn memchr_last_newline(bytes: &[u8]) -> usize {
+    memchr::memrchr(b'\n', bytes).map_or(0, |p| p + 1)
+}
