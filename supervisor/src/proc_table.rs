@@ -17,6 +17,7 @@ pub struct ProcStat {
     pub start_ticks: u64,
     /// Resident pages.
     pub rss_pages: u64,
+    pub threads: u32,
 }
 
 impl ProcStat {
@@ -27,8 +28,27 @@ impl ProcStat {
 }
 
 pub fn stat(pid: i32) -> Option<ProcStat> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = read_small(&format!("/proc/{pid}/stat"))?;
     parse_stat(pid, &text)
+}
+
+/// Reads a small /proc file with plain reads: std's whole-file helpers first
+/// ask for the file's size, one system call too many when sampling hundreds
+/// of processes twice a second (and /proc reports size 0 anyway).
+fn read_small(path: &str) -> Option<String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).ok()?;
+    let mut buffer = [0u8; 1024];
+    let mut text = Vec::new();
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => text.extend_from_slice(&buffer[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(text).ok()
 }
 
 /// Parses /proc/PID/stat. The command name (field 2) is in parentheses and may
@@ -46,12 +66,32 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
         sid: fields.get(3)?.parse().ok()?,
         start_ticks: fields.get(19)?.parse().ok()?,
         rss_pages: fields.get(21)?.parse().ok()?,
+        threads: fields.get(17)?.parse().ok()?,
     })
 }
 
 /// The children of a process, from every one of its threads (a child is listed
-/// under the thread that forked it).
+/// under the thread that forked it). For a single-threaded process (most
+/// agents and their helpers) only the one thread's list is read.
 pub fn children(pid: i32) -> Vec<i32> {
+    match stat(pid) {
+        Some(s) if s.threads <= 1 => thread_children(pid, pid),
+        _ => all_threads_children(pid),
+    }
+}
+
+/// Children listed under one thread.
+pub fn thread_children(pid: i32, tid: i32) -> Vec<i32> {
+    read_small(&format!("/proc/{pid}/task/{tid}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn all_threads_children(pid: i32) -> Vec<i32> {
     let mut found = Vec::new();
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return found;
@@ -130,6 +170,7 @@ mod tests {
         assert_eq!(stat.start_ticks, 987654);
         assert_eq!(stat.rss_pages, 321);
         assert_eq!(stat.state, 'S');
+        assert_eq!(stat.threads, 1);
     }
 
     #[test]

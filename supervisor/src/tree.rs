@@ -65,7 +65,12 @@ impl Tree {
             }
             seen.insert(pid, stat.start_ticks);
             live.push(stat);
-            queue.extend(proc_table::children(pid));
+            // The stat just read says how many threads to look under.
+            if stat.threads <= 1 {
+                queue.extend(proc_table::thread_children(pid, pid));
+            } else {
+                queue.extend(proc_table::children(pid));
+            }
         }
         self.members = seen;
         // Keep the leader's identity even after it is gone, for the record.

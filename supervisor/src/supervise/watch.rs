@@ -123,9 +123,11 @@ impl<'a> Supervisor<'a> {
             total_pages += pages;
             slot.rss = pages * page;
             slot.peak_rss = slot.peak_rss.max(slot.rss);
-            slot.observe_output(&run.agent_output(slot.agent.at), now);
+            // Without notify, growth of the agent file is looked for here.
             if self.watch.is_none() {
-                if let Some((_, done)) = self.progress.update(&run.agent_output(slot.agent.at)) {
+                let output = run.agent_output(slot.agent.at);
+                slot.observe_output(&output, now);
+                if let Some((_, done)) = self.progress.update(&output) {
                     slot.done = done;
                 }
             }
@@ -195,7 +197,9 @@ impl<'a> Supervisor<'a> {
     /// as subreaper: each joins the tree of the agent it came from (by process
     /// group or session, else by its inherited NIGHTSHIFT_AGENT).
     pub(super) fn adopt_orphans(&mut self) {
-        for pid in proc_table::children(self.me) {
+        // Orphans are re-parented to the subreaper's main thread (the thread
+        // that also starts every agent), so its list is the one to read.
+        for pid in proc_table::thread_children(self.me, self.me) {
             if self.slots.contains_key(&pid)
                 || self.slots.values().any(|s| s.tree.contains(pid))
                 || self.leftovers.knows(pid)
