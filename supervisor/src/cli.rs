@@ -49,6 +49,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What a run is doing or did (live or dead).
+    Status {
+        dir: PathBuf,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The run's report; --html writes a self-contained page.
+    Report {
+        dir: PathBuf,
+        /// Write the report as an HTML page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
     /// Check a run directory, one of its files, or any record file.
     Validate {
         path: PathBuf,

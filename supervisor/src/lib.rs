@@ -15,6 +15,7 @@ pub mod file_watch;
 pub mod halt;
 pub mod launch;
 pub mod live_agents;
+pub mod logging;
 pub mod memory;
 pub mod merging;
 pub mod proc_table;
@@ -22,14 +23,17 @@ pub mod progress;
 pub mod progress_view;
 pub mod reaper;
 pub mod report;
+pub mod report_html;
 pub mod resume;
 pub mod run_lock;
 pub mod run_setup;
 pub mod session;
 pub mod slot;
+pub mod status;
 pub mod supervise;
 pub mod sweep;
 pub mod tasks;
+pub mod timeline;
 pub mod timeouts;
 pub mod tree;
 mod unix;
@@ -49,5 +53,7 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Plan { job, json } => commands::plan::plan(&job, json),
         Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
         Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),
+        Command::Status { dir, json } => commands::status::status(&dir, json),
+        Command::Report { dir, html } => commands::report::report(&dir, html.as_deref()),
     }
 }

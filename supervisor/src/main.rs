@@ -8,15 +8,12 @@ use supervisor::cli::Cli;
 fn main() {
     let cli = Cli::parse();
     let level = match (cli.quiet, cli.verbose) {
-        (true, _) => tracing::Level::ERROR,
-        (false, 0) => tracing::Level::WARN,
-        (false, 1) => tracing::Level::INFO,
-        _ => tracing::Level::DEBUG,
+        (true, _) => tracing::level_filters::LevelFilter::ERROR,
+        (false, 0) => tracing::level_filters::LevelFilter::WARN,
+        (false, 1) => tracing::level_filters::LevelFilter::INFO,
+        _ => tracing::level_filters::LevelFilter::DEBUG,
     };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .init();
+    supervisor::logging::init(level);
     let code = match supervisor::execute(cli) {
         Ok(code) => code,
         Err(error) => {

@@ -51,3 +51,18 @@ impl RunLock {
         Ok(Self { _lock: lock })
     }
 }
+
+/// The pid of the supervisor holding the run's lock, if one is alive.
+pub fn holder(run: &RunDir) -> Option<i32> {
+    let path = run.root().join("supervisor.lock");
+    let file = OpenOptions::new().read(true).open(&path).ok()?;
+    match Flock::lock(file, FlockArg::LockSharedNonblock) {
+        // Nobody holds it (released when this lock is dropped).
+        Ok(_free) => None,
+        Err((mut file, _)) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            Some(pid.trim().parse().unwrap_or(0))
+        }
+    }
+}

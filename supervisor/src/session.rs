@@ -28,6 +28,16 @@ const MISSING_SHOWN: usize = 10;
 /// Runs a session; `shown_dir` is the run directory as the user named it.
 pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Result<i32> {
     let (run, job, plan) = (inputs.run, inputs.job, inputs.plan);
+    if let Err(error) = crate::logging::attach_run_log(&run.supervisor_log()) {
+        tracing::warn!("cannot write {}: {error}", run.supervisor_log().display());
+    }
+    tracing::info!(
+        "supervisor {} on {} ({} items, {} agents)",
+        std::process::id(),
+        run.root().display(),
+        plan.items_total,
+        plan.agent_count()
+    );
     console.line(&format!(
         "{} items → {} segments, {} orchestrators, {} agents",
         plan.items_total,

@@ -94,3 +94,32 @@ fn without_a_terminal_plain_progress_lines_are_printed() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn on_a_terminal_a_live_display_shows_the_run_and_each_agent() {
+    let job = JobDir::new();
+    sleepy_job(&job, 1, "30s");
+    // `script` (util-linux) runs the command on a pseudo-terminal.
+    let command = format!(
+        "{} run job.toml --run-dir run",
+        nightshift_tests::binary("nightshift").display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(job.path())
+        .output()
+        .expect("run script(1)");
+    assert!(output.status.success(), "{output:?}");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(screen.contains("/4 items · "), "the overall bar: {screen}");
+    assert!(screen.contains("running · 0 failed"), "{screen}");
+    assert!(
+        screen.contains("segment_01/orch_01/agent_01  0/2")
+            || screen.contains("segment_01/orch_01/agent_01  1/2"),
+        "a line per running agent: {screen}"
+    );
+    assert!(
+        screen.contains("finished: 4 of 4 items"),
+        "the summary after the display: {screen}"
+    );
+}

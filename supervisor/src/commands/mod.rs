@@ -2,6 +2,8 @@
 
 pub mod merge;
 pub mod plan;
+pub mod report;
 pub mod resume;
 pub mod run;
+pub mod status;
 pub mod validate;

@@ -196,6 +196,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn event(&mut self, event: &str, agent: Option<&str>, fields: serde_json::Value) -> Result<()> {
+        tracing::info!("{event} {} {fields}", agent.unwrap_or(""));
         self.events
             .record(event, agent, fields)
             .map_err(SupervisorError::io("cannot append to events.jsonl"))

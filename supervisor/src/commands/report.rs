@@ -1,0 +1,72 @@
+//! `nightshift report DIR [--html FILE]`: the run's report — on screen, and as
+//! a self-contained HTML page with --html. Works on a live or a dead run: the
+//! timeline comes from events.jsonl, memory and missing ids from report.json
+//! once the run has written it.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use shared::exit_codes;
+
+use crate::error::{Result, SupervisorError};
+use crate::existing_run::open_run;
+use crate::progress_view::{short_duration, size};
+use crate::report_html::render;
+use crate::status::run_status;
+use crate::timeline::read_timeline;
+
+pub fn report(dir: &Path, html: Option<&Path>) -> Result<i32> {
+    let (run, plan) = open_run(dir)?;
+    let status = run_status(&run, &plan);
+    let timeline = read_timeline(&run);
+    let report: Option<Value> = std::fs::read(run.report_json())
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    println!("{}: {}", status.run_dir, status.state);
+    println!(
+        "items: {} of {} done, {} failed",
+        status.items.done, status.items.total, status.items.failed
+    );
+    if let (Some(first), Some(last)) = (timeline.first, timeline.last) {
+        let span = last.duration_since(first).unwrap_or_default();
+        println!("time: {} from first to last event", short_duration(span));
+    }
+    let mut outcomes: Vec<(String, usize)> = Vec::new();
+    for bar in &timeline.bars {
+        match outcomes.iter_mut().find(|(o, _)| *o == bar.outcome) {
+            Some((_, n)) => *n += 1,
+            None => outcomes.push((bar.outcome.clone(), 1)),
+        }
+    }
+    let outcomes: Vec<String> = outcomes.iter().map(|(o, n)| format!("{n} {o}")).collect();
+    println!(
+        "attempts: {} ({})",
+        timeline.bars.len(),
+        outcomes.join(", ")
+    );
+    if let Some(memory) = report.as_ref().map(|r| &r["memory"]) {
+        if let Some(peak) = memory["peak_total"].as_u64() {
+            println!(
+                "memory: peak total {} ({})",
+                size(peak),
+                memory["mode"].as_str().unwrap_or("")
+            );
+        }
+    }
+    for bar in timeline
+        .bars
+        .iter()
+        .filter(|b| !matches!(b.outcome.as_str(), "succeeded" | "running"))
+    {
+        println!("  {} attempt {}: {}", bar.agent, bar.attempt, bar.detail);
+    }
+    if let Some(path) = html {
+        let page = render(&plan, &status, &timeline, report.as_ref());
+        shared::atomic::write_bytes_atomic(path, page.as_bytes()).map_err(SupervisorError::io(
+            format!("cannot write {}", path.display()),
+        ))?;
+        println!("report page: {}", path.display());
+    }
+    Ok(exit_codes::SUCCESS)
+}

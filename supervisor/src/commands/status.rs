@@ -1,0 +1,111 @@
+//! `nightshift status DIR [--json]`: what a run is doing or did, from another
+//! terminal, on a live or a dead run.
+
+use std::path::Path;
+
+use shared::exit_codes;
+
+use crate::error::{Result, SupervisorError};
+use crate::existing_run::open_run;
+use crate::progress_view::size;
+use crate::status::{run_status, RunStatus};
+
+/// Agents listed by name in the text form before the rest are counted.
+const LISTED: usize = 20;
+
+pub fn status(dir: &Path, as_json: bool) -> Result<i32> {
+    let (run, plan) = open_run(dir)?;
+    let status = run_status(&run, &plan);
+    if as_json {
+        let text = serde_json::to_string_pretty(&status)
+            .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?;
+        println!("{text}");
+    } else {
+        print!("{}", describe(&status));
+    }
+    Ok(exit_codes::SUCCESS)
+}
+
+fn describe(s: &RunStatus) -> String {
+    let mut text = String::new();
+    let who = s
+        .supervisor_pid
+        .map_or_else(String::new, |pid| format!(" (supervisor pid {pid})"));
+    text.push_str(&format!("{}: {}{who}\n", s.run_dir, s.state));
+    let percent = if s.items.total == 0 {
+        100.0
+    } else {
+        s.items.done as f64 * 100.0 / s.items.total as f64
+    };
+    text.push_str(&format!(
+        "items: {} of {} done ({percent:.0}%), {} failed\n",
+        s.items.done, s.items.total, s.items.failed
+    ));
+    let count = |state: &str| s.agents.iter().filter(|a| a.state == state).count();
+    text.push_str(&format!(
+        "agents: {} running, {} waiting, {} done, {} failed, {} interrupted, {} pending\n",
+        count("running"),
+        count("waiting"),
+        count("done"),
+        count("failed"),
+        count("interrupted"),
+        count("pending")
+    ));
+    for (title, state) in [
+        ("running", "running"),
+        ("failed", "failed"),
+        ("interrupted", "interrupted"),
+    ] {
+        let listed: Vec<_> = s.agents.iter().filter(|a| a.state == state).collect();
+        if listed.is_empty() {
+            continue;
+        }
+        text.push_str(&format!("{title}:\n"));
+        for agent in listed.iter().take(LISTED) {
+            let pid = agent.pid.map_or_else(String::new, |p| format!("  pid {p}"));
+            let rss = agent
+                .rss
+                .map_or_else(String::new, |r| format!("  {}", size(r)));
+            let reason = agent
+                .reason
+                .as_deref()
+                .map_or_else(String::new, |r| format!("  {r}"));
+            text.push_str(&format!(
+                "  {}  {}/{}{rss}{pid}{reason}\n",
+                agent.name, agent.done, agent.total
+            ));
+        }
+        if listed.len() > LISTED {
+            text.push_str(&format!("  … and {} more\n", listed.len() - LISTED));
+        }
+    }
+    let r = &s.resume;
+    if s.state != "running" {
+        if r.would_do_nothing {
+            text.push_str("resume would do nothing: the run is complete\n");
+        } else {
+            let mut steps = Vec::new();
+            if r.leftover_processes > 0 {
+                steps.push(format!("end {} leftover process(es)", r.leftover_processes));
+            }
+            if r.agents_to_run > 0 {
+                steps.push(format!(
+                    "run {} agent(s) on their remaining items",
+                    r.agents_to_run
+                ));
+            }
+            if !r.segments_to_merge.is_empty() {
+                steps.push(format!("merge {} segment(s)", r.segments_to_merge.len()));
+            }
+            if r.final_to_write {
+                steps.push("write the final output".to_owned());
+            }
+            text.push_str(&format!(
+                "`nightshift resume {}` would: {}\n",
+                s.run_dir,
+                steps.join(", ")
+            ));
+        }
+    }
+    text
+}

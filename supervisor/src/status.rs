@@ -1,0 +1,228 @@
+//! What a run is doing or did, from its directory alone — live or dead:
+//! the plan, the journal (events.jsonl), live.json and the agent files. A run
+//! whose supervisor is gone without a "run-finished" is `interrupted`.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use shared::plan::Plan;
+use shared::rundir::RunDir;
+
+use crate::live_agents::LiveAgents;
+use crate::merging::{final_up_to_date, segment_up_to_date};
+use crate::progress::Progress;
+use crate::run_lock;
+use crate::sweep::{find_leftovers, Agents, Group};
+
+#[derive(Debug, Serialize)]
+pub struct RunStatus {
+    pub state: &'static str,
+    pub run_dir: String,
+    pub job: String,
+    pub supervisor_pid: Option<i32>,
+    pub items: ItemCounts,
+    pub agents: Vec<AgentStatus>,
+    pub resume: ResumePlan,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ItemCounts {
+    pub total: usize,
+    pub done: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AgentStatus {
+    pub name: String,
+    /// pending, running, waiting (for a retry or room), done, failed, interrupted
+    pub state: &'static str,
+    pub done: usize,
+    pub total: usize,
+    pub pid: Option<i32>,
+    pub rss: Option<u64>,
+    pub reason: Option<String>,
+    pub attempts: u32,
+}
+
+/// What `nightshift resume` would do now.
+#[derive(Debug, Serialize)]
+pub struct ResumePlan {
+    pub agents_to_run: usize,
+    pub segments_to_merge: Vec<usize>,
+    pub final_to_write: bool,
+    pub leftover_processes: usize,
+    pub would_do_nothing: bool,
+}
+
+/// The journal folded per agent.
+#[derive(Default)]
+struct AgentHistory {
+    attempts: u32,
+    /// Launched and not (yet) exited.
+    running_pid: Option<i32>,
+    last_failure: Option<String>,
+    last_succeeded: bool,
+    waiting: bool,
+}
+
+fn fold_events(run: &RunDir) -> (HashMap<String, AgentHistory>, Option<String>) {
+    let mut agents: HashMap<String, AgentHistory> = HashMap::new();
+    let mut finished_state = None;
+    let text = std::fs::read_to_string(run.events()).unwrap_or_default();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let kind = event["event"].as_str().unwrap_or("");
+        match kind {
+            "run-started" | "resumed" => finished_state = None,
+            "run-finished" => finished_state = event["state"].as_str().map(str::to_owned),
+            _ => {}
+        }
+        let Some(name) = event["agent"].as_str() else {
+            continue;
+        };
+        let history = agents.entry(name.to_owned()).or_default();
+        match kind {
+            "launched" => {
+                history.attempts += 1;
+                history.running_pid = event["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+                history.waiting = false;
+                history.last_failure = None;
+            }
+            "killed" if history.running_pid.is_some() => {
+                history.last_failure = event["reason"].as_str().map(|r| format!("killed ({r})"));
+            }
+            "exited" => {
+                history.running_pid = None;
+                let code = event["code"].as_i64();
+                history.last_succeeded = code == Some(0) && history.last_failure.is_none();
+                if history.last_failure.is_none() && !history.last_succeeded {
+                    history.last_failure = Some(match (code, event["signal"].as_i64()) {
+                        (Some(code), _) => format!("exit code {code}"),
+                        (None, Some(signal)) => format!("signal {signal}"),
+                        _ => "ended".to_owned(),
+                    });
+                }
+            }
+            "launch-failed" => {
+                history.last_failure = event["error"]
+                    .as_str()
+                    .map(|e| format!("could not start: {e}"))
+            }
+            "retry-scheduled" | "requeued" => history.waiting = true,
+            _ => {}
+        }
+    }
+    (agents, finished_state)
+}
+
+pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
+    let supervisor = run_lock::holder(run);
+    let alive = supervisor.is_some();
+    let (history, finished_state) = fold_events(run);
+    let live = LiveAgents::read(run).ok().flatten().unwrap_or_default();
+    let live_by_name: HashMap<&str, _> =
+        live.agents.iter().map(|a| (a.agent.as_str(), a)).collect();
+    let mut progress = Progress::new(run, plan);
+    let mut agents = Vec::new();
+    let (mut done_total, mut failed_items, mut to_run) = (0, 0, 0);
+    for agent in plan.agents() {
+        let (_, done) = progress
+            .update(&run.agent_output(agent.at))
+            .unwrap_or((agent.at, 0));
+        let total = agent.ids.len();
+        done_total += done;
+        let past = history.get(&agent.name);
+        let now_live = live_by_name.get(agent.name.as_str()).filter(|_| alive);
+        let state = if done == total {
+            "done"
+        } else if now_live.is_some() {
+            "running"
+        } else if past.is_some_and(|h| h.waiting) && alive {
+            "waiting"
+        } else if past.is_some_and(|h| h.running_pid.is_some()) && !alive {
+            "interrupted"
+        } else if past
+            .is_some_and(|h| h.attempts > 0 && !h.last_succeeded || h.last_failure.is_some())
+        {
+            "failed"
+        } else {
+            "pending"
+        };
+        if state == "failed" {
+            failed_items += total - done;
+        }
+        if done < total {
+            to_run += 1;
+        }
+        agents.push(AgentStatus {
+            name: agent.name.clone(),
+            state,
+            done,
+            total,
+            pid: now_live.map(|l| l.pid),
+            rss: now_live.map(|l| l.rss),
+            reason: past
+                .and_then(|h| h.last_failure.clone())
+                .filter(|_| state != "done"),
+            attempts: past.map_or(0, |h| h.attempts),
+        });
+    }
+    let state = if alive {
+        "running"
+    } else {
+        match finished_state.as_deref() {
+            Some("finished") => "finished",
+            Some("failed" | "halted") => "failed",
+            _ => "interrupted",
+        }
+    };
+    let leftover_processes = if alive {
+        0
+    } else {
+        let groups: Vec<Group> = live
+            .agents
+            .iter()
+            .filter(|a| a.start_ticks > 0 && live.boot_id == crate::proc_table::boot_id())
+            .map(|a| Group {
+                agent: a.agent.clone(),
+                pgid: a.pid,
+                leader_start: a.start_ticks,
+            })
+            .collect();
+        find_leftovers(run.root(), &Agents::All, &groups).len()
+    };
+    let segments_to_merge: Vec<usize> = plan
+        .segments
+        .iter()
+        .filter(|s| !segment_up_to_date(run, s))
+        .map(|s| s.number)
+        .collect();
+    let final_to_write = !final_up_to_date(run, plan);
+    RunStatus {
+        state,
+        run_dir: run.root().display().to_string(),
+        job: plan.job.clone(),
+        supervisor_pid: supervisor,
+        items: ItemCounts {
+            total: plan.items_total,
+            done: done_total,
+            failed: failed_items,
+        },
+        agents,
+        resume: ResumePlan {
+            agents_to_run: to_run,
+            would_do_nothing: to_run == 0
+                && segments_to_merge.is_empty()
+                && !final_to_write
+                && leftover_processes == 0,
+            segments_to_merge,
+            final_to_write,
+            leftover_processes,
+        },
+    }
+}

@@ -1,0 +1,189 @@
+//! `nightshift status` on a live, a killed and a finished run, and `nightshift
+//! report --html` rendered by headless Chromium.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use nightshift_tests::{wait_until, wait_with_deadline, JobDir};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+fn slow_job(job: &JobDir) {
+    job.items(8);
+    job.write(
+        "job.toml",
+        r#"
+[input]
+path = "items.jsonl"
+[layout]
+segments = 1
+orchestrators = 1
+agents = 2
+[agent]
+backend = "demo"
+kill_grace = "1s"
+[agent.demo]
+latency = "400ms"
+[limits]
+max_parallel = 2
+"#,
+    );
+}
+
+fn status_json(job: &JobDir) -> Value {
+    let finished = job.nightshift(&["status", "run", "--json"]);
+    finished.expect_code(0);
+    serde_json::from_str(&finished.stdout).expect("status --json is JSON")
+}
+
+/// Status once the run directory exists (Null before).
+fn try_status_json(job: &JobDir) -> Value {
+    let finished = job.nightshift(&["status", "run", "--json"]);
+    serde_json::from_str(&finished.stdout).unwrap_or(Value::Null)
+}
+
+#[test]
+fn status_follows_a_run_from_live_to_killed_to_finished() {
+    let job = JobDir::new();
+    slow_job(&job);
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
+    let mut live = Value::Null;
+    let partly_done = wait_until(Duration::from_secs(30), || {
+        live = try_status_json(&job);
+        live["agents"].as_array().is_some_and(|agents| {
+            agents.iter().any(|a| {
+                let (done, total) = (
+                    a["done"].as_u64().unwrap_or(0),
+                    a["total"].as_u64().unwrap_or(0),
+                );
+                a["state"] == "running" && 0 < done && done < total
+            })
+        })
+    });
+    assert!(
+        partly_done,
+        "a running agent with 0 < done < total: {live:#}"
+    );
+    assert_eq!(live["state"], "running");
+    for agent in live["agents"].as_array().expect("agents") {
+        if agent["state"] == "running" {
+            assert!(agent["pid"].as_i64().is_some_and(|p| p > 0), "{agent}");
+            assert!(agent["rss"].as_u64().is_some(), "{agent}");
+        }
+    }
+    let text = job.nightshift(&["status", "run"]);
+    assert!(
+        text.stdout.contains(": running (supervisor pid"),
+        "{}",
+        text.stdout
+    );
+
+    // SIGKILL: no supervisor, no run-finished: interrupted.
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    let _ = wait_with_deadline(child, Duration::from_secs(10));
+    let dead = status_json(&job);
+    assert_eq!(dead["state"], "interrupted", "{dead:#}");
+    assert!(
+        dead["resume"]["agents_to_run"].as_u64().unwrap_or(0) > 0,
+        "{dead:#}"
+    );
+    let text = job.nightshift(&["status", "run"]);
+    assert!(
+        text.stdout.contains("`nightshift resume"),
+        "{}",
+        text.stdout
+    );
+
+    job.nightshift(&["resume", "run", "-q"]).expect_code(0);
+    let finished = status_json(&job);
+    assert_eq!(finished["state"], "finished");
+    assert_eq!(finished["items"]["done"], 8);
+    assert_eq!(finished["items"]["total"], 8);
+    assert_eq!(finished["resume"]["would_do_nothing"], true);
+}
+
+/// Opens the page in headless Chromium and returns its DOM after load.
+fn rendered_dom(page: &Path, profile: &Path) -> String {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("Chromium is installed (Debian package chromium; .ci/run installs it)");
+    let output = Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn the_html_report_renders_a_bar_per_attempt() {
+    let job = JobDir::new();
+    job.items(12);
+    job.write(
+        "job.toml",
+        r#"
+[input]
+path = "items.jsonl"
+[layout]
+segments = 2
+orchestrators = 2
+agents = 2
+[agent]
+backend = "demo"
+retries = 0
+[agent.demo]
+latency = "20ms"
+crash_rate = 0.2
+[limits]
+ram_ceiling = "1GiB"
+sample_interval = "50ms"
+"#,
+    );
+    job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
+    let page = job.path().join("report.html");
+    let report = job.nightshift(&["report", "run", "--html", "report.html"]);
+    report.expect_code(0);
+    let html = std::fs::read_to_string(&page).expect("report.html");
+    assert!(
+        !html.contains("src=\"http") && !html.contains("href=\"http"),
+        "self-contained"
+    );
+    let attempts = html.matches("<rect class=\"bar ").count();
+    assert_eq!(attempts, 8, "one bar per attempt");
+    assert!(
+        html.contains("class=\"bar crashed\""),
+        "crashed attempts are coloured as such"
+    );
+    assert!(
+        html.contains("<polyline class=\"total\""),
+        "memory over time"
+    );
+    assert!(html.contains("ceiling 1.0 GiB"), "against the ceiling");
+    assert!(html.contains("<table class=\"failures\">"));
+    let dom = rendered_dom(&page, &job.path().join("chromium-profile"));
+    assert!(
+        dom.contains(&format!("data-rendered-bars=\"{attempts}\"")),
+        "Chromium laid out every bar: {}",
+        dom.lines()
+            .find(|l| l.contains("<body"))
+            .unwrap_or("no body")
+    );
+}
