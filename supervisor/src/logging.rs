@@ -56,11 +56,21 @@ pub fn init(stderr_level: LevelFilter) {
         .with_writer(RunLog)
         .with_ansi(false)
         .with_target(false)
-        .with_filter(LevelFilter::INFO);
+        .with_filter(run_log_level());
     let _ = tracing_subscriber::registry()
         .with(stderr)
         .with(file)
         .try_init();
+}
+
+/// The run log's level: info, or NIGHTSHIFT_RUN_LOG=debug (benchmarks use it
+/// to see when each record was counted).
+fn run_log_level() -> LevelFilter {
+    match std::env::var("NIGHTSHIFT_RUN_LOG").as_deref() {
+        Ok("debug") => LevelFilter::DEBUG,
+        Ok("trace") => LevelFilter::TRACE,
+        _ => LevelFilter::INFO,
+    }
 }
 
 /// From now on, log lines also go to `path`.
