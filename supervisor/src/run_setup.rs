@@ -65,7 +65,8 @@ pub fn resolve_agent(job: &Job) -> Result<Vec<OsString>> {
     let agent = &job.settings.agent;
     let agent_argv = agent_program::resolve(agent.program.as_deref(), &job.dir)?;
     if agent.program.is_none() && agent.backend == Backend::Exec {
-        if let Some(first) = agent.command.as_ref().and_then(|c| c.first()) {
+        let commands = agent.command.as_ref().map(|c| c.list()).unwrap_or_default();
+        for first in commands.iter().filter_map(|c| c.first()) {
             if agent_program::find_program(first, &job.dir).is_none() {
                 return Err(SupervisorError::AgentProgram(format!(
                     "{}: agent.command {first:?} was not found (relative paths start from {}, bare names are looked up on PATH)",

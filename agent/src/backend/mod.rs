@@ -79,7 +79,12 @@ impl Backend {
     pub fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
         match settings.backend {
             BackendKind::Exec => {
-                let command = settings.command.as_deref().unwrap_or_default();
+                let commands = settings
+                    .command
+                    .as_ref()
+                    .map(|c| c.list())
+                    .unwrap_or_default();
+                let command = commands.first().copied().unwrap_or_default();
                 ExecBackend::new(command, settings.item_timeout).map(Self::Exec)
             }
             BackendKind::Demo => DemoBackend::new(&settings.demo).map(Self::Demo),

@@ -151,8 +151,12 @@ impl Job {
                         "the exec backend needs agent.command, a list like [\"python3\", \"gen.py\"] (or set backend = \"demo\", or agent.program)".into(),
                     ))
                 }
-                Some(command) if command.is_empty() || command[0].is_empty() => {
-                    return Err(invalid("agent", "command", "the command list is empty; write it like [\"python3\", \"gen.py\"]".into()))
+                Some(commands) if commands.list().is_empty() || commands.list().iter().any(|c| c.is_empty() || c[0].is_empty()) => {
+                    return Err(invalid(
+                        "agent",
+                        "command",
+                        "a command is empty; write it like [\"python3\", \"gen.py\"], or a list of such commands".into(),
+                    ))
                 }
                 Some(_) => {}
             }

@@ -78,8 +78,9 @@ pub enum Backend {
 pub struct AgentSettings {
     #[serde(default)]
     pub backend: Backend,
-    /// The exec backend's command: item JSON on stdin, result on stdout.
-    pub command: Option<Vec<String>>,
+    /// The exec backend's command (item JSON on stdin, result on stdout), or a
+    /// list of commands tried in order when the one in use keeps failing.
+    pub command: Option<Commands>,
     /// A program honouring the agent contract, run instead of nightshift-agent.
     pub program: Option<Vec<String>>,
     #[serde(default)]
@@ -99,6 +100,65 @@ pub struct AgentSettings {
     pub item_retries: u32,
     #[serde(default)]
     pub demo: DemoSettings,
+    /// Checks a result must pass before it is saved.
+    pub validate: Option<ValidateSettings>,
+}
+
+/// `command = ["python3", "gen.py"]`, or a fallback list
+/// `command = [["python3", "api.py"], ["python3", "local.py"]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Commands {
+    One(Vec<String>),
+    Fallbacks(Vec<Vec<String>>),
+}
+
+impl Commands {
+    /// Every command, in the order they are tried.
+    pub fn list(&self) -> Vec<&[String]> {
+        match self {
+            Self::One(command) => vec![command.as_slice()],
+            Self::Fallbacks(commands) => commands.iter().map(Vec::as_slice).collect(),
+        }
+    }
+}
+
+/// `[agent.validate]`: what nightshift-agent checks in every result before it
+/// saves it. A rejected result is retried (agent.item_retries), then recorded in
+/// the failures file, never saved.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateSettings {
+    /// Fields the record must have, non-empty.
+    #[serde(default)]
+    pub required: Vec<String>,
+    /// Regular expressions that reject a result when they match its text.
+    #[serde(default)]
+    pub reject: Vec<Pattern>,
+    /// The field whose text `reject` is matched against (default "output";
+    /// the whole record's JSON when the field is absent or not a string).
+    #[serde(default = "default_validate_field")]
+    pub field: String,
+    /// A program that gets the record as JSON on stdin; exit 0 means good.
+    pub command: Option<Vec<String>>,
+}
+
+fn default_validate_field() -> String {
+    "output".to_owned()
+}
+
+/// A regular expression, checked when the job file is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Pattern(pub String);
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        regex::Regex::new(&text)
+            .map(|_| Self(text))
+            .map_err(|e| serde::de::Error::custom(format!("not a valid regular expression: {e}")))
+    }
 }
 
 fn default_kill_grace() -> HumanDuration {
@@ -130,6 +190,7 @@ impl Default for AgentSettings {
             retry_backoff: default_retry_backoff(),
             item_retries: default_retries(),
             demo: DemoSettings::default(),
+            validate: None,
         }
     }
 }
@@ -275,6 +336,10 @@ pub struct RateSettings {
     pub tokens_per_minute: Option<PositiveRate>,
     #[serde(default = "default_burst")]
     pub burst: Count,
+    /// How long every permit waits after an agent reports a rate-limit answer
+    /// without saying for how long.
+    #[serde(default = "thirty_seconds")]
+    pub backoff: HumanDuration,
 }
 
 fn default_burst() -> Count {

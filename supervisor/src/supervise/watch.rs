@@ -328,7 +328,11 @@ impl<'a> Supervisor<'a> {
         };
         if let Some(slot) = self.slots.values_mut().find(|s| s.agent.at == agent) {
             if done != slot.done {
-                tracing::debug!("counted {} {done}/{}", slot.agent.name, slot.agent.ids.len());
+                tracing::debug!(
+                    "counted {} {done}/{}",
+                    slot.agent.name,
+                    slot.agent.ids.len()
+                );
                 slot.done = done;
                 slot.last_progress = now;
             }
