@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use shared::job::Deadline;
+
 use crate::halt::HaltPolicy;
 
 #[derive(Debug, Parser)]
@@ -34,6 +36,10 @@ pub enum Command {
         /// When to give up early: never, soon,fail=N, soon,fail=N% or now,fail=N.
         #[arg(long, default_value = "never")]
         halt: HaltPolicy,
+        /// Stop launching at this local clock time ("07:00") or after this long ("8h");
+        /// running agents get schedule.drain, then stop. Overrides schedule.deadline.
+        #[arg(long)]
+        until: Option<Deadline>,
     },
     /// Go on with a run from what its directory holds.
     Resume {
@@ -41,6 +47,10 @@ pub enum Command {
         /// When to give up early: never, soon,fail=N, soon,fail=N% or now,fail=N.
         #[arg(long, default_value = "never")]
         halt: HaltPolicy,
+        /// Stop launching at this local clock time ("07:00") or after this long ("8h");
+        /// running agents get schedule.drain, then stop. Overrides schedule.deadline.
+        #[arg(long)]
+        until: Option<Deadline>,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {
@@ -62,6 +72,18 @@ pub enum Command {
         /// Write the report as an HTML page here.
         #[arg(long)]
         html: Option<PathBuf>,
+    },
+    /// For shell agents: wait for a rate-limit permit (or report a backoff / tokens).
+    Permit {
+        /// Tokens the call is expected to use.
+        #[arg(long, default_value_t = 1)]
+        tokens: u64,
+        /// Report a rate-limit answer: every agent pauses this many seconds (0: rate.backoff).
+        #[arg(long)]
+        backoff: Option<f64>,
+        /// Report the tokens the call actually used (of --tokens estimated).
+        #[arg(long)]
+        report: Option<u64>,
     },
     /// Check a run directory, one of its files, or any record file.
     Validate {

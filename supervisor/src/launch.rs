@@ -22,6 +22,8 @@ pub struct Launcher<'a> {
     pub env: &'a BTreeMap<String, String>,
     pub run: &'a RunDir,
     pub log_limit: u64,
+    /// The rate broker's socket (NIGHTSHIFT_SOCKET).
+    pub socket: Option<&'a Path>,
 }
 
 impl Launcher<'_> {
@@ -51,6 +53,9 @@ impl Launcher<'_> {
             .stdin(Stdio::null())
             .stdout(log_writer.try_clone()?)
             .stderr(log_writer);
+        if let Some(socket) = self.socket {
+            command.env("NIGHTSHIFT_SOCKET", socket);
+        }
         start_in_new_session(&mut command, cgroup.map(std::ffi::CStr::to_owned));
         let child = {
             let _spawning = SPAWN_LOCK

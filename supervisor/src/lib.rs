@@ -21,12 +21,15 @@ pub mod merging;
 pub mod proc_table;
 pub mod progress;
 pub mod progress_view;
+pub mod rate;
+pub mod rate_server;
 pub mod reaper;
 pub mod report;
 pub mod report_html;
 pub mod resume;
 pub mod run_lock;
 pub mod run_setup;
+pub mod schedule;
 pub mod session;
 pub mod slot;
 pub mod status;
@@ -46,14 +49,28 @@ use error::Result;
 pub fn execute(cli: Cli) -> Result<i32> {
     let console = Console::new(cli.quiet);
     match cli.command {
-        Command::Run { job, run_dir, halt } => {
-            commands::run::run(&job, run_dir.as_deref(), halt, &console)
+        Command::Run {
+            job,
+            run_dir,
+            halt,
+            until,
+        } => commands::run::run(&job, run_dir.as_deref(), halt, until, &console),
+        Command::Resume { dir, halt, until } => {
+            commands::resume::resume(&dir, halt, until, &console)
         }
-        Command::Resume { dir, halt } => commands::resume::resume(&dir, halt, &console),
         Command::Plan { job, json } => commands::plan::plan(&job, json),
         Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
         Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),
         Command::Status { dir, json } => commands::status::status(&dir, json),
+        Command::Permit {
+            tokens,
+            backoff,
+            report,
+        } => commands::permit::permit(&commands::permit::PermitRequest {
+            tokens,
+            backoff,
+            report,
+        }),
         Command::Report { dir, html } => commands::report::report(&dir, html.as_deref()),
     }
 }

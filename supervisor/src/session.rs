@@ -62,12 +62,12 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
                 ("failed", done, missing, exit_codes::INCOMPLETE)
             }
         }
-        Ending::Interrupted | Ending::Halted => {
+        Ending::Interrupted | Ending::Halted | Ending::Deadline => {
             let (done, missing) = saved_so_far(run, plan)?;
-            if result.ending == Ending::Interrupted {
-                ("interrupted", done, missing, exit_codes::INTERRUPTED)
-            } else {
-                ("halted", done, missing, exit_codes::INCOMPLETE)
+            match result.ending {
+                Ending::Interrupted => ("interrupted", done, missing, exit_codes::INTERRUPTED),
+                Ending::Deadline => ("deadline", done, missing, exit_codes::DEADLINE),
+                _ => ("halted", done, missing, exit_codes::INCOMPLETE),
             }
         }
     };
@@ -166,7 +166,7 @@ fn summarise(
         );
     }
     match state {
-        "interrupted" | "halted" => {
+        "interrupted" | "halted" | "deadline" => {
             println!("resumable: nightshift resume {}", run.root().display())
         }
         _ => {

@@ -178,6 +178,7 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
         match finished_state.as_deref() {
             Some("finished") => "finished",
             Some("failed" | "halted") => "failed",
+            // Stopped at its deadline, resumable: the same as an interrupted run.
             _ => "interrupted",
         }
     };

@@ -13,6 +13,7 @@ use std::path::Path;
 use serde_json::json;
 
 use shared::exit_codes;
+use shared::job::Deadline;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
@@ -26,7 +27,12 @@ use crate::run_setup::resolve_agent;
 use crate::session::drive;
 use crate::supervise::RunInputs;
 
-pub fn resume(dir: &Path, halt: HaltPolicy, console: &Console) -> Result<i32> {
+pub fn resume(
+    dir: &Path,
+    halt: HaltPolicy,
+    until: Option<Deadline>,
+    console: &Console,
+) -> Result<i32> {
     let (run, plan) = open_run(dir)?;
     println!("run directory: {}", dir.display());
     let _lock = RunLock::acquire(&run)?;
@@ -80,6 +86,7 @@ pub fn resume(dir: &Path, halt: HaltPolicy, console: &Console) -> Result<i32> {
         plan: &plan,
         agent_argv: &agent_argv,
         halt,
+        until,
         complete: progress.complete,
         launches: launches_so_far(&run),
     };

@@ -5,6 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+use shared::job::Deadline;
+
 use crate::console::Console;
 use crate::error::Result;
 use crate::halt::HaltPolicy;
@@ -17,6 +19,7 @@ pub fn run(
     job_path: &Path,
     run_dir: Option<&Path>,
     halt: HaltPolicy,
+    until: Option<Deadline>,
     console: &Console,
 ) -> Result<i32> {
     let checked = check_job(job_path)?;
@@ -38,6 +41,7 @@ pub fn run(
         plan: &plan,
         agent_argv: &agent_argv,
         halt,
+        until,
         complete: HashSet::new(),
         launches: HashMap::new(),
     };

@@ -17,6 +17,7 @@ use crate::live_agents::{LiveAgent, LiveAgents};
 use crate::proc_table;
 use crate::reaper::ExitHow;
 use crate::report::{AttemptRecord, Outcome};
+use crate::schedule::Phase;
 use crate::slot::{count_lines, Slot};
 use crate::sweep::EndedTree;
 use crate::tree::Tree;
@@ -29,12 +30,14 @@ impl<'a> Supervisor<'a> {
             *launches += 1;
             *launches
         };
+        let socket = self.rate.as_ref().map(|r| r.path().to_path_buf());
         let launcher = Launcher {
             argv: self.inputs.agent_argv,
             job_dir: &self.inputs.job.dir,
             env: &settings.agent.env,
             run: self.inputs.run,
             log_limit: settings.limits.agent_log_limit.bytes(),
+            socket: socket.as_deref(),
         };
         let output = self.inputs.run.agent_output(agent.at);
         let saved_at_launch = count_lines(&output);
@@ -70,11 +73,16 @@ impl<'a> Supervisor<'a> {
             Some(AgentTimeout::Fixed(limit)) => Some(now + limit.get()),
             _ => None,
         };
+        let phase = match self.gate.note_launch(now) {
+            Phase::Warmup => json!("warmup"),
+            Phase::Wave(n) => json!(format!("wave {n}")),
+            Phase::Free => serde_json::Value::Null,
+        };
         self.event(
             "launched",
             Some(&agent.name),
             json!({"pid": pid, "start_ticks": leader_start, "attempt": attempt, "items": agent.ids.len(),
-                   "already_saved": saved_at_launch}),
+                   "already_saved": saved_at_launch, "phase": phase}),
         )?;
         self.slots.insert(
             pid,
@@ -193,7 +201,9 @@ impl<'a> Supervisor<'a> {
         self.attempts.push(record);
         match &outcome {
             Outcome::Succeeded => return Ok(()),
-            Outcome::Killed(reason) if reason == "shutdown" => return Ok(()),
+            Outcome::Killed(reason) if reason == "shutdown" || reason == "deadline" => {
+                return Ok(())
+            }
             // Killed to make room: back in the queue, not counted as a failure.
             Outcome::Killed(reason) if reason == "ceiling" || reason == "min-free" => {
                 self.requeued.push(agent);

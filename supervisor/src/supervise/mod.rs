@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use shared::job::{Job, JobSettings, MemoryEnforcement};
+use shared::job::{Deadline, Job, JobSettings, MemoryEnforcement};
 use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
@@ -30,8 +30,10 @@ use crate::merging;
 use crate::proc_table;
 use crate::progress::Progress;
 use crate::progress_view::{ProgressView, RunSnapshot};
+use crate::rate_server::RateServer;
 use crate::reaper::{self, Msg};
 use crate::report::AttemptRecord;
+use crate::schedule::{deadline_instant, LaunchGate};
 use crate::slot::Slot;
 use crate::sweep::Leftovers;
 use crate::timeouts::PerItemTimes;
@@ -53,6 +55,8 @@ pub struct RunInputs<'a> {
     pub complete: HashSet<AgentRef>,
     /// Launches of each agent so far (resume), so attempt numbers go on.
     pub launches: HashMap<String, u32>,
+    /// `--until`: overrides schedule.deadline.
+    pub until: Option<Deadline>,
 }
 
 /// How the loop ended.
@@ -61,6 +65,8 @@ pub enum Ending {
     Completed,
     Interrupted,
     Halted,
+    /// Stopped at schedule.deadline / --until (after the drain).
+    Deadline,
 }
 
 pub struct RunResult {
@@ -125,6 +131,13 @@ pub struct Supervisor<'a> {
     view: ProgressView,
     watch: Option<FileWatch>,
     segment_number: usize,
+    gate: LaunchGate,
+    rate: Option<RateServer>,
+    /// schedule.deadline, and the end of the drain once it has passed.
+    deadline: Option<Instant>,
+    drain_until: Option<Instant>,
+    /// The schedule holds launches until then (warm-up delay, wave, stagger).
+    schedule_wake: Option<Instant>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -149,6 +162,21 @@ impl<'a> Supervisor<'a> {
         let live =
             LiveFile::create(inputs.run).map_err(SupervisorError::io("cannot create live.json"))?;
         let settings = &inputs.job.settings;
+        let rate = match RateServer::start(inputs.run, settings.rate.as_ref()) {
+            Ok(server) => Some(server),
+            Err(error) => {
+                tracing::warn!("no rate broker ({error}); agents run without permits");
+                console.line(&format!(
+                    "rate broker: not available ({error}); agents run without permits"
+                ));
+                None
+            }
+        };
+        let now = Instant::now();
+        let deadline = inputs
+            .until
+            .or(settings.schedule.deadline)
+            .map(|d| deadline_instant(d, now));
         let (cgroups, memory_mode) = choose_memory_mode(settings)?;
         console.line(&format!("memory: {memory_mode}"));
         let max_parallel = inputs
@@ -191,6 +219,11 @@ impl<'a> Supervisor<'a> {
             ),
             watch,
             segment_number: 0,
+            gate: LaunchGate::new(&settings.schedule, now),
+            rate,
+            deadline,
+            drain_until: None,
+            schedule_wake: None,
             inputs,
         })
     }
@@ -284,6 +317,7 @@ impl<'a> Supervisor<'a> {
     fn run_segment(&mut self, segment: &'a SegmentPlan, todo: Vec<&'a AgentPlan>) -> Result<()> {
         let mut queue: VecDeque<&'a AgentPlan> = todo.into();
         self.segment_number = segment.number;
+        self.gate.start_segment(Instant::now());
         self.console
             .segment_started(segment, self.inputs.plan.segments.len());
         loop {
@@ -297,11 +331,29 @@ impl<'a> Supervisor<'a> {
             for agent in self.requeued.drain(..).rev() {
                 queue.push_front(agent);
             }
+            self.schedule_wake = None;
             while self.stop == Stop::No
                 && self.slots.len() < self.max_parallel
                 && self.memory.admits(now, self.slots.len())
             {
-                let Some(agent) = queue.pop_front() else {
+                // The schedule: warm-up and waves for every launch, the
+                // orchestrator stagger for each agent.
+                let allowed_at = self.gate.next_launch_at(now);
+                if allowed_at > now {
+                    self.schedule_wake = Some(allowed_at);
+                    break;
+                }
+                let ready = queue
+                    .iter()
+                    .position(|a| self.gate.orchestrator_ready(a.at.orchestrator) <= now);
+                let Some(index) = ready else {
+                    self.schedule_wake = queue
+                        .iter()
+                        .map(|a| self.gate.orchestrator_ready(a.at.orchestrator))
+                        .min();
+                    break;
+                };
+                let Some(agent) = queue.remove(index) else {
                     break;
                 };
                 self.launch(agent)?;
@@ -351,6 +403,14 @@ impl<'a> Supervisor<'a> {
     /// The next instant something must be looked at.
     fn next_wake(&self, now: Instant) -> Instant {
         let mut wake = self.next_tick;
+        for at in [self.schedule_wake, self.deadline, self.drain_until]
+            .into_iter()
+            .flatten()
+        {
+            if at > now {
+                wake = wake.min(at);
+            }
+        }
         for retry in &self.retries {
             wake = wake.min(retry.at);
         }

@@ -64,6 +64,7 @@ impl<'a> Supervisor<'a> {
             self.tick(now)?;
             self.next_tick = now + self.settings().limits.sample_interval.get();
         }
+        self.watch_deadline(now)?;
         let stall_timeout = self.settings().agent.stall_timeout.map(|d| d.get());
         let pids: Vec<i32> = self.slots.keys().copied().collect();
         for pid in pids {
@@ -239,7 +240,7 @@ impl<'a> Supervisor<'a> {
         let name = slot.agent.name.clone();
         let (rss, peak) = (slot.rss, slot.peak_rss);
         let what = match reason {
-            "shutdown" => None,
+            "shutdown" | "deadline" => None,
             "memory" => Some(format!(
                 "went over its memory limit ({} resident, peak {}): ending its {processes} process(es)",
                 mib(rss),
@@ -337,5 +338,41 @@ impl<'a> Supervisor<'a> {
                 slot.last_progress = now;
             }
         }
+    }
+}
+
+impl<'a> Supervisor<'a> {
+    /// At the deadline no agent is launched any more and running agents get
+    /// schedule.drain to finish; after that they are stopped as for Ctrl-C.
+    fn watch_deadline(&mut self, now: Instant) -> Result<()> {
+        if self.deadline.is_some_and(|d| now >= d) && self.stop == Stop::No {
+            let drain = self.settings().schedule.drain.get();
+            self.deadline = None;
+            self.ending = Ending::Deadline;
+            self.stop = Stop::Draining;
+            self.retries.clear();
+            self.requeued.clear();
+            self.drain_until = Some(now + drain);
+            self.console.line(&format!(
+                "deadline reached: no new agents; the {} running get {} to finish",
+                self.slots.len(),
+                humantime::format_duration(drain)
+            ));
+            self.event(
+                "deadline",
+                None,
+                json!({"running": self.slots.len(), "drain_seconds": drain.as_secs_f64()}),
+            )?;
+        }
+        if self.drain_until.is_some_and(|d| now >= d) && self.stop == Stop::Draining {
+            self.drain_until = None;
+            self.stop = Stop::Killing;
+            self.event("drain-over", None, json!({"running": self.slots.len()}))?;
+            let pids: Vec<i32> = self.slots.keys().copied().collect();
+            for pid in pids {
+                self.start_kill(pid, "deadline")?;
+            }
+        }
+        Ok(())
     }
 }

@@ -1,0 +1,197 @@
+//! The rate budget shared by every agent of a run: requests and tokens per
+//! minute, spread evenly. Requests: a bucket that holds at most rate.burst
+//! permits and refills at requests_per_minute / 60 per second. Tokens: a
+//! bucket that refills at tokens_per_minute / 60 per second and holds at most
+//! `burst` requests' worth (tokens_per_minute × burst / requests_per_minute, or
+//! `burst` seconds' worth without a request limit); a permit needs the tokens
+//! it asks for (at most a full bucket), and may leave the bucket in debt that
+//! later permits wait out. A shared backoff pauses every permit until it ends.
+//! Pure logic: the socket server (`rate_server`) drives it.
+
+use std::time::{Duration, Instant};
+
+use shared::job::RateSettings;
+
+#[derive(Debug, Clone)]
+struct Bucket {
+    level: f64,
+    capacity: f64,
+    per_second: f64,
+    updated: Instant,
+}
+
+impl Bucket {
+    fn new(capacity: f64, per_second: f64, now: Instant) -> Self {
+        Self {
+            level: capacity,
+            capacity,
+            per_second,
+            updated: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.level = (self.level + elapsed * self.per_second).min(self.capacity);
+        self.updated = now;
+    }
+
+    /// When the level will reach `needed`.
+    fn ready_at(&self, needed: f64, now: Instant) -> Instant {
+        let missing = (needed - self.level).max(0.0);
+        now + Duration::from_secs_f64(missing / self.per_second.max(1e-9))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Limiter {
+    requests: Option<Bucket>,
+    tokens: Option<Bucket>,
+    paused_until: Option<Instant>,
+    default_backoff: Duration,
+}
+
+impl Limiter {
+    pub fn new(settings: Option<&RateSettings>, now: Instant) -> Self {
+        let Some(rate) = settings else {
+            return Self {
+                requests: None,
+                tokens: None,
+                paused_until: None,
+                default_backoff: Duration::from_secs(30),
+            };
+        };
+        let burst = rate.burst.get() as f64;
+        let rpm = rate.requests_per_minute.map(|r| r.0);
+        let requests = rpm.map(|rpm| Bucket::new(burst, rpm / 60.0, now));
+        let tokens = rate.tokens_per_minute.map(|tpm| {
+            let capacity = match rpm {
+                Some(rpm) => tpm.0 * burst / rpm,
+                None => tpm.0 / 60.0 * burst,
+            };
+            Bucket::new(capacity.max(1.0), tpm.0 / 60.0, now)
+        });
+        Self {
+            requests,
+            tokens,
+            paused_until: None,
+            default_backoff: rate.backoff.get(),
+        }
+    }
+
+    /// No budget at all: permits are granted at once (unless paused).
+    pub fn unlimited(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none()
+    }
+
+    pub fn paused_until(&self, now: Instant) -> Option<Instant> {
+        self.paused_until.filter(|until| *until > now)
+    }
+
+    /// Grants a permit for `tokens` now, or says when to ask again.
+    pub fn try_grant(&mut self, tokens: u64, now: Instant) -> Result<(), Instant> {
+        if let Some(until) = self.paused_until(now) {
+            return Err(until);
+        }
+        let mut ready = now;
+        if let Some(bucket) = self.requests.as_mut() {
+            bucket.refill(now);
+            if bucket.level < 1.0 {
+                ready = ready.max(bucket.ready_at(1.0, now));
+            }
+        }
+        let wanted = tokens as f64;
+        if let Some(bucket) = self.tokens.as_mut() {
+            bucket.refill(now);
+            let needed = wanted.min(bucket.capacity);
+            if bucket.level < needed {
+                ready = ready.max(bucket.ready_at(needed, now));
+            }
+        }
+        if ready > now {
+            return Err(ready);
+        }
+        if let Some(bucket) = self.requests.as_mut() {
+            bucket.level -= 1.0;
+        }
+        if let Some(bucket) = self.tokens.as_mut() {
+            bucket.level -= wanted;
+        }
+        Ok(())
+    }
+
+    /// The call used `actual` tokens where `estimated` were taken.
+    pub fn report(&mut self, estimated: u64, actual: u64, now: Instant) {
+        if let Some(bucket) = self.tokens.as_mut() {
+            bucket.refill(now);
+            bucket.level = (bucket.level + estimated as f64 - actual as f64).min(bucket.capacity);
+        }
+    }
+
+    /// Pauses every permit for `seconds` (0: rate.backoff); returns the pause.
+    pub fn back_off(&mut self, seconds: f64, now: Instant) -> Duration {
+        let pause = if seconds > 0.0 {
+            Duration::from_secs_f64(seconds.min(24.0 * 3600.0))
+        } else {
+            self.default_backoff
+        };
+        let until = now + pause;
+        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+        pause
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::job::{Count, HumanDuration, PositiveRate};
+
+    fn settings(rpm: Option<f64>, tpm: Option<f64>, burst: usize) -> RateSettings {
+        RateSettings {
+            requests_per_minute: rpm.map(PositiveRate),
+            tokens_per_minute: tpm.map(PositiveRate),
+            burst: Count(burst),
+            backoff: HumanDuration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn requests_are_spread_evenly_after_the_burst() {
+        let now = Instant::now();
+        let mut limiter = Limiter::new(Some(&settings(Some(600.0), None, 2)), now);
+        assert!(limiter.try_grant(1, now).is_ok());
+        assert!(limiter.try_grant(1, now).is_ok());
+        let next = limiter.try_grant(1, now).expect_err("the burst is spent");
+        assert_eq!(next.duration_since(now).as_millis(), 100);
+        assert!(limiter.try_grant(1, next).is_ok());
+    }
+
+    #[test]
+    fn tokens_are_budgeted_and_refunded() {
+        let now = Instant::now();
+        // 6000 tokens a minute = 100 a second; capacity 100.
+        let mut limiter = Limiter::new(Some(&settings(None, Some(6000.0), 1)), now);
+        assert!(limiter.try_grant(100, now).is_ok());
+        let next = limiter.try_grant(50, now).expect_err("bucket empty");
+        assert_eq!(next.duration_since(now).as_millis(), 500);
+        limiter.report(100, 40, now);
+        assert!(
+            limiter.try_grant(50, now).is_ok(),
+            "60 unused tokens came back"
+        );
+    }
+
+    #[test]
+    fn a_backoff_pauses_every_permit() {
+        let now = Instant::now();
+        let mut limiter = Limiter::new(None, now);
+        assert!(limiter.unlimited());
+        assert!(limiter.try_grant(1, now).is_ok());
+        assert_eq!(limiter.back_off(0.0, now), Duration::from_secs(30));
+        assert_eq!(
+            limiter.try_grant(1, now),
+            Err(now + Duration::from_secs(30))
+        );
+        assert!(limiter.try_grant(1, now + Duration::from_secs(31)).is_ok());
+    }
+}
