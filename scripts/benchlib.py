@@ -115,3 +115,17 @@ def timed(argv, **popen_kwargs):
     seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     return seconds, proc.returncode, usage.ru_utime, usage.ru_stime
+
+
+def busy_jiffies():
+    """(busy, total) jiffies of the whole machine so far (first line of /proc/stat; idle
+    and iowait are not busy): the share between two readings says how loaded it was."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    return sum(v) - idle, sum(v)
+
+
+def busy_percent(start, end):
+    """Percent of all CPUs busy between two busy_jiffies() readings."""
+    return 100 * (end[0] - start[0]) / max(1, end[1] - start[1])

@@ -1,25 +1,34 @@
 //! nightshift-agent, the ready-made agent of the agent contract: it runs a
 //! backend on each item of its task, appends one fsynced record per finished
 //! item to its output file, skips the items that file already holds (resume),
-//! retries failed items and lists the ones that never succeed.
+//! takes rate-limit permits, retries failed items (falling back to the next
+//! command of a list), validates every result and lists the items that never
+//! succeed.
 
 pub mod backend;
 pub mod failures;
 pub mod hash;
+pub mod item;
+pub mod permit;
+pub mod process;
 pub mod setup;
+pub mod validate;
 
 use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use shared::exit_codes;
 use shared::ids::IdKey;
 use shared::records::RecordAppender;
 
-use backend::{AttemptError, Backend, Call};
+use backend::Backend;
 use failures::FailureLog;
+use item::{Ending, ItemRunner};
+use permit::Permits;
 pub use setup::{Setup, SetupError};
+use validate::Validator;
 
 /// Why the agent stopped before going through its items.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +100,7 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     let task = &setup.task;
     let settings = &task.settings;
     let backend = Backend::new(settings)?;
+    let validator = Validator::new(settings.validate.as_ref(), settings.item_timeout)?;
     let (mut appender, existing) =
         RecordAppender::open(&setup.output, &task.id_field).map_err(|source| {
             SetupError::OpenOutput {
@@ -108,7 +118,15 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     }
     let mut saved: HashSet<IdKey> = existing.ids.into_iter().collect();
     let mut failures = FailureLog::beside(&setup.output);
-    let attempts = settings.item_retries.saturating_add(1);
+    let mut runner = ItemRunner::new(
+        &backend,
+        validator.as_ref(),
+        Permits::new(setup.socket.clone(), &setup.agent),
+        &setup.agent,
+        &task.id_field,
+        setup.attempt,
+        settings.item_retries,
+    );
     let mut outcome = Outcome {
         total: task.items.len(),
         ..Outcome::default()
@@ -119,43 +137,19 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
             outcome.already_saved += 1;
             continue;
         }
-        let mut last_error = None;
-        for item_attempt in 1..=attempts {
-            let call = Call {
-                item,
-                id,
-                id_field: &task.id_field,
-                launch_attempt: setup.attempt,
-                item_attempt,
-            };
-            match backend.call(call).and_then(|record| with_id(record, call)) {
-                Ok(record) => {
-                    appender.append(&Value::Object(record)).map_err(|source| {
-                        AgentError::WriteOutput {
-                            id: id.clone(),
-                            path: setup.output.clone(),
-                            source,
-                        }
-                    })?;
-                    last_error = None;
-                    break;
-                }
-                Err(error) => {
-                    eprintln!(
-                        "{}: item {id} attempt {item_attempt}/{attempts} failed: {error}",
-                        setup.agent
-                    );
-                    last_error = Some(error);
-                }
-            }
-        }
-        match last_error {
-            None => {
+        match runner.run(item, id) {
+            Ending::Saved(record) => {
+                appender.append(&Value::Object(record)).map_err(|source| {
+                    AgentError::WriteOutput {
+                        id: id.clone(),
+                        path: setup.output.clone(),
+                        source,
+                    }
+                })?;
                 saved.insert(id.clone());
                 outcome.written += 1;
             }
-            Some(error) => {
-                let reason = error.to_string();
+            Ending::Failed { reason, attempts } => {
                 eprintln!(
                     "{}: item {id} failed after {attempts} attempts: {reason}",
                     setup.agent
@@ -175,59 +169,4 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         }
     }
     Ok(outcome)
-}
-
-/// Makes sure a record carries the item's id: a missing id is added, a
-/// different one makes the attempt a failure.
-fn with_id(
-    mut record: Map<String, Value>,
-    call: Call<'_>,
-) -> Result<Map<String, Value>, AttemptError> {
-    match record.get(call.id_field) {
-        None => {
-            record.insert(call.id_field.to_owned(), call.id.to_value());
-            Ok(record)
-        }
-        Some(found) if IdKey::from_value(found).as_ref() == Some(call.id) => Ok(record),
-        Some(found) => Err(AttemptError::WrongId {
-            field: call.id_field.to_owned(),
-            found: found.to_string(),
-            expected: call.id.clone(),
-        }),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn call<'a>(item: &'a Value, id: &'a IdKey) -> Call<'a> {
-        Call {
-            item,
-            id,
-            id_field: "id",
-            launch_attempt: 1,
-            item_attempt: 1,
-        }
-    }
-
-    #[test]
-    fn missing_id_is_added_and_wrong_id_refused() {
-        let item = json!({"id": 7});
-        let id = IdKey::from_value(&item["id"]).expect("integer id");
-        let record = json!({"output": "x"});
-        let Value::Object(record) = record else {
-            panic!("object literal")
-        };
-        let fixed = with_id(record, call(&item, &id)).expect("id added");
-        assert_eq!(fixed["id"], json!(7));
-        let Value::Object(wrong) = json!({"id": "7"}) else {
-            panic!("object literal")
-        };
-        assert!(matches!(
-            with_id(wrong, call(&item, &id)),
-            Err(AttemptError::WrongId { .. })
-        ));
-    }
 }

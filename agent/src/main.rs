@@ -13,6 +13,17 @@ Started by the supervisor, configured through the environment:
   NIGHTSHIFT_OUTPUT   path of the JSONL file to append one record per item to
   NIGHTSHIFT_AGENT    the agent's name, for messages
   NIGHTSHIFT_ATTEMPT  which launch of this agent this is (default 1)
+  NIGHTSHIFT_SOCKET   the supervisor's rate broker (a Unix socket): a permit is
+                      taken before every backend call. Unset: no permits; not
+                      reachable: a warning, and the agent goes on without them.
+
+Rate limits (exec backend): a command that is rate-limited by its API says so
+by exiting with code 75 (EX_TEMPFAIL), or by printing as its first stdout line
+  NIGHTSHIFT_RATE_LIMITED [retry_after=SECONDS]
+The agent then asks the broker to pause every agent's permits (retry_after, or
+the broker's rate.backoff), or without a broker waits itself, and retries the
+item with the same command without counting it against agent.item_retries (up
+to 20 times per item; past that it is an ordinary failed attempt).
 
 Exit codes: 0 every item saved, 1 some items failed, 2 bad setup.
 Options: --help, --version";

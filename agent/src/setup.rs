@@ -12,6 +12,7 @@ pub const TASK_VAR: &str = "NIGHTSHIFT_TASK";
 pub const OUTPUT_VAR: &str = "NIGHTSHIFT_OUTPUT";
 pub const AGENT_VAR: &str = "NIGHTSHIFT_AGENT";
 pub const ATTEMPT_VAR: &str = "NIGHTSHIFT_ATTEMPT";
+pub use crate::permit::SOCKET_VAR;
 
 /// Why the agent cannot start: every one of these means exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,16 @@ pub enum SetupError {
     },
     #[error("cannot allocate agent.demo.memory ({bytes} bytes)")]
     DemoMemory { bytes: u64 },
+    #[error(
+        "agent.validate.reject has a pattern that is not a valid regular expression: {pattern:?}"
+    )]
+    BadPattern {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("agent.validate.command must be a non-empty list like [\"python3\", \"check.py\"]")]
+    NoValidatorCommand,
 }
 
 /// Everything one launch of the agent works from.
@@ -68,6 +79,8 @@ pub struct Setup {
     /// Which launch of this agent this is, from 1: a relaunch after a crash
     /// must not replay the same demo decisions.
     pub attempt: u32,
+    /// The rate broker's socket (NIGHTSHIFT_SOCKET); `None`: no permits.
+    pub socket: Option<PathBuf>,
 }
 
 impl Setup {
@@ -87,6 +100,10 @@ impl Setup {
             None => 1,
             Some(value) => parse_attempt(&value)?,
         };
+        // An empty value is as good as none: there is no socket to reach.
+        let socket = lookup(SOCKET_VAR)
+            .filter(|value| !value.is_empty())
+            .map(PathBuf::from);
         let (task, ids) = load_task(task_path)?;
         Ok(Self {
             task,
@@ -94,6 +111,7 @@ impl Setup {
             output,
             agent,
             attempt,
+            socket,
         })
     }
 }
@@ -172,6 +190,7 @@ mod tests {
         ]);
         let setup = Setup::from_lookup(lookup(&vars)).expect("valid setup");
         assert_eq!(setup.attempt, 1);
+        assert_eq!(setup.socket, None);
         let ids: Vec<&str> = setup.ids.iter().map(IdKey::as_str).collect();
         assert_eq!(ids, ["\"x\"", "2"]);
     }

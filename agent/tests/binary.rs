@@ -1,70 +1,17 @@
 //! Runs the built nightshift-agent on real tasks in a temporary folder, the
 //! way the supervisor does: environment variables in, files and exit code out.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::{lines, stderr, Agent, AGENT};
 use serde_json::{json, Value};
-
-const AGENT: &str = env!("CARGO_BIN_EXE_nightshift-agent");
 
 /// Echoes the item line back: the item itself becomes the record.
 fn echo_command() -> Value {
     json!(["sh", "-c", "read line; printf '%s' \"$line\""])
-}
-
-struct Agent {
-    dir: tempfile::TempDir,
-}
-
-impl Agent {
-    fn new(items: &Value, settings: &Value) -> Self {
-        let dir = tempfile::tempdir().expect("temporary folder for the agent");
-        let task = json!({
-            "agent": "segment_01/orch_01/agent_01",
-            "id_field": "id",
-            "items": items,
-            "settings": settings,
-        });
-        std::fs::write(dir.path().join("agent_01.task.json"), task.to_string())
-            .expect("write the task file");
-        Self { dir }
-    }
-
-    fn output(&self) -> PathBuf {
-        self.dir.path().join("agent_01.jsonl")
-    }
-
-    fn failures(&self) -> PathBuf {
-        self.dir.path().join("agent_01.failures.jsonl")
-    }
-
-    fn run(&self) -> Output {
-        Command::new(AGENT)
-            .current_dir(self.dir.path())
-            .env(
-                "NIGHTSHIFT_TASK",
-                self.dir.path().join("agent_01.task.json"),
-            )
-            .env("NIGHTSHIFT_OUTPUT", self.output())
-            .env("NIGHTSHIFT_AGENT", "segment_01/orch_01/agent_01")
-            .env_remove("NIGHTSHIFT_ATTEMPT")
-            .output()
-            .expect("run nightshift-agent")
-    }
-}
-
-fn lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("read a record file")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("each line is JSON"))
-        .collect()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]

@@ -1,19 +1,16 @@
-//! The `exec` backend: runs agent.command once per item, with the item JSON on
-//! its stdin and the result on its stdout, under the per-item timeout.
+//! The `exec` backend: runs one command of agent.command per item, with the
+//! item JSON on its stdin and the result on its stdout, under the per-item
+//! timeout. Exit code 75 or the NIGHTSHIFT_RATE_LIMITED marker is a rate-limit
+//! answer, not a result.
 
-use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
-use std::thread;
-use std::time::Instant;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use serde_json::{Map, Value};
 use shared::job::HumanDuration;
 
+use super::rate_limit;
 use super::{AttemptError, Call};
+use crate::process::{self, Stderr};
 use crate::setup::SetupError;
 
 /// How much of the end of stdout a failure reason quotes.
@@ -23,12 +20,6 @@ pub struct ExecBackend {
     program: String,
     args: Vec<String>,
     item_timeout: Option<HumanDuration>,
-}
-
-/// What the helper threads of one call report.
-enum Event {
-    Exited(std::io::Result<ExitStatus>),
-    Stdout(std::io::Result<Vec<u8>>),
 }
 
 impl ExecBackend {
@@ -47,9 +38,33 @@ impl ExecBackend {
         })
     }
 
+    /// The command as a person would type it, for produced_by and messages.
+    pub fn label(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub fn call(&self, call: Call<'_>) -> Result<Map<String, Value>, AttemptError> {
-        let (status, stdout) = self.run(call.item)?;
-        let stdout = String::from_utf8_lossy(&stdout);
+        let mut line = serde_json::to_vec(call.item).map_err(|e| AttemptError::Io {
+            what: "encoding the item",
+            error: e.into(),
+        })?;
+        line.push(b'\n');
+        let done = process::run(
+            &self.program,
+            &self.args,
+            line,
+            Stderr::Inherit,
+            self.item_timeout,
+        )?;
+        let status = done.status;
+        if let Some(limit) = rate_limit::detect(status.code(), &done.stdout) {
+            return Err(AttemptError::RateLimited(limit));
+        }
+        let stdout = String::from_utf8_lossy(&done.stdout);
         let text = stdout.trim();
         if !status.success() {
             let stdout_tail = tail(text).to_owned();
@@ -76,135 +91,6 @@ impl ExecBackend {
         record.insert(call.id_field.to_owned(), call.id.to_value());
         record.insert("output".to_owned(), Value::String(text.to_owned()));
         Ok(record)
-    }
-
-    /// Runs the command on one item: its exit status and its whole stdout.
-    fn run(&self, item: &Value) -> Result<(ExitStatus, Vec<u8>), AttemptError> {
-        let mut line = serde_json::to_vec(item).map_err(|e| AttemptError::Io {
-            what: "encoding the item",
-            error: e.into(),
-        })?;
-        line.push(b'\n');
-        // No shell and no new process group: the item never reaches a command
-        // line, and killing the agent's group kills the command too.
-        let mut child = Command::new(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|error| AttemptError::Spawn {
-                program: self.program.clone(),
-                error,
-            })?;
-        let started = Instant::now();
-        let pid = Pid::from_raw(child.id() as i32);
-        let (sender, events) = mpsc::channel();
-        if let Some(stdin) = child.stdin.take() {
-            feed_stdin(stdin, line);
-        }
-        if let Some(stdout) = child.stdout.take() {
-            read_stdout(stdout, sender.clone());
-        } else {
-            // Cannot happen with Stdio::piped(); report it as empty stdout.
-            let _ = sender.send(Event::Stdout(Ok(Vec::new())));
-        }
-        wait_in_thread(child, sender);
-
-        let mut status = None;
-        let mut stdout = None;
-        while status.is_none() || stdout.is_none() {
-            let event = match self.item_timeout {
-                None => events.recv().map_err(|_| AttemptError::Lost)?,
-                Some(limit) => {
-                    let left = limit.get().saturating_sub(started.elapsed());
-                    match events.recv_timeout(left) {
-                        Ok(event) => event,
-                        Err(RecvTimeoutError::Disconnected) => return Err(AttemptError::Lost),
-                        Err(RecvTimeoutError::Timeout) => {
-                            let exited = status.is_some();
-                            if !exited {
-                                kill_and_reap(pid, &events);
-                            }
-                            return Err(AttemptError::Timeout {
-                                after: limit,
-                                exited,
-                            });
-                        }
-                    }
-                }
-            };
-            match event {
-                Event::Exited(Ok(s)) => status = Some(s),
-                Event::Exited(Err(error)) => {
-                    return Err(AttemptError::Io {
-                        what: "waiting for the command",
-                        error,
-                    })
-                }
-                Event::Stdout(Ok(bytes)) => stdout = Some(bytes),
-                Event::Stdout(Err(error)) => {
-                    return Err(AttemptError::Io {
-                        what: "reading the command's stdout",
-                        error,
-                    })
-                }
-            }
-        }
-        match (status, stdout) {
-            (Some(status), Some(stdout)) => Ok((status, stdout)),
-            _ => Err(AttemptError::Lost),
-        }
-    }
-}
-
-/// Writes the item from its own thread: a command that reads nothing, or
-/// exits early, must not block the agent. Its errors (EPIPE above all) do not
-/// matter: the exit status and stdout tell whether the command did its work.
-fn feed_stdin(mut stdin: ChildStdin, line: Vec<u8>) {
-    thread::spawn(move || {
-        let _ = stdin.write_all(&line);
-        // Dropping stdin closes it: the command sees the end of its input.
-    });
-}
-
-fn read_stdout(mut stdout: ChildStdout, sender: Sender<Event>) {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let result = stdout.read_to_end(&mut bytes).map(|_| bytes);
-        // The receiver is gone when the call already ended (a timeout).
-        let _ = sender.send(Event::Stdout(result));
-    });
-}
-
-/// Waits for the command without polling: the waiting thread reports its exit.
-fn wait_in_thread(mut child: Child, sender: Sender<Event>) {
-    thread::spawn(move || {
-        let _ = sender.send(Event::Exited(child.wait()));
-    });
-}
-
-/// Kills a command that ran out of time and waits until it is reaped, so no
-/// zombie is left behind.
-///
-/// The pid is only signalled when the waiting thread has not reported an exit:
-/// that thread reaps the command, and a reaped pid could in principle be
-/// reused. The remaining window (between its wait returning and our check) is
-/// a few instructions long, far too short for the pid space to wrap around.
-fn kill_and_reap(pid: Pid, events: &Receiver<Event>) {
-    loop {
-        match events.try_recv() {
-            Ok(Event::Exited(_)) | Err(mpsc::TryRecvError::Disconnected) => return,
-            Ok(Event::Stdout(_)) => continue,
-            Err(mpsc::TryRecvError::Empty) => break,
-        }
-    }
-    // ESRCH (already gone) needs no handling: the wait below returns at once.
-    let _ = kill(pid, Signal::SIGKILL);
-    while let Ok(event) = events.recv() {
-        if let Event::Exited(_) = event {
-            return;
-        }
     }
 }
 
@@ -236,5 +122,12 @@ mod tests {
             ExecBackend::new(&[], None),
             Err(SetupError::NoCommand)
         ));
+    }
+
+    #[test]
+    fn label_joins_the_argv_with_spaces() {
+        let command = ["python3".to_owned(), "local.py".to_owned()];
+        let exec = ExecBackend::new(&command, None).expect("a command");
+        assert_eq!(exec.label(), "python3 local.py");
     }
 }

@@ -1,17 +1,22 @@
 //! Backends: what turns one item into one result record. `exec` runs a command
-//! per item; `demo` is the built-in deterministic generator.
+//! per item (one of a fallback list); `demo` is the built-in deterministic
+//! generator.
 
 mod demo;
 mod exec;
+pub mod rate_limit;
 
 pub use demo::DemoBackend;
 pub use exec::ExecBackend;
+pub use rate_limit::RateLimit;
 
 use serde_json::{Map, Value};
 use shared::ids::IdKey;
 use shared::job::{AgentSettings, Backend as BackendKind, HumanDuration};
 
+use crate::process::RunError;
 use crate::setup::SetupError;
+use crate::validate::Rejection;
 
 /// One backend call: an item, and which attempt at it this is.
 #[derive(Debug, Clone, Copy)]
@@ -21,7 +26,7 @@ pub struct Call<'a> {
     pub id_field: &'a str,
     /// The agent launch, from 1 (NIGHTSHIFT_ATTEMPT).
     pub launch_attempt: u32,
-    /// The attempt at this item within this launch, from 1.
+    /// The attempt at this item with the command in use, from 1.
     pub item_attempt: u32,
 }
 
@@ -57,6 +62,27 @@ pub enum AttemptError {
         found: String,
         expected: IdKey,
     },
+    /// The command answered "rate limited": retried without counting.
+    #[error("rate limited ({0})")]
+    RateLimited(RateLimit),
+    /// Rate limited more often than the free retries allow: a counted failure.
+    #[error("rate limited {0} times")]
+    RateLimitedTooOften(u32),
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+}
+
+impl From<RunError> for AttemptError {
+    /// Keeps the exec backend's own wording ("item timeout …") for the
+    /// failures of the shared command runner.
+    fn from(error: RunError) -> Self {
+        match error {
+            RunError::Spawn { program, error } => Self::Spawn { program, error },
+            RunError::Timeout { after, exited } => Self::Timeout { after, exited },
+            RunError::Io { what, error } => Self::Io { what, error },
+            RunError::Lost => Self::Lost,
+        }
+    }
 }
 
 fn quote_tail(tail: &str) -> String {
@@ -69,7 +95,8 @@ fn quote_tail(tail: &str) -> String {
 
 /// The backend chosen by agent.backend, ready to run.
 pub enum Backend {
-    Exec(ExecBackend),
+    /// Every command of agent.command, in the order they are tried.
+    Exec(Vec<ExecBackend>),
     Demo(DemoBackend),
 }
 
@@ -84,17 +111,44 @@ impl Backend {
                     .as_ref()
                     .map(|c| c.list())
                     .unwrap_or_default();
-                let command = commands.first().copied().unwrap_or_default();
-                ExecBackend::new(command, settings.item_timeout).map(Self::Exec)
+                if commands.is_empty() {
+                    return Err(SetupError::NoCommand);
+                }
+                commands
+                    .into_iter()
+                    .map(|command| ExecBackend::new(command, settings.item_timeout))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Self::Exec)
             }
             BackendKind::Demo => DemoBackend::new(&settings.demo).map(Self::Demo),
         }
     }
 
-    /// Runs one attempt at one item; the record is an object, its id not yet checked.
-    pub fn call(&self, call: Call<'_>) -> Result<Map<String, Value>, AttemptError> {
+    /// How many alternatives there are to fall back through (1 but for a
+    /// fallback list of commands).
+    pub fn choices(&self) -> usize {
         match self {
-            Self::Exec(exec) => exec.call(call),
+            Self::Exec(commands) => commands.len(),
+            Self::Demo(_) => 1,
+        }
+    }
+
+    /// The name of alternative `choice`, for messages and produced_by.
+    pub fn label(&self, choice: usize) -> String {
+        match self {
+            Self::Exec(commands) => commands
+                .get(choice)
+                .map(ExecBackend::label)
+                .unwrap_or_default(),
+            Self::Demo(_) => "demo".to_owned(),
+        }
+    }
+
+    /// Runs one attempt at one item with alternative `choice`; the record is
+    /// an object, its id not yet checked.
+    pub fn call(&self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, AttemptError> {
+        match self {
+            Self::Exec(commands) => commands.get(choice).ok_or(AttemptError::Lost)?.call(call),
             Self::Demo(demo) => demo.call(call),
         }
     }

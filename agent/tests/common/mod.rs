@@ -1,0 +1,89 @@
+//! Runs the built nightshift-agent on a task in a temporary folder, the way
+//! the supervisor does: environment variables in, files and exit code out.
+
+#![allow(dead_code)] // each test file uses its own part of these helpers
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_nightshift-agent");
+
+pub struct Agent {
+    pub dir: tempfile::TempDir,
+}
+
+impl Agent {
+    pub fn new(items: &Value, settings: &Value) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder for the agent");
+        let task = json!({
+            "agent": "segment_01/orch_01/agent_01",
+            "id_field": "id",
+            "items": items,
+            "settings": settings,
+        });
+        std::fs::write(dir.path().join("agent_01.task.json"), task.to_string())
+            .expect("write the task file");
+        Self { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn output(&self) -> PathBuf {
+        self.path("agent_01.jsonl")
+    }
+
+    pub fn failures(&self) -> PathBuf {
+        self.path("agent_01.failures.jsonl")
+    }
+
+    /// Runs the agent in its folder, without a rate broker.
+    pub fn run(&self) -> Output {
+        self.command().output().expect("run nightshift-agent")
+    }
+
+    /// Runs the agent with NIGHTSHIFT_SOCKET set to `socket`.
+    pub fn run_with_socket(&self, socket: &Path) -> Output {
+        self.command()
+            .env("NIGHTSHIFT_SOCKET", socket)
+            .output()
+            .expect("run nightshift-agent")
+    }
+
+    fn command(&self) -> Command {
+        let mut command = Command::new(AGENT);
+        command
+            .current_dir(self.dir.path())
+            .env("NIGHTSHIFT_TASK", self.path("agent_01.task.json"))
+            .env("NIGHTSHIFT_OUTPUT", self.output())
+            .env("NIGHTSHIFT_AGENT", "segment_01/orch_01/agent_01")
+            .env_remove("NIGHTSHIFT_ATTEMPT")
+            .env_remove("NIGHTSHIFT_SOCKET");
+        command
+    }
+}
+
+/// The JSON lines of a file (none when it does not exist).
+pub fn lines(path: &Path) -> Vec<Value> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("each line is JSON"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// How many lines a text file has (0 when it does not exist).
+pub fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
