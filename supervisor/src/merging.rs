@@ -10,7 +10,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use shared::ids::IdKey;
-use shared::job::OutputFormat;
+use shared::job::{Job, OutputFormat};
 use shared::merge::{merge_files, FileStamp, Framing, MergeInput, MergeSummary};
 use shared::plan::{OrchestratorPlan, Plan, SegmentPlan};
 use shared::rundir::RunDir;
@@ -121,8 +121,14 @@ pub fn merge_orchestrator(
 pub fn merge_final(
     run: &RunDir,
     plan: &Plan,
-    output: Option<(&Path, OutputFormat)>,
+    job: &Job,
 ) -> io::Result<(MergeSummary, Vec<Problem>)> {
+    let output = job
+        .settings
+        .output
+        .path
+        .as_ref()
+        .map(|p| (job.resolve(p), job.settings.output.format));
     let stamps = segment_stamps(run);
     let ids: Vec<Vec<IdKey>> = plan
         .segments
@@ -145,7 +151,8 @@ pub fn merge_final(
         &run.final_json(),
         Framing::JsonArray,
     )?;
-    if let Some((path, format)) = output {
+    if let Some((path, format)) = &output {
+        let (path, format) = (path.as_path(), *format);
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)?;
         }

@@ -110,13 +110,7 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
 
 /// The final merge; returns (items in final.json, missing ids, problems).
 fn finish(run: &RunDir, job: &Job, plan: &Plan) -> Result<(usize, Vec<IdKey>, Vec<Problem>)> {
-    let output = job
-        .settings
-        .output
-        .path
-        .as_ref()
-        .map(|p| (job.resolve(p), job.settings.output.format));
-    let (summary, found) = merge_final(run, plan, output.as_ref().map(|(p, f)| (p.as_path(), *f)))
+    let (summary, found) = merge_final(run, plan, job)
         .map_err(SupervisorError::io("cannot write the final output"))?;
     let missing = summary
         .problems

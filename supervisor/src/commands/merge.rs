@@ -56,15 +56,8 @@ pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Resu
         ));
         problems.extend(found);
     }
-    let output = job
-        .settings
-        .output
-        .path
-        .as_ref()
-        .map(|p| (job.resolve(p), job.settings.output.format));
-    let (summary, found) =
-        merge_final(&run, &plan, output.as_ref().map(|(p, f)| (p.as_path(), *f)))
-            .map_err(SupervisorError::io("cannot write the final output"))?;
+    let (summary, found) = merge_final(&run, &plan, &job)
+        .map_err(SupervisorError::io("cannot write the final output"))?;
     problems.extend(found);
     for problem in &problems {
         console.problem(problem);
