@@ -17,8 +17,11 @@
 #
 # Run:  scripts/bench_idle_cpu.py [--json FILE]      (from any folder)
 # Env:  RUNS=1 (default 1 here: each run takes DURATION + about 15 s), DURATION=60,
-#       AGENTS=100, NIGHTSHIFT_ROOT (checkout to build and measure; default: this
-#       one), TMPDIR. Builds with `cargo build --release` first. Python 3.9+,
+#       AGENTS=100, MEMORY_LIMIT (e.g. 1GiB: sets agent.memory_limit, which with the
+#       default memory_enforcement "auto" gives every agent a memory cgroup where the
+#       machine allows one; default: not set), MEMORY_ENFORCEMENT (auto | sampling |
+#       cgroup: sets limits.memory_enforcement; default: not set), NIGHTSHIFT_ROOT
+#       (checkout to build and measure; default: this one), TMPDIR. Builds with `cargo build --release` first. Python 3.9+,
 #       standard library only. JSON summary: one line at the end of stdout, or FILE.
 import argparse, json, os, signal, subprocess, sys, time
 from collections import defaultdict
@@ -30,6 +33,8 @@ from benchlib import NIGHTSHIFT, ROOT, build, emit_json, filesystem, spawn, stat
 RUNS = int(os.environ.get("RUNS", "1"))
 DURATION = float(os.environ.get("DURATION", "60"))
 AGENTS = int(os.environ.get("AGENTS", "100"))
+MEMORY_LIMIT = os.environ.get("MEMORY_LIMIT") or None
+MEMORY_ENFORCEMENT = os.environ.get("MEMORY_ENFORCEMENT") or None
 TICK = os.sysconf("SC_CLK_TCK")
 GOAL_PERCENT = 1.0
 JOB = """name = "bench_idle_cpu"
@@ -102,6 +107,7 @@ def one_run(work, n):
         sys.exit(f"run {n}: nightshift exited {code} after SIGINT, expected 130:\n{log.read_text()[-3000:]}")
     wall = t1 - t0
     cpu = (c1 - c0) / TICK
+    started = json.loads((run_dir / "events.jsonl").read_text().splitlines()[0])
     per_name = defaultdict(lambda: [0, 0, 0])  # thread name -> [threads, ticks, switches]
     for tid, (name, ticks, switches) in th1.items():
         _, ticks0, switches0 = th0.get(tid, (name, 0, 0))
@@ -110,6 +116,7 @@ def one_run(work, n):
         entry[1] += ticks - ticks0
         entry[2] += switches - switches0
     return {"wall_s": wall, "cpu_s": cpu, "percent_of_core": 100 * cpu / wall, "launch_s": launch_s,
+            "memory_mode": started.get("memory_mode"),
             "threads": {k: {"count": v[0], "cpu_s": v[1] / TICK, "wakeups_per_s": v[2] / wall}
                         for k, v in sorted(per_name.items())}}
 
@@ -126,7 +133,12 @@ def main():
         fs = filesystem(work)
         with open(work / "items.jsonl", "w") as f:
             f.writelines(json.dumps({"id": f"item-{i:03}", "prompt": "p"}) + "\n" for i in range(1, AGENTS + 1))
-        (work / "job.toml").write_text(JOB.format(agents_per_orch=AGENTS // 10, agents=AGENTS))
+        job = JOB.format(agents_per_orch=AGENTS // 10, agents=AGENTS)
+        if MEMORY_LIMIT:
+            job = job.replace("[limits]\n", f'memory_limit = "{MEMORY_LIMIT}"\n[limits]\n')
+        if MEMORY_ENFORCEMENT:
+            job += f'memory_enforcement = "{MEMORY_ENFORCEMENT}"\n'
+        (work / "job.toml").write_text(job)
         sleeper = work / "sleeper.sh"
         sleeper.write_text(f"#!/bin/sh\nsleep {int(DURATION) + 30}\n")
         sleeper.chmod(0o755)
@@ -140,6 +152,8 @@ def main():
     pct = [r["percent_of_core"] for r in results]
     m = median(pct)
     summary = {"benchmark": "idle_cpu", "agents": AGENTS, "duration_s": DURATION, "runs": RUNS,
+               "memory_limit": MEMORY_LIMIT, "memory_enforcement": MEMORY_ENFORCEMENT,
+               "memory_mode_last_run": results[-1]["memory_mode"],
                "sample_interval": "500ms (default)", "clock_ticks_per_s": TICK, "tmp_filesystem": fs,
                "nightshift_root": str(ROOT), "supervisor_cpu_s": stats(cpu), "percent_of_one_core": stats(pct),
                "goal_max_percent": GOAL_PERCENT, "goal_met": m < GOAL_PERCENT,
@@ -147,6 +161,9 @@ def main():
     print(f"\nidle CPU: supervisor of {AGENTS} sleeping agents (sh + sleep each), sample_interval 500ms, "
           f"window {DURATION:g}s, {RUNS} run(s){' (RUNS defaults to 1: each run is long)' if RUNS == 1 else ', medians'}; "
           f"CPU = utime + stime of the supervisor's threads, {TICK} ticks/s")
+    if MEMORY_LIMIT or MEMORY_ENFORCEMENT:
+        print(f"  memory_limit {MEMORY_LIMIT}, memory_enforcement {MEMORY_ENFORCEMENT or '(default)'}: "
+              f"{results[-1]['memory_mode']}")
     print(f"  {'':22}{'CPU s':>9}{'% of core':>11}{'min %':>9}{'max %':>9}")
     print(f"  {'nightshift run':22}{median(cpu):9.3f}{m:11.3f}{min(pct):9.3f}{max(pct):9.3f}")
     print(f"  goal < {GOAL_PERCENT:g}% of one core: {'met' if m < GOAL_PERCENT else 'MISSED'}")

@@ -31,14 +31,19 @@
 # marker line this script writes to /dev/kmsg at each run's start). For a kernel
 # kill the crossing is taken as the hog's last line (the start of the chunk during
 # which the charge hit the limit: an upper bound by the ~3-5 ms a chunk takes);
-# gone - oom-killer invoked is shown too. Without a readable /dev/kmsg the killed
-# event's "by" decides who killed it. Overshoot, in MiB above the limit: sampling: the
+# gone - oom-killer invoked is shown too. In auto mode the sampler can still get
+# there first (RSS counts ~6 MiB of file-backed pages the cgroup does not charge, and
+# the task sits at the limit while the kernel reclaims): such a run is a sampling
+# kill, timed from the RSS crossing. Without a readable /dev/kmsg the killed event's
+# "by" decides who killed it (a run where the two disagree is listed). Overshoot, in MiB above the limit: sampling: the
 # "killed" event's "rss" (the sample that triggered the kill) and "peak_rss";
 # kernel: anon-rss + file-rss of the kernel's "Killed process" record; both: the
 # hog's last allocated-bytes line. Event ts are truncated to the millisecond.
 #
 # (c) The sampler's CPU cost per 100 agents is bench_idle_cpu.py (100 sleeping
-# agents, sample_interval 500ms, DURATION=60): run it separately.
+# agents, sample_interval 500ms, DURATION=60): run it separately, also with
+# MEMORY_LIMIT=1GiB (a cgroup per agent in auto mode: the tick reads two cgroup files
+# per agent more) and MEMORY_LIMIT=1GiB MEMORY_ENFORCEMENT=sampling.
 #
 # Run:  scripts/bench_memory.py [--json FILE]       (from any folder)
 # Env:  RUNS_MEM=20 timed runs per mode (interleaved, after one untimed warm-up of

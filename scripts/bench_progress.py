@@ -8,9 +8,10 @@
 #       RUN/supervisor.log gets a line "<UTC ts> DEBUG counted AGENT k/RECORDS" each
 #       time the agent's count changes; latency of record k = that line's ts - the
 #       agent's ts for k (both wall clock; the log's ts is when the line was logged,
-#       with microseconds; shown too: from just before the write). A negative value
-#       means the agent was descheduled between its write and reading the clock
-#       while the supervisor counted. A k without a line was counted together with the next
+#       with microseconds; shown too: from just before the write, an upper bound).
+#       A negative value: the supervisor logged the count before the agent, back from
+#       write(), read its clock (by tens of us: Python's own overhead; by ms: the
+#       agent was descheduled in between). A k without a line was counted together with the next
 #       one (two appends in one look): reported, not in the medians. The run must
 #       exit 0.                                   goal: median < 50 ms
 #   (b) CPU: AGENTS agents ([layout] segments 1, orchestrators 10, agents AGENTS/10,
@@ -247,8 +248,8 @@ def main():
     print(f"    {'(the write + flush itself)':30}{median(wr):9.2f}{p90(wr):9.2f}{min(wr):9.2f}{max(wr):9.2f}")
     negative = sum(1 for v in lat if v < 0)
     if negative:
-        print(f"    {negative} negative: counted before the agent read its clock after the write (the agent was "
-              f"descheduled between its write and time.time())")
+        print(f"    {negative} negative: logged before the agent read its clock after the write returned (by tens "
+              f"of us: the agent's own Python overhead; by ms: it was descheduled in between)")
     print(f"    goal median < {GOAL_LATENCY_MS} ms: {'met' if m < GOAL_LATENCY_MS else 'MISSED'}")
     print(f"  (b) supervisor CPU, {AGENTS} agents appending {RATE} records/s each "
           f"({median(r['appends_per_s'] for r in runs):.0f} appends/s measured), window {DURATION:g}s after all "

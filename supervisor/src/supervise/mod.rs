@@ -138,6 +138,8 @@ pub struct Supervisor<'a> {
     drain_until: Option<Instant>,
     /// The schedule holds launches until then (warm-up delay, wave, stagger).
     schedule_wake: Option<Instant>,
+    /// Sampling ticks so far.
+    ticks: u64,
 }
 
 impl<'a> Supervisor<'a> {
@@ -224,6 +226,7 @@ impl<'a> Supervisor<'a> {
             deadline,
             drain_until: None,
             schedule_wake: None,
+            ticks: 0,
             inputs,
         })
     }

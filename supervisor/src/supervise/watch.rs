@@ -18,6 +18,9 @@ use crate::proc_table;
 use crate::reaper::{ExitHow, Msg};
 use crate::slot::{Kill, Slot};
 
+/// Cgroup files are read on one sampling tick out of this many.
+const CGROUP_EVERY_TICKS: u64 = 4;
+
 impl<'a> Supervisor<'a> {
     pub(super) fn on_message(&mut self, message: Msg) -> Result<()> {
         match message {
@@ -109,9 +112,13 @@ impl<'a> Supervisor<'a> {
         let run = self.inputs.run;
         let page = self.page_size;
         let mut total_pages = 0;
+        self.ticks += 1;
+        // The cgroup files are read every few ticks only: children are found
+        // by the tree walk and orphans by adoption; the cgroup is the backstop.
+        let read_cgroups = self.ticks % CGROUP_EVERY_TICKS == 0;
         for slot in self.slots.values_mut() {
             // A cgroup keeps every descendant, however it daemonised.
-            if let Some(cgroup) = &slot.cgroup {
+            if let Some(cgroup) = slot.cgroup.as_ref().filter(|_| read_cgroups) {
                 for pid in cgroup.pids() {
                     if !slot.tree.contains(pid) {
                         if let Some(stat) = proc_table::stat(pid) {
@@ -144,25 +151,39 @@ impl<'a> Supervisor<'a> {
         self.live_dirty |= !self.slots.is_empty();
         self.memory
             .sample(now, total_pages * page, proc_table::mem_available());
-        self.enforce_memory()
+        self.enforce_memory(read_cgroups)
     }
 
     /// Kills trees over agent.memory_limit (or struck by the kernel's OOM killer
     /// in their cgroup); when the run crosses its ceiling or the machine its
     /// floor, kills the youngest agent (least work lost) to be relaunched later.
-    fn enforce_memory(&mut self) -> Result<()> {
+    fn enforce_memory(&mut self, read_cgroups: bool) -> Result<()> {
         let limit = self.memory.per_agent_limit();
+        let running = |s: &&Slot<'a>| s.kill.is_none() && s.exit.is_none();
         let over: Vec<i32> = self
             .slots
             .values()
-            .filter(|s| s.kill.is_none() && s.exit.is_none())
-            .filter(|s| {
-                limit.is_some_and(|l| s.rss > l)
-                    || s.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0)
-            })
+            .filter(running)
+            .filter(|s| limit.is_some_and(|l| s.rss > l))
             .map(|s| s.pid)
             .collect();
         for pid in over {
+            self.start_kill(pid, "memory")?;
+        }
+        // The kernel's OOM killer struck part of a tree that goes on: end the rest.
+        let struck: Vec<(i32, String)> = self
+            .slots
+            .values()
+            .filter(running)
+            .filter(|s| read_cgroups && s.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0))
+            .map(|s| (s.pid, s.agent.name.clone()))
+            .collect();
+        for (pid, name) in struck {
+            self.event(
+                "oom-killed",
+                Some(&name),
+                json!({"pid": pid, "by": "kernel"}),
+            )?;
             self.start_kill(pid, "memory")?;
         }
         let Some(pressure) = self.memory.pressure() else {
