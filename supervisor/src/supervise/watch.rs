@@ -115,7 +115,7 @@ impl<'a> Supervisor<'a> {
         self.ticks += 1;
         // The cgroup files are read every few ticks only: children are found
         // by the tree walk and orphans by adoption; the cgroup is the backstop.
-        let read_cgroups = self.ticks % CGROUP_EVERY_TICKS == 0;
+        let read_cgroups = self.ticks.is_multiple_of(CGROUP_EVERY_TICKS);
         for slot in self.slots.values_mut() {
             // A cgroup keeps every descendant, however it daemonised.
             if let Some(cgroup) = slot.cgroup.as_ref().filter(|_| read_cgroups) {
