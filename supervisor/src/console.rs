@@ -23,7 +23,7 @@ pub struct Console {
 }
 
 impl Console {
-    /// `live`: whether a live display may be drawn (a command that runs agents).
+    /// A live display is possible when both stdout and stderr are terminals.
     pub fn new(quiet: bool) -> Self {
         let multi = (!quiet && std::io::stdout().is_terminal() && std::io::stderr().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5)));

@@ -114,7 +114,9 @@ fn rendered_dom(page: &Path, profile: &Path) -> String {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .expect("Chromium is installed (Debian package chromium; .ci/run installs it)");
-    let output = Command::new(chromium)
+    // `timeout` (coreutils): a browser that hangs fails the test instead of the suite.
+    let output = Command::new("timeout")
+        .args(["120", chromium])
         .args([
             "--headless",
             "--no-sandbox",
