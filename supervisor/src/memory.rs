@@ -17,7 +17,10 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use shared::job::JobSettings;
+use shared::job::{JobSettings, MemoryEnforcement};
+
+use crate::cgroup::CgroupRoot;
+use crate::error::{Result, SupervisorError};
 
 /// Samples to wait after a launch while no agent size is known.
 const ADMIT_WAIT_SAMPLES: u32 = 3;
@@ -190,6 +193,34 @@ impl MemoryWatch {
 
     pub fn ceiling(&self) -> Option<u64> {
         self.ceiling
+    }
+}
+
+/// Which memory enforcement is in force, and how to say it.
+pub fn choose_mode(settings: &JobSettings) -> Result<(Option<CgroupRoot>, String)> {
+    let every = humantime::format_duration(settings.limits.sample_interval.get());
+    let sampling = |why: &str| format!("sampling every {every} ({why})");
+    let Some(limit) = settings.agent.memory_limit else {
+        return Ok((None, sampling("no agent.memory_limit")));
+    };
+    match settings.limits.memory_enforcement {
+        MemoryEnforcement::Sampling => Ok((None, sampling("limits.memory_enforcement = \"sampling\""))),
+        MemoryEnforcement::Auto => match CgroupRoot::create() {
+            Ok(root) => {
+                let text = format!("hard limit of {limit} per agent by {}, and sampling every {every}", root.describe());
+                Ok((Some(root), text))
+            }
+            Err(why) => Ok((None, sampling(&format!("no memory cgroups: {why}")))),
+        },
+        MemoryEnforcement::Cgroup => match CgroupRoot::create() {
+            Ok(root) => {
+                let text = format!("hard limit of {limit} per agent by {}, and sampling every {every}", root.describe());
+                Ok((Some(root), text))
+            }
+            Err(why) => Err(SupervisorError::Unsupported(format!(
+                "limits.memory_enforcement = \"cgroup\", but memory cgroups are not available here: {why}"
+            ))),
+        },
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use shared::job::{Deadline, Job, JobSettings, MemoryEnforcement};
+use shared::job::{Deadline, Job, JobSettings};
 use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
@@ -179,7 +179,7 @@ impl<'a> Supervisor<'a> {
             .until
             .or(settings.schedule.deadline)
             .map(|d| deadline_instant(d, now));
-        let (cgroups, memory_mode) = choose_memory_mode(settings)?;
+        let (cgroups, memory_mode) = crate::memory::choose_mode(settings)?;
         console.line(&format!("memory: {memory_mode}"));
         let max_parallel = inputs
             .job
@@ -438,32 +438,4 @@ impl<'a> Supervisor<'a> {
 
 fn lost_signals() -> SupervisorError {
     SupervisorError::io("the signal thread stopped")(std::io::Error::other("channel closed"))
-}
-
-/// Which memory enforcement is in force, and how to say it.
-fn choose_memory_mode(settings: &JobSettings) -> Result<(Option<CgroupRoot>, String)> {
-    let every = humantime::format_duration(settings.limits.sample_interval.get());
-    let sampling = |why: &str| format!("sampling every {every} ({why})");
-    let Some(limit) = settings.agent.memory_limit else {
-        return Ok((None, sampling("no agent.memory_limit")));
-    };
-    match settings.limits.memory_enforcement {
-        MemoryEnforcement::Sampling => Ok((None, sampling("limits.memory_enforcement = \"sampling\""))),
-        MemoryEnforcement::Auto => match CgroupRoot::create() {
-            Ok(root) => {
-                let text = format!("hard limit of {limit} per agent by {}, and sampling every {every}", root.describe());
-                Ok((Some(root), text))
-            }
-            Err(why) => Ok((None, sampling(&format!("no memory cgroups: {why}")))),
-        },
-        MemoryEnforcement::Cgroup => match CgroupRoot::create() {
-            Ok(root) => {
-                let text = format!("hard limit of {limit} per agent by {}, and sampling every {every}", root.describe());
-                Ok((Some(root), text))
-            }
-            Err(why) => Err(SupervisorError::Unsupported(format!(
-                "limits.memory_enforcement = \"cgroup\", but memory cgroups are not available here: {why}"
-            ))),
-        },
-    }
 }
