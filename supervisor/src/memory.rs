@@ -265,6 +265,34 @@ mod tests {
     }
 
     #[test]
+    fn the_free_memory_floor_holds_launches_and_reports_pressure() {
+        let mut settings: JobSettings =
+            toml::from_str("[input]\npath = \"x\"\n").expect("settings");
+        settings.limits.min_free = Some(ByteSize(1000));
+        settings.agent.memory_estimate = Some(ByteSize(300));
+        let mut w = MemoryWatch::new(&settings);
+        let now = Instant::now();
+        w.sample(now, 0, Some(1500));
+        assert!(
+            w.admits(now, 1),
+            "1500 available - 300 keeps the 1000 floor"
+        );
+        w.sample(now, 0, Some(1200));
+        assert!(!w.admits(now, 1), "1200 - 300 would go under the floor");
+        assert_eq!(w.pressure(), None);
+        w.sample(now, 0, Some(900));
+        assert_eq!(w.pressure(), Some(Pressure::MinFree));
+        assert_eq!(Pressure::MinFree.reason(), "min-free");
+    }
+
+    #[test]
+    fn an_eviction_raises_the_expected_size_over_a_small_estimate() {
+        let mut w = watch(1000, Some(10));
+        w.note_eviction(400);
+        assert_eq!(w.expected(), Some(400));
+    }
+
+    #[test]
     fn an_estimate_is_used_before_any_peak() {
         let mut w = watch(1000, Some(600));
         let now = Instant::now();

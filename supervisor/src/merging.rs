@@ -16,6 +16,8 @@ use shared::plan::{OrchestratorPlan, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::{Problem, ProblemKind};
 
+use crate::events::read_events;
+
 /// Merges the orchestrator files of a segment (in parallel), then the segment
 /// file. Returns the problems found and the segment file's stamp.
 pub fn merge_segment(
@@ -182,13 +184,10 @@ fn new_problems(summary: &MergeSummary) -> Vec<Problem> {
 /// segment in events.jsonl (lines that do not parse are skipped).
 pub fn segment_stamps(run: &RunDir) -> HashMap<usize, FileStamp> {
     let mut stamps = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(run.events()) else {
-        return stamps;
-    };
-    for line in text.lines().filter(|l| l.contains("\"merged\"")) {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for event in read_events(&run.events())
+        .into_iter()
+        .filter(|e| e["event"] == "merged")
+    {
         let segment = event["segment"]
             .as_u64()
             .and_then(|n| usize::try_from(n).ok());

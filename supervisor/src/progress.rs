@@ -11,6 +11,14 @@ use std::time::Instant;
 use shared::plan::{AgentRef, Plan};
 use shared::rundir::RunDir;
 
+/// How much of an agent file has been read: bytes up to its last complete
+/// line, and the lines in them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileSeen {
+    pub offset: u64,
+    pub lines: usize,
+}
+
 struct Tail {
     agent: AgentRef,
     items: usize,
@@ -30,6 +38,12 @@ pub struct Progress {
 impl Progress {
     /// Starts from what the agent files hold now.
     pub fn new(run: &RunDir, plan: &Plan) -> Self {
+        Self::resuming(run, plan, &HashMap::new())
+    }
+
+    /// Starts from what the agent files hold now; the files in `seen` were
+    /// just read by someone else (resume) and are not read again.
+    pub fn resuming(run: &RunDir, plan: &Plan, seen: &HashMap<AgentRef, FileSeen>) -> Self {
         let mut progress = Self {
             tails: plan
                 .agents()
@@ -48,8 +62,18 @@ impl Progress {
             started: Instant::now(),
             done_at_start: 0,
         };
-        let paths: Vec<PathBuf> = progress.tails.keys().cloned().collect();
-        for path in paths {
+        let mut unread = Vec::new();
+        for (path, tail) in &mut progress.tails {
+            match seen.get(&tail.agent) {
+                Some(file) => {
+                    tail.offset = file.offset;
+                    tail.lines = file.lines;
+                    progress.done += file.lines.min(tail.items);
+                }
+                None => unread.push(path.clone()),
+            }
+        }
+        for path in unread {
             progress.update(&path);
         }
         progress.done_at_start = progress.done;

@@ -15,8 +15,10 @@ use shared::rundir::RunDir;
 use shared::validate::check_jsonl;
 
 use crate::error::{Result, SupervisorError};
+use crate::events::read_events;
 use crate::live_agents::LiveAgents;
 use crate::proc_table;
+use crate::progress::FileSeen;
 use crate::sweep::{end_processes, find_leftovers, Agents, Group};
 
 pub struct Progress {
@@ -25,18 +27,30 @@ pub struct Progress {
     pub saved: usize,
     /// Ids not in any agent file yet, in input order.
     pub missing: Vec<shared::ids::IdKey>,
+    /// What was read of each agent file, so nobody reads it again.
+    pub files: HashMap<AgentRef, FileSeen>,
 }
 
 pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
     let mut complete = HashSet::new();
     let mut saved = 0;
     let mut missing = Vec::new();
+    let mut files = HashMap::new();
     for agent in plan.agents() {
         let path = run.agent_output(agent.at);
         let checked = check_jsonl(&path, &agent.ids, &plan.id_field, false).map_err(
             SupervisorError::io(format!("cannot read {}", path.display())),
         )?;
         saved += checked.records.len();
+        let complete_bytes = memchr::memrchr(b'\n', &checked.bytes).map_or(0, |p| p + 1);
+        let lines = memchr::memchr_iter(b'\n', &checked.bytes[..complete_bytes]).count();
+        files.insert(
+            agent.at,
+            FileSeen {
+                offset: complete_bytes as u64,
+                lines,
+            },
+        );
         if checked.records.len() == agent.ids.len() {
             complete.insert(agent.at);
         }
@@ -50,6 +64,7 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
         complete,
         saved,
         missing,
+        files,
     })
 }
 
@@ -57,13 +72,7 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
 /// line is skipped like any unreadable one).
 pub fn launches_so_far(run: &RunDir) -> HashMap<String, u32> {
     let mut launches = HashMap::new();
-    let Ok(text) = std::fs::read_to_string(run.events()) else {
-        return launches;
-    };
-    for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
+    for event in read_events(&run.events()) {
         if event["event"] == "launched" {
             if let Some(agent) = event["agent"].as_str() {
                 *launches.entry(agent.to_owned()).or_insert(0) += 1;

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use shared::plan::Plan;
 use shared::rundir::RunDir;
 
+use crate::events::read_events;
 use crate::live_agents::LiveAgents;
 use crate::merging::{final_up_to_date, segment_up_to_date};
 use crate::progress::Progress;
@@ -71,11 +71,7 @@ struct AgentHistory {
 fn fold_events(run: &RunDir) -> (HashMap<String, AgentHistory>, Option<String>) {
     let mut agents: HashMap<String, AgentHistory> = HashMap::new();
     let mut finished_state = None;
-    let text = std::fs::read_to_string(run.events()).unwrap_or_default();
-    for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for event in read_events(&run.events()) {
         let kind = event["event"].as_str().unwrap_or("");
         match kind {
             "run-started" | "resumed" => finished_state = None,

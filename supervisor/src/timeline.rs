@@ -8,6 +8,8 @@ use serde_json::Value;
 
 use shared::rundir::RunDir;
 
+use crate::events::read_events;
+
 #[derive(Debug, Clone)]
 pub struct Bar {
     pub agent: String,
@@ -31,15 +33,11 @@ fn time_of(event: &Value) -> Option<SystemTime> {
 }
 
 pub fn read_timeline(run: &RunDir) -> Timeline {
-    let text = std::fs::read_to_string(run.events()).unwrap_or_default();
     let mut bars: Vec<Bar> = Vec::new();
     let mut open: HashMap<String, usize> = HashMap::new();
     let mut killed: HashMap<String, String> = HashMap::new();
     let (mut first, mut last) = (None::<SystemTime>, None::<SystemTime>);
-    for line in text.lines() {
-        let Ok(event) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
+    for event in read_events(&run.events()) {
         let Some(at) = time_of(&event) else { continue };
         first = Some(first.map_or(at, |f| f.min(at)));
         last = Some(last.map_or(at, |l| l.max(at)));

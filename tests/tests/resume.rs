@@ -338,3 +338,49 @@ with open(path, "a") as out, open("calls.log", "a") as calls:
     let calls = std::fs::read_to_string(job.path().join("calls.log")).expect("calls.log");
     assert_eq!(calls.lines().count(), 4, "no item generated twice: {calls}");
 }
+
+#[test]
+fn resume_keeps_merges_whose_inputs_are_unchanged() {
+    let job = JobDir::new();
+    let ids = job.items(8);
+    counting_job(&job, "0");
+    job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
+        .expect_code(0);
+    let run = job.run_dir();
+    let modified = |name: &str| {
+        std::fs::metadata(run.join(name))
+            .and_then(|m| m.modified())
+            .expect("mtime")
+    };
+    let (first, second) = (modified("segment_01.jsonl"), modified("segment_02.jsonl"));
+    // Segment 2's agent file changes (a torn line an agent would cut off);
+    // final.json goes missing.
+    let agent_file = run.join("segment_02/orch_01/agent_01.jsonl");
+    let mut text = std::fs::read_to_string(&agent_file).expect("agent file");
+    text.push_str("{\"id\": \"item-0");
+    std::fs::write(&agent_file, text).expect("tear");
+    std::fs::remove_file(run.join("final.json")).expect("remove final.json");
+
+    let resumed = job.nightshift(&["resume", "run"]);
+    resumed.expect_code(0);
+    assert!(
+        resumed.stdout.contains("segment 1/2: already complete"),
+        "{}",
+        resumed.stdout
+    );
+    assert_eq!(
+        modified("segment_01.jsonl"),
+        first,
+        "segment 1 was not merged again"
+    );
+    assert_ne!(
+        modified("segment_02.jsonl"),
+        second,
+        "segment 2's input changed: merged again"
+    );
+    assert_eq!(json_array_ids(&run.join("final.json")), ids);
+    assert!(
+        ids_in_calls(&job).len() == ids.len(),
+        "nothing was generated again"
+    );
+}

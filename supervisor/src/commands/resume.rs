@@ -89,6 +89,7 @@ pub fn resume(
         until,
         complete: progress.complete,
         launches: launches_so_far(&run),
+        files_seen: progress.files,
     };
     drive(inputs, console, dir)
 }

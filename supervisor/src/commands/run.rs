@@ -44,6 +44,7 @@ pub fn run(
         until,
         complete: HashSet::new(),
         launches: HashMap::new(),
+        files_seen: HashMap::new(),
     };
     drive(inputs, console, &dir)
 }

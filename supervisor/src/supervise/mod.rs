@@ -28,7 +28,7 @@ use crate::live_agents::LiveFile;
 use crate::memory::MemoryWatch;
 use crate::merging;
 use crate::proc_table;
-use crate::progress::Progress;
+use crate::progress::{FileSeen, Progress};
 use crate::progress_view::{ProgressView, RunSnapshot};
 use crate::rate_server::RateServer;
 use crate::reaper::{self, Msg};
@@ -57,6 +57,8 @@ pub struct RunInputs<'a> {
     pub launches: HashMap<String, u32>,
     /// `--until`: overrides schedule.deadline.
     pub until: Option<Deadline>,
+    /// Agent files already read (resume), so progress starts without reading them again.
+    pub files_seen: HashMap<AgentRef, FileSeen>,
 }
 
 /// How the loop ended.
@@ -213,7 +215,7 @@ impl<'a> Supervisor<'a> {
             memory_mode,
             requeued: Vec::new(),
             page_size: crate::unix::page_size(),
-            progress: Progress::new(inputs.run, inputs.plan),
+            progress: Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen),
             view: ProgressView::new(
                 console,
                 inputs.plan.items_total,
