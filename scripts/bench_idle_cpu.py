@@ -75,6 +75,19 @@ def threads(pid):
     return out
 
 
+def per_thread(th0, th1, wall):
+    """CPU and wake-ups between two threads() snapshots, summed per thread name."""
+    per_name = defaultdict(lambda: [0, 0, 0])  # thread name -> [threads, ticks, switches]
+    for tid, (name, ticks, switches) in th1.items():
+        _, ticks0, switches0 = th0.get(tid, (name, 0, 0))
+        entry = per_name[name]
+        entry[0] += 1
+        entry[1] += ticks - ticks0
+        entry[2] += switches - switches0
+    return {k: {"count": v[0], "cpu_s": v[1] / TICK, "wakeups_per_s": v[2] / wall}
+            for k, v in sorted(per_name.items())}
+
+
 def launched(run_dir):
     try:
         text = (run_dir / "events.jsonl").read_text()
@@ -108,17 +121,9 @@ def one_run(work, n):
     wall = t1 - t0
     cpu = (c1 - c0) / TICK
     started = json.loads((run_dir / "events.jsonl").read_text().splitlines()[0])
-    per_name = defaultdict(lambda: [0, 0, 0])  # thread name -> [threads, ticks, switches]
-    for tid, (name, ticks, switches) in th1.items():
-        _, ticks0, switches0 = th0.get(tid, (name, 0, 0))
-        entry = per_name[name]
-        entry[0] += 1
-        entry[1] += ticks - ticks0
-        entry[2] += switches - switches0
     return {"wall_s": wall, "cpu_s": cpu, "percent_of_core": 100 * cpu / wall, "launch_s": launch_s,
             "memory_mode": started.get("memory_mode"),
-            "threads": {k: {"count": v[0], "cpu_s": v[1] / TICK, "wakeups_per_s": v[2] / wall}
-                        for k, v in sorted(per_name.items())}}
+            "threads": per_thread(th0, th1, wall)}
 
 
 def main():

@@ -34,14 +34,13 @@
 #       Builds with `cargo build --release` first. Python 3.9+, standard library
 #       only. JSON summary: one line at the end of stdout, or FILE.
 import argparse, json, os, re, signal, subprocess, sys, time
-from collections import defaultdict
 from datetime import datetime
 from statistics import median
 
 sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 from benchlib import (NIGHTSHIFT, ROOT, build, busy_jiffies, busy_percent, emit_json, filesystem, p90, spawn,
                       stats, workdir)
-from bench_idle_cpu import TICK, cpu_ticks, launched, threads
+from bench_idle_cpu import TICK, cpu_ticks, launched, per_thread, threads
 
 RECORDS = int(os.environ.get("RECORDS", "100"))
 AGENTS = int(os.environ.get("AGENTS", "100"))
@@ -184,18 +183,10 @@ def cpu_under_appends(work, n):
         sys.exit(f"nightshift exited {code} after SIGINT, expected 130:\n{log.read_text()[-3000:]}")
     wall = t1 - t0
     cpu = (c1 - c0) / TICK
-    per_name = defaultdict(lambda: [0, 0, 0])  # thread name -> [threads, ticks, switches]
-    for tid, (name, ticks, switches) in th1.items():
-        _, ticks0, switches0 = th0.get(tid, (name, 0, 0))
-        entry = per_name[name]
-        entry[0] += 1
-        entry[1] += ticks - ticks0
-        entry[2] += switches - switches0
     return {"wall_s": wall, "cpu_s": cpu, "percent_of_core": 100 * cpu / wall, "launch_s": launch_s,
             "items_per_agent": items, "appends_per_s": (n1 - n0) / wall,
             "machine_busy_percent": busy_percent(m0, m1), "cpus": os.cpu_count(),
-            "threads": {k: {"count": v[0], "cpu_s": v[1] / TICK, "wakeups_per_s": v[2] / wall}
-                        for k, v in sorted(per_name.items())}}
+            "threads": per_thread(th0, th1, wall)}
 
 
 def main():
