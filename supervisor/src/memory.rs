@@ -21,6 +21,7 @@ use shared::job::{JobSettings, MemoryEnforcement};
 
 use crate::cgroup::CgroupRoot;
 use crate::error::{Result, SupervisorError};
+use crate::slot::KillReason;
 
 /// Samples to wait after a launch while no agent size is known.
 const ADMIT_WAIT_SAMPLES: u32 = 3;
@@ -46,10 +47,10 @@ pub enum Pressure {
 }
 
 impl Pressure {
-    pub fn reason(self) -> &'static str {
+    pub fn reason(self) -> KillReason {
         match self {
-            Self::Ceiling => "ceiling",
-            Self::MinFree => "min-free",
+            Self::Ceiling => KillReason::Ceiling,
+            Self::MinFree => KillReason::MinFree,
         }
     }
 }
@@ -282,7 +283,7 @@ mod tests {
         assert_eq!(w.pressure(), None);
         w.sample(now, 0, Some(900));
         assert_eq!(w.pressure(), Some(Pressure::MinFree));
-        assert_eq!(Pressure::MinFree.reason(), "min-free");
+        assert_eq!(Pressure::MinFree.reason(), KillReason::MinFree);
     }
 
     #[test]

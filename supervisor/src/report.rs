@@ -10,13 +10,15 @@ use shared::atomic::write_bytes_atomic;
 use shared::rundir::RunDir;
 use shared::validate::Problem;
 
+use crate::slot::KillReason;
+
 /// How one attempt of an agent ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Succeeded,
     Failed(i32),
     Crashed(i32),
-    Killed(String),
+    Killed(KillReason),
     LaunchFailed(String),
 }
 
@@ -67,7 +69,7 @@ impl<'a> From<&'a AttemptRecord> for AttemptJson<'a> {
             Outcome::Succeeded => ("succeeded", Some(0), None, None),
             Outcome::Failed(code) => ("failed", Some(*code), None, None),
             Outcome::Crashed(signal) => ("crashed", None, Some(*signal), None),
-            Outcome::Killed(reason) => ("killed", None, None, Some(reason.clone())),
+            Outcome::Killed(reason) => ("killed", None, None, Some(reason.as_str().to_owned())),
             Outcome::LaunchFailed(error) => ("launch-failed", None, None, Some(error.clone())),
         };
         Self {

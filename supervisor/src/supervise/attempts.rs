@@ -18,7 +18,7 @@ use crate::proc_table;
 use crate::reaper::ExitHow;
 use crate::report::{AttemptRecord, Outcome};
 use crate::schedule::Phase;
-use crate::slot::{count_lines, Slot};
+use crate::slot::{count_lines, KillReason, Slot};
 use crate::sweep::EndedTree;
 use crate::tree::Tree;
 
@@ -158,8 +158,8 @@ impl<'a> Supervisor<'a> {
             self.event("killed", Some(&slot.agent.name), fields)?;
         }
         let outcome = match (slot.kill, slot.exit) {
-            _ if kernel_oom => Outcome::Killed("memory".to_owned()),
-            (Some(kill), _) => Outcome::Killed(kill.reason.to_owned()),
+            _ if kernel_oom => Outcome::Killed(KillReason::Memory),
+            (Some(kill), _) => Outcome::Killed(kill.reason),
             (None, Some(ExitHow::Code(0))) => Outcome::Succeeded,
             (None, Some(ExitHow::Code(code))) => Outcome::Failed(code),
             (None, Some(ExitHow::Signal(signal))) => Outcome::Crashed(signal),
@@ -201,13 +201,15 @@ impl<'a> Supervisor<'a> {
         self.attempts.push(record);
         match &outcome {
             Outcome::Succeeded => return Ok(()),
-            Outcome::Killed(reason) if reason == "shutdown" || reason == "deadline" => {
-                return Ok(())
-            }
+            Outcome::Killed(reason) if reason.stops_run() => return Ok(()),
             // Killed to make room: back in the queue, not counted as a failure.
-            Outcome::Killed(reason) if reason == "ceiling" || reason == "min-free" => {
+            Outcome::Killed(reason) if reason.makes_room() => {
                 self.requeued.push(agent);
-                return self.event("requeued", Some(&agent.name), json!({"reason": reason}));
+                return self.event(
+                    "requeued",
+                    Some(&agent.name),
+                    json!({"reason": reason.as_str()}),
+                );
             }
             _ => {}
         }
@@ -276,7 +278,7 @@ impl<'a> Supervisor<'a> {
                 self.stop = Stop::Killing;
                 let pids: Vec<i32> = self.slots.keys().copied().collect();
                 for pid in pids {
-                    self.start_kill(pid, "shutdown")?;
+                    self.start_kill(pid, KillReason::Shutdown)?;
                 }
             }
         }

@@ -34,7 +34,7 @@ use crate::rate_server::RateServer;
 use crate::reaper::{self, Msg};
 use crate::report::AttemptRecord;
 use crate::schedule::{deadline_instant, LaunchGate};
-use crate::slot::Slot;
+use crate::slot::{KillReason, Slot};
 use crate::sweep::Leftovers;
 use crate::timeouts::PerItemTimes;
 
@@ -275,10 +275,10 @@ impl<'a> Supervisor<'a> {
             self.run_segment(segment, todo)?;
             let names: HashSet<String> = segment.agents().map(|a| a.name.clone()).collect();
             if self.stop != Stop::No {
-                self.sweep(&names, "shutdown")?;
+                self.sweep(&names, KillReason::Shutdown)?;
                 break;
             }
-            self.sweep(&names, "segment-end")?;
+            self.sweep(&names, KillReason::SegmentEnd)?;
             let started = Instant::now();
             let (found, stamp) = merging::merge_segment(run, plan, segment).map_err(
                 SupervisorError::io(format!("cannot merge segment {}", segment.number)),

@@ -16,7 +16,7 @@ use crate::error::{Result, SupervisorError};
 use crate::file_watch::FileWatch;
 use crate::proc_table;
 use crate::reaper::{ExitHow, Msg};
-use crate::slot::{Kill, Slot};
+use crate::slot::{Kill, KillReason, Slot};
 
 /// Cgroup files are read on one sampling tick out of this many.
 const CGROUP_EVERY_TICKS: u64 = 4;
@@ -76,10 +76,10 @@ impl<'a> Supervisor<'a> {
             };
             match slot.kill {
                 None if slot.exit.is_none() && slot.timed_out(now) => {
-                    self.start_kill(pid, "timeout")?
+                    self.start_kill(pid, KillReason::Timeout)?
                 }
                 None if slot.exit.is_none() && slot.stalled(stall_timeout, now) => {
-                    self.start_kill(pid, "stall")?
+                    self.start_kill(pid, KillReason::Stall)?
                 }
                 Some(kill) if !kill.hard_sent && now >= kill.hard_at => {
                     slot.tree.signal(Signal::SIGKILL);
@@ -168,7 +168,7 @@ impl<'a> Supervisor<'a> {
             .map(|s| s.pid)
             .collect();
         for pid in over {
-            self.start_kill(pid, "memory")?;
+            self.start_kill(pid, KillReason::Memory)?;
         }
         // The kernel's OOM killer struck part of a tree that goes on: end the rest.
         let struck: Vec<(i32, String)> = self
@@ -184,15 +184,15 @@ impl<'a> Supervisor<'a> {
                 Some(&name),
                 json!({"pid": pid, "by": "kernel"}),
             )?;
-            self.start_kill(pid, "memory")?;
+            self.start_kill(pid, KillReason::Memory)?;
         }
         let Some(pressure) = self.memory.pressure() else {
             return Ok(());
         };
-        let making_room = self.slots.values().any(|s| {
-            s.kill
-                .is_some_and(|k| k.reason == "ceiling" || k.reason == "min-free")
-        });
+        let making_room = self
+            .slots
+            .values()
+            .any(|s| s.kill.is_some_and(|k| k.reason.makes_room()));
         let candidates: Vec<&Slot<'a>> = self
             .slots
             .values()
@@ -244,7 +244,7 @@ impl<'a> Supervisor<'a> {
         }
     }
 
-    pub(super) fn start_kill(&mut self, pid: i32, reason: &'static str) -> Result<()> {
+    pub(super) fn start_kill(&mut self, pid: i32, reason: KillReason) -> Result<()> {
         let grace = self.settings().agent.kill_grace.get();
         let Some(slot) = self.slots.get_mut(&pid) else {
             return Ok(());
@@ -261,13 +261,13 @@ impl<'a> Supervisor<'a> {
         let name = slot.agent.name.clone();
         let (rss, peak) = (slot.rss, slot.peak_rss);
         let what = match reason {
-            "shutdown" | "deadline" => None,
-            "memory" => Some(format!(
+            KillReason::Shutdown | KillReason::Deadline | KillReason::SegmentEnd => None,
+            KillReason::Memory => Some(format!(
                 "went over its memory limit ({} resident, peak {}): ending its {processes} process(es)",
                 mib(rss),
                 mib(peak)
             )),
-            "ceiling" | "min-free" => Some(format!(
+            KillReason::Ceiling | KillReason::MinFree => Some(format!(
                 "makes room ({reason}, {} resident): ending its {processes} process(es); it will be relaunched on its remaining items",
                 mib(rss)
             )),
@@ -279,7 +279,7 @@ impl<'a> Supervisor<'a> {
         self.event(
             "killed",
             Some(&name),
-            json!({"pid": pid, "reason": reason, "processes": processes, "rss": rss, "peak_rss": peak}),
+            json!({"pid": pid, "reason": reason.as_str(), "processes": processes, "rss": rss, "peak_rss": peak}),
         )
     }
 
@@ -313,7 +313,7 @@ impl<'a> Supervisor<'a> {
         self.retries.clear();
         let pids: Vec<i32> = self.slots.keys().copied().collect();
         for pid in pids {
-            self.start_kill(pid, "shutdown")?;
+            self.start_kill(pid, KillReason::Shutdown)?;
         }
         self.events
             .sync()
@@ -321,7 +321,7 @@ impl<'a> Supervisor<'a> {
     }
 
     /// Makes sure no process started for the agents `names` is alive.
-    pub(super) fn sweep(&mut self, names: &HashSet<String>, reason: &str) -> Result<()> {
+    pub(super) fn sweep(&mut self, names: &HashSet<String>, reason: KillReason) -> Result<()> {
         let grace = self.settings().agent.kill_grace.get();
         self.adopt_orphans();
         let rounds = self.leftovers.sweep(self.inputs.run.root(), names, grace);
@@ -330,7 +330,7 @@ impl<'a> Supervisor<'a> {
                 self.event(
                     "killed",
                     Some(&agent),
-                    json!({"reason": reason, "processes": processes}),
+                    json!({"reason": reason.as_str(), "processes": processes}),
                 )?;
             }
         }
@@ -391,7 +391,7 @@ impl<'a> Supervisor<'a> {
             self.event("drain-over", None, json!({"running": self.slots.len()}))?;
             let pids: Vec<i32> = self.slots.keys().copied().collect();
             for pid in pids {
-                self.start_kill(pid, "deadline")?;
+                self.start_kill(pid, KillReason::Deadline)?;
             }
         }
         Ok(())
