@@ -171,7 +171,17 @@ impl<'a> Lines<'a> {
 
     /// Number of the line a torn tail would have.
     pub fn torn_line_number(&self) -> usize {
-        self.complete.iter().filter(|b| **b == b'\n').count() + 1
+        self.count() + 1
+    }
+
+    /// Complete lines (blank ones included).
+    pub fn count(&self) -> usize {
+        memchr::memchr_iter(b'\n', self.complete).count()
+    }
+
+    /// Bytes up to and with the last newline.
+    pub fn complete_len(&self) -> usize {
+        self.complete.len()
     }
 }
 

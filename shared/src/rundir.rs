@@ -88,11 +88,6 @@ impl RunDir {
     pub fn agent_log(&self, at: AgentRef) -> PathBuf {
         self.agent_path(at, "log")
     }
-
-    /// Items an agent gave up on, with the reason (never results).
-    pub fn agent_failures(&self, at: AgentRef) -> PathBuf {
-        self.agent_path(at, "failures.jsonl")
-    }
 }
 
 /// run.json: facts about the run that the frozen job.toml cannot carry.

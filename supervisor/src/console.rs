@@ -53,11 +53,6 @@ impl Console {
         }
     }
 
-    /// A line every mode prints, `-q` included (run directory, summary).
-    pub fn always(&self, text: &str) {
-        self.out(text);
-    }
-
     pub fn line(&self, text: &str) {
         if !self.quiet {
             self.out(text);

@@ -71,3 +71,28 @@ pub fn read_events(path: &Path) -> Vec<Value> {
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_torn_last_line_is_cut_off_before_the_next_event() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"event\":\"launched\"}\n{\"event\":\"exi").expect("write");
+        let mut log = EventLog::open(&path).expect("open");
+        log.record("resumed", None, json!({"n": 1}))
+            .expect("record");
+        let events = read_events(&path);
+        assert_eq!(
+            events.len(),
+            2,
+            "the torn line is gone, the new event whole"
+        );
+        assert_eq!(events[1]["event"], "resumed");
+        assert_eq!(events[1]["n"], 1);
+        assert!(events[1]["ts"].as_str().is_some_and(|t| t.ends_with('Z')));
+    }
+}

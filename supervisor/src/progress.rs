@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use shared::plan::{AgentRef, Plan};
+use shared::records::Lines;
 use shared::rundir::RunDir;
 
 /// How much of an agent file has been read: bytes up to its last complete
@@ -95,9 +96,9 @@ impl Progress {
                 let mut appended =
                     Vec::with_capacity(usize::try_from(len - tail.offset).unwrap_or(0));
                 if file.read_to_end(&mut appended).is_ok() {
-                    let complete = memchr_last_newline(&appended);
-                    tail.lines += memchr::memchr_iter(b'\n', &appended[..complete]).count();
-                    tail.offset += complete as u64;
+                    let lines = Lines::new(&appended);
+                    tail.lines += lines.count();
+                    tail.offset += lines.complete_len() as u64;
                 }
             }
         }
@@ -121,8 +122,4 @@ impl Progress {
         let left = self.total.saturating_sub(self.done) as f64 / rate;
         (rate, Some(std::time::Duration::from_secs_f64(left)))
     }
-}
-
-fn memchr_last_newline(bytes: &[u8]) -> usize {
-    memchr::memrchr(b'\n', bytes).map_or(0, |p| p + 1)
 }

@@ -42,15 +42,12 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
             SupervisorError::io(format!("cannot read {}", path.display())),
         )?;
         saved += checked.records.len();
-        let complete_bytes = memchr::memrchr(b'\n', &checked.bytes).map_or(0, |p| p + 1);
-        let lines = memchr::memchr_iter(b'\n', &checked.bytes[..complete_bytes]).count();
-        files.insert(
-            agent.at,
-            FileSeen {
-                offset: complete_bytes as u64,
-                lines,
-            },
-        );
+        let lines = shared::records::Lines::new(&checked.bytes);
+        let seen = FileSeen {
+            offset: lines.complete_len() as u64,
+            lines: lines.count(),
+        };
+        files.insert(agent.at, seen);
         if checked.records.len() == agent.ids.len() {
             complete.insert(agent.at);
         }
