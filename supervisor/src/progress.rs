@@ -107,6 +107,11 @@ impl Progress {
         Some((tail.agent, after))
     }
 
+    /// Records counted in one agent file so far (capped at its items).
+    pub fn saved(&self, path: &Path) -> usize {
+        self.tails.get(path).map_or(0, |t| t.lines.min(t.items))
+    }
+
     pub fn done(&self) -> usize {
         self.done
     }

@@ -123,13 +123,11 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
     let live = LiveAgents::read(run).ok().flatten().unwrap_or_default();
     let live_by_name: HashMap<&str, _> =
         live.agents.iter().map(|a| (a.agent.as_str(), a)).collect();
-    let mut progress = Progress::new(run, plan);
+    let progress = Progress::new(run, plan);
     let mut agents = Vec::new();
     let (mut done_total, mut failed_items, mut to_run) = (0, 0, 0);
     for agent in plan.agents() {
-        let (_, done) = progress
-            .update(&run.agent_output(agent.at))
-            .unwrap_or((agent.at, 0));
+        let done = progress.saved(&run.agent_output(agent.at));
         let total = agent.ids.len();
         done_total += done;
         let past = history.get(&agent.name);

@@ -254,3 +254,44 @@ max_parallel = 4
         Some(30 - saved.len())
     );
 }
+
+#[test]
+fn a_nightshift_without_its_agent_says_how_to_get_it() {
+    let job = JobDir::new();
+    job.items(3);
+    job.write("job.toml", JOB);
+    // A copy of nightshift alone in a folder, with no nightshift-agent on PATH.
+    let lonely = job.path().join("bin");
+    std::fs::create_dir(&lonely).expect("mkdir");
+    let copy = lonely.join("nightshift");
+    std::fs::copy(nightshift_tests::binary("nightshift"), &copy).expect("copy nightshift");
+    let run = |agent_bin: Option<&std::path::Path>| {
+        let mut command = std::process::Command::new(&copy);
+        command
+            .args(["run", "job.toml", "--run-dir", "run", "-q"])
+            .current_dir(job.path())
+            .env("PATH", "/usr/bin:/bin")
+            .env_remove("NIGHTSHIFT_AGENT_BIN");
+        if let Some(agent) = agent_bin {
+            command.env("NIGHTSHIFT_AGENT_BIN", agent);
+        }
+        command.output().expect("run the copy")
+    };
+    let missing = run(None);
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("cannot find nightshift-agent"), "{stderr}");
+    assert!(
+        stderr.contains("cargo build --release"),
+        "says how to get it: {stderr}"
+    );
+    assert!(!job.run_dir().exists(), "nothing was started");
+
+    let found = run(Some(&nightshift_tests::binary("nightshift-agent")));
+    assert_eq!(
+        found.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&found.stderr)
+    );
+}
