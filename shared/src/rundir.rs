@@ -85,6 +85,11 @@ impl RunDir {
         self.agent_path(at, "jsonl")
     }
 
+    /// The batch script of the agent's Slurm job (executor = "slurm").
+    pub fn agent_batch_script(&self, at: AgentRef) -> PathBuf {
+        self.agent_path(at, "sbatch")
+    }
+
     pub fn agent_log(&self, at: AgentRef) -> PathBuf {
         self.agent_path(at, "log")
     }

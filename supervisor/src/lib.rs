@@ -32,6 +32,7 @@ pub mod run_setup;
 pub mod schedule;
 pub mod session;
 pub mod slot;
+pub mod slurm;
 pub mod status;
 pub mod supervise;
 pub mod sweep;

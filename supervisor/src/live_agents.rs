@@ -29,8 +29,11 @@ pub struct LiveAgents {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LiveAgent {
     pub agent: String,
+    /// 0 (and start_ticks 0) for an agent that runs as a Slurm job.
     pub pid: i32,
     pub start_ticks: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<u32>,
     pub attempt: u32,
     /// Records saved in its file, of `items`, at the last look.
     #[serde(default)]

@@ -98,6 +98,18 @@ impl MemoryWatch {
         }
     }
 
+    /// Under Slurm: nothing to sample or admit here. Slurm places each job by
+    /// its --mem (agent.memory_limit) and enforces it with its cgroups; the
+    /// run's ceiling and free-memory floor are per-node matters for Slurm.
+    pub fn for_slurm(settings: &JobSettings) -> Self {
+        let mut watch = Self::new(settings);
+        watch.per_agent = None;
+        watch.estimate = None;
+        watch.ceiling = None;
+        watch.min_free = None;
+        watch
+    }
+
     pub fn per_agent_limit(&self) -> Option<u64> {
         self.per_agent
     }

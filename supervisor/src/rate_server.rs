@@ -89,6 +89,14 @@ impl RateServer {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The environment that tells an agent where the broker is.
+    pub fn agent_env(&self) -> Vec<(String, std::ffi::OsString)> {
+        vec![(
+            "NIGHTSHIFT_SOCKET".to_owned(),
+            self.path.clone().into_os_string(),
+        )]
+    }
 }
 
 impl Drop for RateServer {

@@ -20,6 +20,9 @@ pub enum Outcome {
     Crashed(i32),
     Killed(KillReason),
     LaunchFailed(String),
+    /// A Slurm job ended by Slurm for a reason of its own (NODE_FAIL,
+    /// PREEMPTED, CANCELLED by somebody else, ...).
+    Slurm(&'static str),
 }
 
 impl fmt::Display for Outcome {
@@ -30,6 +33,7 @@ impl fmt::Display for Outcome {
             Self::Crashed(signal) => write!(f, "crashed (signal {signal})"),
             Self::Killed(reason) => write!(f, "killed ({reason})"),
             Self::LaunchFailed(error) => write!(f, "could not start: {error}"),
+            Self::Slurm(state) => write!(f, "ended by Slurm ({state})"),
         }
     }
 }
@@ -71,6 +75,7 @@ impl<'a> From<&'a AttemptRecord> for AttemptJson<'a> {
             Outcome::Crashed(signal) => ("crashed", None, Some(*signal), None),
             Outcome::Killed(reason) => ("killed", None, None, Some(reason.as_str().to_owned())),
             Outcome::LaunchFailed(error) => ("launch-failed", None, None, Some(error.clone())),
+            Outcome::Slurm(state) => ("slurm", None, None, Some((*state).to_owned())),
         };
         Self {
             agent: &a.agent,

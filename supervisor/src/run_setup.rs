@@ -57,10 +57,14 @@ pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
 /// exists, so a typo is a usage error and not a thousand failed items.
 pub fn resolve_agent(job: &Job) -> Result<Vec<OsString>> {
     if job.settings.executor.kind == ExecutorKind::Slurm {
-        return Err(SupervisorError::Unsupported(format!(
-            "{}: executor.kind = \"slurm\" is not available in this version; use \"local\"",
-            job.path.display()
-        )));
+        let missing = crate::slurm::missing_commands();
+        if !missing.is_empty() {
+            return Err(SupervisorError::Unsupported(format!(
+                "{}: executor.kind = \"slurm\" needs Slurm's client commands on PATH; not found: {}",
+                job.path.display(),
+                missing.join(", ")
+            )));
+        }
     }
     let agent = &job.settings.agent;
     let agent_argv = agent_program::resolve(agent.program.as_deref(), &job.dir)?;

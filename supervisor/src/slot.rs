@@ -9,17 +9,19 @@ use shared::plan::AgentPlan;
 
 use crate::cgroup::AgentCgroup;
 use crate::reaper::ExitHow;
+use crate::slurm::{self, JobEnd, JobState};
 use crate::tree::Tree;
+use nix::sys::signal::Signal;
 
 pub struct Slot<'p> {
     pub agent: &'p AgentPlan,
     pub attempt: u32,
-    /// The agent process: also its process group and session id.
+    /// The agent process (also its process group and session id), or under
+    /// Slurm the job id: the key of the supervisor's slots either way.
     pub pid: i32,
-    pub leader_start: u64,
     pub started: Instant,
     pub launched_at: String,
-    pub tree: Tree,
+    pub placement: Placement,
     /// Set once the agent process has been reaped.
     pub exit: Option<ExitHow>,
     /// agent.timeout, once known (a relative timeout becomes known later).
@@ -34,8 +36,29 @@ pub struct Slot<'p> {
     /// Resident memory of the whole tree at the last sample, and its peak.
     pub rss: u64,
     pub peak_rss: u64,
+}
+
+/// Where an attempt runs.
+pub enum Placement {
+    /// A child process of the supervisor, with its tree tracked through /proc.
+    Local(LocalTree),
+    /// A Slurm batch job: Slurm's cgroups hold its tree.
+    Slurm(SlurmJob),
+}
+
+pub struct LocalTree {
+    pub leader_start: u64,
+    pub tree: Tree,
     /// The attempt's memory cgroup, in cgroup mode.
     pub cgroup: Option<AgentCgroup>,
+}
+
+pub struct SlurmJob {
+    pub id: u32,
+    /// The state at the last look.
+    pub state: JobState,
+    /// Set once the job is final: Slurm has ended all its processes.
+    pub end: Option<JobEnd>,
 }
 
 /// Why the supervisor ended an agent's tree (the `reason` of `killed` events).
@@ -113,7 +136,71 @@ impl Slot<'_> {
 
     /// The agent and its whole tree are gone: the attempt is over.
     pub fn finished(&self) -> bool {
-        self.exit.is_some() && (self.kill.is_none() || self.tree.is_empty())
+        match &self.placement {
+            Placement::Local(local) => {
+                self.exit.is_some() && (self.kill.is_none() || local.tree.is_empty())
+            }
+            Placement::Slurm(job) => job.end.is_some(),
+        }
+    }
+
+    /// The graceful step of a kill: TERM to every process of the tree (under
+    /// Slurm: to every process of the job; a job still pending is cancelled).
+    /// The number of processes signalled, where known.
+    pub fn soft_kill(&mut self) -> usize {
+        match &mut self.placement {
+            Placement::Local(local) => local.tree.signal(Signal::SIGTERM),
+            Placement::Slurm(job) => {
+                let signal = (job.state != JobState::Pending).then_some("TERM");
+                if let Err(error) = slurm::cancel(job.id, signal) {
+                    tracing::warn!("scancel of job {} ({}): {error}", job.id, self.agent.name);
+                }
+                0
+            }
+        }
+    }
+
+    /// The hard step: KILL to what is left (under Slurm: KILL to the job's
+    /// processes, then the job cancelled outright).
+    pub fn hard_kill(&mut self) {
+        match &mut self.placement {
+            Placement::Local(local) => {
+                local.tree.signal(Signal::SIGKILL);
+            }
+            Placement::Slurm(job) => {
+                for signal in [Some("KILL"), None] {
+                    if let Err(error) = slurm::cancel(job.id, signal) {
+                        tracing::debug!("scancel of job {}: {error}", job.id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A Slurm job still waiting in the queue: its clocks have not started.
+    pub fn is_queued(&self) -> bool {
+        self.slurm().is_some_and(|j| j.state == JobState::Pending)
+    }
+
+    pub fn local(&self) -> Option<&LocalTree> {
+        match &self.placement {
+            Placement::Local(local) => Some(local),
+            Placement::Slurm(_) => None,
+        }
+    }
+
+    pub fn local_mut(&mut self) -> Option<&mut LocalTree> {
+        match &mut self.placement {
+            Placement::Local(local) => Some(local),
+            Placement::Slurm(_) => None,
+        }
+    }
+
+    pub fn slurm(&self) -> Option<&SlurmJob> {
+        match &self.placement {
+            Placement::Local(_) => None,
+            Placement::Slurm(job) => Some(job),
+        }
     }
 }
 

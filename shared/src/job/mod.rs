@@ -1,9 +1,11 @@
 //! The job file: typed settings, value types, and loading with located errors.
 
+mod executor;
 mod load;
 mod settings;
 mod values;
 
+pub use executor::{ExecutorKind, ExecutorSettings};
 pub use load::{line_column, Job, JobError, JobFileError};
 pub use settings::*;
 pub use values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::executor::ExecutorSettings;
 use super::values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -362,19 +363,4 @@ pub enum OutputFormat {
     Json,
     /// One record per line.
     Jsonl,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExecutorSettings {
-    #[serde(default)]
-    pub kind: ExecutorKind,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutorKind {
-    #[default]
-    Local,
-    Slurm,
 }

@@ -90,6 +90,7 @@ pub fn resume(
         complete: progress.complete,
         launches: launches_so_far(&run),
         files_seen: progress.files,
+        resumed: true,
     };
     drive(inputs, console, dir)
 }

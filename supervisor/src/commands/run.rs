@@ -45,6 +45,7 @@ pub fn run(
         complete: HashSet::new(),
         launches: HashMap::new(),
         files_seen: HashMap::new(),
+        resumed: false,
     };
     drive(inputs, console, &dir)
 }

@@ -18,18 +18,70 @@ use crate::proc_table;
 use crate::reaper::ExitHow;
 use crate::report::{AttemptRecord, Outcome};
 use crate::schedule::Phase;
-use crate::slot::{count_lines, KillReason, Slot};
+use crate::slot::{count_lines, KillReason, LocalTree, Placement, Slot};
 use crate::sweep::EndedTree;
 use crate::tree::Tree;
 
 impl<'a> Supervisor<'a> {
     pub(super) fn launch(&mut self, agent: &'a AgentPlan) -> Result<()> {
-        let settings = self.settings();
         let attempt = {
             let launches = self.inputs.launches.entry(agent.name.clone()).or_insert(0);
             *launches += 1;
             *launches
         };
+        let output = self.inputs.run.agent_output(agent.at);
+        let saved_at_launch = count_lines(&output);
+        let launched_at =
+            humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        let started = if self.slurm.is_some() {
+            self.submit_job(agent, attempt)
+        } else {
+            self.spawn_local(agent, attempt)
+        };
+        let (key, placement) = match started {
+            Ok(started) => started,
+            Err(error) => {
+                self.event("launch-failed", Some(&agent.name), json!({"error": error}))?;
+                let record = AttemptRecord {
+                    agent: agent.name.clone(),
+                    attempt,
+                    pid: None,
+                    launched: launched_at,
+                    seconds: 0.0,
+                    peak_rss: 0,
+                    outcome: Outcome::LaunchFailed(error),
+                };
+                return self.after_attempt(agent, record);
+            }
+        };
+        let now = Instant::now();
+        let phase = match self.gate.note_launch(now) {
+            Phase::Warmup => json!("warmup"),
+            Phase::Wave(n) => json!(format!("wave {n}")),
+            Phase::Free => serde_json::Value::Null,
+        };
+        let mut fields = json!({"attempt": attempt, "items": agent.ids.len(),
+                                "already_saved": saved_at_launch, "phase": phase});
+        match &placement {
+            Placement::Local(local) => {
+                fields["pid"] = json!(key);
+                fields["start_ticks"] = json!(local.leader_start);
+            }
+            Placement::Slurm(job) => fields["job_id"] = json!(job.id),
+        }
+        self.event("launched", Some(&agent.name), fields)?;
+        self.insert_slot(agent, attempt, key, placement, saved_at_launch, launched_at);
+        self.memory.note_launch(now);
+        Ok(())
+    }
+
+    /// Starts the agent as a child process (in its cgroup, in cgroup mode).
+    fn spawn_local(
+        &mut self,
+        agent: &AgentPlan,
+        attempt: u32,
+    ) -> std::result::Result<(i32, Placement), String> {
+        let settings = self.settings();
         let socket = self.rate.as_ref().map(|r| r.path().to_path_buf());
         let launcher = Launcher {
             argv: self.inputs.agent_argv,
@@ -39,61 +91,55 @@ impl<'a> Supervisor<'a> {
             log_limit: settings.limits.agent_log_limit.bytes(),
             socket: socket.as_deref(),
         };
-        let output = self.inputs.run.agent_output(agent.at);
-        let saved_at_launch = count_lines(&output);
-        let launched_at =
-            humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         let cgroup = self.agent_cgroup(agent, attempt);
-        let pid = match launcher.launch(agent, attempt, cgroup.as_ref().map(|c| c.join_path())) {
-            Ok(pid) => pid,
+        match launcher.launch(agent, attempt, cgroup.as_ref().map(|c| c.join_path())) {
+            Ok(pid) => {
+                let leader_start = proc_table::stat(pid).map_or(0, |s| s.start_ticks);
+                let tree = Tree::new(pid);
+                Ok((
+                    pid,
+                    Placement::Local(LocalTree {
+                        leader_start,
+                        tree,
+                        cgroup,
+                    }),
+                ))
+            }
             Err(error) => {
-                self.event(
-                    "launch-failed",
-                    Some(&agent.name),
-                    json!({"error": error.to_string()}),
-                )?;
-                let record = AttemptRecord {
-                    agent: agent.name.clone(),
-                    attempt,
-                    pid: None,
-                    launched: launched_at,
-                    seconds: 0.0,
-                    peak_rss: 0,
-                    outcome: Outcome::LaunchFailed(error.to_string()),
-                };
                 if let Some(cgroup) = cgroup {
                     cgroup.remove();
                 }
-                return self.after_attempt(agent, record);
+                Err(error.to_string())
             }
-        };
+        }
+    }
+
+    /// A slot for an attempt that has started (or, under Slurm, been submitted
+    /// or adopted). The clock of agent.timeout starts now.
+    pub(super) fn insert_slot(
+        &mut self,
+        agent: &'a AgentPlan,
+        attempt: u32,
+        key: i32,
+        placement: Placement,
+        saved_at_launch: usize,
+        launched_at: String,
+    ) {
         let now = Instant::now();
-        let leader_start = proc_table::stat(pid).map_or(0, |s| s.start_ticks);
-        let deadline = match settings.agent.timeout {
+        let deadline = match self.settings().agent.timeout {
             Some(AgentTimeout::Fixed(limit)) => Some(now + limit.get()),
             _ => None,
         };
-        let phase = match self.gate.note_launch(now) {
-            Phase::Warmup => json!("warmup"),
-            Phase::Wave(n) => json!(format!("wave {n}")),
-            Phase::Free => serde_json::Value::Null,
-        };
-        self.event(
-            "launched",
-            Some(&agent.name),
-            json!({"pid": pid, "start_ticks": leader_start, "attempt": attempt, "items": agent.ids.len(),
-                   "already_saved": saved_at_launch, "phase": phase}),
-        )?;
+        let output = self.inputs.run.agent_output(agent.at);
         self.slots.insert(
-            pid,
+            key,
             Slot {
                 agent,
                 attempt,
-                pid,
-                leader_start,
+                pid: key,
                 started: now,
                 launched_at,
-                tree: Tree::new(pid),
+                placement,
                 exit: None,
                 deadline,
                 saved_at_launch,
@@ -103,12 +149,9 @@ impl<'a> Supervisor<'a> {
                 kill: None,
                 rss: 0,
                 peak_rss: 0,
-                cgroup,
             },
         );
-        self.memory.note_launch(now);
         self.live_dirty = true;
-        Ok(())
     }
 
     /// Rewrites live.json if the set of running agents changed.
@@ -125,8 +168,9 @@ impl<'a> Supervisor<'a> {
                 .values()
                 .map(|s| LiveAgent {
                     agent: s.agent.name.clone(),
-                    pid: s.pid,
-                    start_ticks: s.leader_start,
+                    pid: if s.local().is_some() { s.pid } else { 0 },
+                    start_ticks: s.local().map_or(0, |l| l.leader_start),
+                    job_id: s.slurm().map(|j| j.id),
                     attempt: s.attempt,
                     done: s.done,
                     items: s.agent.ids.len(),
@@ -150,16 +194,23 @@ impl<'a> Supervisor<'a> {
         self.memory.note_peak(slot.peak_rss);
         // The kernel's OOM killer struck inside the agent's cgroup: that is its
         // memory limit, whatever the exit status says.
-        let kernel_oom =
-            slot.kill.is_none() && slot.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0);
+        let kernel_oom = slot.kill.is_none()
+            && slot
+                .local()
+                .and_then(|l| l.cgroup.as_ref())
+                .is_some_and(|c| c.oom_kills() > 0);
         if kernel_oom {
             let fields =
                 json!({"pid": pid, "reason": "memory", "by": "kernel", "peak_rss": slot.peak_rss});
             self.event("killed", Some(&slot.agent.name), fields)?;
         }
+        let slurm_end = slot.slurm().and_then(|j| j.end);
         let outcome = match (slot.kill, slot.exit) {
             _ if kernel_oom => Outcome::Killed(KillReason::Memory),
             (Some(kill), _) => Outcome::Killed(kill.reason),
+            (None, _) if slurm_end.is_some() => {
+                slurm_end.map_or(Outcome::Failed(-1), |e| e.outcome())
+            }
             (None, Some(ExitHow::Code(0))) => Outcome::Succeeded,
             (None, Some(ExitHow::Code(code))) => Outcome::Failed(code),
             (None, Some(ExitHow::Signal(signal))) => Outcome::Crashed(signal),
@@ -179,12 +230,14 @@ impl<'a> Supervisor<'a> {
             peak_rss: slot.peak_rss,
             outcome,
         };
-        self.leftovers.ended.push(EndedTree {
-            agent: slot.agent.name.clone(),
-            leader_start: slot.leader_start,
-            tree: slot.tree,
-            cgroup: slot.cgroup,
-        });
+        if let Placement::Local(local) = slot.placement {
+            self.leftovers.ended.push(EndedTree {
+                agent: slot.agent.name.clone(),
+                leader_start: local.leader_start,
+                tree: local.tree,
+                cgroup: local.cgroup,
+            });
+        }
         self.live_dirty = true;
         self.after_attempt(slot.agent, record)
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use shared::job::{Deadline, Job, JobSettings};
+use shared::job::{Deadline, ExecutorKind, Job, JobSettings};
 use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
@@ -39,7 +39,10 @@ use crate::sweep::Leftovers;
 use crate::timeouts::PerItemTimes;
 
 mod attempts;
+mod slurm_jobs;
 mod watch;
+
+use slurm_jobs::SlurmRun;
 
 /// How often a tree being killed is checked for its last process.
 const KILL_POLL: Duration = Duration::from_millis(10);
@@ -59,6 +62,8 @@ pub struct RunInputs<'a> {
     pub until: Option<Deadline>,
     /// Agent files already read (resume), so progress starts without reading them again.
     pub files_seen: HashMap<AgentRef, FileSeen>,
+    /// A resume: live Slurm jobs of the run are adopted, not cancelled.
+    pub resumed: bool,
 }
 
 /// How the loop ended.
@@ -142,6 +147,8 @@ pub struct Supervisor<'a> {
     schedule_wake: Option<Instant>,
     /// Sampling ticks so far.
     ticks: u64,
+    /// executor = "slurm": agents are batch jobs.
+    slurm: Option<SlurmRun>,
 }
 
 impl<'a> Supervisor<'a> {
@@ -181,7 +188,34 @@ impl<'a> Supervisor<'a> {
             .until
             .or(settings.schedule.deadline)
             .map(|d| deadline_instant(d, now));
-        let (cgroups, memory_mode) = crate::memory::choose_mode(settings)?;
+        let slurm = (settings.executor.kind == ExecutorKind::Slurm)
+            .then(|| SlurmRun::new(inputs.run.root(), settings.executor.poll_interval.get()));
+        let (cgroups, memory_mode, memory) = if slurm.is_some() {
+            let mode = match settings.agent.memory_limit {
+                Some(limit) => {
+                    format!("Slurm enforces agent.memory_limit {limit} per job (sbatch --mem)")
+                }
+                None => "Slurm (no agent.memory_limit: the partition's default memory per job)"
+                    .to_owned(),
+            };
+            if settings.limits.ram_ceiling.is_some() || settings.limits.min_free.is_some() {
+                console.line("memory: limits.ram_ceiling and limits.min_free do not apply under Slurm (Slurm places each job by its --mem)");
+            }
+            console.line(&format!(
+                "executor: Slurm (jobs named {}*); {} must be on a filesystem every node shares",
+                crate::slurm::job_prefix(inputs.run.root()),
+                inputs.run.root().display()
+            ));
+            if let Some(kind) = crate::slurm::node_local_filesystem(inputs.run.root()) {
+                console.line(&format!(
+                    "warning: the run directory is on {kind}, which only this machine sees: fine for a one-node cluster, lost work elsewhere"
+                ));
+            }
+            (None, mode, MemoryWatch::for_slurm(settings))
+        } else {
+            let (cgroups, mode) = crate::memory::choose_mode(settings)?;
+            (cgroups, mode, MemoryWatch::new(settings))
+        };
         console.line(&format!("memory: {memory_mode}"));
         let max_parallel = inputs
             .job
@@ -210,7 +244,7 @@ impl<'a> Supervisor<'a> {
             boot_id: proc_table::boot_id(),
             live,
             live_dirty: false,
-            memory: MemoryWatch::new(settings),
+            memory,
             cgroups,
             memory_mode,
             requeued: Vec::new(),
@@ -229,6 +263,7 @@ impl<'a> Supervisor<'a> {
             drain_until: None,
             schedule_wake: None,
             ticks: 0,
+            slurm,
             inputs,
         })
     }
@@ -255,6 +290,7 @@ impl<'a> Supervisor<'a> {
                    "supervisor_pid": self.me, "already_complete": self.inputs.complete.len(),
                    "memory_mode": self.memory_mode}),
         )?;
+        self.find_slurm_jobs()?;
         let mut problems = Vec::new();
         for segment in &plan.segments {
             if self.stop != Stop::No {
@@ -320,8 +356,14 @@ impl<'a> Supervisor<'a> {
     /// Launches and watches the agents of one segment until every attempt,
     /// retries included, has ended (or a shutdown or halt has ended them).
     fn run_segment(&mut self, segment: &'a SegmentPlan, todo: Vec<&'a AgentPlan>) -> Result<()> {
-        let mut queue: VecDeque<&'a AgentPlan> = todo.into();
         self.segment_number = segment.number;
+        // A resumed run's jobs still in Slurm's hands are watched, not redone.
+        let mut queue = VecDeque::new();
+        for agent in todo {
+            if !self.adopt_job(agent)? {
+                queue.push_back(agent);
+            }
+        }
         self.gate.start_segment(Instant::now());
         self.console
             .segment_started(segment, self.inputs.plan.segments.len());
@@ -418,6 +460,9 @@ impl<'a> Supervisor<'a> {
         }
         for retry in &self.retries {
             wake = wake.min(retry.at);
+        }
+        if let Some(slurm) = self.slurm.as_ref().filter(|_| !self.slots.is_empty()) {
+            wake = wake.min(slurm.next_poll);
         }
         for slot in self.slots.values() {
             match slot.kill {

@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use nix::sys::signal::Signal;
 use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
@@ -20,6 +19,9 @@ use crate::slot::{Kill, KillReason, Slot};
 
 /// Cgroup files are read on one sampling tick out of this many.
 const CGROUP_EVERY_TICKS: u64 = 4;
+
+/// After a scancel, how soon the job's state is asked again.
+const SLURM_KILL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl<'a> Supervisor<'a> {
     pub(super) fn on_message(&mut self, message: Msg) -> Result<()> {
@@ -68,6 +70,7 @@ impl<'a> Supervisor<'a> {
             self.next_tick = now + self.settings().limits.sample_interval.get();
         }
         self.watch_deadline(now)?;
+        self.poll_slurm(now)?;
         let stall_timeout = self.settings().agent.stall_timeout.map(|d| d.get());
         let pids: Vec<i32> = self.slots.keys().copied().collect();
         for pid in pids {
@@ -75,6 +78,7 @@ impl<'a> Supervisor<'a> {
                 continue;
             };
             match slot.kill {
+                None if slot.is_queued() => {}
                 None if slot.exit.is_none() && slot.timed_out(now) => {
                     self.start_kill(pid, KillReason::Timeout)?
                 }
@@ -82,7 +86,7 @@ impl<'a> Supervisor<'a> {
                     self.start_kill(pid, KillReason::Stall)?
                 }
                 Some(kill) if !kill.hard_sent && now >= kill.hard_at => {
-                    slot.tree.signal(Signal::SIGKILL);
+                    slot.hard_kill();
                     slot.kill = Some(Kill {
                         hard_sent: true,
                         ..kill
@@ -117,22 +121,27 @@ impl<'a> Supervisor<'a> {
         // by the tree walk and orphans by adoption; the cgroup is the backstop.
         let read_cgroups = self.ticks.is_multiple_of(CGROUP_EVERY_TICKS);
         for slot in self.slots.values_mut() {
-            // A cgroup keeps every descendant, however it daemonised.
-            if let Some(cgroup) = slot.cgroup.as_ref().filter(|_| read_cgroups) {
-                for pid in cgroup.pids() {
-                    if !slot.tree.contains(pid) {
-                        if let Some(stat) = proc_table::stat(pid) {
-                            slot.tree.adopt(&stat);
+            // Under Slurm the tree is on another node, in Slurm's hands.
+            if let Some(local) = slot.local_mut() {
+                // A cgroup keeps every descendant, however it daemonised.
+                if let Some(cgroup) = local.cgroup.as_ref().filter(|_| read_cgroups) {
+                    for pid in cgroup.pids() {
+                        if !local.tree.contains(pid) {
+                            if let Some(stat) = proc_table::stat(pid) {
+                                local.tree.adopt(&stat);
+                            }
                         }
                     }
                 }
+                let pages: u64 = local.tree.refresh().iter().map(|s| s.rss_pages).sum();
+                total_pages += pages;
+                slot.rss = pages * page;
+                slot.peak_rss = slot.peak_rss.max(slot.rss);
             }
-            let pages: u64 = slot.tree.refresh().iter().map(|s| s.rss_pages).sum();
-            total_pages += pages;
-            slot.rss = pages * page;
-            slot.peak_rss = slot.peak_rss.max(slot.rss);
-            // Without notify, growth of the agent file is looked for here.
-            if self.watch.is_none() {
+            // Without notify, or for agents writing from other nodes (whose
+            // writes notify may not see), growth of the agent file is looked
+            // for here.
+            if self.watch.is_none() || slot.slurm().is_some() {
                 let output = run.agent_output(slot.agent.at);
                 slot.observe_output(&output, now);
                 if let Some((_, done)) = self.progress.update(&output) {
@@ -175,7 +184,12 @@ impl<'a> Supervisor<'a> {
             .slots
             .values()
             .filter(running)
-            .filter(|s| read_cgroups && s.cgroup.as_ref().is_some_and(|c| c.oom_kills() > 0))
+            .filter(|s| {
+                read_cgroups
+                    && s.local()
+                        .and_then(|l| l.cgroup.as_ref())
+                        .is_some_and(|c| c.oom_kills() > 0)
+            })
             .map(|s| (s.pid, s.agent.name.clone()))
             .collect();
         for (pid, name) in struck {
@@ -223,7 +237,10 @@ impl<'a> Supervisor<'a> {
         // that also starts every agent), so its list is the one to read.
         for pid in proc_table::thread_children(self.me, self.me) {
             if self.slots.contains_key(&pid)
-                || self.slots.values().any(|s| s.tree.contains(pid))
+                || self
+                    .slots
+                    .values()
+                    .any(|s| s.local().is_some_and(|l| l.tree.contains(pid)))
                 || self.leftovers.knows(pid)
             {
                 continue;
@@ -237,8 +254,8 @@ impl<'a> Supervisor<'a> {
                     || stat.sid == s.pid
                     || agent_name.as_deref() == Some(s.agent.name.as_str())
             };
-            match self.slots.values_mut().find(from) {
-                Some(slot) => slot.tree.adopt(&stat),
+            match self.slots.values_mut().find(from).and_then(Slot::local_mut) {
+                Some(local) => local.tree.adopt(&stat),
                 None => self.leftovers.adopt(stat, agent_name.as_deref()),
             }
         }
@@ -252,7 +269,13 @@ impl<'a> Supervisor<'a> {
         if slot.kill.is_some() {
             return Ok(());
         }
-        let processes = slot.tree.signal(Signal::SIGTERM);
+        let processes = slot.soft_kill();
+        if slot.slurm().is_some() {
+            // The job's end is looked for soon, not a poll interval later.
+            if let Some(slurm) = self.slurm.as_mut() {
+                slurm.next_poll = slurm.next_poll.min(Instant::now() + SLURM_KILL_POLL);
+            }
+        }
         slot.kill = Some(Kill {
             reason,
             hard_at: Instant::now() + grace,
@@ -324,6 +347,7 @@ impl<'a> Supervisor<'a> {
     pub(super) fn sweep(&mut self, names: &HashSet<String>, reason: KillReason) -> Result<()> {
         let grace = self.settings().agent.kill_grace.get();
         self.adopt_orphans();
+        self.sweep_slurm(names, reason)?;
         let rounds = self.leftovers.sweep(self.inputs.run.root(), names, grace);
         for round in rounds {
             for (agent, processes) in round {
