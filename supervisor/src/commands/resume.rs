@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::json;
 
 use shared::exit_codes;
-use shared::job::Deadline;
+use shared::job::{Deadline, ExecutorKind};
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
@@ -50,7 +50,14 @@ pub fn resume(
     restore_missing_tasks(&run, &plan, &job)?;
     let mut events =
         EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
-    let ended = end_leftovers(&run, job.settings.agent.kill_grace.get())?;
+    // Under Slurm the previous supervisor's agents are jobs, adopted once the
+    // run goes on (their processes may even run on this machine, as on a
+    // one-node cluster: they are not leftovers).
+    let ended = if job.settings.executor.kind == ExecutorKind::Slurm {
+        0
+    } else {
+        end_leftovers(&run, job.settings.agent.kill_grace.get())?
+    };
     if ended > 0 {
         println!("ended {ended} leftover process(es) of the previous supervisor");
     }

@@ -347,7 +347,11 @@ impl<'a> Supervisor<'a> {
     pub(super) fn sweep(&mut self, names: &HashSet<String>, reason: KillReason) -> Result<()> {
         let grace = self.settings().agent.kill_grace.get();
         self.adopt_orphans();
-        self.sweep_slurm(names, reason)?;
+        if self.slurm.is_some() {
+            // Slurm's cgroups end each job's tree; what is left to end are
+            // jobs no slot watches.
+            return self.sweep_slurm(names, reason);
+        }
         let rounds = self.leftovers.sweep(self.inputs.run.root(), names, grace);
         for round in rounds {
             for (agent, processes) in round {
