@@ -42,6 +42,9 @@ pub struct AgentStatus {
     pub done: usize,
     pub total: usize,
     pub pid: Option<i32>,
+    /// The Slurm job, under executor = "slurm".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<u32>,
     pub rss: Option<u64>,
     pub reason: Option<String>,
     pub attempts: u32,
@@ -61,8 +64,10 @@ pub struct ResumePlan {
 #[derive(Default)]
 struct AgentHistory {
     attempts: u32,
-    /// Launched and not (yet) exited.
-    running_pid: Option<i32>,
+    /// Launched (or adopted) and not (yet) exited.
+    running: bool,
+    /// Its last attempt was stopped because the run stopped (Ctrl-C, deadline).
+    stopped: bool,
     last_failure: Option<String>,
     last_succeeded: bool,
     waiting: bool,
@@ -83,23 +88,31 @@ fn fold_events(run: &RunDir) -> (HashMap<String, AgentHistory>, Option<String>) 
         };
         let history = agents.entry(name.to_owned()).or_default();
         match kind {
-            "launched" => {
-                history.attempts += 1;
-                history.running_pid = event["pid"].as_i64().and_then(|p| i32::try_from(p).ok());
+            "launched" | "adopted" => {
+                if kind == "launched" {
+                    history.attempts += 1;
+                }
+                history.running = true;
+                history.stopped = false;
                 history.waiting = false;
                 history.last_failure = None;
             }
-            "killed" if history.running_pid.is_some() => {
-                history.last_failure = event["reason"].as_str().map(|r| format!("killed ({r})"));
+            "killed" if history.running => {
+                let reason = event["reason"].as_str().unwrap_or("");
+                history.stopped = matches!(reason, "shutdown" | "deadline");
+                history.last_failure = Some(format!("killed ({reason})"));
             }
             "exited" => {
-                history.running_pid = None;
+                history.running = false;
                 let code = event["code"].as_i64();
                 history.last_succeeded = code == Some(0) && history.last_failure.is_none();
                 if history.last_failure.is_none() && !history.last_succeeded {
                     history.last_failure = Some(match (code, event["signal"].as_i64()) {
                         (Some(code), _) => format!("exit code {code}"),
                         (None, Some(signal)) => format!("signal {signal}"),
+                        _ if event["state"].is_string() => {
+                            format!("Slurm: {}", event["state"].as_str().unwrap_or(""))
+                        }
                         _ => "ended".to_owned(),
                     });
                 }
@@ -138,7 +151,7 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
             "running"
         } else if past.is_some_and(|h| h.waiting) && alive {
             "waiting"
-        } else if past.is_some_and(|h| h.running_pid.is_some()) && !alive {
+        } else if past.is_some_and(|h| h.running || h.stopped) && !alive {
             "interrupted"
         } else if past
             .is_some_and(|h| h.attempts > 0 && !h.last_succeeded || h.last_failure.is_some())
@@ -158,7 +171,8 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
             state,
             done,
             total,
-            pid: now_live.map(|l| l.pid),
+            pid: now_live.filter(|l| l.pid > 0).map(|l| l.pid),
+            job_id: now_live.and_then(|l| l.job_id),
             rss: now_live.map(|l| l.rss),
             reason: past
                 .and_then(|h| h.last_failure.clone())

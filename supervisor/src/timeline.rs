@@ -95,6 +95,11 @@ pub fn read_timeline(run: &RunDir) -> Timeline {
                     (None, None, Some(signal)) => {
                         ("crashed".to_owned(), format!("signal {signal}"))
                     }
+                    // A Slurm job ended by Slurm (NODE_FAIL, PREEMPTED, ...).
+                    (None, None, None) if event["state"].is_string() => (
+                        "failed".to_owned(),
+                        format!("Slurm: {}", event["state"].as_str().unwrap_or("")),
+                    ),
                     _ => ("failed".to_owned(), "ended".to_owned()),
                 };
                 bar.outcome = outcome;

@@ -60,8 +60,10 @@ fn of_kind<'e>(all: &'e [Value], kind: &str) -> Vec<&'e Value> {
     all.iter().filter(|e| e["event"] == kind).collect()
 }
 
-/// The demo job; `executor` is appended as it is.
-fn demo_job(job: &JobDir, items: usize, latency: &str, executor: &str) {
+/// The demo job; `executor` is appended as it is. Demo failures depend on
+/// the agent's attempt number: with `fail_rate` > 0, only runs that launch
+/// each agent the same number of times give the same records.
+fn demo_job(job: &JobDir, items: usize, latency: &str, fail_rate: f64, executor: &str) {
     job.items(items);
     job.write(
         "job.toml",
@@ -81,7 +83,7 @@ retries = 3
 retry_backoff = "100ms"
 [agent.demo]
 latency = "{latency}"
-fail_rate = 0.1
+fail_rate = {fail_rate}
 [limits]
 max_parallel = 8
 {executor}
@@ -89,6 +91,8 @@ max_parallel = 8
         ),
     );
 }
+
+const FAIL_RATE: f64 = 0.1;
 
 const SLURM: &str = "[executor]\nkind = \"slurm\"\npoll_interval = \"200ms\"\n";
 
@@ -98,13 +102,13 @@ fn the_demo_job_gives_the_same_final_json_under_slurm_as_locally() {
         return;
     }
     let local = JobDir::new();
-    demo_job(&local, 60, "10ms", "");
+    demo_job(&local, 60, "10ms", FAIL_RATE, "");
     local
         .nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
 
     let on_slurm = JobDir::new();
-    demo_job(&on_slurm, 60, "10ms", SLURM);
+    demo_job(&on_slurm, 60, "10ms", FAIL_RATE, SLURM);
     let run = on_slurm.run_dir();
     let _cancel = CancelJobs(&run);
     let finished = on_slurm.nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -272,13 +276,13 @@ fn a_supervisor_killed_mid_run_is_resumed_and_adopts_its_running_jobs() {
         return;
     }
     let local = JobDir::new();
-    demo_job(&local, 40, "300ms", "");
+    demo_job(&local, 40, "300ms", FAIL_RATE, "");
     local
         .nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
 
     let job = JobDir::new();
-    demo_job(&job, 40, "300ms", SLURM);
+    demo_job(&job, 40, "300ms", FAIL_RATE, SLURM);
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -341,7 +345,7 @@ fn a_supervisor_killed_mid_run_is_resumed_and_adopts_its_running_jobs() {
 #[test]
 fn without_slurms_commands_a_slurm_job_is_a_usage_error() {
     let job = JobDir::new();
-    demo_job(&job, 4, "1ms", SLURM);
+    demo_job(&job, 4, "1ms", FAIL_RATE, SLURM);
     let finished = wait_with_deadline(
         Command::new(nightshift_tests::binary("nightshift"))
             .args(["run", "job.toml"])
@@ -360,4 +364,79 @@ fn without_slurms_commands_a_slurm_job_is_a_usage_error() {
         finished.stderr
     );
     assert!(!job.run_dir().join("events.jsonl").exists());
+}
+
+#[test]
+fn ctrl_c_cancels_every_job_and_the_run_resumes_to_the_same_output() {
+    if !slurm_ready() {
+        return;
+    }
+    let local = JobDir::new();
+    demo_job(&local, 40, "500ms", 0.0, "");
+    local
+        .nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(0);
+
+    let job = JobDir::new();
+    demo_job(&job, 40, "500ms", 0.0, SLURM);
+    let run = job.run_dir();
+    let _cancel = CancelJobs(&run);
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    let running = wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(run.join("segment_01/orch_01/agent_01.jsonl"))
+            .is_ok_and(|text| !text.is_empty())
+    });
+    assert!(running, "the first agent never saved anything");
+    // `status` from another terminal names each running agent's job.
+    let status = job.nightshift(&["status", "run", "--json"]);
+    status.expect_code(0);
+    let status: Value = serde_json::from_str(&status.stdout).expect("status --json");
+    let running_jobs: Vec<&Value> = status["agents"]
+        .as_array()
+        .expect("agents")
+        .iter()
+        .filter(|a| a["state"] == "running")
+        .collect();
+    assert!(!running_jobs.is_empty(), "{status}");
+    assert!(
+        running_jobs.iter().all(|a| a["job_id"].is_u64()),
+        "{status}"
+    );
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("the supervisor takes SIGINT");
+    let stopped = wait_with_deadline(child, Duration::from_secs(60));
+    assert_eq!(stopped.code, Some(130), "{}", stopped.stdout);
+    let submitted: Vec<String> = of_kind(&events(&run), "launched")
+        .iter()
+        .filter_map(|e| e["job_id"].as_u64())
+        .map(|id| id.to_string())
+        .collect();
+    let queue = Command::new("squeue")
+        .args([
+            "--noheader",
+            "--format=%i %T",
+            "--jobs",
+            &submitted.join(","),
+        ])
+        .output()
+        .expect("squeue runs");
+    let queue = String::from_utf8_lossy(&queue.stdout);
+    assert!(
+        !queue.contains("RUNNING") && !queue.contains("PENDING") && !queue.contains("COMPLETING"),
+        "jobs outlived the supervisor:\n{queue}"
+    );
+    let status = job.nightshift(&["status", "run"]);
+    assert!(status.stdout.contains("interrupted"), "{}", status.stdout);
+
+    job.nightshift(&["resume", "run"]).expect_code(0);
+    let local_final = std::fs::read(local.run_dir().join("final.json")).expect("local final.json");
+    let resumed_final = std::fs::read(run.join("final.json")).expect("final.json");
+    assert!(
+        local_final == resumed_final,
+        "final.json differs after the resume"
+    );
 }

@@ -62,7 +62,11 @@ fn describe(s: &RunStatus) -> String {
         }
         text.push_str(&format!("{title}:\n"));
         for agent in listed.iter().take(LISTED) {
-            let pid = agent.pid.map_or_else(String::new, |p| format!("  pid {p}"));
+            let pid = match (agent.pid, agent.job_id) {
+                (_, Some(job)) => format!("  job {job}"),
+                (Some(pid), None) => format!("  pid {pid}"),
+                (None, None) => String::new(),
+            };
             let rss = agent
                 .rss
                 .map_or_else(String::new, |r| format!("  {}", size(r)));
