@@ -65,6 +65,7 @@ pub fn resolve_agent(job: &Job) -> Result<Vec<OsString>> {
                 missing.join(", ")
             )));
         }
+        check_slurm_resources(job)?;
     }
     let agent = &job.settings.agent;
     let agent_argv = agent_program::resolve(agent.program.as_deref(), &job.dir)?;
@@ -159,4 +160,22 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
         .map_err(|e| SupervisorError::io("cannot encode JSON")(e.into()))?;
     bytes.push(b'\n');
     Ok(bytes)
+}
+
+/// `sbatch --test-only` with the job's partition, account, extra arguments
+/// and limits: a cluster that would refuse every agent is a usage error now,
+/// not a night of failed submissions.
+fn check_slurm_resources(job: &Job) -> Result<()> {
+    let settings = &job.settings;
+    let resources = crate::slurm::resource_args(
+        &settings.executor,
+        settings.agent.memory_limit.map(|m| m.bytes()),
+        crate::slurm::TimeLimit::for_agent(settings.agent.timeout),
+    );
+    crate::slurm::test_submission(resources).map_err(|error| {
+        SupervisorError::Unsupported(format!(
+            "{}: [executor] Slurm would not accept the agents' jobs: {error}",
+            job.path.display()
+        ))
+    })
 }

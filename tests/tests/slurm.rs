@@ -440,3 +440,26 @@ fn ctrl_c_cancels_every_job_and_the_run_resumes_to_the_same_output() {
         "final.json differs after the resume"
     );
 }
+
+#[test]
+fn a_partition_slurm_does_not_know_is_a_usage_error_before_anything_starts() {
+    if !slurm_ready() {
+        return;
+    }
+    let job = JobDir::new();
+    demo_job(
+        &job,
+        4,
+        "1ms",
+        FAIL_RATE,
+        "[executor]\nkind = \"slurm\"\npartition = \"no-such-partition\"\n",
+    );
+    let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    finished.expect_code(2);
+    assert!(
+        finished.stderr.contains("no-such-partition") || finished.stderr.contains("partition"),
+        "{}",
+        finished.stderr
+    );
+    assert!(!job.run_dir().join("events.jsonl").exists());
+}

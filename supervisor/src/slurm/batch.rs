@@ -11,7 +11,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use shared::job::ExecutorSettings;
+use shared::job::{AgentTimeout, ExecutorSettings};
 
 /// Slurm's time limit for a job: whole minutes, at least one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,15 @@ impl TimeLimit {
     /// first; this one is the backstop for a supervisor that is gone.
     pub fn covering(timeout: Duration) -> Self {
         Self(timeout.as_secs().div_ceil(60).max(1))
+    }
+
+    /// The limit for agent.timeout; none for a relative timeout, unknown
+    /// when the job is submitted.
+    pub fn for_agent(timeout: Option<AgentTimeout>) -> Option<Self> {
+        match timeout {
+            Some(AgentTimeout::Fixed(limit)) => Some(Self::covering(limit.get())),
+            _ => None,
+        }
     }
 }
 
@@ -82,22 +91,38 @@ impl Submission<'_> {
         };
         with_path("--output=", self.log);
         with_path("--chdir=", self.job_dir);
-        if let Some(bytes) = self.memory_limit {
-            args.push(format!("--mem={}M", bytes.div_ceil(1 << 20).max(1)).into());
-        }
-        if let Some(TimeLimit(minutes)) = self.time_limit {
-            args.push(format!("--time={minutes}").into());
-        }
-        if let Some(partition) = &self.settings.partition {
-            args.push(format!("--partition={partition}").into());
-        }
-        if let Some(account) = &self.settings.account {
-            args.push(format!("--account={account}").into());
-        }
-        args.extend(self.settings.sbatch_args.iter().map(OsString::from));
+        args.extend(resource_args(
+            self.settings,
+            self.memory_limit,
+            self.time_limit,
+        ));
         args.push(self.script.as_os_str().to_owned());
         args
     }
+}
+
+/// The arguments that say what a job may use and where it goes: its limits
+/// and the job file's Slurm settings.
+pub fn resource_args(
+    settings: &ExecutorSettings,
+    memory_limit: Option<u64>,
+    time_limit: Option<TimeLimit>,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(bytes) = memory_limit {
+        args.push(format!("--mem={}M", bytes.div_ceil(1 << 20).max(1)).into());
+    }
+    if let Some(TimeLimit(minutes)) = time_limit {
+        args.push(format!("--time={minutes}").into());
+    }
+    if let Some(partition) = &settings.partition {
+        args.push(format!("--partition={partition}").into());
+    }
+    if let Some(account) = &settings.account {
+        args.push(format!("--account={account}").into());
+    }
+    args.extend(settings.sbatch_args.iter().map(OsString::from));
+    args
 }
 
 /// `bytes` in single quotes for sh: a quote inside becomes '\''.

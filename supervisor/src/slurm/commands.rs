@@ -84,6 +84,16 @@ pub fn submit(submission: &Submission) -> Result<u32, SlurmError> {
     })
 }
 
+/// Asks Slurm whether a job with these resources would be accepted
+/// (`sbatch --test-only`: nothing is submitted), so a wrong partition,
+/// account or argument is found before the run starts.
+pub fn test_submission(resources: Vec<std::ffi::OsString>) -> Result<(), SlurmError> {
+    let mut args = vec![std::ffi::OsString::from("--test-only")];
+    args.extend(resources);
+    args.push("--wrap=true".into());
+    run_ok("sbatch", args).map(|_| ())
+}
+
 /// This user's jobs whose names start with `prefix`, finished ones included
 /// while Slurm still lists them (MinJobAge).
 pub fn our_jobs(prefix: &str) -> Result<Vec<QueuedJob>, SlurmError> {

@@ -12,8 +12,10 @@ mod batch;
 mod commands;
 mod state;
 
-pub use batch::{Submission, TimeLimit};
-pub use commands::{cancel, final_state, our_jobs, submit, QueuedJob, SlurmError};
+pub use batch::{resource_args, Submission, TimeLimit};
+pub use commands::{
+    cancel, final_state, our_jobs, submit, test_submission, QueuedJob, SlurmError,
+};
 pub use state::{JobEnd, JobState};
 
 use std::path::Path;

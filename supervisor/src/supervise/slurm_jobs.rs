@@ -150,10 +150,6 @@ impl<'a> Supervisor<'a> {
         if let Some(rate) = &self.rate {
             env.extend(rate.agent_env());
         }
-        let time_limit = match settings.agent.timeout {
-            Some(AgentTimeout::Fixed(limit)) => Some(TimeLimit::covering(limit.get())),
-            _ => None,
-        };
         let name = slurm::job_name(run.root(), agent.at);
         let script = run.agent_batch_script(agent.at);
         let log = run.agent_log(agent.at);
@@ -166,7 +162,7 @@ impl<'a> Supervisor<'a> {
             script: &script,
             log: &log,
             memory_limit: settings.agent.memory_limit.map(|m| m.bytes()),
-            time_limit,
+            time_limit: TimeLimit::for_agent(settings.agent.timeout),
         };
         let id = slurm::submit(&submission).map_err(|e| e.to_string())?;
         let placement = Placement::Slurm(SlurmJob {
