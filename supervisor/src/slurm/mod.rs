@@ -13,9 +13,7 @@ mod commands;
 mod state;
 
 pub use batch::{resource_args, Submission, TimeLimit};
-pub use commands::{
-    cancel, final_state, our_jobs, submit, test_submission, QueuedJob, SlurmError,
-};
+pub use commands::{cancel, final_state, our_jobs, submit, test_submission, QueuedJob, SlurmError};
 pub use state::{JobEnd, JobState};
 
 use std::path::Path;
