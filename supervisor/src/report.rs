@@ -43,6 +43,8 @@ pub struct AttemptRecord {
     pub agent: String,
     pub attempt: u32,
     pub pid: Option<i32>,
+    /// The Slurm job (executor = "slurm"; pid is then None).
+    pub job_id: Option<u32>,
     pub launched: String,
     pub seconds: f64,
     /// Peak resident memory of the attempt's whole process tree, bytes.
@@ -55,6 +57,8 @@ struct AttemptJson<'a> {
     agent: &'a str,
     attempt: u32,
     pid: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_id: Option<u32>,
     launched: &'a str,
     seconds: f64,
     peak_rss: u64,
@@ -81,6 +85,7 @@ impl<'a> From<&'a AttemptRecord> for AttemptJson<'a> {
             agent: &a.agent,
             attempt: a.attempt,
             pid: a.pid,
+            job_id: a.job_id,
             launched: &a.launched,
             seconds: a.seconds,
             peak_rss: a.peak_rss,

@@ -199,6 +199,12 @@ item_retries = 0
         .map(|a| a["outcome"].as_str().unwrap_or(""))
         .collect();
     assert_eq!(outcomes, ["killed", "succeeded"], "{report}");
+    let first = &report["attempts"][0];
+    assert!(
+        first["job_id"].is_u64() && first["pid"].is_null(),
+        "{first}"
+    );
+    assert_eq!(first["reason"], "memory", "{first}");
 }
 
 #[test]

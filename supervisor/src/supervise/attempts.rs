@@ -46,6 +46,7 @@ impl<'a> Supervisor<'a> {
                     agent: agent.name.clone(),
                     attempt,
                     pid: None,
+                    job_id: None,
                     launched: launched_at,
                     seconds: 0.0,
                     peak_rss: 0,
@@ -224,7 +225,8 @@ impl<'a> Supervisor<'a> {
         let record = AttemptRecord {
             agent: slot.agent.name.clone(),
             attempt: slot.attempt,
-            pid: Some(pid),
+            pid: slot.local().map(|_| pid),
+            job_id: slot.slurm().map(|j| j.id),
             launched: slot.launched_at,
             seconds,
             peak_rss: slot.peak_rss,
