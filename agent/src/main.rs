@@ -13,9 +13,11 @@ Started by the supervisor, configured through the environment:
   NIGHTSHIFT_OUTPUT   path of the JSONL file to append one record per item to
   NIGHTSHIFT_AGENT    the agent's name, for messages
   NIGHTSHIFT_ATTEMPT  which launch of this agent this is (default 1)
-  NIGHTSHIFT_SOCKET   the supervisor's rate broker (a Unix socket): a permit is
-                      taken before every backend call. Unset: no permits; not
-                      reachable: a warning, and the agent goes on without them.
+  NIGHTSHIFT_SOCKET   the supervisor's rate broker: a Unix socket's path, or
+                      tcp:HOST:PORT (under Slurm). A permit is taken before
+                      every backend call. Unset: no permits; not reachable: a
+                      warning, and the agent goes on without them.
+  NIGHTSHIFT_SECRET   the broker's per-run secret, for tcp:HOST:PORT
 
 Rate limits (exec backend): a command that is rate-limited by its API says so
 by exiting with code 75 (EX_TEMPFAIL), or by printing as its first stdout line

@@ -304,3 +304,46 @@ pub fn pids_in(path: &Path) -> Vec<i32> {
         .filter_map(|p| p.parse().ok())
         .collect()
 }
+
+/// True when a Slurm controller answers with a usable node. Without one the
+/// Slurm tests skip, saying how to get one; with NIGHTSHIFT_SLURM_TESTS set
+/// (as `.ci/run` does) a missing Slurm fails the test instead.
+pub fn slurm_ready() -> bool {
+    let ready = Command::new("sinfo")
+        .args(["--noheader", "--format=%t"])
+        .output()
+        .is_ok_and(|out| {
+            out.status.success()
+                && String::from_utf8_lossy(&out.stdout).lines().any(|state| {
+                    ["idle", "mix", "alloc"]
+                        .iter()
+                        .any(|s| state.starts_with(s))
+                })
+        });
+    if !ready {
+        assert!(
+            std::env::var_os("NIGHTSHIFT_SLURM_TESTS").is_none(),
+            "NIGHTSHIFT_SLURM_TESTS is set but no Slurm node is up (sinfo)"
+        );
+        eprintln!(
+            "skipped: no Slurm here. To run the Slurm tests: `sudo scripts/slurm_up.sh`, then `cargo nextest run -E 'binary(slurm) | binary(rate_tcp)'`"
+        );
+    }
+    ready
+}
+
+/// Cancels every Slurm job a run's events name, even when the test fails.
+pub struct CancelJobs<'a>(pub &'a Path);
+
+impl Drop for CancelJobs<'_> {
+    fn drop(&mut self) {
+        let ids: Vec<String> = events(self.0)
+            .iter()
+            .filter_map(|e| e["job_id"].as_u64())
+            .map(|id| id.to_string())
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("scancel").args(&ids).status();
+        }
+    }
+}

@@ -8,53 +8,13 @@
 //! NIGHTSHIFT_SLURM_TESTS=1, which turns a missing Slurm into a failure.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use nightshift_tests::{alive, events, pids_in, wait_until, wait_with_deadline, JobDir};
+use nightshift_tests::{
+    alive, events, pids_in, slurm_ready, wait_until, wait_with_deadline, CancelJobs, JobDir,
+};
 use serde_json::Value;
-
-/// True when a Slurm controller answers with a usable node.
-fn slurm_ready() -> bool {
-    let ready = Command::new("sinfo")
-        .args(["--noheader", "--format=%t"])
-        .output()
-        .is_ok_and(|out| {
-            out.status.success()
-                && String::from_utf8_lossy(&out.stdout).lines().any(|state| {
-                    ["idle", "mix", "alloc"]
-                        .iter()
-                        .any(|s| state.starts_with(s))
-                })
-        });
-    if !ready {
-        assert!(
-            std::env::var_os("NIGHTSHIFT_SLURM_TESTS").is_none(),
-            "NIGHTSHIFT_SLURM_TESTS is set but no Slurm node is up (sinfo)"
-        );
-        eprintln!(
-            "skipped: no Slurm here. To run the Slurm tests: `sudo scripts/slurm_up.sh`, then `cargo nextest run -E 'binary(slurm)'`"
-        );
-    }
-    ready
-}
-
-/// Cancels every job a test's runs submitted, even when the test fails.
-struct CancelJobs<'a>(&'a Path);
-
-impl Drop for CancelJobs<'_> {
-    fn drop(&mut self) {
-        let ids: Vec<String> = events(self.0)
-            .iter()
-            .filter_map(|e| e["job_id"].as_u64())
-            .map(|id| id.to_string())
-            .collect();
-        if !ids.is_empty() {
-            let _ = Command::new("scancel").args(&ids).status();
-        }
-    }
-}
 
 fn of_kind<'e>(all: &'e [Value], kind: &str) -> Vec<&'e Value> {
     all.iter().filter(|e| e["event"] == kind).collect()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -71,6 +71,9 @@ impl Submission<'_> {
             .truncate(true)
             .mode(0o700)
             .open(self.script)?;
+        // `mode` applies to a new file only; a script left by an earlier
+        // attempt is made private too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o700))?;
         io::Write::write_all(&mut file, &text)
     }
 

@@ -173,7 +173,20 @@ impl<'a> Supervisor<'a> {
         let live =
             LiveFile::create(inputs.run).map_err(SupervisorError::io("cannot create live.json"))?;
         let settings = &inputs.job.settings;
-        let rate = match RateServer::start(inputs.run, settings.rate.as_ref()) {
+        let rate = match RateServer::start(
+            inputs.run,
+            settings.rate.as_ref(),
+            // Slurm runs agents on other nodes: they reach the broker by TCP.
+            (settings.executor.kind == ExecutorKind::Slurm)
+                .then(|| {
+                    settings
+                        .executor
+                        .broker_host
+                        .clone()
+                        .unwrap_or_else(RateServer::host_name)
+                })
+                .as_deref(),
+        ) {
             Ok(server) => Some(server),
             Err(error) => {
                 tracing::warn!("no rate broker ({error}); agents run without permits");

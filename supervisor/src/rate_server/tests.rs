@@ -1,0 +1,194 @@
+//! The broker over TCP and the Unix socket, with real connections.
+use super::*;
+
+/// A broker with TCP on, in a temporary run directory, without a limit.
+fn tcp_server() -> (tempfile::TempDir, RateServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RateServer::start(&RunDir::new(dir.path()), None, Some("127.0.0.1"))
+        .expect("start the broker");
+    (dir, server)
+}
+
+fn tcp_of(server: &RateServer) -> (String, String) {
+    let tcp = server.tcp.as_ref().expect("TCP is on");
+    (tcp.address.clone(), tcp.secret.clone())
+}
+
+fn connect(address: &str) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(address).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    // A broken broker fails the test instead of hanging it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    BufReader::new(stream)
+}
+
+/// Sends `request`; the reply, or `None` when the broker hung up.
+fn ask<S: Read + Write>(connection: &mut BufReader<S>, request: &str) -> Option<Value> {
+    // One write, as clients do: with Nagle off, two would be two packets.
+    connection
+        .get_mut()
+        .write_all(format!("{request}\n").as_bytes())
+        .expect("send");
+    let mut line = String::new();
+    match connection.read_line(&mut line).expect("read") {
+        0 => None,
+        _ => Some(serde_json::from_str(&line).expect("a JSON reply")),
+    }
+}
+
+/// True once the broker has closed the connection.
+fn closed<S: Read + Write>(connection: &mut BufReader<S>) -> bool {
+    let mut rest = String::new();
+    matches!(connection.read_line(&mut rest), Ok(0))
+}
+
+const PERMIT: &str = r#"{"op":"permit","tokens":5,"agent":"a"}"#;
+
+#[test]
+fn tcp_with_the_right_secret_gets_permits() {
+    let (_dir, server) = tcp_server();
+    let (address, secret) = tcp_of(&server);
+    let mut connection = connect(&address);
+    let hello = json!({"op": "hello", "secret": secret}).to_string();
+    assert_eq!(ask(&mut connection, &hello), Some(json!({"ok": true})));
+    for _ in 0..3 {
+        let reply = ask(&mut connection, PERMIT).expect("a reply");
+        assert_eq!(reply["ok"], true, "{reply}");
+        assert!(reply["waited_ms"].is_number(), "{reply}");
+    }
+}
+
+#[test]
+fn tcp_with_a_wrong_secret_is_refused_and_closed() {
+    let (_dir, server) = tcp_server();
+    let (address, secret) = tcp_of(&server);
+    // Same length, last digit changed.
+    let mut wrong = secret[..31].to_owned();
+    wrong.push(if secret.ends_with('0') { '1' } else { '0' });
+    for hello in [
+        json!({"op": "hello", "secret": wrong}),
+        json!({"op": "hello", "secret": ""}),
+        json!({"op": "hello"}),
+    ] {
+        let mut connection = connect(&address);
+        let reply = ask(&mut connection, &hello.to_string()).expect("a reply");
+        assert_eq!(reply["ok"], false, "{reply}");
+        assert!(reply["error"].is_string(), "{reply}");
+        assert!(closed(&mut connection), "closed after {hello}");
+    }
+}
+
+#[test]
+fn tcp_without_a_hello_is_refused_and_closed() {
+    let (_dir, server) = tcp_server();
+    let (address, _) = tcp_of(&server);
+    let mut connection = connect(&address);
+    let reply = ask(&mut connection, PERMIT).expect("a reply");
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert!(closed(&mut connection));
+    let mut connection = connect(&address);
+    let reply = ask(&mut connection, "not json").expect("a reply");
+    assert_eq!(reply["ok"], false, "{reply}");
+    assert!(closed(&mut connection));
+    let grants = std::fs::read_to_string(_dir.path().join("rate.log")).expect("rate.log");
+    assert_eq!(grants, "", "nothing granted");
+}
+
+#[test]
+fn the_unix_socket_needs_no_hello_but_takes_one() {
+    let (_dir, server) = tcp_server();
+    let stream = UnixStream::connect(server.path()).expect("connect");
+    let mut connection = BufReader::new(stream);
+    assert_eq!(ask(&mut connection, PERMIT).expect("a reply")["ok"], true);
+    // Whatever the secret: the socket's mode already keeps others out.
+    let hello = r#"{"op":"hello","secret":"anything"}"#;
+    assert_eq!(ask(&mut connection, hello), Some(json!({"ok": true})));
+    assert_eq!(ask(&mut connection, PERMIT).expect("a reply")["ok"], true);
+}
+
+#[test]
+fn agents_get_the_tcp_address_and_secret_and_broker_json_holds_them() {
+    let (dir, server) = tcp_server();
+    let (address, secret) = tcp_of(&server);
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    assert_eq!(secret.len(), 32);
+    assert!(secret.bytes().all(|b| b.is_ascii_hexdigit()), "{secret}");
+    assert_eq!(
+        server.agent_env(),
+        [
+            (
+                "NIGHTSHIFT_SOCKET".to_owned(),
+                OsString::from(format!("tcp:{address}"))
+            ),
+            ("NIGHTSHIFT_SECRET".to_owned(), OsString::from(&secret)),
+        ]
+    );
+    let file = dir.path().join("broker.json");
+    let mode = std::fs::metadata(&file)
+        .expect("broker.json")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let written: Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).expect("read")).expect("JSON");
+    assert_eq!(written, json!({"tcp": address, "secret": secret}));
+    drop(server);
+    assert!(!file.exists(), "broker.json goes with the broker");
+}
+
+#[test]
+fn without_tcp_agents_get_the_socket_path_and_there_is_no_broker_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RateServer::start(&RunDir::new(dir.path()), None, None).expect("start");
+    assert_eq!(
+        server.agent_env(),
+        [(
+            "NIGHTSHIFT_SOCKET".to_owned(),
+            dir.path().join("nightshift.sock").into_os_string()
+        )]
+    );
+    assert!(!dir.path().join("broker.json").exists());
+}
+
+#[test]
+fn an_ipv6_host_goes_in_brackets() {
+    assert_eq!(host_and_port("::1", 80), "[::1]:80");
+    assert_eq!(host_and_port("[::1]", 80), "[::1]:80");
+    assert_eq!(host_and_port("node1", 80), "node1:80");
+    assert!(!RateServer::host_name().is_empty());
+}
+
+/// Not a check: prints the median permit round trip over each transport
+/// (`cargo nextest run -p supervisor round_trip --no-capture`). The two
+/// take turns, so both see the same machine.
+#[test]
+fn round_trip_over_tcp_and_unix() {
+    fn time<S: Read + Write>(connection: &mut BufReader<S>, times: &mut Vec<f64>) {
+        let asked = Instant::now();
+        let reply = ask(connection, PERMIT).expect("a reply");
+        times.push(asked.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(reply["ok"], true);
+    }
+    fn median(mut times: Vec<f64>) -> f64 {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    }
+    let (_dir, server) = tcp_server();
+    let (address, secret) = tcp_of(&server);
+    let mut tcp = connect(&address);
+    let hello = json!({"op": "hello", "secret": secret}).to_string();
+    assert_eq!(ask(&mut tcp, &hello), Some(json!({"ok": true})));
+    let mut unix = BufReader::new(UnixStream::connect(server.path()).expect("connect"));
+    let (mut tcp_times, mut unix_times) = (Vec::new(), Vec::new());
+    for _ in 0..5000 {
+        time(&mut tcp, &mut tcp_times);
+        time(&mut unix, &mut unix_times);
+    }
+    println!(
+        "permit round trip, median of 5000: TCP {:.1} us, Unix socket {:.1} us",
+        median(tcp_times),
+        median(unix_times)
+    );
+}
