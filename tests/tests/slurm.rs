@@ -429,3 +429,45 @@ fn a_partition_slurm_does_not_know_is_a_usage_error_before_anything_starts() {
     );
     assert!(!job.run_dir().join("events.jsonl").exists());
 }
+
+#[test]
+fn a_job_whose_agent_file_stops_growing_is_cancelled_as_stalled() {
+    if !slurm_ready() {
+        return;
+    }
+    let job = JobDir::new();
+    job.items(6);
+    // Two items come quickly, then the third hangs: only the agent file's
+    // growth (polled, as writes from other nodes may not reach inotify) tells.
+    job.write(
+        "job.toml",
+        &format!(
+            r#"
+[input]
+path = "items.jsonl"
+[layout]
+segments = 1
+orchestrators = 1
+agents = 1
+[agent]
+backend = "exec"
+command = ["sh", "-c", "read -r line; case \"$line\" in *item-003*) sleep 300;; esac; printf '%s' \"$line\""]
+stall_timeout = "3s"
+kill_grace = "500ms"
+retries = 0
+[limits]
+sample_interval = "200ms"
+{SLURM}"#
+        ),
+    );
+    let run = job.run_dir();
+    let _cancel = CancelJobs(&run);
+    job.nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(1);
+    let all = events(&run);
+    let killed = of_kind(&all, "killed");
+    assert_eq!(killed.len(), 1, "{killed:?}");
+    assert_eq!(killed[0]["reason"], "stall");
+    let saved = nightshift_tests::jsonl_ids(&run.join("segment_01/orch_01/agent_01.jsonl"));
+    assert_eq!(saved, ["item-001", "item-002"]);
+}
