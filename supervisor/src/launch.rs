@@ -26,6 +26,24 @@ pub struct Launcher<'a> {
     pub socket: Option<&'a Path>,
 }
 
+/// The agent contract's environment for one attempt (any executor).
+pub fn contract_env(
+    run: &RunDir,
+    agent: &AgentPlan,
+    attempt: u32,
+) -> [(&'static str, OsString); 5] {
+    [
+        ("NIGHTSHIFT_TASK", run.agent_task(agent.at).into_os_string()),
+        (
+            "NIGHTSHIFT_OUTPUT",
+            run.agent_output(agent.at).into_os_string(),
+        ),
+        ("NIGHTSHIFT_AGENT", agent.name.clone().into()),
+        ("NIGHTSHIFT_ATTEMPT", attempt.to_string().into()),
+        ("NIGHTSHIFT_RUN_DIR", run.root().as_os_str().to_owned()),
+    ]
+}
+
 impl Launcher<'_> {
     /// Spawns the agent; returns its pid, which is also its process group id.
     /// With `cgroup`, the agent joins that cgroup before it runs anything.
@@ -45,11 +63,7 @@ impl Launcher<'_> {
             .args(args)
             .current_dir(self.job_dir)
             .envs(self.env)
-            .env("NIGHTSHIFT_TASK", self.run.agent_task(agent.at))
-            .env("NIGHTSHIFT_OUTPUT", self.run.agent_output(agent.at))
-            .env("NIGHTSHIFT_AGENT", &agent.name)
-            .env("NIGHTSHIFT_ATTEMPT", attempt.to_string())
-            .env("NIGHTSHIFT_RUN_DIR", self.run.root())
+            .envs(contract_env(self.run, agent, attempt))
             .stdin(Stdio::null())
             .stdout(log_writer.try_clone()?)
             .stderr(log_writer);

@@ -52,6 +52,17 @@ max_parallel = 8
     );
 }
 
+/// One exec-backend agent under Slurm; `agent_and_more` goes on from the
+/// [agent] table (its command, limits, and any later tables).
+fn one_exec_agent(job: &JobDir, agent_and_more: &str) {
+    job.write(
+        "job.toml",
+        &format!(
+            "[input]\npath = \"items.jsonl\"\n[layout]\nsegments = 1\norchestrators = 1\nagents = 1\n[agent]\nbackend = \"exec\"\n{agent_and_more}{SLURM}"
+        ),
+    );
+}
+
 const FAIL_RATE: f64 = 0.1;
 
 const SLURM: &str = "[executor]\nkind = \"slurm\"\npoll_interval = \"200ms\"\n";
@@ -109,25 +120,15 @@ fn an_agent_over_its_memory_limit_ends_out_of_memory_and_is_retried() {
     job.items(3);
     // The first attempt allocates 400 MiB under a 100 MiB --mem; the retry
     // does its items plainly.
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 1
-[agent]
-backend = "exec"
+    one_exec_agent(
+        &job,
+        r#"
 command = ["sh", "-c", "if [ \"$NIGHTSHIFT_ATTEMPT\" = 1 ]; then python3 -c 'import time; x = bytearray(400 << 20); time.sleep(30)'; fi; read -r line; printf '%s' \"$line\""]
 memory_limit = "100MiB"
 retries = 1
 retry_backoff = "100ms"
 item_retries = 0
-{SLURM}"#
-        ),
+"#,
     );
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
@@ -176,24 +177,14 @@ fn a_timeout_cancels_the_job_and_scancel_leaves_no_process_of_its_tree() {
     job.items(2);
     // The item command ignores TERM, leaves a grandchild in its own session,
     // and hangs: only the job's cgroup can end all of it.
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 1
-[agent]
-backend = "exec"
+    one_exec_agent(
+        &job,
+        r#"
 command = ["sh", "-c", "trap '' TERM; setsid sleep 300 & echo $! >> pids; echo $$ >> pids; sleep 300"]
 timeout = "3s"
 kill_grace = "500ms"
 retries = 0
-{SLURM}"#
-        ),
+"#,
     );
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
@@ -439,26 +430,16 @@ fn a_job_whose_agent_file_stops_growing_is_cancelled_as_stalled() {
     job.items(6);
     // Two items come quickly, then the third hangs: only the agent file's
     // growth (polled, as writes from other nodes may not reach inotify) tells.
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 1
-[agent]
-backend = "exec"
+    one_exec_agent(
+        &job,
+        r#"
 command = ["sh", "-c", "read -r line; case \"$line\" in *item-003*) sleep 300;; esac; printf '%s' \"$line\""]
 stall_timeout = "3s"
 kill_grace = "500ms"
 retries = 0
 [limits]
 sample_interval = "200ms"
-{SLURM}"#
-        ),
+"#,
     );
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
@@ -470,4 +451,69 @@ sample_interval = "200ms"
     assert_eq!(killed[0]["reason"], "stall");
     let saved = nightshift_tests::jsonl_ids(&run.join("segment_01/orch_01/agent_01.jsonl"));
     assert_eq!(saved, ["item-001", "item-002"]);
+}
+
+#[test]
+fn a_fresh_run_cancels_jobs_left_by_an_earlier_run_at_the_same_path() {
+    if !slurm_ready() {
+        return;
+    }
+    let local = JobDir::new();
+    demo_job(&local, 40, "300ms", 0.0, "");
+    local
+        .nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(0);
+
+    let job = JobDir::new();
+    demo_job(&job, 40, "300ms", 0.0, SLURM);
+    let run = job.run_dir();
+    let earlier = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    let running = wait_until(Duration::from_secs(60), || {
+        std::fs::read_to_string(run.join("segment_01/orch_01/agent_01.jsonl"))
+            .is_ok_and(|text| !text.is_empty())
+    });
+    assert!(running, "the first agent never saved anything");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(earlier.id()).expect("pid fits")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("the supervisor can be killed");
+    wait_with_deadline(earlier, Duration::from_secs(10));
+    let left: Vec<String> = of_kind(&events(&run), "launched")
+        .iter()
+        .filter_map(|e| e["job_id"].as_u64())
+        .map(|id| id.to_string())
+        .collect();
+    // The same path, emptied: the earlier run's jobs must not write into it.
+    let _cancel_left = CancelJobsById(left.clone());
+    std::fs::remove_dir_all(&run).expect("remove the run directory");
+    let _cancel = CancelJobs(&run);
+    job.nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(0);
+    for id in &left {
+        let shown = Command::new("scontrol")
+            .args(["show", "job", "--oneliner", id])
+            .output()
+            .expect("scontrol runs");
+        let shown = String::from_utf8_lossy(&shown.stdout);
+        // Cancelled, not left to finish writing into files that are gone.
+        assert!(
+            shown.contains("JobState=CANCELLED"),
+            "job {id} of the earlier run was not cancelled: {shown}"
+        );
+    }
+    let local_final = std::fs::read(local.run_dir().join("final.json")).expect("local final.json");
+    let fresh_final = std::fs::read(run.join("final.json")).expect("final.json");
+    assert!(local_final == fresh_final, "final.json differs");
+}
+
+/// Cancels the given jobs when dropped (the run that named them is gone).
+struct CancelJobsById(Vec<String>);
+
+impl Drop for CancelJobsById {
+    fn drop(&mut self) {
+        if !self.0.is_empty() {
+            let _ = Command::new("scancel").args(&self.0).status();
+        }
+    }
 }

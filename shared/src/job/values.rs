@@ -85,6 +85,16 @@ pub enum AgentTimeout {
     PercentOfMedian(f64),
 }
 
+impl AgentTimeout {
+    /// The limit when it is fixed (a relative one is known only later).
+    pub fn fixed(self) -> Option<Duration> {
+        match self {
+            Self::Fixed(limit) => Some(limit.get()),
+            Self::PercentOfMedian(_) => None,
+        }
+    }
+}
+
 impl FromStr for AgentTimeout {
     type Err = String;
 

@@ -28,10 +28,7 @@ impl TimeLimit {
     /// The limit for agent.timeout; none for a relative timeout, unknown
     /// when the job is submitted.
     pub fn for_agent(timeout: Option<AgentTimeout>) -> Option<Self> {
-        match timeout {
-            Some(AgentTimeout::Fixed(limit)) => Some(Self::covering(limit.get())),
-            _ => None,
-        }
+        timeout.and_then(AgentTimeout::fixed).map(Self::covering)
     }
 }
 

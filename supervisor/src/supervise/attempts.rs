@@ -127,10 +127,7 @@ impl<'a> Supervisor<'a> {
         launched_at: String,
     ) {
         let now = Instant::now();
-        let deadline = match self.settings().agent.timeout {
-            Some(AgentTimeout::Fixed(limit)) => Some(now + limit.get()),
-            _ => None,
-        };
+        let deadline = self.fixed_timeout().map(|limit| now + limit);
         let output = self.inputs.run.agent_output(agent.at);
         self.slots.insert(
             key,
@@ -153,6 +150,11 @@ impl<'a> Supervisor<'a> {
             },
         );
         self.live_dirty = true;
+    }
+
+    /// agent.timeout when it is a fixed limit.
+    pub(super) fn fixed_timeout(&self) -> Option<std::time::Duration> {
+        self.settings().agent.timeout.and_then(AgentTimeout::fixed)
     }
 
     /// Rewrites live.json if the set of running agents changed.

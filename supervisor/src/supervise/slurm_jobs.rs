@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use shared::job::AgentTimeout;
 use shared::plan::{AgentPlan, AgentRef};
 
 use super::Supervisor;
@@ -113,10 +112,9 @@ impl<'a> Supervisor<'a> {
         });
         self.insert_slot(agent, attempt, key, placement, saved, launched_at);
         // The job's clock did not stop while nobody watched it.
-        let timeout = self.settings().agent.timeout;
-        if let (Some(slot), Some(AgentTimeout::Fixed(limit))) = (self.slots.get_mut(&key), timeout)
-        {
-            let left = limit.get().saturating_sub(job.elapsed);
+        let timeout = self.fixed_timeout();
+        if let (Some(slot), Some(limit)) = (self.slots.get_mut(&key), timeout) {
+            let left = limit.saturating_sub(job.elapsed);
             slot.deadline = Some(Instant::now() + left);
         }
         Ok(true)
@@ -136,16 +134,7 @@ impl<'a> Supervisor<'a> {
             .iter()
             .map(|(k, v)| (k.clone(), OsString::from(v)))
             .collect();
-        let contract = [
-            ("NIGHTSHIFT_TASK", run.agent_task(agent.at).into_os_string()),
-            (
-                "NIGHTSHIFT_OUTPUT",
-                run.agent_output(agent.at).into_os_string(),
-            ),
-            ("NIGHTSHIFT_AGENT", agent.name.clone().into()),
-            ("NIGHTSHIFT_ATTEMPT", attempt.to_string().into()),
-            ("NIGHTSHIFT_RUN_DIR", run.root().as_os_str().to_owned()),
-        ];
+        let contract = crate::launch::contract_env(run, agent, attempt);
         env.extend(contract.map(|(k, v)| (k.to_owned(), v)));
         if let Some(rate) = &self.rate {
             env.extend(rate.agent_env());
@@ -200,10 +189,7 @@ impl<'a> Supervisor<'a> {
     /// One job's state at this poll: the clocks start when it starts running;
     /// once final, the attempt ends.
     fn observe_job(&mut self, key: i32, queued: Option<&QueuedJob>, now: Instant) -> Result<()> {
-        let timeout = match self.settings().agent.timeout {
-            Some(AgentTimeout::Fixed(limit)) => Some(limit.get()),
-            _ => None,
-        };
+        let timeout = self.fixed_timeout();
         let Some(slot) = self.slots.get_mut(&key) else {
             return Ok(());
         };
