@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 
 use shared::job::Deadline;
 
-use crate::halt::HaltPolicy;
+use crate::schedule::halt::HaltPolicy;
 
 #[derive(Debug, Parser)]
 #[command(

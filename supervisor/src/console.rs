@@ -1,7 +1,7 @@
 //! What a run prints for the person who started it: the run directory, one line
 //! per segment, a line per failure, and the summary. `-q` keeps only the run
 //! directory, failures and the summary. On a terminal a live display runs
-//! below (see `progress_view`), and every line is printed above it.
+//! below (see `reporting::view`), and every line is printed above it.
 
 use std::cell::Cell;
 use std::io::IsTerminal;

@@ -2,45 +2,19 @@
 //! group, keeps the run directory, merges and validates. `main.rs` only parses
 //! arguments and maps the outcome to an exit code.
 
-pub mod agent_log;
-pub mod agent_program;
-pub mod cgroup;
 pub mod cli;
 pub mod commands;
 pub mod console;
 pub mod error;
-pub mod events;
-pub mod existing_run;
-pub mod file_watch;
-pub mod halt;
-pub mod launch;
-pub mod live_agents;
+pub mod executor;
 pub mod logging;
-pub mod memory;
-pub mod merging;
-pub mod proc_table;
-pub mod progress;
-pub mod progress_view;
+pub mod merge;
 pub mod rate;
-pub mod rate_server;
-pub mod reaper;
-pub mod report;
-pub mod report_html;
-pub mod resume;
-pub mod run_lock;
-pub mod run_setup;
+pub mod reporting;
+pub mod run;
 pub mod schedule;
-pub mod session;
-pub mod slot;
-pub mod slurm;
-pub mod status;
 pub mod supervise;
-pub mod sweep;
-pub mod tasks;
-pub mod timeline;
-pub mod timeouts;
-pub mod tree;
-mod unix;
+pub mod watchdog;
 
 use cli::{Cli, Command};
 use console::Console;

@@ -8,10 +8,10 @@ use shared::validate::Problem;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
-use crate::events::EventLog;
-use crate::existing_run::{frozen_job, open_run};
-use crate::merging::{merge_final, merge_segment, merged_event};
-use crate::run_lock::RunLock;
+use crate::merge::{merge_final, merge_segment, merged_event};
+use crate::run::existing::{frozen_job, open_run};
+use crate::run::journal::EventLog;
+use crate::run::lock::RunLock;
 
 pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Result<i32> {
     let (run, plan) = open_run(dir)?;

@@ -6,7 +6,7 @@ use shared::ids::IdKey;
 use shared::plan::Plan;
 
 use crate::error::{Result, SupervisorError};
-use crate::run_setup::plan_job;
+use crate::run::setup::plan_job;
 
 pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
     let planned = plan_job(job_path)?;

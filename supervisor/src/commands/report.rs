@@ -10,11 +10,11 @@ use serde_json::Value;
 use shared::exit_codes;
 
 use crate::error::{Result, SupervisorError};
-use crate::existing_run::open_run;
-use crate::progress_view::{short_duration, size};
-use crate::report_html::render;
-use crate::status::run_status;
-use crate::timeline::read_timeline;
+use crate::reporting::html::render;
+use crate::reporting::status::run_status;
+use crate::reporting::timeline::read_timeline;
+use crate::reporting::view::{short_duration, size};
+use crate::run::existing::open_run;
 
 pub fn report(dir: &Path, html: Option<&Path>) -> Result<i32> {
     let (run, plan) = open_run(dir)?;

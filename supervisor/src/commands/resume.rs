@@ -17,14 +17,14 @@ use shared::job::{Deadline, ExecutorKind};
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
-use crate::events::EventLog;
-use crate::existing_run::{frozen_job, open_run};
-use crate::halt::HaltPolicy;
-use crate::merging::final_up_to_date;
-use crate::resume::{end_leftovers, launches_so_far, restore_missing_tasks, scan_progress};
-use crate::run_lock::RunLock;
-use crate::run_setup::resolve_agent;
-use crate::session::drive;
+use crate::merge::final_up_to_date;
+use crate::run::existing::{frozen_job, open_run};
+use crate::run::journal::EventLog;
+use crate::run::lock::RunLock;
+use crate::run::resume::{end_leftovers, launches_so_far, restore_missing_tasks, scan_progress};
+use crate::run::session::drive;
+use crate::run::setup::resolve_agent;
+use crate::schedule::halt::HaltPolicy;
 use crate::supervise::RunInputs;
 
 pub fn resume(

@@ -9,10 +9,10 @@ use shared::job::Deadline;
 
 use crate::console::Console;
 use crate::error::Result;
-use crate::halt::HaltPolicy;
-use crate::run_lock::RunLock;
-use crate::run_setup::{check_job, choose_run_dir, create_run_dir, CheckedJob};
-use crate::session::drive;
+use crate::run::lock::RunLock;
+use crate::run::session::drive;
+use crate::run::setup::{check_job, choose_run_dir, create_run_dir, CheckedJob};
+use crate::schedule::halt::HaltPolicy;
 use crate::supervise::RunInputs;
 
 pub fn run(

@@ -6,9 +6,9 @@ use std::path::Path;
 use shared::exit_codes;
 
 use crate::error::{Result, SupervisorError};
-use crate::existing_run::open_run;
-use crate::progress_view::size;
-use crate::status::{run_status, RunStatus};
+use crate::reporting::status::{run_status, RunStatus};
+use crate::reporting::view::size;
+use crate::run::existing::open_run;
 
 /// Agents listed by name in the text form before the rest are counted.
 const LISTED: usize = 20;

@@ -14,7 +14,7 @@ use shared::validate::{check_json_array, check_jsonl, Problem, ProblemKind};
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
-use crate::existing_run::open_run;
+use crate::run::existing::open_run;
 
 pub fn validate(path: &Path, id_field: &str, console: &Console) -> Result<i32> {
     if path.is_dir() {

@@ -9,18 +9,18 @@ use shared::job::AgentTimeout;
 use shared::plan::AgentPlan;
 
 use super::{Ending, Retry, Stop, Supervisor};
-use crate::cgroup::AgentCgroup;
 use crate::error::{Result, SupervisorError};
-use crate::halt::HaltWhen;
-use crate::launch::Launcher;
-use crate::live_agents::{LiveAgent, LiveAgents};
-use crate::proc_table;
-use crate::reaper::ExitHow;
-use crate::report::{AttemptRecord, Outcome};
-use crate::schedule::Phase;
-use crate::slot::{count_lines, KillReason, LocalTree, Placement, Slot};
-use crate::sweep::EndedTree;
-use crate::tree::Tree;
+use crate::executor::local::launch::Launcher;
+use crate::executor::local::proc_table;
+use crate::executor::local::reaper::ExitHow;
+use crate::executor::local::sweep::EndedTree;
+use crate::executor::local::tree::Tree;
+use crate::reporting::report::{AttemptRecord, Outcome};
+use crate::run::live::{LiveAgent, LiveAgents};
+use crate::schedule::gate::Phase;
+use crate::schedule::halt::HaltWhen;
+use crate::supervise::slot::{count_lines, KillReason, LocalTree, Placement, Slot};
+use crate::watchdog::cgroup::AgentCgroup;
 
 impl<'a> Supervisor<'a> {
     pub(super) fn launch(&mut self, agent: &'a AgentPlan) -> Result<()> {

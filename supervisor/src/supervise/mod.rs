@@ -18,27 +18,28 @@ use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
 
-use crate::cgroup::CgroupRoot;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
-use crate::events::EventLog;
-use crate::file_watch::FileWatch;
-use crate::halt::HaltPolicy;
-use crate::live_agents::LiveFile;
-use crate::memory::MemoryWatch;
-use crate::merging;
-use crate::proc_table;
-use crate::progress::{FileSeen, Progress};
-use crate::progress_view::{ProgressView, RunSnapshot};
-use crate::rate_server::RateServer;
-use crate::reaper::{self, Msg};
-use crate::report::AttemptRecord;
-use crate::schedule::{deadline_instant, LaunchGate};
-use crate::slot::{KillReason, Slot};
-use crate::sweep::Leftovers;
-use crate::timeouts::PerItemTimes;
+use crate::executor::local::proc_table;
+use crate::executor::local::reaper::{self, Msg};
+use crate::executor::local::sweep::Leftovers;
+use crate::merge;
+use crate::rate::server::RateServer;
+use crate::reporting::file_watch::FileWatch;
+use crate::reporting::progress::{FileSeen, Progress};
+use crate::reporting::report::AttemptRecord;
+use crate::reporting::view::{ProgressView, RunSnapshot};
+use crate::run::journal::EventLog;
+use crate::run::live::LiveFile;
+use crate::schedule::gate::{deadline_instant, LaunchGate};
+use crate::schedule::halt::HaltPolicy;
+use crate::supervise::slot::{KillReason, Slot};
+use crate::watchdog::cgroup::CgroupRoot;
+use crate::watchdog::memory::MemoryWatch;
+use crate::watchdog::timeouts::PerItemTimes;
 
 mod attempts;
+pub mod slot;
 mod slurm_jobs;
 mod watch;
 
@@ -89,7 +90,7 @@ pub struct MemoryReport {
     pub mode: String,
     pub ceiling: Option<u64>,
     pub peak_total: u64,
-    pub samples: Vec<crate::memory::MemorySample>,
+    pub samples: Vec<crate::watchdog::memory::MemorySample>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -216,17 +217,17 @@ impl<'a> Supervisor<'a> {
             }
             console.line(&format!(
                 "executor: Slurm (jobs named {}*); {} must be on a filesystem every node shares",
-                crate::slurm::job_prefix(inputs.run.root()),
+                crate::executor::slurm::job_prefix(inputs.run.root()),
                 inputs.run.root().display()
             ));
-            if let Some(kind) = crate::slurm::node_local_filesystem(inputs.run.root()) {
+            if let Some(kind) = crate::executor::slurm::node_local_filesystem(inputs.run.root()) {
                 console.line(&format!(
                     "warning: the run directory is on {kind}, which only this machine sees: fine for a one-node cluster, lost work elsewhere"
                 ));
             }
             (None, mode, MemoryWatch::for_slurm(settings))
         } else {
-            let (cgroups, mode) = crate::memory::choose_mode(settings)?;
+            let (cgroups, mode) = crate::watchdog::memory::choose_mode(settings)?;
             (cgroups, mode, MemoryWatch::new(settings))
         };
         console.line(&format!("memory: {memory_mode}"));
@@ -261,7 +262,7 @@ impl<'a> Supervisor<'a> {
             cgroups,
             memory_mode,
             requeued: Vec::new(),
-            page_size: crate::unix::page_size(),
+            page_size: crate::executor::local::unix::page_size(),
             progress: Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen),
             view: ProgressView::new(
                 console,
@@ -313,7 +314,7 @@ impl<'a> Supervisor<'a> {
                 .agents()
                 .filter(|a| !self.inputs.complete.contains(&a.at))
                 .collect();
-            if todo.is_empty() && merging::segment_up_to_date(run, segment) {
+            if todo.is_empty() && merge::segment_up_to_date(run, segment) {
                 self.console.line(&format!(
                     "segment {}/{}: already complete",
                     segment.number,
@@ -329,14 +330,14 @@ impl<'a> Supervisor<'a> {
             }
             self.sweep(&names, KillReason::SegmentEnd)?;
             let started = Instant::now();
-            let (found, stamp) = merging::merge_segment(run, plan, segment).map_err(
+            let (found, stamp) = merge::merge_segment(run, plan, segment).map_err(
                 SupervisorError::io(format!("cannot merge segment {}", segment.number)),
             )?;
             let seconds = started.elapsed().as_secs_f64();
             self.event(
                 "merged",
                 None,
-                merging::merged_event(segment.number, &stamp, found.len(), seconds),
+                merge::merged_event(segment.number, &stamp, found.len(), seconds),
             )?;
             for problem in &found {
                 self.console.problem(problem);

@@ -12,8 +12,8 @@ use shared::plan::{AgentPlan, AgentRef};
 
 use super::Supervisor;
 use crate::error::Result;
-use crate::slot::{count_lines, KillReason, Placement, SlurmJob};
-use crate::slurm::{self, JobEnd, JobState, QueuedJob, Submission, TimeLimit};
+use crate::executor::slurm::{self, JobEnd, JobState, QueuedJob, Submission, TimeLimit};
+use crate::supervise::slot::{count_lines, KillReason, Placement, SlurmJob};
 
 /// A job no Slurm command knows any more, this many polls in a row, is lost.
 const MISSES_BEFORE_LOST: u32 = 3;
@@ -134,7 +134,7 @@ impl<'a> Supervisor<'a> {
             .iter()
             .map(|(k, v)| (k.clone(), OsString::from(v)))
             .collect();
-        let contract = crate::launch::contract_env(run, agent, attempt);
+        let contract = crate::executor::local::launch::contract_env(run, agent, attempt);
         env.extend(contract.map(|(k, v)| (k.to_owned(), v)));
         if let Some(rate) = &self.rate {
             env.extend(rate.agent_env());

@@ -12,10 +12,10 @@ use shared::job::AgentTimeout;
 
 use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
-use crate::file_watch::FileWatch;
-use crate::proc_table;
-use crate::reaper::{ExitHow, Msg};
-use crate::slot::{Kill, KillReason, Slot};
+use crate::executor::local::proc_table;
+use crate::executor::local::reaper::{ExitHow, Msg};
+use crate::reporting::file_watch::FileWatch;
+use crate::supervise::slot::{Kill, KillReason, Slot};
 
 /// Cgroup files are read on one sampling tick out of this many.
 const CGROUP_EVERY_TICKS: u64 = 4;

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::proc_table::{self, ProcStat};
-use crate::unix::signal_group;
+use crate::executor::local::proc_table::{self, ProcStat};
+use crate::executor::local::unix::signal_group;
 
 #[derive(Debug, Clone)]
 pub struct Tree {

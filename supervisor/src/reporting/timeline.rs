@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use shared::rundir::RunDir;
 
-use crate::events::read_events;
+use crate::run::journal::read_events;
 
 #[derive(Debug, Clone)]
 pub struct Bar {

@@ -10,9 +10,9 @@ use serde_json::Value;
 
 use shared::plan::Plan;
 
-use crate::progress_view::{short_duration, size};
-use crate::status::RunStatus;
-use crate::timeline::Timeline;
+use crate::reporting::status::RunStatus;
+use crate::reporting::timeline::Timeline;
+use crate::reporting::view::{short_duration, size};
 
 const LABEL_WIDTH: f64 = 230.0;
 const CHART_WIDTH: f64 = 860.0;

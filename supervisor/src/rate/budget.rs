@@ -6,7 +6,7 @@
 //! `burst` seconds' worth without a request limit); a permit needs the tokens
 //! it asks for (at most a full bucket), and may leave the bucket in debt that
 //! later permits wait out. A shared backoff pauses every permit until it ends.
-//! Pure logic: the socket server (`rate_server`) drives it.
+//! Pure logic: the socket server (`rate::server`) drives it.
 
 use std::time::{Duration, Instant};
 

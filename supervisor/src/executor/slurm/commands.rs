@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::batch::Submission;
 use super::state::{JobEnd, JobState};
-use crate::reaper::SPAWN_LOCK;
+use crate::executor::local::reaper::SPAWN_LOCK;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SlurmError {

@@ -15,11 +15,11 @@ use shared::rundir::RunDir;
 use shared::validate::check_jsonl;
 
 use crate::error::{Result, SupervisorError};
-use crate::events::read_events;
-use crate::live_agents::LiveAgents;
-use crate::proc_table;
-use crate::progress::FileSeen;
-use crate::sweep::{end_processes, find_leftovers, Agents, Group};
+use crate::executor::local::proc_table;
+use crate::executor::local::sweep::{end_processes, find_leftovers, Agents, Group};
+use crate::reporting::progress::FileSeen;
+use crate::run::journal::read_events;
+use crate::run::live::LiveAgents;
 
 pub struct Progress {
     /// Agents whose file holds every one of their items.
@@ -118,6 +118,6 @@ pub fn restore_missing_tasks(run: &RunDir, plan: &Plan, job: &shared::job::Job) 
             run.root().display()
         )));
     }
-    crate::tasks::write_all_tasks(run, plan, &items.items, &plan.id_field, &job.settings.agent)
+    crate::run::tasks::write_all_tasks(run, plan, &items.items, &plan.id_field, &job.settings.agent)
         .map_err(SupervisorError::io("cannot write the agents' task files"))
 }

@@ -11,9 +11,9 @@ use shared::job::{Backend, ExecutorKind, Job};
 use shared::plan::{build_plan, Plan};
 use shared::rundir::{RunDir, RunInfo};
 
-use crate::agent_program;
 use crate::error::{Result, SupervisorError};
-use crate::tasks::write_all_tasks;
+use crate::run::agent_program;
+use crate::run::tasks::write_all_tasks;
 
 /// A job that passed every check, with its items and plan.
 pub struct CheckedJob {
@@ -57,7 +57,7 @@ pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
 /// exists, so a typo is a usage error and not a thousand failed items.
 pub fn resolve_agent(job: &Job) -> Result<Vec<OsString>> {
     if job.settings.executor.kind == ExecutorKind::Slurm {
-        let missing = crate::slurm::missing_commands();
+        let missing = crate::executor::slurm::missing_commands();
         if !missing.is_empty() {
             return Err(SupervisorError::Unsupported(format!(
                 "{}: executor.kind = \"slurm\" needs Slurm's client commands on PATH; not found: {}",
@@ -90,8 +90,10 @@ pub fn choose_run_dir(given: Option<&Path>, job_name: &str) -> Result<PathBuf> {
     let chosen = match given {
         Some(dir) => dir.to_owned(),
         None => {
-            let base = PathBuf::from("runs")
-                .join(format!("{job_name}-{}", crate::unix::local_timestamp()));
+            let base = PathBuf::from("runs").join(format!(
+                "{job_name}-{}",
+                crate::executor::local::unix::local_timestamp()
+            ));
             let mut candidate = base.clone();
             let mut n = 2;
             while candidate.exists() {
@@ -167,12 +169,12 @@ fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
 /// not a night of failed submissions.
 fn check_slurm_resources(job: &Job) -> Result<()> {
     let settings = &job.settings;
-    let resources = crate::slurm::resource_args(
+    let resources = crate::executor::slurm::resource_args(
         &settings.executor,
         settings.agent.memory_limit.map(|m| m.bytes()),
-        crate::slurm::TimeLimit::for_agent(settings.agent.timeout),
+        crate::executor::slurm::TimeLimit::for_agent(settings.agent.timeout),
     );
-    crate::slurm::test_submission(resources).map_err(|error| {
+    crate::executor::slurm::test_submission(resources).map_err(|error| {
         SupervisorError::Unsupported(format!(
             "{}: [executor] Slurm would not accept the agents' jobs: {error}",
             job.path.display()

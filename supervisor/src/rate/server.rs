@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 use shared::job::RateSettings;
 use shared::rundir::RunDir;
 
-use crate::rate::Limiter;
+use crate::rate::budget::Limiter;
 
 /// Longest socket path a sockaddr_un holds, with its terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 
-use crate::reaper::Msg;
+use crate::executor::local::reaper::Msg;
 
 pub struct FileWatch {
     _watcher: RecommendedWatcher,

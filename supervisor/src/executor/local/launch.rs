@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 use shared::plan::AgentPlan;
 use shared::rundir::RunDir;
 
-use crate::agent_log::{open_pipe, spawn_log_thread};
-use crate::reaper::SPAWN_LOCK;
-use crate::unix::start_in_new_session;
+use crate::executor::local::agent_log::{open_pipe, spawn_log_thread};
+use crate::executor::local::reaper::SPAWN_LOCK;
+use crate::executor::local::unix::start_in_new_session;
 
 /// What every launch of this run shares.
 pub struct Launcher<'a> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::proc_table::{self, ProcStat};
+use crate::executor::local::proc_table::{self, ProcStat};
 
 /// An agent process group to look for: members started after its leader.
 #[derive(Debug, Clone)]
@@ -125,8 +125,8 @@ pub fn end_processes(targets: &[ProcStat], grace: Duration) -> Vec<ProcStat> {
 pub struct EndedTree {
     pub agent: String,
     pub leader_start: u64,
-    pub tree: crate::tree::Tree,
-    pub cgroup: Option<crate::cgroup::AgentCgroup>,
+    pub tree: crate::executor::local::tree::Tree,
+    pub cgroup: Option<crate::watchdog::cgroup::AgentCgroup>,
 }
 
 /// What may outlive the agents of the current segment: the trees of ended

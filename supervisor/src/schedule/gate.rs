@@ -108,7 +108,7 @@ pub fn deadline_instant(deadline: Deadline, now: Instant) -> Instant {
     match deadline {
         Deadline::After(duration) => now + duration.get(),
         Deadline::ClockTime { hour, minute } => {
-            let (_, _, _, h, m, s) = crate::unix::local_time_now();
+            let (_, _, _, h, m, s) = crate::executor::local::unix::local_time_now();
             let now_secs = u64::from(h) * 3600 + u64::from(m) * 60 + u64::from(s);
             let target = u64::from(hour) * 3600 + u64::from(minute) * 60;
             let wait = if target > now_secs {

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use shared::plan::AgentPlan;
 
-use crate::cgroup::AgentCgroup;
-use crate::reaper::ExitHow;
-use crate::slurm::{self, JobEnd, JobState};
-use crate::tree::Tree;
+use crate::executor::local::reaper::ExitHow;
+use crate::executor::local::tree::Tree;
+use crate::executor::slurm::{self, JobEnd, JobState};
+use crate::watchdog::cgroup::AgentCgroup;
 use nix::sys::signal::Signal;
 
 pub struct Slot<'p> {

@@ -10,7 +10,7 @@ use shared::atomic::write_bytes_atomic;
 use shared::rundir::RunDir;
 use shared::validate::Problem;
 
-use crate::slot::KillReason;
+use crate::supervise::slot::KillReason;
 
 /// How one attempt of an agent ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::console::Console;
-use crate::progress::Progress;
-use crate::slot::Slot;
+use crate::reporting::progress::Progress;
+use crate::supervise::slot::Slot;
 
 /// The display is redrawn at most this often.
 const REDRAW: Duration = Duration::from_millis(200);
@@ -159,7 +159,7 @@ impl Bars {
 fn plain_line(s: &RunSnapshot<'_, '_>) -> String {
     let (rate, eta) = s.progress.rate_and_eta();
     let (h, m, sec) = {
-        let (_, _, _, h, m, sec) = crate::unix::local_time_now();
+        let (_, _, _, h, m, sec) = crate::executor::local::unix::local_time_now();
         (h, m, sec)
     };
     let done = s.progress.done();

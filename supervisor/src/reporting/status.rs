@@ -9,12 +9,12 @@ use serde::Serialize;
 use shared::plan::Plan;
 use shared::rundir::RunDir;
 
-use crate::events::read_events;
-use crate::live_agents::LiveAgents;
-use crate::merging::{final_up_to_date, segment_up_to_date};
-use crate::progress::Progress;
-use crate::run_lock;
-use crate::sweep::{find_leftovers, Agents, Group};
+use crate::executor::local::sweep::{find_leftovers, Agents, Group};
+use crate::merge::{final_up_to_date, segment_up_to_date};
+use crate::reporting::progress::Progress;
+use crate::run::journal::read_events;
+use crate::run::live::LiveAgents;
+use crate::run::lock;
 
 #[derive(Debug, Serialize)]
 pub struct RunStatus {
@@ -130,7 +130,7 @@ fn fold_events(run: &RunDir) -> (HashMap<String, AgentHistory>, Option<String>) 
 }
 
 pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
-    let supervisor = run_lock::holder(run);
+    let supervisor = lock::holder(run);
     let alive = supervisor.is_some();
     let (history, finished_state) = fold_events(run);
     let live = LiveAgents::read(run).ok().flatten().unwrap_or_default();
@@ -196,7 +196,9 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
         let groups: Vec<Group> = live
             .agents
             .iter()
-            .filter(|a| a.start_ticks > 0 && live.boot_id == crate::proc_table::boot_id())
+            .filter(|a| {
+                a.start_ticks > 0 && live.boot_id == crate::executor::local::proc_table::boot_id()
+            })
             .map(|a| Group {
                 agent: a.agent.clone(),
                 pgid: a.pid,

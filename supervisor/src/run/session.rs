@@ -16,10 +16,10 @@ use shared::validate::{Problem, ProblemKind};
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
-use crate::events::EventLog;
-use crate::merging::merge_final;
-use crate::report::{write_report, ReportInput};
-use crate::resume::scan_progress;
+use crate::merge::merge_final;
+use crate::reporting::report::{write_report, ReportInput};
+use crate::run::journal::EventLog;
+use crate::run::resume::scan_progress;
 use crate::supervise::{Ending, RunInputs, Supervisor};
 
 /// Missing ids listed on screen before the rest are only counted.

@@ -16,7 +16,7 @@ use shared::plan::{OrchestratorPlan, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::{Problem, ProblemKind};
 
-use crate::events::read_events;
+use crate::run::journal::read_events;
 
 /// Merges the orchestrator files of a segment (in parallel), then the segment
 /// file. Returns the problems found and the segment file's stamp.

@@ -19,9 +19,9 @@ use serde::Serialize;
 
 use shared::job::{JobSettings, MemoryEnforcement};
 
-use crate::cgroup::CgroupRoot;
 use crate::error::{Result, SupervisorError};
-use crate::slot::KillReason;
+use crate::supervise::slot::KillReason;
+use crate::watchdog::cgroup::CgroupRoot;
 
 /// Samples to wait after a launch while no agent size is known.
 const ADMIT_WAIT_SAMPLES: u32 = 3;

@@ -1,0 +1,10 @@
+//! The local executor's parts: starting an agent in its own session, its log,
+//! its process tree, the reaper, the sweep of leftovers, and the platform calls.
+
+pub mod agent_log;
+pub mod launch;
+pub mod proc_table;
+pub mod reaper;
+pub mod sweep;
+pub mod tree;
+pub(crate) mod unix;

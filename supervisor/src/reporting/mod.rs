@@ -1,0 +1,10 @@
+//! Showing a run: progress from the agent files, the live display, `status`,
+//! report.json, the HTML page and its timeline.
+
+pub mod file_watch;
+pub mod html;
+pub mod progress;
+pub mod report;
+pub mod status;
+pub mod timeline;
+pub mod view;

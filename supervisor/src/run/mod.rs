@@ -1,0 +1,13 @@
+//! Setting up and reopening a run directory: the job checked and frozen, the
+//! lock, the session shared by `run` and `resume`, the journal, task files,
+//! live.json, and what an existing run says about its progress.
+
+pub mod agent_program;
+pub mod existing;
+pub mod journal;
+pub mod live;
+pub mod lock;
+pub mod resume;
+pub mod session;
+pub mod setup;
+pub mod tasks;
