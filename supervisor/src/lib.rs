@@ -9,6 +9,7 @@ pub mod error;
 pub mod executor;
 pub mod logging;
 pub mod merge;
+pub mod outcome;
 pub mod rate;
 pub mod reporting;
 pub mod run;

@@ -1,6 +1,5 @@
 //! report.json: how each agent attempt went, what is missing, what was found.
 
-use std::fmt;
 use std::io;
 
 use serde::Serialize;
@@ -10,33 +9,7 @@ use shared::atomic::write_bytes_atomic;
 use shared::rundir::RunDir;
 use shared::validate::Problem;
 
-use crate::supervise::slot::KillReason;
-
-/// How one attempt of an agent ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Failed(i32),
-    Crashed(i32),
-    Killed(KillReason),
-    LaunchFailed(String),
-    /// A Slurm job ended by Slurm for a reason of its own (NODE_FAIL,
-    /// PREEMPTED, CANCELLED by somebody else, ...).
-    Slurm(&'static str),
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Succeeded => f.write_str("succeeded"),
-            Self::Failed(code) => write!(f, "failed with exit code {code}"),
-            Self::Crashed(signal) => write!(f, "crashed (signal {signal})"),
-            Self::Killed(reason) => write!(f, "killed ({reason})"),
-            Self::LaunchFailed(error) => write!(f, "could not start: {error}"),
-            Self::Slurm(state) => write!(f, "ended by Slurm ({state})"),
-        }
-    }
-}
+use crate::outcome::Outcome;
 
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -106,7 +79,7 @@ pub struct ReportInput<'a> {
     pub attempts: &'a [AttemptRecord],
     pub problems: &'a [Problem],
     pub seconds: f64,
-    pub memory: &'a crate::supervise::MemoryReport,
+    pub memory: &'a crate::outcome::MemoryReport,
 }
 
 pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {

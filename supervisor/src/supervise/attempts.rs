@@ -15,11 +15,12 @@ use crate::executor::local::proc_table;
 use crate::executor::local::reaper::ExitHow;
 use crate::executor::local::sweep::EndedTree;
 use crate::executor::local::tree::Tree;
-use crate::reporting::report::{AttemptRecord, Outcome};
+use crate::outcome::{KillReason, Outcome};
+use crate::reporting::report::AttemptRecord;
 use crate::run::live::{LiveAgent, LiveAgents};
 use crate::schedule::gate::Phase;
 use crate::schedule::halt::HaltWhen;
-use crate::supervise::slot::{count_lines, KillReason, LocalTree, Placement, Slot};
+use crate::supervise::slot::{count_lines, LocalTree, Placement, Slot};
 use crate::watchdog::cgroup::AgentCgroup;
 
 impl<'a> Supervisor<'a> {

@@ -24,6 +24,7 @@ use crate::executor::local::proc_table;
 use crate::executor::local::reaper::{self, Msg};
 use crate::executor::local::sweep::Leftovers;
 use crate::merge;
+use crate::outcome::{KillReason, MemoryReport};
 use crate::rate::server::RateServer;
 use crate::reporting::file_watch::FileWatch;
 use crate::reporting::progress::{FileSeen, Progress};
@@ -33,7 +34,7 @@ use crate::run::journal::EventLog;
 use crate::run::live::LiveFile;
 use crate::schedule::gate::{deadline_instant, LaunchGate};
 use crate::schedule::halt::HaltPolicy;
-use crate::supervise::slot::{KillReason, Slot};
+use crate::supervise::slot::Slot;
 use crate::watchdog::cgroup::CgroupRoot;
 use crate::watchdog::memory::MemoryWatch;
 use crate::watchdog::timeouts::PerItemTimes;
@@ -82,15 +83,6 @@ pub struct RunResult {
     pub attempts: Vec<AttemptRecord>,
     pub problems: Vec<Problem>,
     pub memory: MemoryReport,
-}
-
-/// The memory side of a run, for report.json.
-#[derive(Debug, serde::Serialize)]
-pub struct MemoryReport {
-    pub mode: String,
-    pub ceiling: Option<u64>,
-    pub peak_total: u64,
-    pub samples: Vec<crate::watchdog::memory::MemorySample>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

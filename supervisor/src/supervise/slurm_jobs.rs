@@ -13,7 +13,8 @@ use shared::plan::{AgentPlan, AgentRef};
 use super::Supervisor;
 use crate::error::Result;
 use crate::executor::slurm::{self, JobEnd, JobState, QueuedJob, Submission, TimeLimit};
-use crate::supervise::slot::{count_lines, KillReason, Placement, SlurmJob};
+use crate::outcome::KillReason;
+use crate::supervise::slot::{count_lines, Placement, SlurmJob};
 
 /// A job no Slurm command knows any more, this many polls in a row, is lost.
 const MISSES_BEFORE_LOST: u32 = 3;

@@ -14,8 +14,9 @@ use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
 use crate::executor::local::proc_table;
 use crate::executor::local::reaper::{ExitHow, Msg};
+use crate::outcome::KillReason;
 use crate::reporting::file_watch::FileWatch;
-use crate::supervise::slot::{Kill, KillReason, Slot};
+use crate::supervise::slot::{Kill, Slot};
 
 /// Cgroup files are read on one sampling tick out of this many.
 const CGROUP_EVERY_TICKS: u64 = 4;

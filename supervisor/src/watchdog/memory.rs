@@ -20,7 +20,7 @@ use serde::Serialize;
 use shared::job::{JobSettings, MemoryEnforcement};
 
 use crate::error::{Result, SupervisorError};
-use crate::supervise::slot::KillReason;
+use crate::outcome::KillReason;
 use crate::watchdog::cgroup::CgroupRoot;
 
 /// Samples to wait after a launch while no agent size is known.

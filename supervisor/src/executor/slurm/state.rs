@@ -2,8 +2,7 @@
 //! finished job maps to an attempt's outcome. The State decides, not only the
 //! exit code: a job ended by its time limit can report ExitCode=0:0.
 
-use crate::reporting::report::Outcome;
-use crate::supervise::slot::KillReason;
+use crate::outcome::{KillReason, Outcome};
 
 /// A job's state (the first word of squeue's %T, scontrol's JobState or
 /// sacct's State: sacct prints "CANCELLED by 0").

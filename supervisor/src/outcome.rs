@@ -1,0 +1,85 @@
+//! How things end: why the supervisor killed an agent's tree, how one attempt
+//! ended, and the memory side of a run, shared by the event loop, the
+//! executors, the watchdog and the reports.
+
+use std::fmt;
+
+/// Why the supervisor ended an agent's tree (the `reason` of `killed` events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    Timeout,
+    Stall,
+    Memory,
+    Ceiling,
+    MinFree,
+    Shutdown,
+    Deadline,
+    /// Leftovers of a finished segment, swept before the next one.
+    SegmentEnd,
+}
+
+impl KillReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Stall => "stall",
+            Self::Memory => "memory",
+            Self::Ceiling => "ceiling",
+            Self::MinFree => "min-free",
+            Self::Shutdown => "shutdown",
+            Self::Deadline => "deadline",
+            Self::SegmentEnd => "segment-end",
+        }
+    }
+
+    /// Killed to make room for the run's memory: requeued, not a failure.
+    pub fn makes_room(self) -> bool {
+        matches!(self, Self::Ceiling | Self::MinFree)
+    }
+
+    /// Killed because the run is stopping: neither a failure nor retried.
+    pub fn stops_run(self) -> bool {
+        matches!(self, Self::Shutdown | Self::Deadline)
+    }
+}
+
+impl std::fmt::Display for KillReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How one attempt of an agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed(i32),
+    Crashed(i32),
+    Killed(KillReason),
+    LaunchFailed(String),
+    /// A Slurm job ended by Slurm for a reason of its own (NODE_FAIL,
+    /// PREEMPTED, CANCELLED by somebody else, ...).
+    Slurm(&'static str),
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Succeeded => f.write_str("succeeded"),
+            Self::Failed(code) => write!(f, "failed with exit code {code}"),
+            Self::Crashed(signal) => write!(f, "crashed (signal {signal})"),
+            Self::Killed(reason) => write!(f, "killed ({reason})"),
+            Self::LaunchFailed(error) => write!(f, "could not start: {error}"),
+            Self::Slurm(state) => write!(f, "ended by Slurm ({state})"),
+        }
+    }
+}
+
+/// The memory side of a run, for report.json.
+#[derive(Debug, serde::Serialize)]
+pub struct MemoryReport {
+    pub mode: String,
+    pub ceiling: Option<u64>,
+    pub peak_total: u64,
+    pub samples: Vec<crate::watchdog::memory::MemorySample>,
+}
