@@ -11,6 +11,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::console::Console;
 use crate::reporting::progress::Progress;
+use crate::executor::AttemptKey;
 use crate::supervise::slot::Slot;
 
 /// The display is redrawn at most this often.
@@ -18,7 +19,7 @@ const REDRAW: Duration = Duration::from_millis(200);
 
 pub struct RunSnapshot<'s, 'p> {
     pub progress: &'s Progress,
-    pub slots: &'s HashMap<i32, Slot<'p>>,
+    pub slots: &'s HashMap<AttemptKey, Slot<'p>>,
     pub segment: usize,
     pub segments: usize,
     pub failed: usize,
@@ -34,7 +35,7 @@ pub enum ProgressView {
 pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
-    agents: HashMap<i32, ProgressBar>,
+    agents: HashMap<AttemptKey, ProgressBar>,
     last_draw: Option<Instant>,
 }
 
@@ -118,21 +119,21 @@ impl Bars {
             snapshot.failed,
             size(snapshot.total_rss)
         ));
-        self.agents.retain(|pid, bar| {
-            let keep = snapshot.slots.contains_key(pid);
+        self.agents.retain(|key, bar| {
+            let keep = snapshot.slots.contains_key(key);
             if !keep {
                 bar.finish_and_clear();
             }
             keep
         });
-        let mut pids: Vec<&i32> = snapshot.slots.keys().collect();
-        pids.sort_by_key(|pid| snapshot.slots.get(pid).map(|s| s.agent.name.as_str()));
-        for pid in pids {
-            let Some(slot) = snapshot.slots.get(pid) else {
+        let mut keys: Vec<&AttemptKey> = snapshot.slots.keys().collect();
+        keys.sort_by_key(|key| snapshot.slots.get(key).map(|s| s.agent.name.as_str()));
+        for key in keys {
+            let Some(slot) = snapshot.slots.get(key) else {
                 continue;
             };
             let multi = &self.multi;
-            let bar = self.agents.entry(*pid).or_insert_with(|| {
+            let bar = self.agents.entry(*key).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new_spinner());
                 bar.set_style(
                     ProgressStyle::with_template("  {msg}")

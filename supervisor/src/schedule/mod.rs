@@ -1,5 +1,6 @@
-//! What runs next: the launch gate (warm-up, waves, stagger, deadline) and the
-//! halt policy.
+//! What runs next: the scheduler's queue of attempts and its retries, the
+//! launch gate (warm-up, waves, stagger, deadline) and the halt policy.
 
 pub mod gate;
 pub mod halt;
+pub mod scheduler;

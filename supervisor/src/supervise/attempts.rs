@@ -1,45 +1,34 @@
-//! Starting attempts and ending them: launch, the record of how an attempt
-//! went, retries after a doubling backoff, and the halt policy.
+//! Starting attempts and ending them: launch (or adopt, on resume), the
+//! record of how an attempt went, retries after a doubling backoff, and the
+//! halt policy.
 
 use std::time::Instant;
 
 use serde_json::json;
 
-use shared::job::AgentTimeout;
 use shared::plan::AgentPlan;
 
-use super::{Ending, Retry, Stop, Supervisor};
+use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
-use crate::executor::local::launch::Launcher;
-use crate::executor::local::proc_table;
-use crate::executor::local::reaper::ExitHow;
-use crate::executor::local::sweep::EndedTree;
-use crate::executor::local::tree::Tree;
+use crate::executor::{AttemptKey, Started};
 use crate::outcome::{KillReason, Outcome};
 use crate::reporting::report::AttemptRecord;
 use crate::run::live::{LiveAgent, LiveAgents};
 use crate::schedule::gate::Phase;
 use crate::schedule::halt::HaltWhen;
-use crate::supervise::slot::{count_lines, LocalTree, Placement, Slot};
-use crate::watchdog::cgroup::AgentCgroup;
+use crate::supervise::slot::{count_lines, Slot};
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
 
 impl<'a> Supervisor<'a> {
     pub(super) fn launch(&mut self, agent: &'a AgentPlan) -> Result<()> {
-        let attempt = {
-            let launches = self.inputs.launches.entry(agent.name.clone()).or_insert(0);
-            *launches += 1;
-            *launches
-        };
+        let attempt = self.scheduler.next_attempt(agent);
         let output = self.inputs.run.agent_output(agent.at);
         let saved_at_launch = count_lines(&output);
-        let launched_at =
-            humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        let started = if self.slurm.is_some() {
-            self.submit_job(agent, attempt)
-        } else {
-            self.spawn_local(agent, attempt)
-        };
-        let (key, placement) = match started {
+        let launched_at = now_rfc3339();
+        let started = match self.executor.start(agent, attempt) {
             Ok(started) => started,
             Err(error) => {
                 self.event("launch-failed", Some(&agent.name), json!({"error": error}))?;
@@ -57,90 +46,80 @@ impl<'a> Supervisor<'a> {
             }
         };
         let now = Instant::now();
-        let phase = match self.gate.note_launch(now) {
+        let phase = match self.scheduler.note_launch(now) {
             Phase::Warmup => json!("warmup"),
             Phase::Wave(n) => json!(format!("wave {n}")),
             Phase::Free => serde_json::Value::Null,
         };
         let mut fields = json!({"attempt": attempt, "items": agent.ids.len(),
                                 "already_saved": saved_at_launch, "phase": phase});
-        match &placement {
-            Placement::Local(local) => {
-                fields["pid"] = json!(key);
-                fields["start_ticks"] = json!(local.leader_start);
+        match started.key {
+            AttemptKey::Local { pid } => {
+                fields["pid"] = json!(pid);
+                fields["start_ticks"] = json!(started.start_ticks.unwrap_or(0));
             }
-            Placement::Slurm(job) => fields["job_id"] = json!(job.id),
+            AttemptKey::Slurm { job_id } => fields["job_id"] = json!(job_id),
         }
         self.event("launched", Some(&agent.name), fields)?;
-        self.insert_slot(agent, attempt, key, placement, saved_at_launch, launched_at);
-        self.memory.note_launch(now);
+        self.insert_slot(agent, attempt, started, saved_at_launch, launched_at);
+        self.watchdog.memory.note_launch(now);
         Ok(())
     }
 
-    /// Starts the agent as a child process (in its cgroup, in cgroup mode).
-    fn spawn_local(
-        &mut self,
-        agent: &AgentPlan,
-        attempt: u32,
-    ) -> std::result::Result<(i32, Placement), String> {
-        let settings = self.settings();
-        let socket = self.rate.as_ref().map(|r| r.path().to_path_buf());
-        let launcher = Launcher {
-            argv: self.inputs.agent_argv,
-            job_dir: &self.inputs.job.dir,
-            env: &settings.agent.env,
-            run: self.inputs.run,
-            log_limit: settings.limits.agent_log_limit.bytes(),
-            socket: socket.as_deref(),
+    /// Takes over an attempt of `agent` that a dead supervisor left running
+    /// (Slurm jobs, on resume); true when the agent is now watched through it.
+    pub(super) fn adopt(&mut self, agent: &'a AgentPlan) -> Result<bool> {
+        let Some(adopted) = self.executor.adopt(agent) else {
+            return Ok(false);
         };
-        let cgroup = self.agent_cgroup(agent, attempt);
-        match launcher.launch(agent, attempt, cgroup.as_ref().map(|c| c.join_path())) {
-            Ok(pid) => {
-                let leader_start = proc_table::stat(pid).map_or(0, |s| s.start_ticks);
-                let tree = Tree::new(pid);
-                Ok((
-                    pid,
-                    Placement::Local(LocalTree {
-                        leader_start,
-                        tree,
-                        cgroup,
-                    }),
-                ))
-            }
-            Err(error) => {
-                if let Some(cgroup) = cgroup {
-                    cgroup.remove();
-                }
-                Err(error.to_string())
-            }
+        let attempt = self.scheduler.adopted_attempt(agent);
+        let saved = count_lines(&self.inputs.run.agent_output(agent.at));
+        self.event(
+            "adopted",
+            Some(&agent.name),
+            json!({"job_id": adopted.key.job_id(), "state": adopted.state, "attempt": attempt,
+                   "elapsed_seconds": adopted.elapsed.as_secs()}),
+        )?;
+        self.console.line(&format!(
+            "{}: adopted {} ({})",
+            agent.name, adopted.key, adopted.state
+        ));
+        let started = Started {
+            key: adopted.key,
+            start_ticks: None,
+        };
+        self.insert_slot(agent, attempt, started, saved, now_rfc3339());
+        // The attempt's clock did not stop while nobody watched it.
+        let timeout = self.watchdog.fixed_timeout();
+        if let (Some(slot), Some(limit)) = (self.slots.get_mut(&adopted.key), timeout) {
+            slot.deadline = Some(Instant::now() + limit.saturating_sub(adopted.elapsed));
         }
+        Ok(true)
     }
 
-    /// A slot for an attempt that has started (or, under Slurm, been submitted
-    /// or adopted). The clock of agent.timeout starts now.
-    pub(super) fn insert_slot(
+    /// A slot for an attempt that has started (or been adopted). The clock of
+    /// agent.timeout starts now.
+    fn insert_slot(
         &mut self,
         agent: &'a AgentPlan,
         attempt: u32,
-        key: i32,
-        placement: Placement,
+        started: Started,
         saved_at_launch: usize,
         launched_at: String,
     ) {
         let now = Instant::now();
-        let deadline = self.fixed_timeout().map(|limit| now + limit);
         let output = self.inputs.run.agent_output(agent.at);
         self.slots.insert(
-            key,
+            started.key,
             Slot {
                 agent,
                 attempt,
-                pid: key,
+                key: started.key,
+                start_ticks: started.start_ticks.unwrap_or(0),
                 started: now,
                 launched_at,
-                placement,
                 exit: None,
-                deadline,
+                deadline: self.watchdog.fixed_timeout().map(|limit| now + limit),
                 saved_at_launch,
                 done: saved_at_launch.min(agent.ids.len()),
                 output_len: std::fs::metadata(&output).map_or(0, |m| m.len()),
@@ -153,11 +132,6 @@ impl<'a> Supervisor<'a> {
         self.live_dirty = true;
     }
 
-    /// agent.timeout when it is a fixed limit.
-    pub(super) fn fixed_timeout(&self) -> Option<std::time::Duration> {
-        self.settings().agent.timeout.and_then(AgentTimeout::fixed)
-    }
-
     /// Rewrites live.json if the set of running agents changed.
     pub(super) fn write_live(&mut self) -> Result<()> {
         if !self.live_dirty {
@@ -166,15 +140,15 @@ impl<'a> Supervisor<'a> {
         let live = LiveAgents {
             supervisor_pid: self.me,
             boot_id: self.boot_id.clone(),
-            updated: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            updated: now_rfc3339(),
             agents: self
                 .slots
                 .values()
                 .map(|s| LiveAgent {
                     agent: s.agent.name.clone(),
-                    pid: if s.local().is_some() { s.pid } else { 0 },
-                    start_ticks: s.local().map_or(0, |l| l.leader_start),
-                    job_id: s.slurm().map(|j| j.id),
+                    pid: s.key.pid().unwrap_or(0),
+                    start_ticks: s.start_ticks,
+                    job_id: s.key.job_id(),
                     attempt: s.attempt,
                     done: s.done,
                     items: s.agent.ids.len(),
@@ -190,59 +164,42 @@ impl<'a> Supervisor<'a> {
     }
 
     /// The attempt is over: record how it went, then retry or give up.
-    pub(super) fn finish(&mut self, pid: i32) -> Result<()> {
-        let Some(slot) = self.slots.remove(&pid) else {
+    pub(super) fn finish(&mut self, key: AttemptKey) -> Result<()> {
+        let Some(slot) = self.slots.remove(&key) else {
             return Ok(());
         };
         let seconds = slot.started.elapsed().as_secs_f64();
-        self.memory.note_peak(slot.peak_rss);
+        self.watchdog.memory.note_peak(slot.peak_rss);
         // The kernel's OOM killer struck inside the agent's cgroup: that is its
         // memory limit, whatever the exit status says.
-        let kernel_oom = slot.kill.is_none()
-            && slot
-                .local()
-                .and_then(|l| l.cgroup.as_ref())
-                .is_some_and(|c| c.oom_kills() > 0);
+        let kernel_oom = slot.kill.is_none() && self.executor.oom_struck(key);
         if kernel_oom {
-            let fields =
-                json!({"pid": pid, "reason": "memory", "by": "kernel", "peak_rss": slot.peak_rss});
+            let fields = json!({"pid": key.pid(), "reason": "memory", "by": "kernel",
+                                "peak_rss": slot.peak_rss});
             self.event("killed", Some(&slot.agent.name), fields)?;
         }
-        let slurm_end = slot.slurm().and_then(|j| j.end);
+        self.executor.release(key);
         let outcome = match (slot.kill, slot.exit) {
             _ if kernel_oom => Outcome::Killed(KillReason::Memory),
             (Some(kill), _) => Outcome::Killed(kill.reason),
-            (None, _) if slurm_end.is_some() => {
-                slurm_end.map_or(Outcome::Failed(-1), |e| e.outcome())
-            }
-            (None, Some(ExitHow::Code(0))) => Outcome::Succeeded,
-            (None, Some(ExitHow::Code(code))) => Outcome::Failed(code),
-            (None, Some(ExitHow::Signal(signal))) => Outcome::Crashed(signal),
+            (None, Some(outcome)) => outcome,
             (None, None) => Outcome::Failed(-1),
         };
         if outcome == Outcome::Succeeded {
             let saved = count_lines(&self.inputs.run.agent_output(slot.agent.at));
-            self.per_item
-                .record(seconds, saved.saturating_sub(slot.saved_at_launch));
+            self.watchdog
+                .note_success(seconds, saved.saturating_sub(slot.saved_at_launch));
         }
         let record = AttemptRecord {
             agent: slot.agent.name.clone(),
             attempt: slot.attempt,
-            pid: slot.local().map(|_| pid),
-            job_id: slot.slurm().map(|j| j.id),
+            pid: key.pid(),
+            job_id: key.job_id(),
             launched: slot.launched_at,
             seconds,
             peak_rss: slot.peak_rss,
             outcome,
         };
-        if let Placement::Local(local) = slot.placement {
-            self.leftovers.ended.push(EndedTree {
-                agent: slot.agent.name.clone(),
-                leader_start: local.leader_start,
-                tree: local.tree,
-                cgroup: local.cgroup,
-            });
-        }
         self.live_dirty = true;
         self.after_attempt(slot.agent, record)
     }
@@ -262,7 +219,7 @@ impl<'a> Supervisor<'a> {
             Outcome::Killed(reason) if reason.stops_run() => return Ok(()),
             // Killed to make room: back in the queue, not counted as a failure.
             Outcome::Killed(reason) if reason.makes_room() => {
-                self.requeued.push(agent);
+                self.scheduler.requeue(agent);
                 return self.event(
                     "requeued",
                     Some(&agent.name),
@@ -272,33 +229,24 @@ impl<'a> Supervisor<'a> {
             _ => {}
         }
         let log = self.inputs.run.agent_log(agent.at);
-        let used = self.retries_used.entry(agent.at).or_insert(0);
         let settings = &self.inputs.job.settings.agent;
-        if *used < settings.retries && self.stop == Stop::No {
-            *used += 1;
-            let delay = settings
-                .retry_backoff
-                .get()
-                .saturating_mul(1 << (*used - 1).min(16));
-            let retry = *used;
-            self.console.agent_failed(
-                &agent.name,
-                &format!(
-                    "{outcome}; retry {retry} of {} in {}",
-                    settings.retries,
-                    humantime::format_duration(delay)
-                ),
-                Some(&log),
-            );
-            self.retries.push(Retry {
-                at: Instant::now() + delay,
-                agent,
-            });
-            return self.event(
-                "retry-scheduled",
-                Some(&agent.name),
-                json!({"retry": retry, "after_seconds": delay.as_secs_f64()}),
-            );
+        if self.stop == Stop::No {
+            if let Some((retry, delay)) = self.scheduler.retry(agent, settings, Instant::now()) {
+                self.console.agent_failed(
+                    &agent.name,
+                    &format!(
+                        "{outcome}; retry {retry} of {} in {}",
+                        settings.retries,
+                        humantime::format_duration(delay)
+                    ),
+                    Some(&log),
+                );
+                return self.event(
+                    "retry-scheduled",
+                    Some(&agent.name),
+                    json!({"retry": retry, "after_seconds": delay.as_secs_f64()}),
+                );
+            }
         }
         self.console
             .agent_failed(&agent.name, &outcome.to_string(), Some(&log));
@@ -314,7 +262,7 @@ impl<'a> Supervisor<'a> {
 
     pub(super) fn halt(&mut self, when: HaltWhen) -> Result<()> {
         self.ending = Ending::Halted;
-        self.retries.clear();
+        self.scheduler.drop_retries();
         let policy = self.inputs.halt.to_string();
         self.console.line(&format!(
             "halting (--halt {policy}): {} agent(s) failed for good; {}",
@@ -334,31 +282,9 @@ impl<'a> Supervisor<'a> {
             HaltWhen::Soon => self.stop = Stop::Draining,
             HaltWhen::Now => {
                 self.stop = Stop::Killing;
-                let pids: Vec<i32> = self.slots.keys().copied().collect();
-                for pid in pids {
-                    self.start_kill(pid, KillReason::Shutdown)?;
-                }
+                self.kill_all(KillReason::Shutdown)?;
             }
         }
         Ok(())
-    }
-}
-
-impl<'a> Supervisor<'a> {
-    /// A memory cgroup for this attempt, in cgroup mode (None when the cgroup
-    /// cannot be made: the attempt then runs under sampling alone).
-    fn agent_cgroup(&mut self, agent: &AgentPlan, attempt: u32) -> Option<AgentCgroup> {
-        let root = self.cgroups.as_ref()?;
-        let name = format!(
-            "s{:02}-o{:02}-a{:02}-{attempt}",
-            agent.at.segment, agent.at.orchestrator, agent.at.agent
-        );
-        match root.agent_group(&name, self.memory.per_agent_limit()) {
-            Ok(group) => Some(group),
-            Err(error) => {
-                tracing::warn!("no cgroup for {}: {error}", agent.name);
-                None
-            }
-        }
     }
 }

@@ -4,9 +4,10 @@
 //! never blocks on a single child. Kills (timeout, stall, shutdown) end an
 //! agent's whole tree: TERM, agent.kill_grace, KILL. A failed agent is retried
 //! on its remaining items after a doubling backoff. Between segments nothing
-//! started for the finished segment may live on (see `sweep`).
+//! started for the finished segment may live on (see each executor's `sweep`). The loop drives an `Executor` and does not
+//! know which one.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::executor::local::proc_table;
 use crate::executor::local::reaper::{self, Msg};
-use crate::executor::local::sweep::Leftovers;
+use crate::executor::{self, AttemptKey, Executor};
 use crate::merge;
 use crate::outcome::{KillReason, MemoryReport};
 use crate::rate::server::RateServer;
@@ -32,19 +33,15 @@ use crate::reporting::report::AttemptRecord;
 use crate::reporting::view::{ProgressView, RunSnapshot};
 use crate::run::journal::EventLog;
 use crate::run::live::LiveFile;
-use crate::schedule::gate::{deadline_instant, LaunchGate};
+use crate::schedule::gate::deadline_instant;
 use crate::schedule::halt::HaltPolicy;
+use crate::schedule::scheduler::{Next, Scheduler};
 use crate::supervise::slot::Slot;
-use crate::watchdog::cgroup::CgroupRoot;
-use crate::watchdog::memory::MemoryWatch;
-use crate::watchdog::timeouts::PerItemTimes;
+use crate::watchdog::checks::Watchdog;
 
 mod attempts;
 pub mod slot;
-mod slurm_jobs;
 mod watch;
-
-use slurm_jobs::SlurmRun;
 
 /// How often a tree being killed is checked for its last process.
 const KILL_POLL: Duration = Duration::from_millis(10);
@@ -94,182 +91,118 @@ enum Stop {
     Killing,
 }
 
-/// An agent waiting for its retry backoff to pass.
-struct Retry<'p> {
-    at: Instant,
-    agent: &'p AgentPlan,
-}
-
-pub struct Supervisor<'a> {
-    inputs: RunInputs<'a>,
-    console: &'a Console,
-    events: EventLog,
+/// Messages from the outside world (exits, signals, agent files growing), and
+/// what keeps them coming.
+struct Messages {
     rx: Receiver<Msg>,
     _signals: signal_hook::iterator::Handle,
-    max_parallel: usize,
-    slots: HashMap<i32, Slot<'a>>,
-    leftovers: Leftovers,
-    retries: Vec<Retry<'a>>,
-    retries_used: HashMap<AgentRef, u32>,
-    failed_for_good: usize,
-    attempts: Vec<AttemptRecord>,
-    per_item: PerItemTimes,
-    stop: Stop,
-    ending: Ending,
-    next_tick: Instant,
-    me: i32,
-    boot_id: String,
-    live: LiveFile,
-    live_dirty: bool,
-    memory: MemoryWatch,
-    cgroups: Option<CgroupRoot>,
-    memory_mode: String,
-    /// Agents killed to make room, waiting to go back to the queue's front.
-    requeued: Vec<&'a AgentPlan>,
-    page_size: u64,
-    progress: Progress,
-    view: ProgressView,
     watch: Option<FileWatch>,
-    segment_number: usize,
-    gate: LaunchGate,
-    rate: Option<RateServer>,
-    /// schedule.deadline, and the end of the drain once it has passed.
-    deadline: Option<Instant>,
-    drain_until: Option<Instant>,
-    /// The schedule holds launches until then (warm-up delay, wave, stagger).
-    schedule_wake: Option<Instant>,
-    /// Sampling ticks so far.
-    ticks: u64,
-    /// executor = "slurm": agents are batch jobs.
-    slurm: Option<SlurmRun>,
 }
 
-impl<'a> Supervisor<'a> {
-    pub fn new(inputs: RunInputs<'a>, console: &'a Console) -> Result<Self> {
+impl Messages {
+    /// Starts the signal thread (before any child is spawned) and the watch
+    /// on the run directory (without one, agent files are polled).
+    fn start(run: &RunDir, console: &Console) -> Result<Self> {
         let (tx, rx) = channel();
         let signals = reaper::start(tx.clone())
             .map_err(SupervisorError::io("cannot install signal handlers"))?;
-        let watch = match FileWatch::start(inputs.run.root(), tx) {
+        let watch = match FileWatch::start(run.root(), tx) {
             Ok(watch) => Some(watch),
             Err(why) => {
                 console.line(&format!("progress: polling agent files ({why})"));
                 None
             }
         };
-        // Orphaned descendants of agents become our children: reaped by us, and
-        // still in view to be counted and killed.
-        if let Err(error) = proc_table::become_subreaper() {
-            tracing::warn!("cannot become a child subreaper ({error}); daemonised descendants are found by the segment-end scan only");
-        }
+        Ok(Self {
+            rx,
+            _signals: signals,
+            watch,
+        })
+    }
+}
+
+pub struct Supervisor<'a> {
+    inputs: RunInputs<'a>,
+    console: &'a Console,
+    events: EventLog,
+    messages: Messages,
+    executor: Box<dyn Executor + 'a>,
+    scheduler: Scheduler<'a>,
+    watchdog: Watchdog,
+    slots: HashMap<AttemptKey, Slot<'a>>,
+    failed_for_good: usize,
+    attempts: Vec<AttemptRecord>,
+    stop: Stop,
+    ending: Ending,
+    me: i32,
+    boot_id: String,
+    live: LiveFile,
+    live_dirty: bool,
+    memory_mode: String,
+    progress: Progress,
+    view: ProgressView,
+    segment_number: usize,
+    /// Kept alive for the run: agents ask it for permits.
+    _rate: Option<RateServer>,
+    /// schedule.deadline, and the end of the drain once it has passed.
+    deadline: Option<Instant>,
+    drain_until: Option<Instant>,
+}
+
+impl<'a> Supervisor<'a> {
+    pub fn new(mut inputs: RunInputs<'a>, console: &'a Console) -> Result<Self> {
+        let messages = Messages::start(inputs.run, console)?;
         let events = EventLog::open(&inputs.run.events())
             .map_err(SupervisorError::io("cannot open events.jsonl"))?;
         let live =
             LiveFile::create(inputs.run).map_err(SupervisorError::io("cannot create live.json"))?;
         let settings = &inputs.job.settings;
-        let rate = match RateServer::start(
+        let rate = start_broker(inputs.run, settings, console);
+        let setup = executor::for_run(
             inputs.run,
-            settings.rate.as_ref(),
-            // Slurm runs agents on other nodes: they reach the broker by TCP.
-            (settings.executor.kind == ExecutorKind::Slurm)
-                .then(|| {
-                    settings
-                        .executor
-                        .broker_host
-                        .clone()
-                        .unwrap_or_else(RateServer::host_name)
-                })
-                .as_deref(),
-        ) {
-            Ok(server) => Some(server),
-            Err(error) => {
-                tracing::warn!("no rate broker ({error}); agents run without permits");
-                console.line(&format!(
-                    "rate broker: not available ({error}); agents run without permits"
-                ));
-                None
-            }
-        };
+            inputs.job,
+            inputs.agent_argv,
+            rate.as_ref(),
+            console,
+        )?;
+        console.line(&format!("memory: {}", setup.memory_mode));
         let now = Instant::now();
-        let deadline = inputs
-            .until
-            .or(settings.schedule.deadline)
-            .map(|d| deadline_instant(d, now));
-        let slurm = (settings.executor.kind == ExecutorKind::Slurm)
-            .then(|| SlurmRun::new(inputs.run.root(), settings.executor.poll_interval.get()));
-        let (cgroups, memory_mode, memory) = if slurm.is_some() {
-            let mode = match settings.agent.memory_limit {
-                Some(limit) => {
-                    format!("Slurm enforces agent.memory_limit {limit} per job (sbatch --mem)")
-                }
-                None => "Slurm (no agent.memory_limit: the partition's default memory per job)"
-                    .to_owned(),
-            };
-            if settings.limits.ram_ceiling.is_some() || settings.limits.min_free.is_some() {
-                console.line("memory: limits.ram_ceiling and limits.min_free do not apply under Slurm (Slurm places each job by its --mem)");
-            }
-            console.line(&format!(
-                "executor: Slurm (jobs named {}*); {} must be on a filesystem every node shares",
-                crate::executor::slurm::job_prefix(inputs.run.root()),
-                inputs.run.root().display()
-            ));
-            if let Some(kind) = crate::executor::slurm::node_local_filesystem(inputs.run.root()) {
-                console.line(&format!(
-                    "warning: the run directory is on {kind}, which only this machine sees: fine for a one-node cluster, lost work elsewhere"
-                ));
-            }
-            (None, mode, MemoryWatch::for_slurm(settings))
-        } else {
-            let (cgroups, mode) = crate::watchdog::memory::choose_mode(settings)?;
-            (cgroups, mode, MemoryWatch::new(settings))
-        };
-        console.line(&format!("memory: {memory_mode}"));
-        let max_parallel = inputs
-            .job
-            .settings
+        let max_parallel = settings
             .limits
             .max_parallel
             .map(|c| c.get())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let launches = std::mem::take(&mut inputs.launches);
         Ok(Self {
             console,
             events,
-            rx,
-            _signals: signals,
-            max_parallel,
+            messages,
+            executor: setup.executor,
+            scheduler: Scheduler::new(&settings.schedule, max_parallel, launches, now),
+            watchdog: Watchdog::new(settings, setup.memory, now),
             slots: HashMap::new(),
-            leftovers: Leftovers::default(),
-            retries: Vec::new(),
-            retries_used: HashMap::new(),
             failed_for_good: 0,
             attempts: Vec::new(),
-            per_item: PerItemTimes::default(),
             stop: Stop::No,
             ending: Ending::Completed,
-            next_tick: Instant::now(),
             me: i32::try_from(std::process::id()).unwrap_or(0),
             boot_id: proc_table::boot_id(),
             live,
             live_dirty: false,
-            memory,
-            cgroups,
-            memory_mode,
-            requeued: Vec::new(),
-            page_size: crate::executor::local::unix::page_size(),
+            memory_mode: setup.memory_mode,
             progress: Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen),
             view: ProgressView::new(
                 console,
                 inputs.plan.items_total,
                 settings.limits.progress_interval.get(),
             ),
-            watch,
             segment_number: 0,
-            gate: LaunchGate::new(&settings.schedule, now),
-            rate,
-            deadline,
+            _rate: rate,
+            deadline: inputs
+                .until
+                .or(settings.schedule.deadline)
+                .map(|d| deadline_instant(d, now)),
             drain_until: None,
-            schedule_wake: None,
-            ticks: 0,
-            slurm,
             inputs,
         })
     }
@@ -292,11 +225,13 @@ impl<'a> Supervisor<'a> {
             "run-started",
             None,
             json!({"job": plan.job, "items": plan.items_total, "agents": plan.agent_count(),
-                   "segments": plan.segments.len(), "max_parallel": self.max_parallel,
+                   "segments": plan.segments.len(), "max_parallel": self.scheduler.max_parallel(),
                    "supervisor_pid": self.me, "already_complete": self.inputs.complete.len(),
                    "memory_mode": self.memory_mode}),
         )?;
-        self.find_slurm_jobs()?;
+        if let Err(error) = self.executor.discover(self.inputs.resumed) {
+            self.console.line(&error);
+        }
         let mut problems = Vec::new();
         for segment in &plan.segments {
             if self.stop != Stop::No {
@@ -343,16 +278,14 @@ impl<'a> Supervisor<'a> {
             self.refresh_view(Instant::now(), true);
         }
         self.view.finish();
-        if let Some(root) = &self.cgroups {
-            root.remove();
-        }
+        self.executor.close();
         Ok(RunResult {
             ending: self.ending,
             memory: MemoryReport {
                 mode: self.memory_mode,
-                ceiling: self.memory.ceiling(),
-                peak_total: self.memory.run_peak_total,
-                samples: self.memory.samples().to_vec(),
+                ceiling: self.watchdog.memory.ceiling(),
+                peak_total: self.watchdog.memory.run_peak_total,
+                samples: self.watchdog.memory.samples().to_vec(),
             },
             attempts: self.attempts,
             problems,
@@ -363,63 +296,35 @@ impl<'a> Supervisor<'a> {
     /// retries included, has ended (or a shutdown or halt has ended them).
     fn run_segment(&mut self, segment: &'a SegmentPlan, todo: Vec<&'a AgentPlan>) -> Result<()> {
         self.segment_number = segment.number;
-        // A resumed run's jobs still in Slurm's hands are watched, not redone.
-        let mut queue = VecDeque::new();
+        // A resumed run's attempts still running elsewhere are watched, not redone.
+        let mut fresh = Vec::new();
         for agent in todo {
-            if !self.adopt_job(agent)? {
-                queue.push_back(agent);
+            if !self.adopt(agent)? {
+                fresh.push(agent);
             }
         }
-        self.gate.start_segment(Instant::now());
+        self.scheduler.feed(fresh);
+        self.scheduler.start_segment(Instant::now());
         self.console
             .segment_started(segment, self.inputs.plan.segments.len());
         loop {
             let now = Instant::now();
-            let (due, waiting): (Vec<Retry<'a>>, Vec<Retry<'a>>) =
-                std::mem::take(&mut self.retries)
-                    .into_iter()
-                    .partition(|r| r.at <= now);
-            self.retries = waiting;
-            queue.extend(due.into_iter().map(|r| r.agent));
-            for agent in self.requeued.drain(..).rev() {
-                queue.push_front(agent);
-            }
-            self.schedule_wake = None;
-            while self.stop == Stop::No
-                && self.slots.len() < self.max_parallel
-                && self.memory.admits(now, self.slots.len())
-            {
-                // The schedule: warm-up and waves for every launch, the
-                // orchestrator stagger for each agent.
-                let allowed_at = self.gate.next_launch_at(now);
-                if allowed_at > now {
-                    self.schedule_wake = Some(allowed_at);
-                    break;
+            self.scheduler.admit_due(now);
+            while self.stop == Stop::No && self.watchdog.memory.admits(now, self.slots.len()) {
+                match self.scheduler.next(now, self.slots.len()) {
+                    Next::Launch(agent) => self.launch(agent)?,
+                    Next::WaitUntil(_) | Next::Nothing => break,
                 }
-                let ready = queue
-                    .iter()
-                    .position(|a| self.gate.orchestrator_ready(a.at.orchestrator) <= now);
-                let Some(index) = ready else {
-                    self.schedule_wake = queue
-                        .iter()
-                        .map(|a| self.gate.orchestrator_ready(a.at.orchestrator))
-                        .min();
-                    break;
-                };
-                let Some(agent) = queue.remove(index) else {
-                    break;
-                };
-                self.launch(agent)?;
             }
             // live.json is current before the loop waits for anything.
             self.write_live()?;
-            let nothing_left =
-                queue.is_empty() && self.retries.is_empty() && self.requeued.is_empty();
-            if self.slots.is_empty() && (nothing_left || self.stop != Stop::No) {
+            if self.slots.is_empty() && (self.scheduler.is_idle() || self.stop != Stop::No) {
+                self.scheduler.clear_queue();
                 return Ok(());
             }
             let wake = self.next_wake(now);
             match self
+                .messages
                 .rx
                 .recv_timeout(wake.saturating_duration_since(Instant::now()))
             {
@@ -427,7 +332,7 @@ impl<'a> Supervisor<'a> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(lost_signals()),
             }
-            while let Ok(message) = self.rx.try_recv() {
+            while let Ok(message) = self.messages.rx.try_recv() {
                 self.on_message(message)?;
             }
             let now = Instant::now();
@@ -455,8 +360,8 @@ impl<'a> Supervisor<'a> {
 
     /// The next instant something must be looked at.
     fn next_wake(&self, now: Instant) -> Instant {
-        let mut wake = self.next_tick;
-        for at in [self.schedule_wake, self.deadline, self.drain_until]
+        let mut wake = self.watchdog.next_tick();
+        for at in [self.scheduler.next_wake(), self.deadline, self.drain_until]
             .into_iter()
             .flatten()
         {
@@ -464,11 +369,8 @@ impl<'a> Supervisor<'a> {
                 wake = wake.min(at);
             }
         }
-        for retry in &self.retries {
-            wake = wake.min(retry.at);
-        }
-        if let Some(slurm) = self.slurm.as_ref().filter(|_| !self.slots.is_empty()) {
-            wake = wake.min(slurm.next_poll);
+        if let Some(poll) = self.executor.next_poll() {
+            wake = wake.min(poll);
         }
         for slot in self.slots.values() {
             match slot.kill {
@@ -486,6 +388,29 @@ impl<'a> Supervisor<'a> {
             }
         }
         wake
+    }
+}
+
+/// The rate broker every agent of the run asks for permits; a run goes on
+/// without one (agents then take no permits) when it cannot start.
+fn start_broker(run: &RunDir, settings: &JobSettings, console: &Console) -> Option<RateServer> {
+    // Slurm runs agents on other nodes: they reach the broker by TCP.
+    let tcp_host = (settings.executor.kind == ExecutorKind::Slurm).then(|| {
+        settings
+            .executor
+            .broker_host
+            .clone()
+            .unwrap_or_else(RateServer::host_name)
+    });
+    match RateServer::start(run, settings.rate.as_ref(), tcp_host.as_deref()) {
+        Ok(server) => Some(server),
+        Err(error) => {
+            tracing::warn!("no rate broker ({error}); agents run without permits");
+            console.line(&format!(
+                "rate broker: not available ({error}); agents run without permits"
+            ));
+            None
+        }
     }
 }
 

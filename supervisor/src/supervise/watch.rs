@@ -1,6 +1,7 @@
-//! Watching running attempts: exits and signals as they arrive, and on the
-//! clock the deadlines (timeout, stall, the KILL after a TERM), the periodic
-//! look at every process tree, and the sweeps that leave nothing behind.
+//! Watching running attempts: exits and signals as they arrive, what the
+//! executor reports when polled, and on the clock the watchdog's verdicts
+//! (timeout, stall, memory, the KILL after a TERM), the deadline, and the
+//! sweeps that leave nothing behind.
 
 use std::collections::HashSet;
 use std::time::Instant;
@@ -8,50 +9,26 @@ use std::time::Instant;
 use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
-use shared::job::AgentTimeout;
-
 use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
 use crate::executor::local::proc_table;
-use crate::executor::local::reaper::{ExitHow, Msg};
+use crate::executor::local::reaper::Msg;
+use crate::executor::{AttemptKey, Change, Ended};
 use crate::outcome::KillReason;
 use crate::reporting::file_watch::FileWatch;
-use crate::supervise::slot::{Kill, Slot};
-
-/// Cgroup files are read on one sampling tick out of this many.
-const CGROUP_EVERY_TICKS: u64 = 4;
-
-/// After a scancel, how soon the job's state is asked again.
-const SLURM_KILL_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+use crate::supervise::slot::Kill;
 
 impl<'a> Supervisor<'a> {
     pub(super) fn on_message(&mut self, message: Msg) -> Result<()> {
         match message {
-            Msg::Exited { pid, how } => {
-                let Some(slot) = self.slots.get_mut(&pid) else {
-                    // An adopted orphan, reaped: nothing to account for.
-                    self.leftovers.strays.retain(|s| s.pid != pid);
-                    return Ok(());
-                };
-                slot.exit = Some(how);
-                let seconds = slot.started.elapsed().as_secs_f64();
-                let name = slot.agent.name.clone();
-                let killing = slot.kill.is_some();
-                let fields = match how {
-                    ExitHow::Code(code) => json!({"pid": pid, "code": code, "seconds": seconds}),
-                    ExitHow::Signal(signal) => {
-                        json!({"pid": pid, "signal": signal, "seconds": seconds})
-                    }
-                };
-                self.event("exited", Some(&name), fields)?;
-                if !killing {
-                    self.finish(pid)?;
-                }
-                Ok(())
-            }
+            Msg::Exited { pid, how } => match self.executor.reaped(pid, how) {
+                Some(ended) => self.on_ended(ended),
+                None => Ok(()),
+            },
             Msg::Signal(signal) => self.on_signal(signal),
             Msg::FilesChanged => {
                 let changed = self
+                    .messages
                     .watch
                     .as_ref()
                     .map(FileWatch::take_changed)
@@ -65,217 +42,159 @@ impl<'a> Supervisor<'a> {
         }
     }
 
+    /// The executor saw an attempt end: journal it; one nobody is killing is
+    /// over now (one being killed ends in `on_time`, once its tree is gone).
+    fn on_ended(&mut self, ended: Ended) -> Result<()> {
+        let Some(slot) = self.slots.get_mut(&ended.key) else {
+            return Ok(());
+        };
+        slot.exit = Some(ended.outcome.clone());
+        let seconds = slot.started.elapsed().as_secs_f64();
+        let name = slot.agent.name.clone();
+        let ours = slot.kill.is_some();
+        if let (Some(reason), false) = (ended.killed_by, ours) {
+            self.console.agent_failed(
+                &name,
+                &format!(
+                    "Slurm ended its job ({})",
+                    ended.state.unwrap_or("ended")
+                ),
+                None,
+            );
+            self.event(
+                "killed",
+                Some(&name),
+                json!({"job_id": ended.key.job_id(), "reason": reason.as_str(), "by": "slurm"}),
+            )?;
+        }
+        let mut fields = json!({"seconds": seconds});
+        match ended.key {
+            AttemptKey::Local { pid } => fields["pid"] = json!(pid),
+            AttemptKey::Slurm { job_id } => fields["job_id"] = json!(job_id),
+        }
+        if let Some(state) = ended.state {
+            fields["state"] = json!(state);
+        }
+        if let Some(code) = ended.code {
+            fields["code"] = json!(code);
+        }
+        if let Some(signal) = ended.signal {
+            fields["signal"] = json!(signal);
+        }
+        self.event("exited", Some(&name), fields)?;
+        if !ours {
+            self.finish(ended.key)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn on_time(&mut self, now: Instant) -> Result<()> {
-        if now >= self.next_tick {
-            self.tick(now)?;
-            self.next_tick = now + self.settings().limits.sample_interval.get();
+        if let Some(deep) = self.watchdog.tick_due(now) {
+            self.tick(now, deep)?;
         }
         self.watch_deadline(now)?;
-        self.poll_slurm(now)?;
-        let stall_timeout = self.settings().agent.stall_timeout.map(|d| d.get());
-        let pids: Vec<i32> = self.slots.keys().copied().collect();
-        for pid in pids {
-            let Some(slot) = self.slots.get_mut(&pid) else {
+        for change in self.executor.poll(now) {
+            match change {
+                Change::Running(key) => {
+                    // Waiting in the queue is not running: timeout and stall
+                    // count from the start.
+                    let timeout = self.watchdog.fixed_timeout();
+                    if let Some(slot) = self.slots.get_mut(&key) {
+                        slot.restart_clocks(now, timeout);
+                    }
+                }
+                Change::Ended(ended) => self.on_ended(ended)?,
+            }
+        }
+        let keys: Vec<AttemptKey> = self.slots.keys().copied().collect();
+        for key in keys {
+            let Some(slot) = self.slots.get_mut(&key) else {
                 continue;
             };
             match slot.kill {
-                None if slot.is_queued() => {}
-                None if slot.exit.is_none() && slot.timed_out(now) => {
-                    self.start_kill(pid, KillReason::Timeout)?
-                }
-                None if slot.exit.is_none() && slot.stalled(stall_timeout, now) => {
-                    self.start_kill(pid, KillReason::Stall)?
+                None if self.executor.is_queued(key) => {}
+                None => {
+                    if let Some(reason) = self.watchdog.overdue(slot, now) {
+                        self.start_kill(key, reason)?;
+                    }
                 }
                 Some(kill) if !kill.hard_sent && now >= kill.hard_at => {
-                    slot.hard_kill();
                     slot.kill = Some(Kill {
                         hard_sent: true,
                         ..kill
                     });
+                    self.executor.hard_kill(key);
                 }
-                _ => {}
+                Some(_) => {}
             }
-            if self
+            let gone = self
                 .slots
-                .get(&pid)
-                .is_some_and(|s| s.kill.is_some() && s.finished())
-            {
-                self.finish(pid)?;
+                .get(&key)
+                .is_some_and(|s| s.kill.is_some() && s.exit.is_some())
+                && self.executor.is_gone(key);
+            if gone {
+                self.finish(key)?;
             }
         }
         Ok(())
     }
 
-    /// The periodic look at every tree: new descendants, adopted orphans,
+    /// The periodic look at every attempt: memory through the executor,
     /// agent-file growth, and relative timeouts once they are known.
-    pub(super) fn tick(&mut self, now: Instant) -> Result<()> {
-        self.adopt_orphans();
-        let relative = match self.settings().agent.timeout {
-            Some(AgentTimeout::PercentOfMedian(percent)) => Some(percent),
-            _ => None,
-        };
-        let run = self.inputs.run;
-        let page = self.page_size;
-        let mut total_pages = 0;
-        self.ticks += 1;
-        // The cgroup files are read every few ticks only: children are found
-        // by the tree walk and orphans by adoption; the cgroup is the backstop.
-        let read_cgroups = self.ticks.is_multiple_of(CGROUP_EVERY_TICKS);
-        for slot in self.slots.values_mut() {
-            // Under Slurm the tree is on another node, in Slurm's hands.
-            if let Some(local) = slot.local_mut() {
-                // A cgroup keeps every descendant, however it daemonised.
-                if let Some(cgroup) = local.cgroup.as_ref().filter(|_| read_cgroups) {
-                    for pid in cgroup.pids() {
-                        if !local.tree.contains(pid) {
-                            if let Some(stat) = proc_table::stat(pid) {
-                                local.tree.adopt(&stat);
-                            }
-                        }
-                    }
-                }
-                let pages: u64 = local.tree.refresh().iter().map(|s| s.rss_pages).sum();
-                total_pages += pages;
-                slot.rss = pages * page;
-                slot.peak_rss = slot.peak_rss.max(slot.rss);
+    fn tick(&mut self, now: Instant, deep: bool) -> Result<()> {
+        let usage = self.executor.sample(deep);
+        for (key, rss) in usage.attempts {
+            if let Some(slot) = self.slots.get_mut(&key) {
+                slot.rss = rss;
+                slot.peak_rss = slot.peak_rss.max(rss);
             }
-            // Without notify, or for agents writing from other nodes (whose
-            // writes notify may not see), growth of the agent file is looked
-            // for here.
-            if self.watch.is_none() || slot.slurm().is_some() {
+        }
+        let run = self.inputs.run;
+        // Without notify, or for agents writing from other machines (whose
+        // writes notify may not see), growth of the agent file is looked for here.
+        let poll_files = self.messages.watch.is_none() || self.executor.writes_elsewhere();
+        for slot in self.slots.values_mut() {
+            if poll_files {
                 let output = run.agent_output(slot.agent.at);
                 slot.observe_output(&output, now);
                 if let Some((_, done)) = self.progress.update(&output) {
                     slot.done = done;
                 }
             }
-            if let (Some(percent), None) = (relative, slot.deadline) {
-                let items = slot.agent.ids.len().saturating_sub(slot.saved_at_launch);
-                if let Some(limit) = self.per_item.limit(percent, items) {
-                    slot.deadline = Some(slot.started + limit);
-                }
+            if let Some(deadline) = self.watchdog.relative_deadline(slot) {
+                slot.deadline = Some(deadline);
             }
         }
-        total_pages += self.leftovers.rss_pages();
         // live.json carries each agent's progress and memory for `status`.
         self.live_dirty |= !self.slots.is_empty();
-        self.memory
-            .sample(now, total_pages * page, proc_table::mem_available());
-        self.enforce_memory(read_cgroups)
+        self.watchdog
+            .memory
+            .sample(now, usage.total, proc_table::mem_available());
+        let executor = &self.executor;
+        let verdicts = self
+            .watchdog
+            .memory_verdicts(&self.slots, |key| deep && executor.oom_struck(key));
+        for verdict in verdicts {
+            if verdict.by_kernel {
+                let name = self.slots.get(&verdict.key).map(|s| s.agent.name.clone());
+                self.event(
+                    "oom-killed",
+                    name.as_deref(),
+                    json!({"pid": verdict.key.pid(), "by": "kernel"}),
+                )?;
+            }
+            self.start_kill(verdict.key, verdict.reason)?;
+        }
+        Ok(())
     }
 
-    /// Kills trees over agent.memory_limit (or struck by the kernel's OOM killer
-    /// in their cgroup); when the run crosses its ceiling or the machine its
-    /// floor, kills the youngest agent (least work lost) to be relaunched later.
-    fn enforce_memory(&mut self, read_cgroups: bool) -> Result<()> {
-        let limit = self.memory.per_agent_limit();
-        let running = |s: &&Slot<'a>| s.kill.is_none() && s.exit.is_none();
-        let over: Vec<i32> = self
-            .slots
-            .values()
-            .filter(running)
-            .filter(|s| limit.is_some_and(|l| s.rss > l))
-            .map(|s| s.pid)
-            .collect();
-        for pid in over {
-            self.start_kill(pid, KillReason::Memory)?;
-        }
-        // The kernel's OOM killer struck part of a tree that goes on: end the rest.
-        let struck: Vec<(i32, String)> = self
-            .slots
-            .values()
-            .filter(running)
-            .filter(|s| {
-                read_cgroups
-                    && s.local()
-                        .and_then(|l| l.cgroup.as_ref())
-                        .is_some_and(|c| c.oom_kills() > 0)
-            })
-            .map(|s| (s.pid, s.agent.name.clone()))
-            .collect();
-        for (pid, name) in struck {
-            self.event(
-                "oom-killed",
-                Some(&name),
-                json!({"pid": pid, "by": "kernel"}),
-            )?;
-            self.start_kill(pid, KillReason::Memory)?;
-        }
-        let Some(pressure) = self.memory.pressure() else {
-            return Ok(());
-        };
-        let making_room = self
-            .slots
-            .values()
-            .any(|s| s.kill.is_some_and(|k| k.reason.makes_room()));
-        let candidates: Vec<&Slot<'a>> = self
-            .slots
-            .values()
-            .filter(|s| s.kill.is_none() && s.exit.is_none())
-            .collect();
-        // One agent alone is never killed to make room: it would only come back.
-        if making_room || candidates.len() < 2 {
-            return Ok(());
-        }
-        let youngest = candidates
-            .iter()
-            .max_by_key(|s| s.started)
-            .map(|s| (s.pid, s.rss));
-        match youngest {
-            Some((pid, rss)) => {
-                self.memory.note_eviction(rss);
-                self.start_kill(pid, pressure.reason())
-            }
-            None => Ok(()),
-        }
-    }
-
-    /// Children of the supervisor that are not agents are orphans it adopted
-    /// as subreaper: each joins the tree of the agent it came from (by process
-    /// group or session, else by its inherited NIGHTSHIFT_AGENT).
-    pub(super) fn adopt_orphans(&mut self) {
-        // Orphans are re-parented to the subreaper's main thread (the thread
-        // that also starts every agent), so its list is the one to read.
-        for pid in proc_table::thread_children(self.me, self.me) {
-            if self.slots.contains_key(&pid)
-                || self
-                    .slots
-                    .values()
-                    .any(|s| s.local().is_some_and(|l| l.tree.contains(pid)))
-                || self.leftovers.knows(pid)
-            {
-                continue;
-            }
-            let Some(stat) = proc_table::stat(pid).filter(|s| !s.is_gone()) else {
-                continue;
-            };
-            let agent_name = proc_table::environ_var(pid, "NIGHTSHIFT_AGENT");
-            let from = |s: &&mut Slot<'a>| {
-                stat.pgid == s.pid
-                    || stat.sid == s.pid
-                    || agent_name.as_deref() == Some(s.agent.name.as_str())
-            };
-            match self.slots.values_mut().find(from).and_then(Slot::local_mut) {
-                Some(local) => local.tree.adopt(&stat),
-                None => self.leftovers.adopt(stat, agent_name.as_deref()),
-            }
-        }
-    }
-
-    pub(super) fn start_kill(&mut self, pid: i32, reason: KillReason) -> Result<()> {
+    pub(super) fn start_kill(&mut self, key: AttemptKey, reason: KillReason) -> Result<()> {
         let grace = self.settings().agent.kill_grace.get();
-        let Some(slot) = self.slots.get_mut(&pid) else {
+        let Some(slot) = self.slots.get_mut(&key) else {
             return Ok(());
         };
         if slot.kill.is_some() {
             return Ok(());
-        }
-        let processes = slot.soft_kill();
-        if slot.slurm().is_some() {
-            // The job's end is looked for soon, not a poll interval later.
-            if let Some(slurm) = self.slurm.as_mut() {
-                slurm.next_poll = slurm.next_poll.min(Instant::now() + SLURM_KILL_POLL);
-            }
         }
         slot.kill = Some(Kill {
             reason,
@@ -284,6 +203,7 @@ impl<'a> Supervisor<'a> {
         });
         let name = slot.agent.name.clone();
         let (rss, peak) = (slot.rss, slot.peak_rss);
+        let processes = self.executor.soft_kill(key);
         let what = match reason {
             KillReason::Shutdown | KillReason::Deadline | KillReason::SegmentEnd => None,
             KillReason::Memory => Some(format!(
@@ -300,11 +220,22 @@ impl<'a> Supervisor<'a> {
         if let Some(what) = what {
             self.console.agent_failed(&name, &what, None);
         }
-        self.event(
-            "killed",
-            Some(&name),
-            json!({"pid": pid, "reason": reason.as_str(), "processes": processes, "rss": rss, "peak_rss": peak}),
-        )
+        let mut fields = json!({"reason": reason.as_str(), "processes": processes,
+                                "rss": rss, "peak_rss": peak});
+        match key {
+            AttemptKey::Local { pid } => fields["pid"] = json!(pid),
+            AttemptKey::Slurm { job_id } => fields["job_id"] = json!(job_id),
+        }
+        self.event("killed", Some(&name), fields)
+    }
+
+    /// Starts the kill of every running attempt.
+    pub(super) fn kill_all(&mut self, reason: KillReason) -> Result<()> {
+        let keys: Vec<AttemptKey> = self.slots.keys().copied().collect();
+        for key in keys {
+            self.start_kill(key, reason)?;
+        }
+        Ok(())
     }
 
     pub(super) fn on_signal(&mut self, signal: i32) -> Result<()> {
@@ -334,11 +265,8 @@ impl<'a> Supervisor<'a> {
         )?;
         self.ending = Ending::Interrupted;
         self.stop = Stop::Killing;
-        self.retries.clear();
-        let pids: Vec<i32> = self.slots.keys().copied().collect();
-        for pid in pids {
-            self.start_kill(pid, KillReason::Shutdown)?;
-        }
+        self.scheduler.drop_retries();
+        self.kill_all(KillReason::Shutdown)?;
         self.events
             .sync()
             .map_err(SupervisorError::io("cannot sync events.jsonl"))
@@ -346,32 +274,19 @@ impl<'a> Supervisor<'a> {
 
     /// Makes sure no process started for the agents `names` is alive.
     pub(super) fn sweep(&mut self, names: &HashSet<String>, reason: KillReason) -> Result<()> {
-        let grace = self.settings().agent.kill_grace.get();
-        self.adopt_orphans();
-        if self.slurm.is_some() {
-            // Slurm's cgroups end each job's tree; what is left to end are
-            // jobs no slot watches.
-            return self.sweep_slurm(names, reason);
-        }
-        let rounds = self.leftovers.sweep(self.inputs.run.root(), names, grace);
-        for round in rounds {
-            for (agent, processes) in round {
-                self.event(
-                    "killed",
-                    Some(&agent),
-                    json!({"reason": reason.as_str(), "processes": processes}),
-                )?;
+        for swept in self.executor.sweep(names) {
+            let mut fields = json!({"reason": reason.as_str()});
+            if let Some(processes) = swept.processes {
+                fields["processes"] = json!(processes);
             }
+            if let Some(job_id) = swept.job_id {
+                fields["job_id"] = json!(job_id);
+            }
+            self.event("killed", Some(&swept.agent), fields)?;
         }
         Ok(())
     }
-}
 
-fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
-}
-
-impl<'a> Supervisor<'a> {
     /// Counts what was appended to an agent file; growth is progress (stall).
     fn count_saved(&mut self, path: &std::path::Path, now: Instant) {
         let Some((agent, done)) = self.progress.update(path) else {
@@ -389,9 +304,7 @@ impl<'a> Supervisor<'a> {
             }
         }
     }
-}
 
-impl<'a> Supervisor<'a> {
     /// At the deadline no agent is launched any more and running agents get
     /// schedule.drain to finish; after that they are stopped as for Ctrl-C.
     fn watch_deadline(&mut self, now: Instant) -> Result<()> {
@@ -400,8 +313,7 @@ impl<'a> Supervisor<'a> {
             self.deadline = None;
             self.ending = Ending::Deadline;
             self.stop = Stop::Draining;
-            self.retries.clear();
-            self.requeued.clear();
+            self.scheduler.drop_waiting();
             self.drain_until = Some(now + drain);
             self.console.line(&format!(
                 "deadline reached: no new agents; the {} running get {} to finish",
@@ -418,11 +330,12 @@ impl<'a> Supervisor<'a> {
             self.drain_until = None;
             self.stop = Stop::Killing;
             self.event("drain-over", None, json!({"running": self.slots.len()}))?;
-            let pids: Vec<i32> = self.slots.keys().copied().collect();
-            for pid in pids {
-                self.start_kill(pid, KillReason::Deadline)?;
-            }
+            self.kill_all(KillReason::Deadline)?;
         }
         Ok(())
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
 }

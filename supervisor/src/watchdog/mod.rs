@@ -2,5 +2,6 @@
 //! RAM ceiling and the machine's free-memory floor, cgroups.
 
 pub mod cgroup;
+pub mod checks;
 pub mod memory;
 pub mod timeouts;

@@ -23,7 +23,7 @@ pub struct Launcher<'a> {
     pub run: &'a RunDir,
     pub log_limit: u64,
     /// The rate broker's socket (NIGHTSHIFT_SOCKET).
-    pub socket: Option<&'a Path>,
+    pub socket: Option<std::path::PathBuf>,
 }
 
 /// The agent contract's environment for one attempt (any executor).
@@ -67,7 +67,7 @@ impl Launcher<'_> {
             .stdin(Stdio::null())
             .stdout(log_writer.try_clone()?)
             .stderr(log_writer);
-        if let Some(socket) = self.socket {
+        if let Some(socket) = &self.socket {
             command.env("NIGHTSHIFT_SOCKET", socket);
         }
         start_in_new_session(&mut command, cgroup.map(std::ffi::CStr::to_owned));

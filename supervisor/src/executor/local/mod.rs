@@ -2,9 +2,12 @@
 //! its process tree, the reaper, the sweep of leftovers, and the platform calls.
 
 pub mod agent_log;
+mod executor;
 pub mod launch;
 pub mod proc_table;
 pub mod reaper;
 pub mod sweep;
 pub mod tree;
 pub(crate) mod unix;
+
+pub use executor::LocalExecutor;

@@ -10,10 +10,12 @@
 
 mod batch;
 mod commands;
+mod executor;
 mod state;
 
 pub use batch::{resource_args, Submission, TimeLimit};
 pub use commands::{cancel, final_state, our_jobs, submit, test_submission, QueuedJob, SlurmError};
+pub use executor::SlurmExecutor;
 pub use state::{JobEnd, JobState};
 
 use std::path::Path;

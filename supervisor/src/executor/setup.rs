@@ -1,0 +1,84 @@
+//! Choosing and building the executor of a run (executor.kind), with the
+//! memory enforcement that goes with it: cgroups and sampling on this
+//! machine, Slurm's --mem on a cluster.
+
+use std::ffi::OsString;
+
+use shared::job::{ExecutorKind, Job};
+use shared::rundir::RunDir;
+
+use super::local::launch::Launcher;
+use super::local::LocalExecutor;
+use super::slurm::{self, SlurmExecutor};
+use super::Executor;
+use crate::console::Console;
+use crate::error::Result;
+use crate::rate::server::RateServer;
+use crate::watchdog::memory::{self, MemoryWatch};
+
+/// An executor ready to start attempts, and how memory is watched under it.
+pub struct ExecutorSetup<'a> {
+    pub executor: Box<dyn Executor + 'a>,
+    pub memory: MemoryWatch,
+    /// How memory is enforced, in words (console, journal, report).
+    pub memory_mode: String,
+}
+
+/// The executor the job asks for. Says on the console what it means for the
+/// run (where Slurm needs the run directory, which memory limits hold).
+pub fn for_run<'a>(
+    run: &'a RunDir,
+    job: &'a Job,
+    agent_argv: &'a [OsString],
+    rate: Option<&RateServer>,
+    console: &Console,
+) -> Result<ExecutorSetup<'a>> {
+    let settings = &job.settings;
+    let grace = settings.agent.kill_grace.get();
+    if settings.executor.kind == ExecutorKind::Slurm {
+        let memory_mode = match settings.agent.memory_limit {
+            Some(limit) => {
+                format!("Slurm enforces agent.memory_limit {limit} per job (sbatch --mem)")
+            }
+            None => {
+                "Slurm (no agent.memory_limit: the partition's default memory per job)".to_owned()
+            }
+        };
+        if settings.limits.ram_ceiling.is_some() || settings.limits.min_free.is_some() {
+            console.line("memory: limits.ram_ceiling and limits.min_free do not apply under Slurm (Slurm places each job by its --mem)");
+        }
+        console.line(&format!(
+            "executor: Slurm (jobs named {}*); {} must be on a filesystem every node shares",
+            slurm::job_prefix(run.root()),
+            run.root().display()
+        ));
+        if let Some(kind) = slurm::node_local_filesystem(run.root()) {
+            console.line(&format!(
+                "warning: the run directory is on {kind}, which only this machine sees: fine for a one-node cluster, lost work elsewhere"
+            ));
+        }
+        let broker_env = rate.map(RateServer::agent_env).unwrap_or_default();
+        let executor = SlurmExecutor::new(run, settings, agent_argv, &job.dir, broker_env);
+        return Ok(ExecutorSetup {
+            executor: Box::new(executor),
+            memory: MemoryWatch::for_slurm(settings),
+            memory_mode,
+        });
+    }
+    let (cgroups, memory_mode) = memory::choose_mode(settings)?;
+    let memory = MemoryWatch::new(settings);
+    let launcher = Launcher {
+        argv: agent_argv,
+        job_dir: &job.dir,
+        env: &settings.agent.env,
+        run,
+        log_limit: settings.limits.agent_log_limit.bytes(),
+        socket: rate.map(|r| r.path().to_path_buf()),
+    };
+    let executor = LocalExecutor::new(launcher, cgroups, memory.per_agent_limit(), grace);
+    Ok(ExecutorSetup {
+        executor: Box::new(executor),
+        memory,
+        memory_mode,
+    })
+}
