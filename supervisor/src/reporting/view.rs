@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::console::Console;
-use crate::reporting::progress::Progress;
 use crate::executor::AttemptKey;
+use crate::reporting::progress::Progress;
 use crate::supervise::slot::Slot;
 
 /// The display is redrawn at most this often.

@@ -202,3 +202,7 @@ impl<'p> Scheduler<'p> {
         self.queue.clear();
     }
 }
+
+#[cfg(test)]
+#[path = "scheduler_tests.rs"]
+mod tests;

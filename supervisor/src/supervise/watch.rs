@@ -55,10 +55,7 @@ impl<'a> Supervisor<'a> {
         if let (Some(reason), false) = (ended.killed_by, ours) {
             self.console.agent_failed(
                 &name,
-                &format!(
-                    "Slurm ended its job ({})",
-                    ended.state.unwrap_or("ended")
-                ),
+                &format!("Slurm ended its job ({})", ended.state.unwrap_or("ended")),
                 None,
             );
             self.event(

@@ -120,7 +120,11 @@ impl Watchdog {
         slots: &HashMap<AttemptKey, Slot<'_>>,
         struck: impl Fn(AttemptKey) -> bool,
     ) -> Vec<Verdict> {
-        let running = || slots.values().filter(|s| s.kill.is_none() && s.exit.is_none());
+        let running = || {
+            slots
+                .values()
+                .filter(|s| s.kill.is_none() && s.exit.is_none())
+        };
         let limit = self.memory.per_agent_limit();
         let mut verdicts: Vec<Verdict> = running()
             .filter(|s| limit.is_some_and(|l| s.rss > l))
@@ -164,3 +168,7 @@ impl Watchdog {
         verdicts
     }
 }
+
+#[cfg(test)]
+#[path = "checks_tests.rs"]
+mod tests;
