@@ -1,0 +1,16 @@
+//! RUN/events.jsonl, the run's append-only journal: its typed events, the one
+//! encoding of a line, and the one reader, which folds the journal into each
+//! agent's attempts, the merge stamps and how the last session ended.
+
+mod entry;
+mod event;
+mod fold;
+mod read;
+
+#[cfg(test)]
+mod tests;
+
+pub use entry::{decode, encode, Decoded, Entry, EntryError};
+pub use event::{BadPhase, Event, KillReason, KilledBy, LaunchPhase, RunEnd};
+pub use fold::{AgentHistory, Attempt, AttemptEnd, History, Outcome};
+pub use read::{Journal, JournalError, JournalProblem, UnknownEvent};
