@@ -73,22 +73,8 @@ pub enum Event {
         signal: Option<i32>,
         seconds: f64,
     },
-    /// A tree (or job) was ended, by the supervisor unless `by` says otherwise.
-    Killed {
-        reason: KillReason,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        pid: Option<i32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        job_id: Option<u32>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        by: Option<KilledBy>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        processes: Option<usize>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        rss: Option<u64>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        peak_rss: Option<u64>,
-    },
+    /// A tree (or job) was ended.
+    Killed(Killed),
     /// The kernel's OOM killer struck inside a running agent's cgroup.
     OomKilled {
         pid: i32,
@@ -176,7 +162,7 @@ impl Event {
             Self::LaunchFailed { .. } => "launch-failed",
             Self::Adopted { .. } => "adopted",
             Self::Exited { .. } => "exited",
-            Self::Killed { .. } => "killed",
+            Self::Killed(_) => "killed",
             Self::OomKilled { .. } => "oom-killed",
             Self::Requeued { .. } => "requeued",
             Self::RetryScheduled { .. } => "retry-scheduled",
@@ -200,6 +186,42 @@ impl Event {
             stamp,
             problems,
             seconds,
+        }
+    }
+}
+
+/// The fields of a `killed` event: which tree, why, by whom (the supervisor
+/// unless `by` says otherwise), and what was known of it then. Its writers know
+/// different parts, so it is built as `Killed { pid: Some(pid), ..Killed::because(reason) }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Killed {
+    pub reason: KillReason,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<KilledBy>,
+    /// How many processes were signalled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss: Option<u64>,
+}
+
+impl Killed {
+    /// A kill with nothing known but its reason.
+    pub fn because(reason: KillReason) -> Self {
+        Self {
+            reason,
+            pid: None,
+            job_id: None,
+            by: None,
+            processes: None,
+            rss: None,
+            peak_rss: None,
         }
     }
 }

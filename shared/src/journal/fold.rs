@@ -4,10 +4,11 @@
 //! `status` and the report's timeline all read this one fold.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::time::SystemTime;
 
 use super::entry::Entry;
-use super::event::{Event, KillReason, RunEnd};
+use super::event::{Event, KillReason, Killed, RunEnd};
 use crate::merge::FileStamp;
 
 #[derive(Debug, Default)]
@@ -22,6 +23,8 @@ pub struct History {
     /// The earliest and latest `ts` of the journal.
     pub first: Option<SystemTime>,
     pub last: Option<SystemTime>,
+    /// Attempts of all agents so far, to number the next one's `seq`.
+    attempts_seen: usize,
 }
 
 #[derive(Debug, Default)]
@@ -37,6 +40,8 @@ pub struct AgentHistory {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
+    /// Its place among the attempts of all agents, in journal order.
+    pub seq: usize,
     /// The attempt number the supervisor gave it (1 for the first launch).
     pub number: u32,
     pub started: SystemTime,
@@ -80,6 +85,20 @@ pub enum Outcome {
     },
     /// Ended, nothing more known.
     Ended,
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Running => f.write_str("running"),
+            Self::Killed(reason) => write!(f, "killed ({reason})"),
+            Self::Succeeded => f.write_str("exit code 0"),
+            Self::Failed { code } => write!(f, "exit code {code}"),
+            Self::Crashed { signal } => write!(f, "signal {signal}"),
+            Self::Slurm { state } => write!(f, "Slurm: {state}"),
+            Self::Ended => f.write_str("ended"),
+        }
+    }
 }
 
 impl Attempt {
@@ -150,13 +169,16 @@ impl History {
         }
         if let Some(name) = &entry.agent {
             let agent = self.agents.entry(name.clone()).or_default();
-            agent.apply(entry.ts, &entry.event);
+            let before = agent.attempts.len();
+            agent.apply(entry.ts, &entry.event, self.attempts_seen);
+            self.attempts_seen += agent.attempts.len() - before;
         }
     }
 }
 
 impl AgentHistory {
-    fn apply(&mut self, ts: SystemTime, event: &Event) {
+    /// Folds one event in; `seq` is the place an attempt it starts takes.
+    fn apply(&mut self, ts: SystemTime, event: &Event, seq: usize) {
         match event {
             Event::Launched {
                 attempt,
@@ -167,6 +189,7 @@ impl AgentHistory {
                 self.waiting = false;
                 self.launch_error = None;
                 self.attempts.push(Attempt {
+                    seq,
                     number: *attempt,
                     started: ts,
                     pid: *pid,
@@ -190,6 +213,7 @@ impl AgentHistory {
                     }
                     // Submitted, but its supervisor died before journalling it.
                     None => self.attempts.push(Attempt {
+                        seq,
                         number: *attempt,
                         started: ts,
                         pid: None,
@@ -201,9 +225,9 @@ impl AgentHistory {
                     }),
                 }
             }
-            Event::Killed {
+            Event::Killed(Killed {
                 reason, peak_rss, ..
-            } => {
+            }) => {
                 // The kernel's OOM kill is journalled after the exit it caused.
                 if let Some(last) = self.attempts.last_mut() {
                     last.peak_rss = last.peak_rss.max(*peak_rss);

@@ -11,6 +11,6 @@ mod read;
 mod tests;
 
 pub use entry::{decode, encode, Decoded, Entry, EntryError};
-pub use event::{BadPhase, Event, KillReason, KilledBy, LaunchPhase, RunEnd};
+pub use event::{BadPhase, Event, KillReason, Killed, KilledBy, LaunchPhase, RunEnd};
 pub use fold::{AgentHistory, Attempt, AttemptEnd, History, Outcome};
 pub use read::{Journal, JournalError, JournalProblem, UnknownEvent};

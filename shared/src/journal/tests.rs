@@ -71,7 +71,7 @@ fn one_of_each() -> Vec<Event> {
             signal: None,
             seconds: 1.5,
         },
-        Event::Killed {
+        Event::Killed(Killed {
             reason: KillReason::MinFree,
             pid: Some(4242),
             job_id: None,
@@ -79,7 +79,7 @@ fn one_of_each() -> Vec<Event> {
             processes: Some(3),
             rss: Some(1 << 20),
             peak_rss: Some(2 << 20),
-        },
+        }),
         Event::OomKilled {
             pid: 4242,
             by: KilledBy::Kernel,
@@ -158,15 +158,10 @@ fn lines_keep_the_keys_and_values_they_were_always_written_with() {
          \"items\":2,\"phase\":null,\"pid\":42,\"start_ticks\":7,\
          \"ts\":\"2023-11-14T22:13:20.000Z\"}\n"
     );
-    let killed = Event::Killed {
-        reason: KillReason::SegmentEnd,
-        pid: None,
-        job_id: None,
-        by: None,
+    let killed = Event::Killed(Killed {
         processes: Some(2),
-        rss: None,
-        peak_rss: None,
-    };
+        ..Killed::because(KillReason::SegmentEnd)
+    });
     assert_eq!(
         line(1, Some("agent_02"), &killed),
         "{\"agent\":\"agent_02\",\"event\":\"killed\",\"processes\":2,\

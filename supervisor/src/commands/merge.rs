@@ -4,13 +4,14 @@
 use std::path::Path;
 
 use shared::exit_codes;
+use shared::journal::Event;
 use shared::validate::Problem;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::events::EventLog;
 use crate::existing_run::{frozen_job, open_run};
-use crate::merging::{merge_final, merge_segment, merged_event};
+use crate::merging::{merge_final, merge_segment};
 use crate::run_lock::RunLock;
 
 pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Result<i32> {
@@ -42,12 +43,9 @@ pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Resu
             format!("cannot merge segment {}", segment.number),
         ))?;
         let seconds = started.elapsed().as_secs_f64();
+        let merged = Event::merged(segment.number, stamp, found.len(), seconds);
         events
-            .record(
-                "merged",
-                None,
-                merged_event(segment.number, &stamp, found.len(), seconds),
-            )
+            .record(None, &merged)
             .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
         console.line(&format!(
             "merged segment_{:02}.jsonl ({} problems)",

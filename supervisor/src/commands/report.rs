@@ -10,6 +10,7 @@ use serde_json::Value;
 use shared::exit_codes;
 
 use crate::error::{Result, SupervisorError};
+use crate::events::read_journal;
 use crate::existing_run::open_run;
 use crate::progress_view::{short_duration, size};
 use crate::report_html::render;
@@ -18,8 +19,9 @@ use crate::timeline::read_timeline;
 
 pub fn report(dir: &Path, html: Option<&Path>) -> Result<i32> {
     let (run, plan) = open_run(dir)?;
-    let status = run_status(&run, &plan);
-    let timeline = read_timeline(&run);
+    let journal = read_journal(&run.events())?;
+    let status = run_status(&run, &plan, &journal);
+    let timeline = read_timeline(&journal);
     let report: Option<Value> = std::fs::read(run.report_json())
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());

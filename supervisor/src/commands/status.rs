@@ -6,6 +6,7 @@ use std::path::Path;
 use shared::exit_codes;
 
 use crate::error::{Result, SupervisorError};
+use crate::events::read_journal;
 use crate::existing_run::open_run;
 use crate::progress_view::size;
 use crate::status::{run_status, RunStatus};
@@ -15,7 +16,8 @@ const LISTED: usize = 20;
 
 pub fn status(dir: &Path, as_json: bool) -> Result<i32> {
     let (run, plan) = open_run(dir)?;
-    let status = run_status(&run, &plan);
+    let journal = read_journal(&run.events())?;
+    let status = run_status(&run, &plan, &journal);
     if as_json {
         let text = serde_json::to_string_pretty(&status)
             .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?;

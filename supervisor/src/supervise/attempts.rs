@@ -3,9 +3,8 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
 use shared::job::AgentTimeout;
+use shared::journal::{Event, Killed, KilledBy, LaunchPhase};
 use shared::plan::AgentPlan;
 
 use super::{Ending, Retry, Stop, Supervisor};
@@ -41,7 +40,10 @@ impl<'a> Supervisor<'a> {
         let (key, placement) = match started {
             Ok(started) => started,
             Err(error) => {
-                self.event("launch-failed", Some(&agent.name), json!({"error": error}))?;
+                let failed = Event::LaunchFailed {
+                    error: error.clone(),
+                };
+                self.event(Some(&agent.name), failed)?;
                 let record = AttemptRecord {
                     agent: agent.name.clone(),
                     attempt,
@@ -57,20 +59,24 @@ impl<'a> Supervisor<'a> {
         };
         let now = Instant::now();
         let phase = match self.gate.note_launch(now) {
-            Phase::Warmup => json!("warmup"),
-            Phase::Wave(n) => json!(format!("wave {n}")),
-            Phase::Free => serde_json::Value::Null,
+            Phase::Warmup => Some(LaunchPhase::Warmup),
+            Phase::Wave(n) => Some(LaunchPhase::Wave(n)),
+            Phase::Free => None,
         };
-        let mut fields = json!({"attempt": attempt, "items": agent.ids.len(),
-                                "already_saved": saved_at_launch, "phase": phase});
-        match &placement {
-            Placement::Local(local) => {
-                fields["pid"] = json!(key);
-                fields["start_ticks"] = json!(local.leader_start);
-            }
-            Placement::Slurm(job) => fields["job_id"] = json!(job.id),
-        }
-        self.event("launched", Some(&agent.name), fields)?;
+        let (pid, start_ticks, job_id) = match &placement {
+            Placement::Local(local) => (Some(key), Some(local.leader_start), None),
+            Placement::Slurm(job) => (None, None, Some(job.id)),
+        };
+        let launched = Event::Launched {
+            attempt,
+            items: agent.ids.len(),
+            already_saved: saved_at_launch,
+            phase,
+            pid,
+            start_ticks,
+            job_id,
+        };
+        self.event(Some(&agent.name), launched)?;
         self.insert_slot(agent, attempt, key, placement, saved_at_launch, launched_at);
         self.memory.note_launch(now);
         Ok(())
@@ -203,9 +209,13 @@ impl<'a> Supervisor<'a> {
                 .and_then(|l| l.cgroup.as_ref())
                 .is_some_and(|c| c.oom_kills() > 0);
         if kernel_oom {
-            let fields =
-                json!({"pid": pid, "reason": "memory", "by": "kernel", "peak_rss": slot.peak_rss});
-            self.event("killed", Some(&slot.agent.name), fields)?;
+            let killed = Event::Killed(Killed {
+                pid: Some(pid),
+                by: Some(KilledBy::Kernel),
+                peak_rss: Some(slot.peak_rss),
+                ..Killed::because(KillReason::Memory)
+            });
+            self.event(Some(&slot.agent.name), killed)?;
         }
         let slurm_end = slot.slurm().and_then(|j| j.end);
         let outcome = match (slot.kill, slot.exit) {
@@ -262,11 +272,7 @@ impl<'a> Supervisor<'a> {
             // Killed to make room: back in the queue, not counted as a failure.
             Outcome::Killed(reason) if reason.makes_room() => {
                 self.requeued.push(agent);
-                return self.event(
-                    "requeued",
-                    Some(&agent.name),
-                    json!({"reason": reason.as_str()}),
-                );
+                return self.event(Some(&agent.name), Event::Requeued { reason: *reason });
             }
             _ => {}
         }
@@ -294,9 +300,11 @@ impl<'a> Supervisor<'a> {
                 agent,
             });
             return self.event(
-                "retry-scheduled",
                 Some(&agent.name),
-                json!({"retry": retry, "after_seconds": delay.as_secs_f64()}),
+                Event::RetryScheduled {
+                    retry,
+                    after_seconds: delay.as_secs_f64(),
+                },
             );
         }
         self.console
@@ -325,9 +333,11 @@ impl<'a> Supervisor<'a> {
             }
         ));
         self.event(
-            "halted",
             None,
-            json!({"policy": policy, "failed": self.failed_for_good}),
+            Event::Halted {
+                policy,
+                failed: self.failed_for_good,
+            },
         )?;
         match when {
             HaltWhen::Soon => self.stop = Stop::Draining,

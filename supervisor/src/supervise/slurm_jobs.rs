@@ -6,8 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
+use shared::journal::{Event, Killed, KilledBy};
 use shared::plan::{AgentPlan, AgentRef};
 
 use super::Supervisor;
@@ -92,12 +91,13 @@ impl<'a> Supervisor<'a> {
         let saved = count_lines(&self.inputs.run.agent_output(agent.at));
         let launched_at =
             humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
-        self.event(
-            "adopted",
-            Some(&agent.name),
-            json!({"job_id": job.id, "state": job.state.as_str(), "attempt": attempt,
-                   "elapsed_seconds": job.elapsed.as_secs()}),
-        )?;
+        let adopted = Event::Adopted {
+            job_id: job.id,
+            state: job.state.as_str().to_owned(),
+            attempt,
+            elapsed_seconds: job.elapsed.as_secs(),
+        };
+        self.event(Some(&agent.name), adopted)?;
         self.console.line(&format!(
             "{}: adopted Slurm job {} ({})",
             agent.name,
@@ -262,22 +262,29 @@ impl<'a> Supervisor<'a> {
                 &format!("Slurm ended its job ({})", end.state.as_str()),
                 None,
             );
-            self.event(
-                "killed",
-                Some(&name),
-                json!({"job_id": slot_id(key), "reason": reason.as_str(), "by": "slurm"}),
-            )?;
+            let killed = Event::Killed(Killed {
+                job_id: Some(slot_id(key)),
+                by: Some(KilledBy::Slurm),
+                ..Killed::because(reason)
+            });
+            self.event(Some(&name), killed)?;
         }
-        let mut fields =
-            json!({"job_id": slot_id(key), "state": end.state.as_str(), "seconds": seconds});
-        if matches!(end.state, JobState::Completed | JobState::Failed) {
-            if end.signal != 0 {
-                fields["signal"] = json!(end.signal);
-            } else {
-                fields["code"] = json!(end.code);
-            }
-        }
-        self.event("exited", Some(&name), fields)?;
+        // Only a job that ran to its own end has an exit status worth telling.
+        let ran_out = matches!(end.state, JobState::Completed | JobState::Failed);
+        let (code, signal) = match (ran_out, end.signal) {
+            (false, _) => (None, None),
+            (true, 0) => (Some(end.code), None),
+            (true, signal) => (None, Some(signal)),
+        };
+        let exited = Event::Exited {
+            pid: None,
+            job_id: Some(slot_id(key)),
+            state: Some(end.state.as_str().to_owned()),
+            code,
+            signal,
+            seconds,
+        };
+        self.event(Some(&name), exited)?;
         // A job being killed by nightshift ends in on_time, as local trees do.
         if !ours {
             self.finish(key)?;
@@ -318,11 +325,11 @@ impl<'a> Supervisor<'a> {
                 tracing::warn!("cannot cancel job {}: {error}", job.id);
                 continue;
             }
-            self.event(
-                "killed",
-                Some(&at.to_string()),
-                json!({"job_id": job.id, "reason": reason.as_str()}),
-            )?;
+            let cancelled = Event::Killed(Killed {
+                job_id: Some(job.id),
+                ..Killed::because(reason)
+            });
+            self.event(Some(&at.to_string()), cancelled)?;
         }
         Ok(())
     }

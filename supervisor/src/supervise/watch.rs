@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 use shared::job::AgentTimeout;
+use shared::journal::{Event, Killed, KilledBy};
 
 use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
@@ -36,13 +36,19 @@ impl<'a> Supervisor<'a> {
                 let seconds = slot.started.elapsed().as_secs_f64();
                 let name = slot.agent.name.clone();
                 let killing = slot.kill.is_some();
-                let fields = match how {
-                    ExitHow::Code(code) => json!({"pid": pid, "code": code, "seconds": seconds}),
-                    ExitHow::Signal(signal) => {
-                        json!({"pid": pid, "signal": signal, "seconds": seconds})
-                    }
+                let (code, signal) = match how {
+                    ExitHow::Code(code) => (Some(code), None),
+                    ExitHow::Signal(signal) => (None, Some(signal)),
                 };
-                self.event("exited", Some(&name), fields)?;
+                let exited = Event::Exited {
+                    pid: Some(pid),
+                    job_id: None,
+                    state: None,
+                    code,
+                    signal,
+                    seconds,
+                };
+                self.event(Some(&name), exited)?;
                 if !killing {
                     self.finish(pid)?;
                 }
@@ -193,11 +199,11 @@ impl<'a> Supervisor<'a> {
             .map(|s| (s.pid, s.agent.name.clone()))
             .collect();
         for (pid, name) in struck {
-            self.event(
-                "oom-killed",
-                Some(&name),
-                json!({"pid": pid, "by": "kernel"}),
-            )?;
+            let struck = Event::OomKilled {
+                pid,
+                by: KilledBy::Kernel,
+            };
+            self.event(Some(&name), struck)?;
             self.start_kill(pid, KillReason::Memory)?;
         }
         let Some(pressure) = self.memory.pressure() else {
@@ -299,17 +305,20 @@ impl<'a> Supervisor<'a> {
         if let Some(what) = what {
             self.console.agent_failed(&name, &what, None);
         }
-        self.event(
-            "killed",
-            Some(&name),
-            json!({"pid": pid, "reason": reason.as_str(), "processes": processes, "rss": rss, "peak_rss": peak}),
-        )
+        let killed = Event::Killed(Killed {
+            pid: Some(pid),
+            processes: Some(processes),
+            rss: Some(rss),
+            peak_rss: Some(peak),
+            ..Killed::because(reason)
+        });
+        self.event(Some(&name), killed)
     }
 
     pub(super) fn on_signal(&mut self, signal: i32) -> Result<()> {
         if signal == SIGHUP {
             // A closed terminal or ssh session must not end an overnight run.
-            return self.event("sighup-ignored", None, json!({}));
+            return self.event(None, Event::SighupIgnored);
         }
         if signal != SIGINT && signal != SIGTERM {
             return Ok(());
@@ -322,14 +331,16 @@ impl<'a> Supervisor<'a> {
                     kill.hard_at = now;
                 }
             }
-            return self.event("shutdown-now", None, json!({"signal": signal}));
+            return self.event(None, Event::ShutdownNow { signal });
         }
         let grace = self.settings().agent.kill_grace.get();
         self.console.stopping(grace);
         self.event(
-            "shutdown",
             None,
-            json!({"signal": signal, "grace_seconds": grace.as_secs_f64()}),
+            Event::Shutdown {
+                signal,
+                grace_seconds: grace.as_secs_f64(),
+            },
         )?;
         self.ending = Ending::Interrupted;
         self.stop = Stop::Killing;
@@ -355,11 +366,11 @@ impl<'a> Supervisor<'a> {
         let rounds = self.leftovers.sweep(self.inputs.run.root(), names, grace);
         for round in rounds {
             for (agent, processes) in round {
-                self.event(
-                    "killed",
-                    Some(&agent),
-                    json!({"reason": reason.as_str(), "processes": processes}),
-                )?;
+                let swept = Event::Killed(Killed {
+                    processes: Some(processes),
+                    ..Killed::because(reason)
+                });
+                self.event(Some(&agent), swept)?;
             }
         }
         Ok(())
@@ -408,15 +419,18 @@ impl<'a> Supervisor<'a> {
                 humantime::format_duration(drain)
             ));
             self.event(
-                "deadline",
                 None,
-                json!({"running": self.slots.len(), "drain_seconds": drain.as_secs_f64()}),
+                Event::Deadline {
+                    running: self.slots.len(),
+                    drain_seconds: drain.as_secs_f64(),
+                },
             )?;
         }
         if self.drain_until.is_some_and(|d| now >= d) && self.stop == Stop::Draining {
             self.drain_until = None;
             self.stop = Stop::Killing;
-            self.event("drain-over", None, json!({"running": self.slots.len()}))?;
+            let running = self.slots.len();
+            self.event(None, Event::DrainOver { running })?;
             let pids: Vec<i32> = self.slots.keys().copied().collect();
             for pid in pids {
                 self.start_kill(pid, KillReason::Deadline)?;
