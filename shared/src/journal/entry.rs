@@ -17,7 +17,7 @@ pub struct Entry {
 
 /// What a journal line holds, once it is JSON.
 #[derive(Debug)]
-pub enum Decoded {
+pub(super) enum Decoded {
     Known(Entry),
     /// An event this version does not know (written by a newer one), as read.
     Unknown {
@@ -69,7 +69,7 @@ pub fn encode(
 
 /// Reads one parsed line back. Fields the event does not have are ignored, so
 /// an older version reads what a newer one added to a known event.
-pub fn decode(value: Value) -> Result<Decoded, EntryError> {
+pub(super) fn decode(value: Value) -> Result<Decoded, EntryError> {
     let Value::Object(mut object) = value else {
         return Err(EntryError::NoEventName);
     };

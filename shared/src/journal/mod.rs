@@ -8,9 +8,11 @@ mod fold;
 mod read;
 
 #[cfg(test)]
+mod fold_tests;
+#[cfg(test)]
 mod tests;
 
-pub use entry::{decode, encode, Decoded, Entry, EntryError};
+pub use entry::{encode, Entry, EntryError};
 pub use event::{BadPhase, Event, KillReason, Killed, KilledBy, LaunchPhase, RunEnd};
 pub use fold::{AgentHistory, Attempt, AttemptEnd, History, Outcome};
 pub use read::{Journal, JournalError, JournalProblem, UnknownEvent};

@@ -96,7 +96,10 @@ impl Journal {
         let mut unknown_names = HashSet::new();
         for (index, line) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
             let number = index + 1;
-            let complete = line.ends_with(b"\n");
+            let (line, complete) = match line.strip_suffix(b"\n") {
+                Some(line) => (line, true),
+                None => (line, false),
+            };
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
