@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::event::Event;
 
@@ -49,11 +49,9 @@ pub fn encode(
     event: &Event,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
-    let mut object = match serde_json::to_value(event)? {
-        Value::Object(object) => object,
-        // Every variant is a struct or unit variant of an internally tagged
-        // enum, which serde always writes as an object.
-        other => Map::from_iter([("event".to_owned(), other)]),
+    // An internally tagged enum always serializes to an object.
+    let Value::Object(mut object) = serde_json::to_value(event)? else {
+        return Err(serde::ser::Error::custom("an event is not a JSON object"));
     };
     object.insert(
         "ts".into(),
