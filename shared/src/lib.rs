@@ -1,12 +1,13 @@
 //! What nightshift's binaries and tests agree on: the job file, the plan, the
-//! run directory's layout and files, record files, merges and validation, and
-//! the documented exit codes.
+//! run directory's layout and files, the run's journal (events.jsonl), record
+//! files, merges and validation, and the documented exit codes.
 
 pub mod atomic;
 pub mod exit_codes;
 pub mod ids;
 pub mod input;
 pub mod job;
+pub mod journal;
 pub mod merge;
 pub mod plan;
 pub mod records;

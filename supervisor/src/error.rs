@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use shared::exit_codes;
 use shared::input::InputError;
 use shared::job::JobError;
+use shared::journal::JournalError;
 use shared::plan::PlanError;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,8 @@ pub enum SupervisorError {
         "another supervisor (pid {1}) is running {0}; wait for it, or stop it with `kill -INT {1}`"
     )]
     Busy(PathBuf, String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -52,7 +55,7 @@ impl SupervisorError {
             | Self::NotARunDir(_)
             | Self::Unsupported(_)
             | Self::Busy(..) => exit_codes::USAGE,
-            Self::Io { .. } => exit_codes::INCOMPLETE,
+            Self::Io { .. } | Self::Journal(_) => exit_codes::INCOMPLETE,
         }
     }
 }

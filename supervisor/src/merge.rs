@@ -16,7 +16,7 @@ use shared::plan::{OrchestratorPlan, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::{Problem, ProblemKind};
 
-use crate::run::journal::read_events;
+use crate::run::journal::read_journal;
 
 /// Merges the orchestrator files of a segment (in parallel), then the segment
 /// file. Returns the problems found and the segment file's stamp.
@@ -131,7 +131,7 @@ pub fn merge_final(
         .path
         .as_ref()
         .map(|p| (job.resolve(p), job.settings.output.format));
-    let stamps = segment_stamps(run);
+    let stamps = segment_stamps(run)?;
     let ids: Vec<Vec<IdKey>> = plan
         .segments
         .iter()
@@ -181,22 +181,9 @@ fn new_problems(summary: &MergeSummary) -> Vec<Problem> {
 }
 
 /// The stamp of each segment file, from the last "merged" event of each
-/// segment in events.jsonl (lines that do not parse are skipped).
-pub fn segment_stamps(run: &RunDir) -> HashMap<usize, FileStamp> {
-    let mut stamps = HashMap::new();
-    for event in read_events(&run.events())
-        .into_iter()
-        .filter(|e| e["event"] == "merged")
-    {
-        let segment = event["segment"]
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok());
-        let stamp = serde_json::from_value::<FileStamp>(event["stamp"].clone()).ok();
-        if let (Some(segment), Some(stamp)) = (segment, stamp) {
-            stamps.insert(segment, stamp);
-        }
-    }
-    stamps
+/// segment in events.jsonl.
+pub fn segment_stamps(run: &RunDir) -> io::Result<HashMap<usize, FileStamp>> {
+    Ok(read_journal(&run.events())?.history.segment_stamps)
 }
 
 /// A merged file is up to date when it exists and is newer than every one of
@@ -240,21 +227,4 @@ pub fn final_up_to_date(run: &RunDir, plan: &Plan) -> bool {
         .collect();
     plan.segments.iter().all(|s| segment_up_to_date(run, s))
         && up_to_date(&run.final_json(), &segment_files)
-}
-
-/// The fields of a segment's "merged" event; its stamp lets the final merge
-/// (in this process or a later one) trust the segment file while unchanged.
-pub fn merged_event(
-    segment: usize,
-    stamp: &FileStamp,
-    problems: usize,
-    seconds: f64,
-) -> serde_json::Value {
-    serde_json::json!({
-        "segment": segment,
-        "file": format!("segment_{segment:02}.jsonl"),
-        "stamp": stamp,
-        "problems": problems,
-        "seconds": seconds,
-    })
 }

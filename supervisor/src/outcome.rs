@@ -4,50 +4,9 @@
 
 use std::fmt;
 
-/// Why the supervisor ended an agent's tree (the `reason` of `killed` events).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KillReason {
-    Timeout,
-    Stall,
-    Memory,
-    Ceiling,
-    MinFree,
-    Shutdown,
-    Deadline,
-    /// Leftovers of a finished segment, swept before the next one.
-    SegmentEnd,
-}
-
-impl KillReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Stall => "stall",
-            Self::Memory => "memory",
-            Self::Ceiling => "ceiling",
-            Self::MinFree => "min-free",
-            Self::Shutdown => "shutdown",
-            Self::Deadline => "deadline",
-            Self::SegmentEnd => "segment-end",
-        }
-    }
-
-    /// Killed to make room for the run's memory: requeued, not a failure.
-    pub fn makes_room(self) -> bool {
-        matches!(self, Self::Ceiling | Self::MinFree)
-    }
-
-    /// Killed because the run is stopping: neither a failure nor retried.
-    pub fn stops_run(self) -> bool {
-        matches!(self, Self::Shutdown | Self::Deadline)
-    }
-}
-
-impl std::fmt::Display for KillReason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Why the supervisor ended an agent's tree: the `reason` of `killed` events
+/// (a journal type, so it lives in `shared`).
+pub use shared::journal::KillReason;
 
 /// How one attempt of an agent ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

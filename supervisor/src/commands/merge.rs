@@ -4,11 +4,12 @@
 use std::path::Path;
 
 use shared::exit_codes;
+use shared::journal::Event;
 use shared::validate::Problem;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
-use crate::merge::{merge_final, merge_segment, merged_event};
+use crate::merge::{merge_final, merge_segment};
 use crate::run::existing::{frozen_job, open_run};
 use crate::run::journal::EventLog;
 use crate::run::lock::RunLock;
@@ -42,12 +43,9 @@ pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Resu
             format!("cannot merge segment {}", segment.number),
         ))?;
         let seconds = started.elapsed().as_secs_f64();
+        let merged = Event::merged(segment.number, stamp, found.len(), seconds);
         events
-            .record(
-                "merged",
-                None,
-                merged_event(segment.number, &stamp, found.len(), seconds),
-            )
+            .record(None, &merged)
             .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
         console.line(&format!(
             "merged segment_{:02}.jsonl ({} problems)",

@@ -15,11 +15,13 @@ use crate::reporting::status::run_status;
 use crate::reporting::timeline::read_timeline;
 use crate::reporting::view::{short_duration, size};
 use crate::run::existing::open_run;
+use crate::run::journal::read_journal;
 
 pub fn report(dir: &Path, html: Option<&Path>) -> Result<i32> {
     let (run, plan) = open_run(dir)?;
-    let status = run_status(&run, &plan);
-    let timeline = read_timeline(&run);
+    let journal = read_journal(&run.events())?;
+    let status = run_status(&run, &plan, &journal);
+    let timeline = read_timeline(&journal);
     let report: Option<Value> = std::fs::read(run.report_json())
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());

@@ -10,10 +10,9 @@
 
 use std::path::Path;
 
-use serde_json::json;
-
 use shared::exit_codes;
 use shared::job::{Deadline, ExecutorKind};
+use shared::journal::Event;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
@@ -62,13 +61,13 @@ pub fn resume(
         println!("ended {ended} leftover process(es) of the previous supervisor");
     }
     let progress = scan_progress(&run, &plan)?;
+    let resumed = Event::Resumed {
+        leftovers_ended: ended,
+        items_saved: progress.saved,
+        agents_complete: progress.complete.len(),
+    };
     events
-        .record(
-            "resumed",
-            None,
-            json!({"leftovers_ended": ended, "items_saved": progress.saved,
-                   "agents_complete": progress.complete.len()}),
-        )
+        .record(None, &resumed)
         .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
     drop(events);
     if progress.complete.len() == plan.agent_count() && final_up_to_date(&run, &plan) {
@@ -95,7 +94,7 @@ pub fn resume(
         halt,
         until,
         complete: progress.complete,
-        launches: launches_so_far(&run),
+        launches: launches_so_far(&run)?,
         files_seen: progress.files,
         resumed: true,
     };

@@ -9,13 +9,15 @@ use crate::error::{Result, SupervisorError};
 use crate::reporting::status::{run_status, RunStatus};
 use crate::reporting::view::size;
 use crate::run::existing::open_run;
+use crate::run::journal::read_journal;
 
 /// Agents listed by name in the text form before the rest are counted.
 const LISTED: usize = 20;
 
 pub fn status(dir: &Path, as_json: bool) -> Result<i32> {
     let (run, plan) = open_run(dir)?;
-    let status = run_status(&run, &plan);
+    let journal = read_journal(&run.events())?;
+    let status = run_status(&run, &plan, &journal);
     if as_json {
         let text = serde_json::to_string_pretty(&status)
             .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?;

@@ -6,13 +6,13 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use shared::journal::{AgentHistory, Journal, KillReason, Outcome, RunEnd};
 use shared::plan::Plan;
 use shared::rundir::RunDir;
 
 use crate::executor::local::sweep::{find_leftovers, Agents, Group};
 use crate::merge::{final_up_to_date, segment_up_to_date};
 use crate::reporting::progress::Progress;
-use crate::run::journal::read_events;
 use crate::run::live::LiveAgents;
 use crate::run::lock;
 
@@ -60,79 +60,35 @@ pub struct ResumePlan {
     pub would_do_nothing: bool,
 }
 
-/// The journal folded per agent.
-#[derive(Default)]
-struct AgentHistory {
-    attempts: u32,
-    /// Launched (or adopted) and not (yet) exited.
-    running: bool,
-    /// Its last attempt was stopped because the run stopped (Ctrl-C, deadline).
-    stopped: bool,
-    last_failure: Option<String>,
-    last_succeeded: bool,
-    waiting: bool,
+/// The latest attempt was stopped because the run stopped (Ctrl-C, deadline).
+fn stopped(history: &AgentHistory) -> bool {
+    history
+        .last()
+        .and_then(|a| a.kill)
+        .is_some_and(KillReason::stops_run)
 }
 
-fn fold_events(run: &RunDir) -> (HashMap<String, AgentHistory>, Option<String>) {
-    let mut agents: HashMap<String, AgentHistory> = HashMap::new();
-    let mut finished_state = None;
-    for event in read_events(&run.events()) {
-        let kind = event["event"].as_str().unwrap_or("");
-        match kind {
-            "run-started" | "resumed" => finished_state = None,
-            "run-finished" => finished_state = event["state"].as_str().map(str::to_owned),
-            _ => {}
-        }
-        let Some(name) = event["agent"].as_str() else {
-            continue;
-        };
-        let history = agents.entry(name.to_owned()).or_default();
-        match kind {
-            "launched" | "adopted" => {
-                if kind == "launched" {
-                    history.attempts += 1;
-                }
-                history.running = true;
-                history.stopped = false;
-                history.waiting = false;
-                history.last_failure = None;
-            }
-            "killed" if history.running => {
-                let reason = event["reason"].as_str().unwrap_or("");
-                history.stopped = matches!(reason, "shutdown" | "deadline");
-                history.last_failure = Some(format!("killed ({reason})"));
-            }
-            "exited" => {
-                history.running = false;
-                let code = event["code"].as_i64();
-                history.last_succeeded = code == Some(0) && history.last_failure.is_none();
-                if history.last_failure.is_none() && !history.last_succeeded {
-                    history.last_failure = Some(match (code, event["signal"].as_i64()) {
-                        (Some(code), _) => format!("exit code {code}"),
-                        (None, Some(signal)) => format!("signal {signal}"),
-                        _ if event["state"].is_string() => {
-                            format!("Slurm: {}", event["state"].as_str().unwrap_or(""))
-                        }
-                        _ => "ended".to_owned(),
-                    });
-                }
-            }
-            "launch-failed" => {
-                history.last_failure = event["error"]
-                    .as_str()
-                    .map(|e| format!("could not start: {e}"))
-            }
-            "retry-scheduled" | "requeued" => history.waiting = true,
-            _ => {}
-        }
+fn last_succeeded(history: &AgentHistory) -> bool {
+    history
+        .last_ended()
+        .is_some_and(|a| a.outcome() == Outcome::Succeeded)
+}
+
+/// What went wrong with the latest launch, if anything did.
+fn last_failure(history: &AgentHistory) -> Option<String> {
+    if let Some(error) = &history.launch_error {
+        return Some(format!("could not start: {error}"));
     }
-    (agents, finished_state)
+    match history.last()?.outcome() {
+        Outcome::Running | Outcome::Succeeded => None,
+        failed => Some(failed.to_string()),
+    }
 }
 
-pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
+pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
     let supervisor = lock::holder(run);
     let alive = supervisor.is_some();
-    let (history, finished_state) = fold_events(run);
+    let history = &journal.history.agents;
     let live = LiveAgents::read(run).ok().flatten().unwrap_or_default();
     let live_by_name: HashMap<&str, _> =
         live.agents.iter().map(|a| (a.agent.as_str(), a)).collect();
@@ -144,6 +100,7 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
         let total = agent.ids.len();
         done_total += done;
         let past = history.get(&agent.name);
+        let failure = past.and_then(last_failure);
         let now_live = live_by_name.get(agent.name.as_str()).filter(|_| alive);
         let state = if done == total {
             "done"
@@ -151,10 +108,9 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
             "running"
         } else if past.is_some_and(|h| h.waiting) && alive {
             "waiting"
-        } else if past.is_some_and(|h| h.running || h.stopped) && !alive {
+        } else if past.is_some_and(|h| h.running() || stopped(h)) && !alive {
             "interrupted"
-        } else if past
-            .is_some_and(|h| h.attempts > 0 && !h.last_succeeded || h.last_failure.is_some())
+        } else if past.is_some_and(|h| h.launches() > 0 && !last_succeeded(h)) || failure.is_some()
         {
             "failed"
         } else {
@@ -174,18 +130,16 @@ pub fn run_status(run: &RunDir, plan: &Plan) -> RunStatus {
             pid: now_live.filter(|l| l.pid > 0).map(|l| l.pid),
             job_id: now_live.and_then(|l| l.job_id),
             rss: now_live.map(|l| l.rss),
-            reason: past
-                .and_then(|h| h.last_failure.clone())
-                .filter(|_| state != "done"),
-            attempts: past.map_or(0, |h| h.attempts),
+            reason: failure.filter(|_| state != "done"),
+            attempts: past.map_or(0, AgentHistory::launches),
         });
     }
     let state = if alive {
         "running"
     } else {
-        match finished_state.as_deref() {
-            Some("finished") => "finished",
-            Some("failed" | "halted") => "failed",
+        match journal.history.finished {
+            Some(RunEnd::Finished) => "finished",
+            Some(RunEnd::Failed | RunEnd::Halted) => "failed",
             // Stopped at its deadline, resumable: the same as an interrupted run.
             _ => "interrupted",
         }

@@ -1,13 +1,13 @@
-//! events.jsonl: the run's append-only journal. One JSON object per line with
-//! `ts` (RFC 3339, UTC, milliseconds), `event`, `agent` where one is concerned,
-//! and the event's own fields.
+//! events.jsonl: appending to the run's journal, and reading it back with its
+//! problems logged. The events, their encoding and the fold are
+//! `shared::journal`, which the tests and every reader share.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
 use std::time::SystemTime;
 
-use serde_json::{Map, Value};
+use shared::journal::{self, Event, Journal, JournalError};
 
 pub struct EventLog {
     file: File,
@@ -36,22 +36,9 @@ impl EventLog {
 
     /// Appends one event. Each event is one write(2) of a whole line, so a
     /// crash can tear at most the last line, which readers ignore.
-    pub fn record(&mut self, event: &str, agent: Option<&str>, fields: Value) -> io::Result<()> {
-        let mut object = Map::new();
-        object.insert(
-            "ts".into(),
-            Value::String(humantime::format_rfc3339_millis(SystemTime::now()).to_string()),
-        );
-        object.insert("event".into(), Value::String(event.to_owned()));
-        if let Some(agent) = agent {
-            object.insert("agent".into(), Value::String(agent.to_owned()));
-        }
-        if let Value::Object(extra) = fields {
-            object.extend(extra);
-        }
+    pub fn record(&mut self, agent: Option<&str>, event: &Event) -> io::Result<()> {
         self.line.clear();
-        serde_json::to_writer(&mut self.line, &Value::Object(object))?;
-        self.line.push(b'\n');
+        journal::encode(SystemTime::now(), agent, event, &mut self.line)?;
         self.file.write_all(&self.line)
     }
 
@@ -62,37 +49,41 @@ impl EventLog {
     }
 }
 
-/// Every readable event of a journal, in order. A line that is not JSON (a
-/// torn last line after a crash) is skipped; a missing journal has no events.
-pub fn read_events(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
+/// The journal of a run, read and folded once. What had to be skipped (a
+/// damaged line, an event from a newer version) is logged as a warning.
+pub fn read_journal(path: &Path) -> Result<Journal, JournalError> {
+    let journal = Journal::read(path)?;
+    for problem in &journal.problems {
+        tracing::warn!("{problem}");
+    }
+    Ok(journal)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn a_torn_last_line_is_cut_off_before_the_next_event() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.jsonl");
-        std::fs::write(&path, "{\"event\":\"launched\"}\n{\"event\":\"exi").expect("write");
+        std::fs::write(
+            &path,
+            "{\"event\":\"sighup-ignored\",\"ts\":\"2024-01-01T00:00:00.000Z\"}\n{\"event\":\"exi",
+        )
+        .expect("write");
         let mut log = EventLog::open(&path).expect("open");
-        log.record("resumed", None, json!({"n": 1}))
+        log.record(None, &Event::SegmentDone { segment: 1 })
             .expect("record");
-        let events = read_events(&path);
+        let journal = read_journal(&path).expect("read");
+        assert!(journal.problems.is_empty(), "{:?}", journal.problems);
+        let events: Vec<&Event> = journal.entries.iter().map(|e| &e.event).collect();
         assert_eq!(
-            events.len(),
-            2,
+            events,
+            [&Event::SighupIgnored, &Event::SegmentDone { segment: 1 }],
             "the torn line is gone, the new event whole"
         );
-        assert_eq!(events[1]["event"], "resumed");
-        assert_eq!(events[1]["n"], 1);
-        assert!(events[1]["ts"].as_str().is_some_and(|t| t.ends_with('Z')));
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.ends_with("Z\"}\n"), "{text}");
     }
 }

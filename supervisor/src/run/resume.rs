@@ -18,7 +18,7 @@ use crate::error::{Result, SupervisorError};
 use crate::executor::local::proc_table;
 use crate::executor::local::sweep::{end_processes, find_leftovers, Agents, Group};
 use crate::reporting::progress::FileSeen;
-use crate::run::journal::read_events;
+use crate::run::journal::read_journal;
 use crate::run::live::LiveAgents;
 
 pub struct Progress {
@@ -65,18 +65,15 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
     })
 }
 
-/// How many times each agent was launched, from events.jsonl (a torn last
-/// line is skipped like any unreadable one).
-pub fn launches_so_far(run: &RunDir) -> HashMap<String, u32> {
-    let mut launches = HashMap::new();
-    for event in read_events(&run.events()) {
-        if event["event"] == "launched" {
-            if let Some(agent) = event["agent"].as_str() {
-                *launches.entry(agent.to_owned()).or_insert(0) += 1;
-            }
-        }
-    }
-    launches
+/// How many times each agent was launched, from events.jsonl.
+pub fn launches_so_far(run: &RunDir) -> Result<HashMap<String, u32>> {
+    let journal = read_journal(&run.events())?;
+    Ok(journal
+        .history
+        .agents
+        .iter()
+        .map(|(agent, history)| (agent.clone(), history.launches()))
+        .collect())
 }
 
 /// Ends every process left by an earlier supervisor of this run: the agents

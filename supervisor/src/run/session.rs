@@ -5,11 +5,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use serde_json::json;
-
 use shared::exit_codes;
 use shared::ids::IdKey;
 use shared::job::Job;
+use shared::journal::{Event, RunEnd};
 use shared::plan::Plan;
 use shared::rundir::RunDir;
 use shared::validate::{Problem, ProblemKind};
@@ -48,7 +47,7 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
     let started = Instant::now();
     let result = Supervisor::new(inputs, console)?.run()?;
     let mut problems = result.problems;
-    let (state, done, missing_ids, code) = match result.ending {
+    let (end, done, missing_ids, code) = match result.ending {
         Ending::Completed => {
             let (done, missing, found) = finish(run, job, plan)?;
             for problem in &found {
@@ -57,28 +56,33 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
             problems.extend(found);
             let complete = done == plan.items_total && !problems.iter().any(Problem::is_error);
             if complete {
-                ("finished", done, missing, exit_codes::SUCCESS)
+                (RunEnd::Finished, done, missing, exit_codes::SUCCESS)
             } else {
-                ("failed", done, missing, exit_codes::INCOMPLETE)
+                (RunEnd::Failed, done, missing, exit_codes::INCOMPLETE)
             }
         }
         Ending::Interrupted | Ending::Halted | Ending::Deadline => {
             let (done, missing) = saved_so_far(run, plan)?;
             match result.ending {
-                Ending::Interrupted => ("interrupted", done, missing, exit_codes::INTERRUPTED),
-                Ending::Deadline => ("deadline", done, missing, exit_codes::DEADLINE),
-                _ => ("halted", done, missing, exit_codes::INCOMPLETE),
+                Ending::Interrupted => {
+                    (RunEnd::Interrupted, done, missing, exit_codes::INTERRUPTED)
+                }
+                Ending::Deadline => (RunEnd::Deadline, done, missing, exit_codes::DEADLINE),
+                _ => (RunEnd::Halted, done, missing, exit_codes::INCOMPLETE),
             }
         }
+    };
+    let state = end.as_str();
+    let finished = Event::RunFinished {
+        state: end,
+        items_done: done,
+        items_total: plan.items_total,
+        exit_code: code,
     };
     let mut events =
         EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
     events
-        .record(
-            "run-finished",
-            None,
-            json!({"state": state, "items_done": done, "items_total": plan.items_total, "exit_code": code}),
-        )
+        .record(None, &finished)
         .and_then(|()| events.sync())
         .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
     write_report(

@@ -4,8 +4,7 @@
 
 use std::time::Instant;
 
-use serde_json::json;
-
+use shared::journal::{Event, Killed, KilledBy, LaunchPhase};
 use shared::plan::AgentPlan;
 
 use super::{Ending, Stop, Supervisor};
@@ -31,7 +30,10 @@ impl<'a> Supervisor<'a> {
         let started = match self.executor.start(agent, attempt) {
             Ok(started) => started,
             Err(error) => {
-                self.event("launch-failed", Some(&agent.name), json!({"error": error}))?;
+                let failed = Event::LaunchFailed {
+                    error: error.clone(),
+                };
+                self.event(Some(&agent.name), failed)?;
                 let record = AttemptRecord {
                     agent: agent.name.clone(),
                     attempt,
@@ -47,20 +49,20 @@ impl<'a> Supervisor<'a> {
         };
         let now = Instant::now();
         let phase = match self.scheduler.note_launch(now) {
-            Phase::Warmup => json!("warmup"),
-            Phase::Wave(n) => json!(format!("wave {n}")),
-            Phase::Free => serde_json::Value::Null,
+            Phase::Warmup => Some(LaunchPhase::Warmup),
+            Phase::Wave(n) => Some(LaunchPhase::Wave(n)),
+            Phase::Free => None,
         };
-        let mut fields = json!({"attempt": attempt, "items": agent.ids.len(),
-                                "already_saved": saved_at_launch, "phase": phase});
-        match started.key {
-            AttemptKey::Local { pid } => {
-                fields["pid"] = json!(pid);
-                fields["start_ticks"] = json!(started.start_ticks.unwrap_or(0));
-            }
-            AttemptKey::Slurm { job_id } => fields["job_id"] = json!(job_id),
-        }
-        self.event("launched", Some(&agent.name), fields)?;
+        let launched = Event::Launched {
+            attempt,
+            items: agent.ids.len(),
+            already_saved: saved_at_launch,
+            phase,
+            pid: started.key.pid(),
+            start_ticks: started.key.pid().map(|_| started.start_ticks.unwrap_or(0)),
+            job_id: started.key.job_id(),
+        };
+        self.event(Some(&agent.name), launched)?;
         self.insert_slot(agent, attempt, started, saved_at_launch, launched_at);
         self.watchdog.memory.note_launch(now);
         Ok(())
@@ -74,12 +76,13 @@ impl<'a> Supervisor<'a> {
         };
         let attempt = self.scheduler.adopted_attempt(agent);
         let saved = count_lines(&self.inputs.run.agent_output(agent.at));
-        self.event(
-            "adopted",
-            Some(&agent.name),
-            json!({"job_id": adopted.key.job_id(), "state": adopted.state, "attempt": attempt,
-                   "elapsed_seconds": adopted.elapsed.as_secs()}),
-        )?;
+        let adopted_event = Event::Adopted {
+            job_id: adopted.key.job_id().unwrap_or(0),
+            state: adopted.state.to_owned(),
+            attempt,
+            elapsed_seconds: adopted.elapsed.as_secs(),
+        };
+        self.event(Some(&agent.name), adopted_event)?;
         self.console.line(&format!(
             "{}: adopted {} ({})",
             agent.name, adopted.key, adopted.state
@@ -174,9 +177,13 @@ impl<'a> Supervisor<'a> {
         // memory limit, whatever the exit status says.
         let kernel_oom = slot.kill.is_none() && self.executor.oom_struck(key);
         if kernel_oom {
-            let fields = json!({"pid": key.pid(), "reason": "memory", "by": "kernel",
-                                "peak_rss": slot.peak_rss});
-            self.event("killed", Some(&slot.agent.name), fields)?;
+            let killed = Event::Killed(Killed {
+                pid: key.pid(),
+                by: Some(KilledBy::Kernel),
+                peak_rss: Some(slot.peak_rss),
+                ..Killed::because(KillReason::Memory)
+            });
+            self.event(Some(&slot.agent.name), killed)?;
         }
         self.executor.release(key);
         let outcome = match (slot.kill, slot.exit) {
@@ -220,11 +227,7 @@ impl<'a> Supervisor<'a> {
             // Killed to make room: back in the queue, not counted as a failure.
             Outcome::Killed(reason) if reason.makes_room() => {
                 self.scheduler.requeue(agent);
-                return self.event(
-                    "requeued",
-                    Some(&agent.name),
-                    json!({"reason": reason.as_str()}),
-                );
+                return self.event(Some(&agent.name), Event::Requeued { reason: *reason });
             }
             _ => {}
         }
@@ -242,9 +245,11 @@ impl<'a> Supervisor<'a> {
                     Some(&log),
                 );
                 return self.event(
-                    "retry-scheduled",
                     Some(&agent.name),
-                    json!({"retry": retry, "after_seconds": delay.as_secs_f64()}),
+                    Event::RetryScheduled {
+                        retry,
+                        after_seconds: delay.as_secs_f64(),
+                    },
                 );
             }
         }
@@ -274,9 +279,11 @@ impl<'a> Supervisor<'a> {
             }
         ));
         self.event(
-            "halted",
             None,
-            json!({"policy": policy, "failed": self.failed_for_good}),
+            Event::Halted {
+                policy,
+                failed: self.failed_for_good,
+            },
         )?;
         match when {
             HaltWhen::Soon => self.stop = Stop::Draining,

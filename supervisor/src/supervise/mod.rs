@@ -12,9 +12,8 @@ use std::ffi::OsString;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use serde_json::json;
-
 use shared::job::{Deadline, ExecutorKind, Job, JobSettings};
+use shared::journal::Event;
 use shared::plan::{AgentPlan, AgentRef, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::Problem;
@@ -207,10 +206,10 @@ impl<'a> Supervisor<'a> {
         })
     }
 
-    fn event(&mut self, event: &str, agent: Option<&str>, fields: serde_json::Value) -> Result<()> {
-        tracing::info!("{event} {} {fields}", agent.unwrap_or(""));
+    fn event(&mut self, agent: Option<&str>, event: Event) -> Result<()> {
+        tracing::info!("{} {} {event:?}", event.name(), agent.unwrap_or(""));
         self.events
-            .record(event, agent, fields)
+            .record(agent, &event)
             .map_err(SupervisorError::io("cannot append to events.jsonl"))
     }
 
@@ -222,12 +221,17 @@ impl<'a> Supervisor<'a> {
         let plan = self.inputs.plan;
         let run = self.inputs.run;
         self.event(
-            "run-started",
             None,
-            json!({"job": plan.job, "items": plan.items_total, "agents": plan.agent_count(),
-                   "segments": plan.segments.len(), "max_parallel": self.scheduler.max_parallel(),
-                   "supervisor_pid": self.me, "already_complete": self.inputs.complete.len(),
-                   "memory_mode": self.memory_mode}),
+            Event::RunStarted {
+                job: plan.job.clone(),
+                items: plan.items_total,
+                agents: plan.agent_count(),
+                segments: plan.segments.len(),
+                max_parallel: self.scheduler.max_parallel(),
+                supervisor_pid: self.me,
+                already_complete: self.inputs.complete.len(),
+                memory_mode: self.memory_mode.clone(),
+            },
         )?;
         if let Err(error) = self.executor.discover(self.inputs.resumed) {
             self.console.line(&error);
@@ -262,15 +266,19 @@ impl<'a> Supervisor<'a> {
             )?;
             let seconds = started.elapsed().as_secs_f64();
             self.event(
-                "merged",
                 None,
-                merge::merged_event(segment.number, &stamp, found.len(), seconds),
+                Event::merged(segment.number, stamp, found.len(), seconds),
             )?;
             for problem in &found {
                 self.console.problem(problem);
             }
             problems.extend(found);
-            self.event("segment-done", None, json!({"segment": segment.number}))?;
+            self.event(
+                None,
+                Event::SegmentDone {
+                    segment: segment.number,
+                },
+            )?;
             self.events
                 .sync()
                 .map_err(SupervisorError::io("cannot sync events.jsonl"))?;

@@ -6,8 +6,9 @@
 use std::collections::HashSet;
 use std::time::Instant;
 
-use serde_json::json;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+use shared::journal::{Event, Killed, KilledBy};
 
 use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
@@ -58,27 +59,22 @@ impl<'a> Supervisor<'a> {
                 &format!("Slurm ended its job ({})", ended.state.unwrap_or("ended")),
                 None,
             );
-            self.event(
-                "killed",
-                Some(&name),
-                json!({"job_id": ended.key.job_id(), "reason": reason.as_str(), "by": "slurm"}),
-            )?;
+            let killed = Event::Killed(Killed {
+                job_id: ended.key.job_id(),
+                by: Some(KilledBy::Slurm),
+                ..Killed::because(reason)
+            });
+            self.event(Some(&name), killed)?;
         }
-        let mut fields = json!({"seconds": seconds});
-        match ended.key {
-            AttemptKey::Local { pid } => fields["pid"] = json!(pid),
-            AttemptKey::Slurm { job_id } => fields["job_id"] = json!(job_id),
-        }
-        if let Some(state) = ended.state {
-            fields["state"] = json!(state);
-        }
-        if let Some(code) = ended.code {
-            fields["code"] = json!(code);
-        }
-        if let Some(signal) = ended.signal {
-            fields["signal"] = json!(signal);
-        }
-        self.event("exited", Some(&name), fields)?;
+        let exited = Event::Exited {
+            pid: ended.key.pid(),
+            job_id: ended.key.job_id(),
+            state: ended.state.map(str::to_owned),
+            code: ended.code,
+            signal: ended.signal,
+            seconds,
+        };
+        self.event(Some(&name), exited)?;
         if !ours {
             self.finish(ended.key)?;
         }
@@ -174,11 +170,11 @@ impl<'a> Supervisor<'a> {
         for verdict in verdicts {
             if verdict.by_kernel {
                 let name = self.slots.get(&verdict.key).map(|s| s.agent.name.clone());
-                self.event(
-                    "oom-killed",
-                    name.as_deref(),
-                    json!({"pid": verdict.key.pid(), "by": "kernel"}),
-                )?;
+                let struck = Event::OomKilled {
+                    pid: verdict.key.pid().unwrap_or(0),
+                    by: KilledBy::Kernel,
+                };
+                self.event(name.as_deref(), struck)?;
             }
             self.start_kill(verdict.key, verdict.reason)?;
         }
@@ -217,13 +213,15 @@ impl<'a> Supervisor<'a> {
         if let Some(what) = what {
             self.console.agent_failed(&name, &what, None);
         }
-        let mut fields = json!({"reason": reason.as_str(), "processes": processes,
-                                "rss": rss, "peak_rss": peak});
-        match key {
-            AttemptKey::Local { pid } => fields["pid"] = json!(pid),
-            AttemptKey::Slurm { job_id } => fields["job_id"] = json!(job_id),
-        }
-        self.event("killed", Some(&name), fields)
+        let killed = Event::Killed(Killed {
+            pid: key.pid(),
+            job_id: key.job_id(),
+            processes: Some(processes),
+            rss: Some(rss),
+            peak_rss: Some(peak),
+            ..Killed::because(reason)
+        });
+        self.event(Some(&name), killed)
     }
 
     /// Starts the kill of every running attempt.
@@ -238,7 +236,7 @@ impl<'a> Supervisor<'a> {
     pub(super) fn on_signal(&mut self, signal: i32) -> Result<()> {
         if signal == SIGHUP {
             // A closed terminal or ssh session must not end an overnight run.
-            return self.event("sighup-ignored", None, json!({}));
+            return self.event(None, Event::SighupIgnored);
         }
         if signal != SIGINT && signal != SIGTERM {
             return Ok(());
@@ -251,14 +249,16 @@ impl<'a> Supervisor<'a> {
                     kill.hard_at = now;
                 }
             }
-            return self.event("shutdown-now", None, json!({"signal": signal}));
+            return self.event(None, Event::ShutdownNow { signal });
         }
         let grace = self.settings().agent.kill_grace.get();
         self.console.stopping(grace);
         self.event(
-            "shutdown",
             None,
-            json!({"signal": signal, "grace_seconds": grace.as_secs_f64()}),
+            Event::Shutdown {
+                signal,
+                grace_seconds: grace.as_secs_f64(),
+            },
         )?;
         self.ending = Ending::Interrupted;
         self.stop = Stop::Killing;
@@ -272,14 +272,12 @@ impl<'a> Supervisor<'a> {
     /// Makes sure no process started for the agents `names` is alive.
     pub(super) fn sweep(&mut self, names: &HashSet<String>, reason: KillReason) -> Result<()> {
         for swept in self.executor.sweep(names) {
-            let mut fields = json!({"reason": reason.as_str()});
-            if let Some(processes) = swept.processes {
-                fields["processes"] = json!(processes);
-            }
-            if let Some(job_id) = swept.job_id {
-                fields["job_id"] = json!(job_id);
-            }
-            self.event("killed", Some(&swept.agent), fields)?;
+            let killed = Event::Killed(Killed {
+                processes: swept.processes,
+                job_id: swept.job_id,
+                ..Killed::because(reason)
+            });
+            self.event(Some(&swept.agent), killed)?;
         }
         Ok(())
     }
@@ -317,16 +315,20 @@ impl<'a> Supervisor<'a> {
                 self.slots.len(),
                 humantime::format_duration(drain)
             ));
+            let running = self.slots.len();
             self.event(
-                "deadline",
                 None,
-                json!({"running": self.slots.len(), "drain_seconds": drain.as_secs_f64()}),
+                Event::Deadline {
+                    running,
+                    drain_seconds: drain.as_secs_f64(),
+                },
             )?;
         }
         if self.drain_until.is_some_and(|d| now >= d) && self.stop == Stop::Draining {
             self.drain_until = None;
             self.stop = Stop::Killing;
-            self.event("drain-over", None, json!({"running": self.slots.len()}))?;
+            let running = self.slots.len();
+            self.event(None, Event::DrainOver { running })?;
             self.kill_all(KillReason::Deadline)?;
         }
         Ok(())
