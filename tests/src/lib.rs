@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod job;
+pub use job::Job;
+
 /// No test command may run longer than this.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
 
