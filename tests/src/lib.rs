@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod agent_kit;
 mod job;
 pub use job::Job;
 
