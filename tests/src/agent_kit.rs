@@ -112,6 +112,15 @@ impl Task {
         Self { id_field, items }
     }
 
+    /// The ids `output` does not hold yet, in task order.
+    pub fn remaining(&self, output: &Output) -> Vec<Value> {
+        self.items
+            .iter()
+            .map(|item| self.id(item).clone())
+            .filter(|id| !output.is_saved(id))
+            .collect()
+    }
+
     /// The item's id (a string or a number, as the input had it).
     pub fn id<'i>(&self, item: &'i Value) -> &'i Value {
         &item[self.id_field.as_str()]
@@ -162,6 +171,14 @@ pub fn id_text(id: &Value) -> String {
     match id {
         Value::String(text) => text.clone(),
         other => other.to_string(),
+    }
+}
+
+/// Logs a call for `id` to the `--calls FILE` option, when given: tests count
+/// the lines to see that no item is generated twice.
+pub fn log_call(args: &Args, id: &Value) {
+    if let Some(calls) = args.text("--calls") {
+        append_line(calls, id_text(id));
     }
 }
 

@@ -4,7 +4,7 @@
 //! with `--code C` (default 3), or with `--abort` aborts (SIGABRT). Later
 //! attempts finish. Used by resume.rs.
 
-use nightshift_tests::agent_kit::{append_line, env, id_text, Args, Output, Task};
+use nightshift_tests::agent_kit::{env, log_call, Args, Output, Task};
 
 fn main() {
     let args = Args::parse(
@@ -17,15 +17,9 @@ fn main() {
     let task = Task::load();
     let mut output = Output::open(&task);
     let mut saved = 0;
-    for item in &task.items {
-        let id = task.id(item);
-        if output.is_saved(id) {
-            continue;
-        }
-        if let Some(calls) = args.text("--calls") {
-            append_line(calls, id_text(id));
-        }
-        output.save(&task, id);
+    for id in task.remaining(&output) {
+        log_call(&args, &id);
+        output.save(&task, &id);
         saved += 1;
         if dies && saved >= after {
             if args.flag("--abort") {

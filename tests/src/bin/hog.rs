@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use nightshift_tests::agent_kit::{
-    append_line, env, id_text, or_fail, spawn_self, Args, Output, Task, HELPER_FAILED,
+    env, log_call, or_fail, spawn_self, Args, Output, Task, HELPER_FAILED,
 };
 
 fn main() {
@@ -37,16 +37,10 @@ fn main() {
     let per_item = Duration::from_secs_f64(args.value("--per-item").unwrap_or(0.05));
     let task = Task::load();
     let mut output = Output::open(&task);
-    for item in &task.items {
-        let id = task.id(item);
-        if output.is_saved(id) {
-            continue;
-        }
-        if let Some(calls) = args.text("--calls") {
-            append_line(calls, id_text(id));
-        }
+    for id in task.remaining(&output) {
+        log_call(&args, &id);
         std::thread::sleep(per_item);
-        output.save(&task, id);
+        output.save(&task, &id);
     }
     // Held to the end: the memory is resident for the whole run of the agent.
     std::hint::black_box(&held);
