@@ -1,6 +1,10 @@
 //! Helpers for the end-to-end tests: find the real binaries, lay out job
-//! folders, run commands with a deadline, read run directories, and look at
-//! real processes in /proc.
+//! folders, write job files ([`Job`]), run commands with a deadline, read run
+//! directories, and look at real processes in /proc.
+//!
+//! Misbehaving agents are small programs of this crate (src/bin: a leaker, a
+//! memory hog, a TERM-ignorer, a staller, a crasher) built on [`agent_kit`];
+//! a test names one with `env!("CARGO_BIN_EXE_<name>")`.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
