@@ -1,6 +1,10 @@
 //! Helpers for the end-to-end tests: find the real binaries, lay out job
-//! folders, run commands with a deadline, read run directories, and look at
-//! real processes in /proc.
+//! folders, write job files ([`Job`]), run commands with a deadline, read run
+//! directories, and look at real processes in /proc.
+//!
+//! Misbehaving agents are small programs of this crate (src/bin: a leaker, a
+//! memory hog, a TERM-ignorer, a staller, a crasher) built on [`agent_kit`];
+//! a test names one with `env!("CARGO_BIN_EXE_<name>")`.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -9,6 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+pub mod agent_kit;
+mod job;
+pub use job::Job;
 
 /// No test command may run longer than this.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(120);

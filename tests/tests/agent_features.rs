@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use nightshift_tests::{json_array_ids, jsonl_ids, JobDir};
+use nightshift_tests::{json_array_ids, jsonl_ids, Job, JobDir};
 use serde_json::Value;
 
 fn rate_log(run: &Path) -> Vec<Value> {
@@ -29,26 +29,14 @@ fn grant_times(run: &Path) -> Vec<f64> {
 fn one_hundred_twenty_calls_from_six_agents_keep_the_budget() {
     let job = JobDir::new();
     let ids = job.items(120);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 6
-[agent]
-backend = "demo"
-[agent.demo]
-latency = "0ms"
-[limits]
-max_parallel = 6
-[rate]
-requests_per_minute = 600
-burst = 1
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(1, 1, 6)
+        .demo()
+        .latency("0ms")
+        .max_parallel(6)
+        .rate("requests_per_minute", 600)
+        .rate("burst", 1)
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);
@@ -82,23 +70,16 @@ fn an_exec_rate_limit_answer_pauses_every_agent() {
     let job = JobDir::new();
     job.items(8);
     // The first call for item-001 answers "rate limited, retry after 1.5 s".
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 4
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; case \"$line\" in *item-001*) if [ ! -e limited ]; then touch limited; echo 'NIGHTSHIFT_RATE_LIMITED retry_after=1.5'; exit 0; fi;; esac; sleep 0.2; printf '%s' \"$line\""]
-item_retries = 0
-[limits]
-max_parallel = 4
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(1, 1, 4)
+        .exec([
+            "sh",
+            "-c",
+            "read -r line; case \"$line\" in *item-001*) if [ ! -e limited ]; then touch limited; echo 'NIGHTSHIFT_RATE_LIMITED retry_after=1.5'; exit 0; fi;; esac; sleep 0.2; printf '%s' \"$line\"",
+        ])
+        .item_retries(0)
+        .max_parallel(4)
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     let log = rate_log(&job.run_dir());
@@ -125,23 +106,18 @@ fn rejected_results_are_retried_then_recorded_as_failures() {
     let job = JobDir::new();
     job.items(6);
     // item-002 always answers with a plan; item-003 answers with a plan once.
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 6
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; case \"$line\" in *item-002*) echo 'Here is a plan: first…';; *item-003*) if [ -e once ]; then echo fine; else touch once; echo 'Here is a plan'; fi;; *) echo 'the text';; esac"]
-item_retries = 2
-retries = 0
-[agent.validate]
-required = ["output"]
-reject = ["(?i)^here is a plan"]
-"#,
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(6)
+        .exec([
+            "sh",
+            "-c",
+            "read -r line; case \"$line\" in *item-002*) echo 'Here is a plan: first…';; *item-003*) if [ -e once ]; then echo fine; else touch once; echo 'Here is a plan'; fi;; *) echo 'the text';; esac",
+        ])
+        .item_retries(2)
+        .retries(0)
+        .validate("required", vec!["output"])
+        .validate("reject", vec!["(?i)^here is a plan"])
+        .write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(1);
     let saved = json_array_ids(&job.run_dir().join("final.json"));
@@ -171,23 +147,19 @@ fn fallback_switches_command_and_records_which_one_answered() {
     let job = JobDir::new();
     job.items(4);
     // The primary fails for item-002 and later; the fallback answers.
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 4
-[agent]
-backend = "exec"
-command = [
-  ["sh", "-c", "read -r line; case \"$line\" in *item-001*) echo primary;; *) exit 1;; esac"],
-  ["sh", "-c", "read -r line; echo fallback"],
-]
-item_retries = 1
-retries = 0
-"#,
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(4)
+        .exec_fallbacks([
+            [
+                "sh",
+                "-c",
+                "read -r line; case \"$line\" in *item-001*) echo primary;; *) exit 1;; esac",
+            ],
+            ["sh", "-c", "read -r line; echo fallback"],
+        ])
+        .item_retries(1)
+        .retries(0)
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     let text = std::fs::read_to_string(job.run_dir().join("final.json")).expect("final.json");

@@ -1,7 +1,7 @@
 //! Agents' stdout and stderr go to a bounded log; an agent that floods its
 //! output, or closes it, stalls neither the supervisor nor the other agents.
 
-use nightshift_tests::{json_array_ids, JobDir};
+use nightshift_tests::{json_array_ids, Job, JobDir};
 
 #[test]
 fn a_flooding_agent_gets_a_bounded_log_and_the_run_completes() {
@@ -21,21 +21,11 @@ fn a_flooding_agent_gets_a_bounded_log_and_the_run_completes() {
         "agent.sh",
         "#!/bin/sh\ncase \"$NIGHTSHIFT_AGENT\" in *agent_01) exec ./flood.sh;; *) exec ./closer.sh;; esac\n",
     );
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 2
-[agent]
-program = ["./agent.sh"]
-[limits]
-agent_log_limit = "1MiB"
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(1, 1, 2)
+        .program(["./agent.sh"])
+        .limit("agent_log_limit", "1MiB")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);

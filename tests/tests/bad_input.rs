@@ -1,7 +1,7 @@
 //! Bad job files and bad inputs: a clear message naming file, line and key,
 //! exit code 2, and nothing started.
 
-use nightshift_tests::JobDir;
+use nightshift_tests::{Job, JobDir};
 
 fn refused(job_text: &str) -> String {
     let job = JobDir::new();
@@ -69,10 +69,7 @@ fn duplicate_and_missing_ids_are_listed_with_file_and_line() {
         "items.jsonl",
         "{\"id\": \"a\"}\n{\"id\": \"b\"}\n{\"text\": \"no id\"}\n{\"id\": \"a\"}\n",
     );
-    job.write(
-        "job.toml",
-        "[input]\npath = \"items.jsonl\"\n[agent]\nbackend = \"demo\"\n",
-    );
+    Job::new("items.jsonl").demo().write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(2);
     assert!(
@@ -94,10 +91,10 @@ fn duplicate_and_missing_ids_are_listed_with_file_and_line() {
 fn plain_lines_and_json_arrays_are_inputs_too() {
     let job = JobDir::new();
     job.write("items.txt", "first prompt\n\nthird prompt\n");
-    job.write(
-        "job.toml",
-        "[input]\npath = \"items.txt\"\n[agent]\nbackend = \"demo\"\n[agent.demo]\nlatency = \"0ms\"\n",
-    );
+    Job::new("items.txt")
+        .demo()
+        .latency("0ms")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     assert_eq!(
@@ -107,10 +104,11 @@ fn plain_lines_and_json_arrays_are_inputs_too() {
 
     let job = JobDir::new();
     job.write("items.json", "[\n  {\"key\": 10},\n  {\"key\": 20}\n]\n");
-    job.write(
-        "job.toml",
-        "[input]\npath = \"items.json\"\nid = \"key\"\n[agent]\nbackend = \"demo\"\n[agent.demo]\nlatency = \"0ms\"\n",
-    );
+    Job::new("items.json")
+        .input("id", "key")
+        .demo()
+        .latency("0ms")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     let text = std::fs::read_to_string(job.run_dir().join("final.json")).expect("final.json");

@@ -7,29 +7,22 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use nightshift_tests::{launched_pids, run_processes, wait_with_deadline, JobDir};
+use nightshift_tests::{launched_pids, run_processes, wait_with_deadline, Job, JobDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-const JOB: &str = r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 3
-orchestrators = 2
-agents = 2
-[agent]
-backend = "demo"
-kill_grace = "300ms"
-retries = 5
-retry_backoff = "50ms"
-[agent.demo]
-latency = "25ms"
-[limits]
-max_parallel = 3
-sample_interval = "100ms"
-"#;
+fn chaos_job() -> Job {
+    Job::new("items.jsonl")
+        .layout(3, 2, 2)
+        .demo()
+        .kill_grace("300ms")
+        .retries(5)
+        .retry_backoff("50ms")
+        .latency("25ms")
+        .max_parallel(3)
+        .sample_interval("100ms")
+}
 
 /// A small deterministic generator (xorshift64*), seeded per test run.
 struct Dice(u64);
@@ -64,7 +57,7 @@ impl Dice {
 fn reference_output() -> Vec<u8> {
     let job = JobDir::new();
     job.items(60);
-    job.write("job.toml", JOB);
+    chaos_job().write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     std::fs::read(job.run_dir().join("final.json")).expect("reference final.json")
@@ -118,7 +111,7 @@ fn killing_the_supervisor_at_random_moments_loses_nothing() {
     let mut dice = Dice::new();
     let job = JobDir::new();
     job.items(60);
-    job.write("job.toml", JOB);
+    chaos_job().write(job.path());
     let run = job.run_dir();
     let mut first = true;
     for round in 0..6 {
@@ -176,7 +169,7 @@ fn killing_random_agents_is_repaired_by_retries() {
     let mut dice = Dice::new();
     let job = JobDir::new();
     job.items(60);
-    job.write("job.toml", JOB);
+    chaos_job().write(job.path());
     let run = job.run_dir();
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
     let started = Instant::now();

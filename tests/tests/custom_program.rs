@@ -1,7 +1,7 @@
 //! agent.program: any program that honours the agent contract can be an
 //! agent, and what it writes is validated like any agent file.
 
-use nightshift_tests::{json_array_ids, JobDir};
+use nightshift_tests::{json_array_ids, Job, JobDir};
 
 /// A contract-honouring agent in Python: reads the task, skips saved ids,
 /// appends one line per item.
@@ -28,20 +28,12 @@ with open(out_path, "a") as out:
         os.fsync(out.fileno())
 "#;
 
-fn job(program: &str) -> String {
-    format!(
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 4
-[agent]
-program = {program}
-env = {{ MODE = "custom" }}
-[limits]
-max_parallel = 3
-"#
-    )
+fn job(program: &str) -> Job {
+    Job::new("items.jsonl")
+        .items_per_agent(4)
+        .program([program])
+        .env("MODE", "custom")
+        .max_parallel(3)
 }
 
 #[test]
@@ -49,7 +41,7 @@ fn a_custom_program_produces_the_final_output() {
     let job_dir = JobDir::new();
     let ids = job_dir.items(10);
     job_dir.script("agent.py", PYTHON_AGENT);
-    job_dir.write("job.toml", &job(r#"["./agent.py"]"#));
+    job("./agent.py").write(job_dir.path());
     job_dir
         .nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
@@ -77,7 +69,7 @@ fn an_agent_writing_a_non_json_line_fails_the_run_naming_file_and_line() {
          python3 -c 'import json,os; t=json.load(open(os.environ[\"NIGHTSHIFT_TASK\"])); print(json.dumps({\"id\": t[\"items\"][0][\"id\"]}))' >> \"$NIGHTSHIFT_OUTPUT\"\n\
          echo 'this is not json' >> \"$NIGHTSHIFT_OUTPUT\"\n",
     );
-    job_dir.write("job.toml", &job(r#"["./sloppy.sh"]"#));
+    job("./sloppy.sh").write(job_dir.path());
     let finished = job_dir.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(1);
     assert!(

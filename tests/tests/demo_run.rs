@@ -1,35 +1,26 @@
 //! The demo backend end to end: every input id exactly once, in input order,
 //! at every merge level, and the run directory of DESIGN.md.
 
-use nightshift_tests::{json_array_ids, jsonl_ids, launched_pids, JobDir};
+use nightshift_tests::{json_array_ids, jsonl_ids, launched_pids, Job, JobDir};
 use serde_json::Value;
 
-const JOB: &str = r#"
-name = "demo-test"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 2
-agents = 3
-[agent]
-backend = "demo"
-item_retries = 5
-[agent.demo]
-latency = "5ms"
-fail_rate = 0.2
-[limits]
-max_parallel = 4
-[output]
-path = "out/final.jsonl"
-format = "jsonl"
-"#;
+fn demo_job() -> Job {
+    Job::new("items.jsonl")
+        .name("demo-test")
+        .layout(2, 2, 3)
+        .demo()
+        .item_retries(5)
+        .latency("5ms")
+        .fail_rate(0.2)
+        .max_parallel(4)
+        .output("out/final.jsonl", "jsonl")
+}
 
 #[test]
 fn demo_job_merges_every_id_once_in_order_at_every_level() {
     let job = JobDir::new();
     let ids = job.items(37);
-    job.write("job.toml", JOB);
+    demo_job().write(job.path());
     let run = job.run_dir();
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(0);
@@ -113,7 +104,7 @@ fn demo_job_merges_every_id_once_in_order_at_every_level() {
 fn demo_output_is_identical_across_runs() {
     let job = JobDir::new();
     job.items(25);
-    job.write("job.toml", JOB);
+    demo_job().write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "first", "-q"])
         .expect_code(0);
     job.nightshift(&["run", "job.toml", "--run-dir", "second", "-q"])
@@ -127,7 +118,7 @@ fn demo_output_is_identical_across_runs() {
 fn a_non_empty_run_directory_is_refused() {
     let job = JobDir::new();
     job.items(3);
-    job.write("job.toml", JOB);
+    demo_job().write(job.path());
     std::fs::create_dir(job.path().join("run")).expect("mkdir");
     job.write("run/precious.txt", "keep me");
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -143,23 +134,12 @@ fn a_non_empty_run_directory_is_refused() {
 fn max_parallel_bounds_the_agents_alive_at_once() {
     let job = JobDir::new();
     job.items(12);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 12
-[agent]
-backend = "demo"
-[agent.demo]
-latency = "150ms"
-[limits]
-max_parallel = 3
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(1, 1, 12)
+        .demo()
+        .latency("150ms")
+        .max_parallel(3)
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
     // Replay launched/exited events: never more than 3 agents between them.
@@ -180,7 +160,7 @@ max_parallel = 3
 fn plan_prints_the_layout_and_json() {
     let job = JobDir::new();
     job.items(37);
-    job.write("job.toml", JOB);
+    demo_job().write(job.path());
     let text = job.nightshift(&["plan", "job.toml"]);
     text.expect_code(0);
     assert!(
@@ -200,23 +180,14 @@ fn plan_prints_the_layout_and_json() {
 fn crashing_agents_are_reported_and_the_others_finish() {
     let job = JobDir::new();
     let ids = job.items(30);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 3
-[agent]
-backend = "demo"
-retries = 0
-[agent.demo]
-latency = "0ms"
-crash_rate = 0.15
-[limits]
-max_parallel = 4
-"#,
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(3)
+        .demo()
+        .retries(0)
+        .latency("0ms")
+        .crash_rate(0.15)
+        .max_parallel(4)
+        .write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(1);
     assert!(
@@ -259,7 +230,7 @@ max_parallel = 4
 fn a_nightshift_without_its_agent_says_how_to_get_it() {
     let job = JobDir::new();
     job.items(3);
-    job.write("job.toml", JOB);
+    demo_job().write(job.path());
     // A copy of nightshift alone in a folder, with no nightshift-agent on PATH.
     let lonely = job.path().join("bin");
     std::fs::create_dir(&lonely).expect("mkdir");

@@ -1,28 +1,17 @@
 //! The exec backend: the item on stdin, the result on stdout, no shell in
 //! between, and a failing item command costing only its own item.
 
-use nightshift_tests::{json_array_ids, JobDir};
+use nightshift_tests::{json_array_ids, Job, JobDir};
 use serde_json::Value;
 
-fn job_with_command(command: &str) -> String {
-    format!(
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 1
-agents = 2
-[agent]
-backend = "exec"
-command = {command}
-item_retries = 1
-item_timeout = "20s"
-retry_backoff = "100ms"
-[limits]
-max_parallel = 2
-"#
-    )
+fn job_with_command(command: &[&str]) -> Job {
+    Job::new("items.jsonl")
+        .layout(2, 1, 2)
+        .exec(command)
+        .item_retries(1)
+        .item_timeout("20s")
+        .retry_backoff("100ms")
+        .max_parallel(2)
 }
 
 fn final_records(job: &JobDir) -> Vec<Value> {
@@ -40,10 +29,7 @@ fn a_shell_command_turns_each_item_into_a_record() {
     let ids = job.items(9);
     // Upper-cases the item's text: proves the item arrived whole on stdin; the
     // output is plain text, so the agent wraps it with the id.
-    job.write(
-        "job.toml",
-        &job_with_command(r#"["sh", "-c", "tr a-z A-Z | tr -d '{}\"'"]"#),
-    );
+    job_with_command(&["sh", "-c", "tr a-z A-Z | tr -d '{}\"'"]).write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     let records = final_records(&job);
@@ -65,7 +51,7 @@ fn the_item_never_reaches_a_command_line_or_a_shell() {
         "items.jsonl",
         "{\"id\": 1, \"prompt\": \"$(touch pwned) `touch pwned2`; touch pwned3\"}\n",
     );
-    job.write("job.toml", &job_with_command(r#"["cat"]"#));
+    job_with_command(&["cat"]).write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     for name in ["pwned", "pwned2", "pwned3"] {
@@ -85,12 +71,12 @@ fn the_item_never_reaches_a_command_line_or_a_shell() {
 fn a_failing_item_command_loses_that_item_only() {
     let job = JobDir::new();
     let ids = job.items(8);
-    job.write(
-        "job.toml",
-        &job_with_command(
-            r#"["sh", "-c", "if grep -q item-004; then echo boom >&2; exit 3; fi; echo done"]"#,
-        ),
-    );
+    job_with_command(&[
+        "sh",
+        "-c",
+        "if grep -q item-004; then echo boom >&2; exit 3; fi; echo done",
+    ])
+    .write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(1);
     assert!(
@@ -122,10 +108,7 @@ fn a_failing_item_command_loses_that_item_only() {
 fn a_missing_command_is_refused_before_anything_starts() {
     let job = JobDir::new();
     job.items(2);
-    job.write(
-        "job.toml",
-        &job_with_command(r#"["no-such-generator-xyz"]"#),
-    );
+    job_with_command(&["no-such-generator-xyz"]).write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(2);
     assert!(

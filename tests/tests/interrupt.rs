@@ -4,32 +4,21 @@
 use std::time::Duration;
 
 use nightshift_tests::{
-    alive, group_members, launched_pids, wait_until, wait_with_deadline, JobDir,
+    alive, group_members, launched_pids, wait_until, wait_with_deadline, Job, JobDir,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Slow agents whose items each also start a background sleeper (a child
-/// in the agent's process group), so a kill must reach more than the agent.
+/// Stalling agents whose items each also start a stalling child (in the
+/// agent's process group), so a kill must reach more than the agent.
 fn slow_job(job: &JobDir) {
     job.items(12);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 1
-agents = 3
-[agent]
-backend = "exec"
-command = ["sh", "-c", "sleep 30 & cat >/dev/null; sleep 30; echo late"]
-kill_grace = "1s"
-[limits]
-max_parallel = 3
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(2, 1, 3)
+        .exec([env!("CARGO_BIN_EXE_staller"), "--child"])
+        .kill_grace("1s")
+        .max_parallel(3)
+        .write(job.path());
 }
 
 fn signal_after_launch(signal: Signal) {
@@ -92,10 +81,11 @@ fn sigterm_stops_the_run_like_sigint() {
 fn sighup_does_not_stop_a_run() {
     let job = JobDir::new();
     job.items(4);
-    job.write(
-        "job.toml",
-        "[input]\npath = \"items.jsonl\"\n[layout]\nitems_per_agent = 2\n[agent]\nbackend = \"demo\"\n[agent.demo]\nlatency = \"400ms\"\n",
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(2)
+        .demo()
+        .latency("400ms")
+        .write(job.path());
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
     let run = job.run_dir();
     assert!(wait_until(Duration::from_secs(20), || !launched_pids(&run).is_empty()));

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use nightshift_tests::{events, json_array_ids, run_processes, JobDir};
+use nightshift_tests::{events, json_array_ids, run_processes, Job, JobDir};
 use serde_json::Value;
 
 const MIB: u64 = 1 << 20;
@@ -29,49 +29,28 @@ fn report(job: &JobDir) -> Value {
     .expect("report is JSON")
 }
 
-/// An agent whose grandchild (python, under sh) allocates `MB` MiB when the
-/// agent's name matches, then saves every item of its task.
-const ALLOCATING_AGENT: &str = r#"#!/bin/sh
-python3 - <<'PY'
-import json, os, time
-name = os.environ["NIGHTSHIFT_AGENT"]
-hog = None
-if name.endswith(os.environ.get("HOG", "none")):
-    hog = bytearray(int(os.environ["MB"]) << 20)
-    for i in range(0, len(hog), 4096):
-        hog[i] = 1
-task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
-with open(os.environ["NIGHTSHIFT_OUTPUT"], "a") as out:
-    for item in task["items"]:
-        time.sleep(float(os.environ.get("PER_ITEM", "0.05")))
-        out.write(json.dumps({"id": item["id"]}) + "\n")
-        out.flush()
-PY
-"#;
-
+/// Agents that take 2 s an item; agent_02 holds 300 MiB meanwhile, in a
+/// child of the agent's process (so only its tree's memory shows it).
 fn over_limit_job(job: &JobDir, enforcement: &str) {
-    job.script("agent.sh", ALLOCATING_AGENT);
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 2
-[agent]
-program = ["./agent.sh"]
-env = {{ HOG = "agent_02", MB = "300", PER_ITEM = "2" }}
-memory_limit = "100MiB"
-retries = 0
-kill_grace = "1s"
-[limits]
-max_parallel = 3
-sample_interval = "100ms"
-memory_enforcement = "{enforcement}"
-"#
-        ),
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(2)
+        .program([
+            env!("CARGO_BIN_EXE_hog"),
+            "--in-child",
+            "--only",
+            "agent_02",
+            "--mib",
+            "300",
+            "--per-item",
+            "2",
+        ])
+        .memory_limit("100MiB")
+        .retries(0)
+        .kill_grace("1s")
+        .max_parallel(3)
+        .sample_interval("100ms")
+        .memory_enforcement(enforcement)
+        .write(job.path());
 }
 
 fn check_over_limit(job: &JobDir) {
@@ -184,25 +163,16 @@ fn watch_big_agents(
 fn a_ceiling_that_fits_two_agents_holds_and_the_run_completes() {
     let job = JobDir::new();
     let ids = job.items(12);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 2
-[agent]
-backend = "demo"
-[agent.demo]
-latency = "400ms"
-memory = "120MiB"
-[limits]
-max_parallel = 6
-ram_ceiling = "300MiB"
-sample_interval = "100ms"
-memory_enforcement = "sampling"
-"#,
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(2)
+        .demo()
+        .latency("400ms")
+        .demo_memory("120MiB")
+        .max_parallel(6)
+        .ram_ceiling("300MiB")
+        .sample_interval("100ms")
+        .memory_enforcement("sampling")
+        .write(job.path());
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
     let (code, counts) = watch_big_agents(&job, child, 100 * MIB);
     assert_eq!(code, Some(0));
@@ -230,49 +200,27 @@ memory_enforcement = "sampling"
 fn an_agent_killed_to_make_room_is_requeued_and_keeps_its_records() {
     let job = JobDir::new();
     let ids = job.items(9);
-    job.script(
-        "agent.py",
-        r#"#!/usr/bin/env python3
-import json, os, time
-hog = bytearray(120 << 20)
-for i in range(0, len(hog), 4096):
-    hog[i] = 1
-task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
-path = os.environ["NIGHTSHIFT_OUTPUT"]
-done = set()
-if os.path.exists(path):
-    done = {json.loads(l)["id"] for l in open(path) if l.endswith("\n")}
-with open(path, "a") as out:
-    for item in task["items"]:
-        if item["id"] in done:
-            continue
-        with open("calls.log", "a") as calls:
-            calls.write(item["id"] + "\n")
-        time.sleep(0.3)
-        out.write(json.dumps({"id": item["id"]}) + "\n")
-        out.flush()
-"#,
-    );
-    // The estimate is far too small, so three agents start and cross the ceiling.
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 3
-[agent]
-program = ["./agent.py"]
-memory_estimate = "1MiB"
-retries = 0
-kill_grace = "1s"
-[limits]
-max_parallel = 3
-ram_ceiling = "300MiB"
-sample_interval = "100ms"
-memory_enforcement = "sampling"
-"#,
-    );
+    // Each agent holds 120 MiB, logs each call and skips what it saved. The
+    // estimate is far too small, so three agents start and cross the ceiling.
+    Job::new("items.jsonl")
+        .items_per_agent(3)
+        .program([
+            env!("CARGO_BIN_EXE_hog"),
+            "--mib",
+            "120",
+            "--per-item",
+            "0.3",
+            "--calls",
+            "calls.log",
+        ])
+        .memory_estimate("1MiB")
+        .retries(0)
+        .kill_grace("1s")
+        .max_parallel(3)
+        .ram_ceiling("300MiB")
+        .sample_interval("100ms")
+        .memory_enforcement("sampling")
+        .write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(0);
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use nightshift_tests::{alive, events, json_array_ids, pids_in, run_processes, wait_until, JobDir};
+use nightshift_tests::{
+    alive, events, json_array_ids, pids_in, run_processes, wait_until, Job, JobDir,
+};
 use serde_json::Value;
 
 fn killed_reasons(run: &std::path::Path) -> Vec<String> {
@@ -19,30 +21,27 @@ fn killed_reasons(run: &std::path::Path) -> Vec<String> {
 fn a_timeout_kills_a_term_ignoring_tree_with_a_setsid_grandchild() {
     let job = JobDir::new();
     job.items(2);
-    // The item command ignores TERM (and so do the children it starts after
-    // the trap), leaves a grandchild in its own session, then hangs.
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 1
-[agent]
-backend = "exec"
-command = ["sh", "-c", "trap '' TERM; setsid sleep 300 & echo $! >> pids; echo $$ >> pids; sleep 300"]
-timeout = "2s"
-kill_grace = "500ms"
-retries = 0
-"#,
-    );
+    // The item command ignores TERM, leaves a child that ignores it too in a
+    // session of its own (the agent's grandchild), then hangs.
+    Job::new("items.jsonl")
+        .layout(1, 1, 1)
+        .exec([
+            env!("CARGO_BIN_EXE_term_ignorer"),
+            "--child",
+            "--setsid",
+            "--pids",
+            "pids",
+        ])
+        .timeout("2s")
+        .kill_grace("500ms")
+        .retries(0)
+        .write(job.path());
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
     let run = job.run_dir();
     assert!(
-        wait_until(Duration::from_secs(20), || run_processes(&run).len() >= 4),
-        "agent, sh, and two sleeps are running"
+        wait_until(Duration::from_secs(20), || run_processes(&run).len() >= 3
+            && pids_in(&job.path().join("pids")).len() >= 2),
+        "agent, the item command, and its setsid'd child are running"
     );
     let tree = run_processes(&run);
     let finished = nightshift_tests::wait_with_deadline(child, Duration::from_secs(60));
@@ -63,19 +62,12 @@ retries = 0
 fn an_agent_ignoring_sigterm_is_killed_after_the_grace() {
     let job = JobDir::new();
     job.items(1);
-    job.script("stubborn.sh", "#!/bin/sh\ntrap '' TERM\nsleep 300\n");
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[agent]
-program = ["./stubborn.sh"]
-timeout = "1s"
-kill_grace = "1500ms"
-retries = 0
-"#,
-    );
+    Job::new("items.jsonl")
+        .program([env!("CARGO_BIN_EXE_term_ignorer")])
+        .timeout("1s")
+        .kill_grace("1500ms")
+        .retries(0)
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(1);
     let all = events(&job.run_dir());
@@ -103,24 +95,14 @@ retries = 0
 fn a_stalled_agent_is_killed_and_keeps_what_it_saved() {
     let job = JobDir::new();
     let ids = job.items(3);
-    job.script(
-        "stall.sh",
-        "#!/bin/sh\necho '{\"id\": \"item-001\", \"output\": \"one\"}' >> \"$NIGHTSHIFT_OUTPUT\"\nexec sleep 300\n",
-    );
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[agent]
-program = ["./stall.sh"]
-stall_timeout = "1s"
-kill_grace = "1s"
-retries = 0
-[limits]
-sample_interval = "100ms"
-"#,
-    );
+    // Saves the first item, then hangs.
+    Job::new("items.jsonl")
+        .program([env!("CARGO_BIN_EXE_staller"), "--save", "1"])
+        .stall_timeout("1s")
+        .kill_grace("1s")
+        .retries(0)
+        .sample_interval("100ms")
+        .write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(1);
     assert!(
@@ -142,42 +124,11 @@ fn daemonised_leftovers_of_finished_agents_are_swept_at_segment_end() {
     // Each agent saves its items, then leaves two daemons behind: one that
     // keeps the run's environment, and one double-forked into its own session
     // with an empty environment (found only as an orphan the supervisor adopted).
-    job.script(
-        "leaky.py",
-        r#"#!/usr/bin/env python3
-import json, os, subprocess
-task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
-with open(os.environ["NIGHTSHIFT_OUTPUT"], "a") as out:
-    for item in task["items"]:
-        out.write(json.dumps({"id": item["id"]}) + "\n")
-kept = subprocess.Popen(["setsid", "sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-child = os.fork()
-if child == 0:
-    os.setsid()
-    bare = subprocess.Popen(["sleep", "301"], env={}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    with open("pids", "a") as f:
-        f.write(f"{bare.pid}\n")
-    os._exit(0)
-# The middle process exits at once; its child is orphaned (a double fork).
-os.waitpid(child, 0)
-with open("pids", "a") as f:
-    f.write(f"{kept.pid}\n")
-"#,
-    );
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 1
-agents = 1
-[agent]
-program = ["./leaky.py"]
-kill_grace = "1s"
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(2, 1, 1)
+        .program([env!("CARGO_BIN_EXE_leaker"), "--pids", "pids"])
+        .kill_grace("1s")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
     let pids = pids_in(&job.path().join("pids"));
@@ -205,30 +156,22 @@ kill_grace = "1s"
 fn a_relative_timeout_kills_an_agent_far_slower_than_the_median() {
     let job = JobDir::new();
     job.items(6);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 1
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; case \"$line\" in *item-006*) sleep 60;; esac; printf '%s' \"$line\""]
-timeout = "300%"
-kill_grace = "200ms"
-retries = 0
-[limits]
-max_parallel = 1
-sample_interval = "100ms"
-"#,
-    );
+    // Every item is answered at once but item-006, which hangs.
+    Job::new("items.jsonl")
+        .items_per_agent(1)
+        .exec([env!("CARGO_BIN_EXE_staller"), "--only", "item-006"])
+        .timeout("300%")
+        .kill_grace("200ms")
+        .retries(0)
+        .max_parallel(1)
+        .sample_interval("100ms")
+        .write(job.path());
     let started = std::time::Instant::now();
     job.nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(1);
     assert!(
         started.elapsed() < Duration::from_secs(50),
-        "the slow agent did not run its 60 s"
+        "the slow agent was not waited for"
     );
     assert_eq!(killed_reasons(&job.run_dir()), vec!["timeout"]);
     let killed = events(&job.run_dir())

@@ -3,27 +3,17 @@
 
 use std::time::Duration;
 
-use nightshift_tests::{launched_pids, wait_until, wait_with_deadline, JobDir};
+use nightshift_tests::{launched_pids, wait_until, wait_with_deadline, Job, JobDir};
 
 fn sleepy_job(job: &JobDir, seconds: u32, progress_interval: &str) {
     job.items(4);
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 2
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; sleep {seconds}; printf '%s' \"$line\""]
-[limits]
-max_parallel = 2
-progress_interval = "{progress_interval}"
-"#
-        ),
-    );
+    let command = format!("read -r line; sleep {seconds}; printf '%s' \"$line\"");
+    Job::new("items.jsonl")
+        .items_per_agent(2)
+        .exec(["sh", "-c", &command])
+        .max_parallel(2)
+        .limit("progress_interval", progress_interval)
+        .write(job.path());
 }
 
 /// utime + stime of a process, in clock ticks.

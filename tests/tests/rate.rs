@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use nightshift_tests::{binary, json_array_ids, JobDir};
+use nightshift_tests::{binary, json_array_ids, Job, JobDir};
 use serde_json::Value;
 
 /// Grant times (seconds) from the broker's own log, in order.
@@ -56,26 +56,18 @@ PY
 }
 
 fn shell_job(job: &JobDir, backoff: &str) {
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 4
-[agent]
-program = ["./agent.sh"]
-env = {{ NIGHTSHIFT_BIN = "{}", BACKOFF = "{backoff}" }}
-[limits]
-max_parallel = 5
-[rate]
-requests_per_minute = 600
-burst = 1
-"#,
-            binary("nightshift").display()
-        ),
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(4)
+        .program(["./agent.sh"])
+        .env(
+            "NIGHTSHIFT_BIN",
+            &binary("nightshift").display().to_string(),
+        )
+        .env("BACKOFF", backoff)
+        .max_parallel(5)
+        .rate("requests_per_minute", 600)
+        .rate("burst", 1)
+        .write(job.path());
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use nightshift_tests::{
-    binary, json_array_ids, slurm_ready, wait_with_deadline, CancelJobs, Finished, JobDir,
+    binary, json_array_ids, slurm_ready, wait_with_deadline, CancelJobs, Finished, Job, JobDir,
 };
 use serde_json::{json, Value};
 
@@ -155,22 +155,17 @@ fn nightshift_permit_finds_a_tcp_broker_in_broker_json() {
 }
 
 /// A budget, and Slurm with `broker_host` when it is given.
-fn slurm_and_rate(broker_host: Option<&str>) -> String {
-    let host = broker_host
-        .map(|host| format!("broker_host = \"{host}\"\n"))
-        .unwrap_or_default();
-    format!(
-        r#"
-[limits]
-max_parallel = 2
-[rate]
-requests_per_minute = 600
-burst = 1
-[executor]
-kind = "slurm"
-poll_interval = "200ms"
-{host}"#
-    )
+fn with_slurm_and_rate(job: Job, broker_host: Option<&str>) -> Job {
+    let job = job
+        .max_parallel(2)
+        .rate("requests_per_minute", 600)
+        .rate("burst", 1)
+        .executor("kind", "slurm")
+        .executor("poll_interval", "200ms");
+    match broker_host {
+        Some(host) => job.executor("broker_host", host),
+        None => job,
+    }
 }
 
 /// This host's name when it resolves (the broker's default host), else
@@ -218,26 +213,14 @@ with open(os.environ['NIGHTSHIFT_OUTPUT'], 'a') as out:
 PY
 "#,
     );
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 4
-[agent]
-program = ["./agent.sh"]
-env = {{ NIGHTSHIFT_BIN = "{}" }}
-{}"#,
-            binary("nightshift").display(),
-            slurm_and_rate(if host.is_some() {
-                None
-            } else {
-                Some("127.0.0.1")
-            })
-        ),
-    );
+    let agents = Job::new("items.jsonl")
+        .items_per_agent(4)
+        .program(["./agent.sh"])
+        .env(
+            "NIGHTSHIFT_BIN",
+            &binary("nightshift").display().to_string(),
+        );
+    with_slurm_and_rate(agents, host.is_none().then_some("127.0.0.1")).write(job.path());
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
@@ -270,23 +253,12 @@ fn under_slurm_nightshift_agent_takes_permits_over_tcp() {
     }
     let job = JobDir::new();
     job.items(8);
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 4
-[agent]
-backend = "demo"
-[agent.demo]
-latency = "10ms"
-fail_rate = 0.0
-{}"#,
-            slurm_and_rate(Some("127.0.0.1"))
-        ),
-    );
+    let agents = Job::new("items.jsonl")
+        .items_per_agent(4)
+        .demo()
+        .latency("10ms")
+        .fail_rate(0.0);
+    with_slurm_and_rate(agents, Some("127.0.0.1")).write(job.path());
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])

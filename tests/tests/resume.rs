@@ -5,32 +5,22 @@
 use std::time::Duration;
 
 use nightshift_tests::{
-    events, json_array_ids, launched_pids, wait_until, wait_with_deadline, JobDir,
+    events, json_array_ids, launched_pids, wait_until, wait_with_deadline, Job, JobDir,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// Each call appends the item's id to calls.log, so the test counts calls.
 fn counting_job(job: &JobDir, latency: &str) {
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 1
-agents = 2
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; echo \"$line\" >> calls.log; sleep {latency}; printf '%s' \"$line\""]
-kill_grace = "1s"
-[limits]
-max_parallel = 2
-"#
-        ),
+    let command = format!(
+        "read -r line; echo \"$line\" >> calls.log; sleep {latency}; printf '%s' \"$line\""
     );
+    Job::new("items.jsonl")
+        .layout(2, 1, 2)
+        .exec(["sh", "-c", &command])
+        .kill_grace("1s")
+        .max_parallel(2)
+        .write(job.path());
 }
 
 fn ids_in_calls(job: &JobDir) -> Vec<String> {
@@ -192,23 +182,18 @@ fn only_one_supervisor_works_on_a_run() {
 
 /// Fails every item while the file `broken` exists.
 fn flaky_job(job: &JobDir) {
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 1
-[agent]
-backend = "exec"
-command = ["sh", "-c", "if [ -e broken ]; then exit 1; fi; sleep 0.2; cat"]
-item_retries = 0
-retries = 0
-kill_grace = "1s"
-[limits]
-max_parallel = 1
-"#,
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(1)
+        .exec([
+            "sh",
+            "-c",
+            "if [ -e broken ]; then exit 1; fi; sleep 0.2; cat",
+        ])
+        .item_retries(0)
+        .retries(0)
+        .kill_grace("1s")
+        .max_parallel(1)
+        .write(job.path());
 }
 
 #[test]
@@ -258,23 +243,18 @@ fn halt_soon_stops_launching_and_the_run_resumes_to_completion() {
 fn halt_now_kills_the_running_agents() {
     let job = JobDir::new();
     job.items(6);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 1
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; case \"$line\" in *item-001*) exit 1;; esac; sleep 30; printf '%s' \"$line\""]
-item_retries = 0
-retries = 0
-kill_grace = "500ms"
-[limits]
-max_parallel = 3
-"#,
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(1)
+        .exec([
+            "sh",
+            "-c",
+            "read -r line; case \"$line\" in *item-001*) exit 1;; esac; sleep 30; printf '%s' \"$line\"",
+        ])
+        .item_retries(0)
+        .retries(0)
+        .kill_grace("500ms")
+        .max_parallel(3)
+        .write(job.path());
     let started = std::time::Instant::now();
     let halted = job.nightshift(&[
         "run",
@@ -302,31 +282,23 @@ max_parallel = 3
 fn a_failed_agent_is_retried_on_its_remaining_items() {
     let job = JobDir::new();
     let ids = job.items(4);
-    // The first launch of each agent dies after saving one item.
-    job.script(
-        "once.py",
-        r#"#!/usr/bin/env python3
-import json, os, sys
-task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
-path = os.environ["NIGHTSHIFT_OUTPUT"]
-done = set()
-if os.path.exists(path):
-    done = {json.loads(l)["id"] for l in open(path) if l.endswith("\n")}
-with open(path, "a") as out, open("calls.log", "a") as calls:
-    for item in task["items"]:
-        if item["id"] in done:
-            continue
-        calls.write(item["id"] + "\n")
-        out.write(json.dumps({"id": item["id"]}) + "\n")
-        out.flush()
-        if os.environ["NIGHTSHIFT_ATTEMPT"] == "1":
-            sys.exit(3)
-"#,
-    );
-    job.write(
-        "job.toml",
-        "[input]\npath = \"items.jsonl\"\n[layout]\nitems_per_agent = 2\n[agent]\nprogram = [\"./once.py\"]\nretries = 1\nretry_backoff = \"50ms\"\n",
-    );
+    // The first launch of each agent exits (code 3) after saving one item.
+    Job::new("items.jsonl")
+        .items_per_agent(2)
+        .program([
+            env!("CARGO_BIN_EXE_crasher"),
+            "--on-attempt",
+            "1",
+            "--after",
+            "1",
+            "--code",
+            "3",
+            "--calls",
+            "calls.log",
+        ])
+        .retries(1)
+        .retry_backoff("50ms")
+        .write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(0);
     assert!(

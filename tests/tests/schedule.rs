@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use nightshift_tests::{events, json_array_ids, JobDir};
+use nightshift_tests::{events, json_array_ids, Job, JobDir};
 use serde_json::Value;
 
 /// (agent, seconds after the first launch, phase) of every launch.
@@ -32,26 +32,11 @@ fn launches(run: &std::path::Path) -> Vec<(String, f64, Value)> {
         .collect()
 }
 
-fn sleeping_job(job: &JobDir, items: usize, schedule: &str, layout: &str) {
-    job.items(items);
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-{layout}
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; sleep 2; printf '%s' \"$line\""]
-[limits]
-max_parallel = 16
-[schedule]
-{schedule}
-"#
-        ),
-    );
+/// Items that take 2 s each; the test adds the layout and the schedule.
+fn sleeping_job() -> Job {
+    Job::new("items.jsonl")
+        .exec(["sh", "-c", "read -r line; sleep 2; printf '%s' \"$line\""])
+        .max_parallel(16)
 }
 
 fn close(actual: f64, expected: f64) -> bool {
@@ -61,12 +46,14 @@ fn close(actual: f64, expected: f64) -> bool {
 #[test]
 fn warmup_then_waves_start_at_their_times() {
     let job = JobDir::new();
-    sleeping_job(
-        &job,
-        7,
-        "warmup = 1\nwarmup_delay = \"1s\"\nwave_size = 3\nwave_interval = \"1s\"",
-        "segments = 1\norchestrators = 1\nagents = 7",
-    );
+    job.items(7);
+    sleeping_job()
+        .layout(1, 1, 7)
+        .schedule("warmup", 1)
+        .schedule("warmup_delay", "1s")
+        .schedule("wave_size", 3)
+        .schedule("wave_interval", "1s")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     let seen = launches(&job.run_dir());
@@ -87,12 +74,11 @@ fn warmup_then_waves_start_at_their_times() {
 #[test]
 fn sibling_orchestrators_are_staggered() {
     let job = JobDir::new();
-    sleeping_job(
-        &job,
-        6,
-        "orchestrator_stagger = \"700ms\"",
-        "segments = 1\norchestrators = 3\nagents = 2",
-    );
+    job.items(6);
+    sleeping_job()
+        .layout(1, 3, 2)
+        .schedule("orchestrator_stagger", "700ms")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     for (agent, at, _) in launches(&job.run_dir()) {
@@ -114,23 +100,13 @@ fn sibling_orchestrators_are_staggered() {
 fn a_deadline_stops_launching_drains_and_leaves_a_resumable_run() {
     let job = JobDir::new();
     let ids = job.items(4);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-items_per_agent = 2
-[agent]
-backend = "exec"
-command = ["sh", "-c", "read -r line; sleep 1.5; printf '%s' \"$line\""]
-kill_grace = "500ms"
-[limits]
-max_parallel = 1
-[schedule]
-drain = "500ms"
-"#,
-    );
+    Job::new("items.jsonl")
+        .items_per_agent(2)
+        .exec(["sh", "-c", "read -r line; sleep 1.5; printf '%s' \"$line\""])
+        .kill_grace("500ms")
+        .max_parallel(1)
+        .schedule("drain", "500ms")
+        .write(job.path());
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run", "--until", "2s"]);
     finished.expect_code(3);
     assert!(

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use nightshift_tests::{
-    alive, events, pids_in, slurm_ready, wait_until, wait_with_deadline, CancelJobs, JobDir,
+    alive, events, pids_in, slurm_ready, wait_until, wait_with_deadline, CancelJobs, Job, JobDir,
 };
 use serde_json::Value;
 
@@ -20,52 +20,47 @@ fn of_kind<'e>(all: &'e [Value], kind: &str) -> Vec<&'e Value> {
     all.iter().filter(|e| e["event"] == kind).collect()
 }
 
-/// The demo job; `executor` is appended as it is. Demo failures depend on
-/// the agent's attempt number: with `fail_rate` > 0, only runs that launch
-/// each agent the same number of times give the same records.
-fn demo_job(job: &JobDir, items: usize, latency: &str, fail_rate: f64, executor: &str) {
+/// The demo job, on the executor `executor` sets ([`locally`] or [`under_slurm`]).
+/// Demo failures depend on the agent's attempt number: with `fail_rate` > 0,
+/// only runs that launch each agent the same number of times give the same
+/// records.
+fn demo_job(job: &JobDir, items: usize, latency: &str, fail_rate: f64, executor: fn(Job) -> Job) {
     job.items(items);
-    job.write(
-        "job.toml",
-        &format!(
-            r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 2
-agents = 2
-[agent]
-backend = "demo"
-timeout = "2m"
-kill_grace = "1s"
-retries = 3
-retry_backoff = "100ms"
-[agent.demo]
-latency = "{latency}"
-fail_rate = {fail_rate}
-[limits]
-max_parallel = 8
-{executor}
-"#
-        ),
-    );
+    let demo = Job::new("items.jsonl")
+        .layout(2, 2, 2)
+        .demo()
+        .timeout("2m")
+        .kill_grace("1s")
+        .retries(3)
+        .retry_backoff("100ms")
+        .latency(latency)
+        .fail_rate(fail_rate)
+        .max_parallel(8);
+    executor(demo).write(job.path());
 }
 
-/// One exec-backend agent under Slurm; `agent_and_more` goes on from the
-/// [agent] table (its command, limits, and any later tables).
-fn one_exec_agent(job: &JobDir, agent_and_more: &str) {
-    job.write(
-        "job.toml",
-        &format!(
-            "[input]\npath = \"items.jsonl\"\n[layout]\nsegments = 1\norchestrators = 1\nagents = 1\n[agent]\nbackend = \"exec\"\n{agent_and_more}{SLURM}"
-        ),
-    );
+/// One exec-backend agent running `command` under Slurm; the test adds its
+/// limits.
+fn one_exec_agent(command: &[&str]) -> Job {
+    under_slurm(Job::new("items.jsonl").layout(1, 1, 1).exec(command))
 }
 
 const FAIL_RATE: f64 = 0.1;
 
-const SLURM: &str = "[executor]\nkind = \"slurm\"\npoll_interval = \"200ms\"\n";
+/// The local executor: the default, so nothing to add.
+fn locally(job: Job) -> Job {
+    job
+}
+
+fn under_slurm(job: Job) -> Job {
+    job.executor("kind", "slurm")
+        .executor("poll_interval", "200ms")
+}
+
+fn in_an_unknown_partition(job: Job) -> Job {
+    job.executor("kind", "slurm")
+        .executor("partition", "no-such-partition")
+}
 
 #[test]
 fn the_demo_job_gives_the_same_final_json_under_slurm_as_locally() {
@@ -73,13 +68,13 @@ fn the_demo_job_gives_the_same_final_json_under_slurm_as_locally() {
         return;
     }
     let local = JobDir::new();
-    demo_job(&local, 60, "10ms", FAIL_RATE, "");
+    demo_job(&local, 60, "10ms", FAIL_RATE, locally);
     local
         .nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
 
     let on_slurm = JobDir::new();
-    demo_job(&on_slurm, 60, "10ms", FAIL_RATE, SLURM);
+    demo_job(&on_slurm, 60, "10ms", FAIL_RATE, under_slurm);
     let run = on_slurm.run_dir();
     let _cancel = CancelJobs(&run);
     let finished = on_slurm.nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -120,16 +115,16 @@ fn an_agent_over_its_memory_limit_ends_out_of_memory_and_is_retried() {
     job.items(3);
     // The first attempt allocates 400 MiB under a 100 MiB --mem; the retry
     // does its items plainly.
-    one_exec_agent(
-        &job,
-        r#"
-command = ["sh", "-c", "if [ \"$NIGHTSHIFT_ATTEMPT\" = 1 ]; then python3 -c 'import time; x = bytearray(400 << 20); time.sleep(30)'; fi; read -r line; printf '%s' \"$line\""]
-memory_limit = "100MiB"
-retries = 1
-retry_backoff = "100ms"
-item_retries = 0
-"#,
-    );
+    one_exec_agent(&[
+        "sh",
+        "-c",
+        "if [ \"$NIGHTSHIFT_ATTEMPT\" = 1 ]; then python3 -c 'import time; x = bytearray(400 << 20); time.sleep(30)'; fi; read -r line; printf '%s' \"$line\"",
+    ])
+    .memory_limit("100MiB")
+    .retries(1)
+    .retry_backoff("100ms")
+    .item_retries(0)
+    .write(job.path());
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -175,17 +170,19 @@ fn a_timeout_cancels_the_job_and_scancel_leaves_no_process_of_its_tree() {
     }
     let job = JobDir::new();
     job.items(2);
-    // The item command ignores TERM, leaves a grandchild in its own session,
-    // and hangs: only the job's cgroup can end all of it.
-    one_exec_agent(
-        &job,
-        r#"
-command = ["sh", "-c", "trap '' TERM; setsid sleep 300 & echo $! >> pids; echo $$ >> pids; sleep 300"]
-timeout = "3s"
-kill_grace = "500ms"
-retries = 0
-"#,
-    );
+    // The item command ignores TERM, leaves a child that ignores it too in a
+    // session of its own, and hangs: only the job's cgroup can end all of it.
+    one_exec_agent(&[
+        env!("CARGO_BIN_EXE_term_ignorer"),
+        "--child",
+        "--setsid",
+        "--pids",
+        "pids",
+    ])
+    .timeout("3s")
+    .kill_grace("500ms")
+    .retries(0)
+    .write(job.path());
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -233,13 +230,13 @@ fn a_supervisor_killed_mid_run_is_resumed_and_adopts_its_running_jobs() {
         return;
     }
     let local = JobDir::new();
-    demo_job(&local, 40, "300ms", FAIL_RATE, "");
+    demo_job(&local, 40, "300ms", FAIL_RATE, locally);
     local
         .nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
 
     let job = JobDir::new();
-    demo_job(&job, 40, "300ms", FAIL_RATE, SLURM);
+    demo_job(&job, 40, "300ms", FAIL_RATE, under_slurm);
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -302,7 +299,7 @@ fn a_supervisor_killed_mid_run_is_resumed_and_adopts_its_running_jobs() {
 #[test]
 fn without_slurms_commands_a_slurm_job_is_a_usage_error() {
     let job = JobDir::new();
-    demo_job(&job, 4, "1ms", FAIL_RATE, SLURM);
+    demo_job(&job, 4, "1ms", FAIL_RATE, under_slurm);
     let finished = wait_with_deadline(
         Command::new(nightshift_tests::binary("nightshift"))
             .args(["run", "job.toml"])
@@ -329,13 +326,13 @@ fn ctrl_c_cancels_every_job_and_the_run_resumes_to_the_same_output() {
         return;
     }
     let local = JobDir::new();
-    demo_job(&local, 40, "500ms", 0.0, "");
+    demo_job(&local, 40, "500ms", 0.0, locally);
     local
         .nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
 
     let job = JobDir::new();
-    demo_job(&job, 40, "500ms", 0.0, SLURM);
+    demo_job(&job, 40, "500ms", 0.0, under_slurm);
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
@@ -404,13 +401,7 @@ fn a_partition_slurm_does_not_know_is_a_usage_error_before_anything_starts() {
         return;
     }
     let job = JobDir::new();
-    demo_job(
-        &job,
-        4,
-        "1ms",
-        FAIL_RATE,
-        "[executor]\nkind = \"slurm\"\npartition = \"no-such-partition\"\n",
-    );
+    demo_job(&job, 4, "1ms", FAIL_RATE, in_an_unknown_partition);
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(2);
     assert!(
@@ -430,17 +421,12 @@ fn a_job_whose_agent_file_stops_growing_is_cancelled_as_stalled() {
     job.items(6);
     // Two items come quickly, then the third hangs: only the agent file's
     // growth (polled, as writes from other nodes may not reach inotify) tells.
-    one_exec_agent(
-        &job,
-        r#"
-command = ["sh", "-c", "read -r line; case \"$line\" in *item-003*) sleep 300;; esac; printf '%s' \"$line\""]
-stall_timeout = "3s"
-kill_grace = "500ms"
-retries = 0
-[limits]
-sample_interval = "200ms"
-"#,
-    );
+    one_exec_agent(&[env!("CARGO_BIN_EXE_staller"), "--only", "item-003"])
+        .stall_timeout("3s")
+        .kill_grace("500ms")
+        .retries(0)
+        .sample_interval("200ms")
+        .write(job.path());
     let run = job.run_dir();
     let _cancel = CancelJobs(&run);
     job.nightshift(&["run", "job.toml", "--run-dir", "run"])
@@ -459,13 +445,13 @@ fn a_fresh_run_cancels_jobs_left_by_an_earlier_run_at_the_same_path() {
         return;
     }
     let local = JobDir::new();
-    demo_job(&local, 40, "300ms", 0.0, "");
+    demo_job(&local, 40, "300ms", 0.0, locally);
     local
         .nightshift(&["run", "job.toml", "--run-dir", "run"])
         .expect_code(0);
 
     let job = JobDir::new();
-    demo_job(&job, 40, "300ms", 0.0, SLURM);
+    demo_job(&job, 40, "300ms", 0.0, under_slurm);
     let run = job.run_dir();
     let earlier = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
     let running = wait_until(Duration::from_secs(60), || {

@@ -5,31 +5,20 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use nightshift_tests::{wait_until, wait_with_deadline, JobDir};
+use nightshift_tests::{wait_until, wait_with_deadline, Job, JobDir};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
 fn slow_job(job: &JobDir) {
     job.items(8);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = 2
-[agent]
-backend = "demo"
-kill_grace = "1s"
-[agent.demo]
-latency = "400ms"
-[limits]
-max_parallel = 2
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(1, 1, 2)
+        .demo()
+        .kill_grace("1s")
+        .latency("400ms")
+        .max_parallel(2)
+        .write(job.path());
 }
 
 fn status_json(job: &JobDir) -> Value {
@@ -139,26 +128,15 @@ fn rendered_dom(page: &Path, profile: &Path) -> String {
 fn the_html_report_renders_a_bar_per_attempt() {
     let job = JobDir::new();
     job.items(12);
-    job.write(
-        "job.toml",
-        r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 2
-agents = 2
-[agent]
-backend = "demo"
-retries = 0
-[agent.demo]
-latency = "20ms"
-crash_rate = 0.2
-[limits]
-ram_ceiling = "1GiB"
-sample_interval = "50ms"
-"#,
-    );
+    Job::new("items.jsonl")
+        .layout(2, 2, 2)
+        .demo()
+        .retries(0)
+        .latency("20ms")
+        .crash_rate(0.2)
+        .ram_ceiling("1GiB")
+        .sample_interval("50ms")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
     let page = job.path().join("report.html");
     let report = job.nightshift(&["report", "run", "--html", "report.html"]);

@@ -1,25 +1,16 @@
 //! `nightshift validate`: a whole run directory, one file of a run checked
 //! against the ids of its level, and a record file outside any run.
 
-use nightshift_tests::JobDir;
-
-const JOB: &str = r#"
-[input]
-path = "items.jsonl"
-[layout]
-segments = 2
-orchestrators = 1
-agents = 2
-[agent]
-backend = "demo"
-[agent.demo]
-latency = "0ms"
-"#;
+use nightshift_tests::{Job, JobDir};
 
 fn finished_run() -> JobDir {
     let job = JobDir::new();
     job.items(8);
-    job.write("job.toml", JOB);
+    Job::new("items.jsonl")
+        .layout(2, 1, 2)
+        .demo()
+        .latency("0ms")
+        .write(job.path());
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(0);
     job
