@@ -352,6 +352,12 @@ mod tests {
         let job = load("[input]\npath = \"x\"\n[agent]\nbackend = \"demo\"\nconcurrency = 4\n")
             .expect("valid");
         assert_eq!(job.settings.agent.concurrency.get(), 4);
+        // Task files carry it only when it is not the default, so they stay
+        // as they were for jobs that do not set it.
+        let task_settings = |job: &Job| serde_json::to_value(&job.settings.agent).expect("JSON");
+        assert_eq!(task_settings(&job)["concurrency"], 4);
+        let default = load("[input]\npath = \"x\"\n[agent]\nbackend = \"demo\"\n").expect("valid");
+        assert!(task_settings(&default).get("concurrency").is_none());
         let e = invalid("[input]\npath = \"x\"\n[agent]\nbackend = \"demo\"\nconcurrency = 0\n");
         assert_eq!(e.line, 5);
         assert_eq!(e.key.as_deref(), Some("agent.concurrency"), "{e}");
