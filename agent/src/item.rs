@@ -1,8 +1,10 @@
 //! One item, from its first backend call to a record ready to save or a
 //! failure: a permit before every call, rate-limit answers retried without
 //! counting, agent.item_retries + 1 counted attempts per command, a sticky
-//! switch to the next fallback command, and validation of every result.
+//! switch to the next fallback command (shared by every worker), and
+//! validation of every result.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -30,26 +32,26 @@ pub enum Ending {
     Failed { reason: String, attempts: u32 },
 }
 
-/// Runs items one after the other, remembering which command is in use.
-pub struct ItemRunner<'a> {
-    backend: &'a Backend,
+/// What every worker shares while it runs items: the backend, the checks,
+/// and which command is in use.
+pub struct ItemContext<'a> {
+    backend: &'a dyn Backend,
     validator: Option<&'a Validator>,
-    permits: Permits,
     agent: &'a str,
     id_field: &'a str,
     launch_attempt: u32,
     /// Counted attempts per command: agent.item_retries + 1.
     attempts: u32,
-    /// The command in use. It only moves forward: once a command has failed
-    /// an item every time, later items start with the next one.
-    choice: usize,
+    /// The command new items start with. It only moves forward: once a
+    /// command has failed an item every time, later items start with the
+    /// next one, whichever worker runs them.
+    choice: AtomicUsize,
 }
 
-impl<'a> ItemRunner<'a> {
+impl<'a> ItemContext<'a> {
     pub fn new(
-        backend: &'a Backend,
+        backend: &'a dyn Backend,
         validator: Option<&'a Validator>,
-        permits: Permits,
         agent: &'a str,
         id_field: &'a str,
         launch_attempt: u32,
@@ -58,39 +60,53 @@ impl<'a> ItemRunner<'a> {
         Self {
             backend,
             validator,
-            permits,
             agent,
             id_field,
             launch_attempt,
             attempts: item_retries.saturating_add(1),
-            choice: 0,
+            choice: AtomicUsize::new(0),
         }
+    }
+}
+
+/// Runs one worker's items one after the other, with its own permit client.
+pub struct ItemRunner<'a> {
+    context: &'a ItemContext<'a>,
+    permits: Permits,
+}
+
+impl<'a> ItemRunner<'a> {
+    pub fn new(context: &'a ItemContext<'a>, permits: Permits) -> Self {
+        Self { context, permits }
     }
 
     pub fn run(&mut self, item: &Value, id: &IdKey) -> Ending {
+        let context = self.context;
+        let backend = context.backend;
         let estimate = estimate_tokens(item);
-        let choices = self.backend.choices();
+        let choices = backend.choices();
+        let mut choice = context.choice.load(Ordering::Relaxed);
         let mut counted = 0u32;
         let mut rate_limited = 0u32;
         loop {
             // produced_by, and the command's name in messages, only when
             // there is a choice of commands.
-            let label = (choices > 1).then(|| self.backend.label(self.choice));
+            let label = (choices > 1).then(|| backend.label(choice));
             let with = label
                 .as_ref()
                 .map(|label| format!(" with `{label}`"))
                 .unwrap_or_default();
             let mut last_error = None;
-            for item_attempt in 1..=self.attempts {
+            for item_attempt in 1..=context.attempts {
                 let call = Call {
                     item,
                     id,
-                    id_field: self.id_field,
-                    launch_attempt: self.launch_attempt,
+                    id_field: context.id_field,
+                    launch_attempt: context.launch_attempt,
                     item_attempt,
                 };
                 let result = loop {
-                    match self.attempt(call, estimate) {
+                    match self.attempt(call, choice, estimate) {
                         Err(AttemptError::RateLimited(limit)) => {
                             rate_limited += 1;
                             self.back_off(id, limit, rate_limited);
@@ -113,26 +129,27 @@ impl<'a> ItemRunner<'a> {
                     Err(error) => {
                         eprintln!(
                             "{}: item {id} attempt {item_attempt}/{}{with} failed: {error}",
-                            self.agent, self.attempts
+                            context.agent, context.attempts
                         );
                         last_error = Some(error);
                     }
                 }
             }
-            if self.choice + 1 >= choices {
+            if choice + 1 >= choices {
                 return Ending::Failed {
                     reason: last_error.map(|e| e.to_string()).unwrap_or_default(),
                     attempts: counted,
                 };
             }
-            self.choice += 1;
+            choice += 1;
+            context.choice.fetch_max(choice, Ordering::Relaxed);
             eprintln!(
                 "{}: `{}` failed item {id} {} times; switching to `{}` (command {} of {choices}) for this item and the ones after it",
-                self.agent,
-                self.backend.label(self.choice - 1),
-                self.attempts,
-                self.backend.label(self.choice),
-                self.choice + 1,
+                context.agent,
+                backend.label(choice - 1),
+                context.attempts,
+                backend.label(choice),
+                choice + 1,
             );
         }
     }
@@ -141,18 +158,19 @@ impl<'a> ItemRunner<'a> {
     fn attempt(
         &mut self,
         call: Call<'_>,
+        choice: usize,
         estimate: u64,
     ) -> Result<Map<String, Value>, AttemptError> {
         // Every call waits for its permit, retries included: each one is a
         // request the rate limit must account for.
         self.permits.permit(estimate);
-        let record = self.backend.call(call, self.choice)?;
+        let record = self.context.backend.call(call, choice)?;
         // Tokens were spent even when the result is rejected below.
         if let Some(used) = used_tokens(&record) {
             self.permits.report(used, estimate);
         }
         let record = with_id(record, call)?;
-        if let Some(validator) = self.validator {
+        if let Some(validator) = self.context.validator {
             validator.check(&record)?;
         }
         Ok(record)
@@ -177,7 +195,7 @@ impl<'a> ItemRunner<'a> {
         };
         eprintln!(
             "{}: item {id} rate limited ({limit}); {counted}; {pause}",
-            self.agent
+            self.context.agent
         );
     }
 }

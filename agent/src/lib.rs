@@ -1,11 +1,12 @@
 //! nightshift-agent, the ready-made agent of the agent contract: it runs a
-//! backend on each item of its task, appends one fsynced record per finished
-//! item to its output file, skips the items that file already holds (resume),
-//! takes rate-limit permits, retries failed items (falling back to the next
-//! command of a list), validates every result and lists the items that never
-//! succeed.
+//! backend on each item of its task (agent.concurrency items at once), appends
+//! one fsynced record per finished item to its output file, skips the items
+//! that file already holds (resume), takes rate-limit permits, retries failed
+//! items (falling back to the next command of a list), validates every result
+//! and lists the items that never succeed.
 
 pub mod backend;
+pub mod core;
 pub mod failures;
 pub mod hash;
 pub mod item;
@@ -18,14 +19,14 @@ use std::collections::HashSet;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde_json::Value;
 use shared::exit_codes;
 use shared::ids::IdKey;
 use shared::records::RecordAppender;
 
-use backend::Backend;
+use crate::core::pool::{self, Pending};
+use crate::core::writer::Writer;
 use failures::FailureLog;
-use item::{Ending, ItemRunner};
+use item::{ItemContext, ItemRunner};
 use permit::Permits;
 pub use setup::{Setup, SetupError};
 use validate::Validator;
@@ -94,14 +95,14 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// Works through the task: each item not yet saved is run, checked and
-/// appended before the next one starts.
+/// Works through the task: each item not yet saved is run on one of
+/// agent.concurrency workers, checked, and appended by the one writer.
 pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     let task = &setup.task;
     let settings = &task.settings;
-    let backend = Backend::new(settings)?;
+    let backend = backend::from_settings(settings)?;
     let validator = Validator::new(settings.validate.as_ref(), settings.item_timeout)?;
-    let (mut appender, existing) =
+    let (appender, existing) =
         RecordAppender::open(&setup.output, &task.id_field).map_err(|source| {
             SetupError::OpenOutput {
                 path: setup.output.clone(),
@@ -116,57 +117,41 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
             setup.output.display()
         );
     }
-    let mut saved: HashSet<IdKey> = existing.ids.into_iter().collect();
-    let mut failures = FailureLog::beside(&setup.output);
-    let mut runner = ItemRunner::new(
-        &backend,
+    let saved: HashSet<IdKey> = existing.ids.into_iter().collect();
+    let pending: Vec<Pending> = task
+        .items
+        .iter()
+        .zip(&setup.ids)
+        .enumerate()
+        .filter(|(_, (_, id))| !saved.contains(*id))
+        .map(|(index, (item, id))| Pending { index, item, id })
+        .collect();
+
+    let context = ItemContext::new(
+        backend.as_ref(),
         validator.as_ref(),
-        Permits::new(setup.socket.clone(), &setup.agent),
         &setup.agent,
         &task.id_field,
         setup.attempt,
         settings.item_retries,
     );
-    let mut outcome = Outcome {
+    // No more workers than items: each may open a broker connection.
+    let permits = Permits::new(setup.socket.clone(), &setup.agent);
+    let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
+        .map(|_| ItemRunner::new(&context, permits.another()))
+        .collect();
+    let mut writer = Writer::new(
+        appender,
+        FailureLog::beside(&setup.output),
+        &setup.agent,
+        &setup.output,
+    );
+    pool::run(&pending, workers, |finished| writer.save(finished))?;
+    let written = writer.finish();
+    Ok(Outcome {
         total: task.items.len(),
-        ..Outcome::default()
-    };
-
-    for (item, id) in task.items.iter().zip(&setup.ids) {
-        if saved.contains(id) {
-            outcome.already_saved += 1;
-            continue;
-        }
-        match runner.run(item, id) {
-            Ending::Saved(record) => {
-                appender.append(&Value::Object(record)).map_err(|source| {
-                    AgentError::WriteOutput {
-                        id: id.clone(),
-                        path: setup.output.clone(),
-                        source,
-                    }
-                })?;
-                saved.insert(id.clone());
-                outcome.written += 1;
-            }
-            Ending::Failed { reason, attempts } => {
-                eprintln!(
-                    "{}: item {id} failed after {attempts} attempts: {reason}",
-                    setup.agent
-                );
-                // The failures file only explains; the item's absence from the
-                // output file is what counts, so a failed write here is reported
-                // and the agent goes on.
-                if let Err(write_error) = failures.record(id, &reason, attempts) {
-                    eprintln!(
-                        "{}: cannot write {}: {write_error}",
-                        setup.agent,
-                        failures.path().display()
-                    );
-                }
-                outcome.failed.push(id.clone());
-            }
-        }
-    }
-    Ok(outcome)
+        already_saved: task.items.len() - pending.len(),
+        written: written.written,
+        failed: written.failed,
+    })
 }

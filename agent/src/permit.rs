@@ -2,42 +2,42 @@
 //! NIGHTSHIFT_SOCKET: a Unix socket path, or `tcp:HOST:PORT` when the agent
 //! may run on another host (Slurm) — then the connection first says hello
 //! with NIGHTSHIFT_SECRET. One JSON request per line, one reply line each,
-//! over one connection kept for the agent's life. Without the variable, or
-//! when the broker cannot be reached, the agent works without permits: a
-//! missing broker must slow nothing down and fail no item.
+//! over one connection per worker (item in flight) kept for the agent's life;
+//! the lines themselves are `shared::broker`'s. Without the variable, or when
+//! the broker cannot be reached, the agent works without permits: a missing
+//! broker must slow nothing down and fail no item.
 
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
+use shared::broker::{connect_tcp, exchange, ExchangeError, Reply, Request, TCP_PREFIX};
 
-pub const SOCKET_VAR: &str = "NIGHTSHIFT_SOCKET";
-/// The secret a TCP connection's hello carries.
-pub const SECRET_VAR: &str = "NIGHTSHIFT_SECRET";
-
-/// How long connecting to and saying hello to a TCP broker may take: a
-/// firewall that drops packets must not stall the agent for minutes.
-const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+pub use shared::broker::{SECRET_VAR, SOCKET_VAR};
 
 /// Why one exchange with the broker did not get a reply.
 #[derive(Debug, thiserror::Error)]
 enum BrokerError {
     #[error("cannot connect: {0}")]
     Connect(#[source] io::Error),
-    #[error("{0}")]
-    Io(#[from] io::Error),
-    #[error("the broker closed the connection")]
-    Closed,
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
     #[error("{SECRET_VAR} is not set, and a TCP broker wants it")]
     NoSecret,
     #[error("the broker refused the hello: {0}")]
     Refused(String),
+}
+
+impl From<io::Error> for BrokerError {
+    fn from(error: io::Error) -> Self {
+        Self::Exchange(ExchangeError::Io(error))
+    }
 }
 
 /// Where the broker listens.
@@ -55,7 +55,7 @@ pub enum BrokerAddress {
 impl BrokerAddress {
     /// Reads a NIGHTSHIFT_SOCKET value: `tcp:HOST:PORT`, else a socket path.
     pub fn parse(socket: &OsStr, secret: Option<String>) -> Self {
-        match socket.as_bytes().strip_prefix(b"tcp:") {
+        match socket.as_bytes().strip_prefix(TCP_PREFIX.as_bytes()) {
             Some(address) => Self::Tcp {
                 address: String::from_utf8_lossy(address).into_owned(),
                 secret,
@@ -69,7 +69,7 @@ impl fmt::Display for BrokerAddress {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Unix(path) => write!(f, "{}", path.display()),
-            Self::Tcp { address, .. } => write!(f, "tcp:{address}"),
+            Self::Tcp { address, .. } => write!(f, "{TCP_PREFIX}{address}"),
         }
     }
 }
@@ -80,11 +80,20 @@ impl<T: Read + Write + Send> Stream for T {}
 
 type Connection = BufReader<Box<dyn Stream>>;
 
-/// The agent's side of the broker protocol.
-pub struct Permits {
-    /// `None` once permits are off: no socket given, or the broker is gone.
-    broker: Option<BrokerAddress>,
+/// What every client of one agent shares: the broker, and whether it has
+/// been given up on (then no client bothers it again).
+#[derive(Debug)]
+struct Broker {
+    address: Option<BrokerAddress>,
     agent: String,
+    gone: AtomicBool,
+}
+
+/// The agent's side of the broker protocol, for one worker: each worker has
+/// its own client and connection, so several items in flight can wait for
+/// their permits at once and the broker sees every request.
+pub struct Permits {
+    broker: Arc<Broker>,
     connection: Option<Connection>,
 }
 
@@ -105,138 +114,131 @@ impl Permits {
     /// Permits from the broker at `broker` (`None`: permits are off).
     pub fn at(broker: Option<BrokerAddress>, agent: &str) -> Self {
         Self {
-            broker,
-            agent: agent.to_owned(),
+            broker: Arc::new(Broker {
+                gone: AtomicBool::new(broker.is_none()),
+                address: broker,
+                agent: agent.to_owned(),
+            }),
+            connection: None,
+        }
+    }
+
+    /// A client for another worker: the same broker, a connection of its own.
+    pub fn another(&self) -> Self {
+        Self {
+            broker: Arc::clone(&self.broker),
             connection: None,
         }
     }
 
     /// Whether requests still go to a broker.
     pub fn is_on(&self) -> bool {
-        self.broker.is_some()
+        !self.broker.gone.load(Ordering::Relaxed)
     }
 
     /// Waits for a permit for `tokens` estimated tokens; the milliseconds
     /// waited, or `None` when no broker granted it.
     pub fn permit(&mut self, tokens: u64) -> Option<f64> {
-        let reply = self.request(json!({"op": "permit", "tokens": tokens, "agent": self.agent}))?;
-        Some(
-            reply
-                .get("waited_ms")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
-        )
+        let agent = self.broker.agent.clone();
+        let reply = self.request(&Request::Permit { tokens, agent })?;
+        Some(reply.waited_ms.unwrap_or(0.0))
     }
 
     /// Tells the broker what a call really used, so it can correct its count.
     pub fn report(&mut self, tokens: u64, estimated: u64) {
-        self.request(json!({
-            "op": "report",
-            "tokens": tokens,
-            "estimated": estimated,
-            "agent": self.agent,
-        }));
+        let agent = self.broker.agent.clone();
+        self.request(&Request::Report {
+            tokens,
+            estimated: Some(estimated),
+            agent,
+        });
     }
 
     /// Asks the broker to pause every agent's permits after a rate-limit
     /// answer (`seconds` 0: the broker's default pause). The milliseconds
     /// paused, or `None` when no broker took it and the agent must wait itself.
     pub fn backoff(&mut self, seconds: f64) -> Option<f64> {
-        // A whole number goes out as an integer, which any reader takes.
-        let seconds = if seconds.fract() == 0.0 && seconds < u64::MAX as f64 {
-            Value::from(seconds as u64)
-        } else {
-            Value::from(seconds)
-        };
-        let reply =
-            self.request(json!({"op": "backoff", "seconds": seconds, "agent": self.agent}))?;
-        Some(
-            reply
-                .get("paused_ms")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0),
-        )
+        let agent = self.broker.agent.clone();
+        let reply = self.request(&Request::Backoff { seconds, agent })?;
+        Some(reply.paused_ms.unwrap_or(0.0))
     }
 
     /// Sends one request and reads its reply: `Some` only for `"ok": true`.
     /// A broken connection is reopened once and the request sent again; if
     /// that fails too, permits are off for the rest of the agent's life.
-    fn request(&mut self, request: Value) -> Option<Map<String, Value>> {
-        let broker = self.broker.clone()?;
-        let mut line = request.to_string().into_bytes();
-        line.push(b'\n');
+    fn request(&mut self, request: &Request) -> Option<Reply> {
+        if !self.is_on() {
+            return None;
+        }
+        let broker = self.broker.address.clone()?;
+        let agent = self.broker.agent.clone();
         let had_connection = self.connection.is_some();
-        let reply = match self.exchange(&broker, &line) {
-            Ok(reply) => reply,
-            Err(first) if had_connection => {
-                eprintln!(
-                    "{}: lost the rate broker connection ({first}); reconnecting",
-                    self.agent
-                );
-                match self.exchange(&broker, &line) {
-                    Ok(reply) => reply,
-                    Err(second) => return self.give_up(&broker, &second),
-                }
+        let result = match self.exchange(&broker, request) {
+            Err(first) if had_connection && !answered(&first) => {
+                eprintln!("{agent}: lost the rate broker connection ({first}); reconnecting");
+                self.exchange(&broker, request)
             }
-            Err(first) => return self.give_up(&broker, &first),
+            other => other,
         };
-        let op = request
-            .get("op")
-            .and_then(Value::as_str)
-            .unwrap_or("request");
-        match serde_json::from_str::<Value>(&reply) {
-            Ok(Value::Object(reply)) if reply.get("ok") == Some(&Value::Bool(true)) => Some(reply),
-            Ok(Value::Object(reply)) => {
-                let error = reply
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("no reason given");
+        let op = request.op();
+        match result {
+            Ok(reply) if reply.ok => Some(reply),
+            Ok(reply) => {
                 eprintln!(
-                    "{}: the rate broker refused {op}: {error}; going on",
-                    self.agent
+                    "{agent}: the rate broker refused {op}: {}; going on",
+                    reply.reason()
                 );
                 None
             }
-            _ => {
+            Err(BrokerError::Exchange(ExchangeError::NotAReply(line))) => {
                 eprintln!(
-                    "{}: the rate broker answered {op} with {:?}, not a JSON object; going on",
-                    self.agent,
-                    reply.trim_end()
+                    "{agent}: the rate broker answered {op} with {line:?}, not a JSON object; going on"
                 );
+                None
+            }
+            Err(error) => {
+                self.give_up(&broker, &error);
                 None
             }
         }
     }
 
-    /// One request line out, one reply line in, on the open connection or a
-    /// new one. Any failure drops the connection.
-    fn exchange(&mut self, broker: &BrokerAddress, line: &[u8]) -> Result<String, BrokerError> {
+    /// One request out, one reply in, on the open connection or a new one.
+    /// A failure to talk drops the connection; a line that is not a reply
+    /// keeps it (the broker is there, it said something odd).
+    fn exchange(
+        &mut self,
+        broker: &BrokerAddress,
+        request: &Request,
+    ) -> Result<Reply, BrokerError> {
         let result = (|| {
             let connection = match &mut self.connection {
                 Some(connection) => connection,
                 None => self.connection.insert(connect(broker)?),
             };
-            round_trip(connection, line)
+            Ok(exchange(connection, request)?)
         })();
-        if result.is_err() {
+        if matches!(&result, Err(error) if !answered(error)) {
             self.connection = None;
         }
         result
     }
 
-    fn give_up(
-        &mut self,
-        broker: &BrokerAddress,
-        error: &BrokerError,
-    ) -> Option<Map<String, Value>> {
-        eprintln!(
-            "{}: warning: rate broker at {broker} unreachable ({error}); going on without rate-limit permits",
-            self.agent,
-        );
-        self.broker = None;
+    fn give_up(&mut self, broker: &BrokerAddress, error: &BrokerError) {
         self.connection = None;
-        None
+        // Every worker's client may fail at once: one warning is enough.
+        if !self.broker.gone.swap(true, Ordering::Relaxed) {
+            eprintln!(
+                "{}: warning: rate broker at {broker} unreachable ({error}); going on without rate-limit permits",
+                self.broker.agent,
+            );
+        }
     }
+}
+
+/// Whether the broker answered at all (with a line that is not a reply).
+fn answered(error: &BrokerError) -> bool {
+    matches!(error, BrokerError::Exchange(ExchangeError::NotAReply(_)))
 }
 
 /// A new connection to the broker; a TCP one has said hello already.
@@ -249,54 +251,24 @@ fn connect(broker: &BrokerAddress) -> Result<Connection, BrokerError> {
         BrokerAddress::Tcp { address, secret } => {
             let secret = secret.as_deref().ok_or(BrokerError::NoSecret)?;
             let stream = connect_tcp(address).map_err(BrokerError::Connect)?;
-            // Nagle would hold each request back for the broker's delayed
-            // ACK: a permit round trip must stay well under a millisecond.
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(TCP_TIMEOUT))?;
+            // A broker that never answers the hello must not stall the agent.
+            stream.set_read_timeout(Some(shared::broker::TCP_TIMEOUT))?;
             let reader = stream.try_clone()?;
             let mut connection: Connection = BufReader::new(Box::new(stream));
-            let mut hello = json!({"op": "hello", "secret": secret}).to_string();
-            hello.push('\n');
-            let reply = round_trip(&mut connection, hello.as_bytes())?;
-            match serde_json::from_str::<Value>(&reply) {
-                Ok(reply) if reply["ok"] == true => {}
-                Ok(reply) => {
-                    let error = reply["error"].as_str().unwrap_or("no reason given");
-                    return Err(BrokerError::Refused(error.to_owned()));
-                }
-                Err(_) => return Err(BrokerError::Refused(reply.trim_end().to_owned())),
+            let hello = Request::Hello {
+                secret: secret.to_owned(),
+            };
+            match exchange(&mut connection, &hello) {
+                Ok(reply) if reply.ok => {}
+                Ok(reply) => return Err(BrokerError::Refused(reply.reason().to_owned())),
+                Err(ExchangeError::NotAReply(line)) => return Err(BrokerError::Refused(line)),
+                Err(error) => return Err(error.into()),
             }
             // No read timeout from here on: a permit may rightly take minutes.
             reader.set_read_timeout(None)?;
             Ok(connection)
         }
     }
-}
-
-/// TcpStream::connect with a time limit on each of the address's resolutions.
-fn connect_tcp(address: &str) -> io::Result<TcpStream> {
-    let mut last = io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{address} resolves to no address"),
-    );
-    for resolved in address.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&resolved, TCP_TIMEOUT) {
-            Ok(stream) => return Ok(stream),
-            Err(error) => last = error,
-        }
-    }
-    Err(last)
-}
-
-/// Writes one request line and reads its reply line.
-fn round_trip(connection: &mut Connection, line: &[u8]) -> Result<String, BrokerError> {
-    connection.get_mut().write_all(line)?;
-    let mut reply = String::new();
-    // No time limit once connected: a permit may rightly take minutes to come.
-    if connection.read_line(&mut reply)? == 0 {
-        return Err(BrokerError::Closed);
-    }
-    Ok(reply)
 }
 
 /// The tokens an item is expected to use: its JSON length / 4, rounded up,

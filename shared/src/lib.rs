@@ -1,8 +1,10 @@
 //! What nightshift's binaries and tests agree on: the job file, the plan, the
 //! run directory's layout and files, the run's journal (events.jsonl), record
-//! files, merges and validation, and the documented exit codes.
+//! files, merges and validation, the rate broker's socket protocol and the
+//! documented exit codes.
 
 pub mod atomic;
+pub mod broker;
 pub mod exit_codes;
 pub mod ids;
 pub mod input;

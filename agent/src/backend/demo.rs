@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use shared::ids::IdKey;
 use shared::job::DemoSettings;
 
-use super::{AttemptError, Call};
+use super::{AttemptError, Backend, Call};
 use crate::hash::StableHasher;
 use crate::setup::SetupError;
 
@@ -49,8 +49,16 @@ impl DemoBackend {
             _ballast: resident_ballast(settings.memory.bytes())?,
         })
     }
+}
 
-    pub fn call(&self, call: Call<'_>) -> Result<Map<String, Value>, AttemptError> {
+impl Backend for DemoBackend {
+    fn label(&self, _choice: usize) -> String {
+        "demo".to_owned()
+    }
+
+    /// A crash aborts the whole agent, whatever else is in flight: that is
+    /// what the knob is for.
+    fn call(&self, call: Call<'_>, _choice: usize) -> Result<Map<String, Value>, AttemptError> {
         let item_text = canonical_text(call.item);
         let fate = fate(
             &self.settings,
@@ -187,7 +195,7 @@ mod tests {
             launch_attempt: 1,
             item_attempt: attempt,
         };
-        backend.call(call).ok()
+        backend.call(call, 0).ok()
     }
 
     #[test]

@@ -1,28 +1,74 @@
 //! The `exec` backend: runs one command of agent.command per item, with the
 //! item JSON on its stdin and the result on its stdout, under the per-item
 //! timeout. Exit code 75 or the NIGHTSHIFT_RATE_LIMITED marker is a rate-limit
-//! answer, not a result.
+//! answer, not a result. Each call is its own process, in the agent's process
+//! group, so calls from several workers run side by side and a tree kill of
+//! the agent reaches all of them.
 
 use std::os::unix::process::ExitStatusExt;
 
 use serde_json::{Map, Value};
-use shared::job::HumanDuration;
+use shared::job::{AgentSettings, HumanDuration};
 
 use super::rate_limit;
-use super::{AttemptError, Call};
+use super::{AttemptError, Backend, Call};
 use crate::process::{self, Stderr};
 use crate::setup::SetupError;
 
 /// How much of the end of stdout a failure reason quotes.
 const TAIL_BYTES: usize = 200;
 
+/// Every command of agent.command, in the order they are tried.
 pub struct ExecBackend {
+    commands: Vec<ExecCommand>,
+}
+
+impl ExecBackend {
+    pub fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
+        let commands = settings
+            .command
+            .as_ref()
+            .map(|c| c.list())
+            .unwrap_or_default();
+        if commands.is_empty() {
+            return Err(SetupError::NoCommand);
+        }
+        let commands = commands
+            .into_iter()
+            .map(|command| ExecCommand::new(command, settings.item_timeout))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { commands })
+    }
+}
+
+impl Backend for ExecBackend {
+    fn choices(&self) -> usize {
+        self.commands.len()
+    }
+
+    fn label(&self, choice: usize) -> String {
+        self.commands
+            .get(choice)
+            .map(ExecCommand::label)
+            .unwrap_or_default()
+    }
+
+    fn call(&self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, AttemptError> {
+        self.commands
+            .get(choice)
+            .ok_or(AttemptError::Lost)?
+            .call(call)
+    }
+}
+
+/// One command of the list.
+pub struct ExecCommand {
     program: String,
     args: Vec<String>,
     item_timeout: Option<HumanDuration>,
 }
 
-impl ExecBackend {
+impl ExecCommand {
     pub fn new(
         command: &[String],
         item_timeout: Option<HumanDuration>,
@@ -119,7 +165,7 @@ mod tests {
     #[test]
     fn empty_command_is_refused() {
         assert!(matches!(
-            ExecBackend::new(&[], None),
+            ExecCommand::new(&[], None),
             Err(SetupError::NoCommand)
         ));
     }
@@ -127,7 +173,7 @@ mod tests {
     #[test]
     fn label_joins_the_argv_with_spaces() {
         let command = ["python3".to_owned(), "local.py".to_owned()];
-        let exec = ExecBackend::new(&command, None).expect("a command");
+        let exec = ExecCommand::new(&command, None).expect("a command");
         assert_eq!(exec.label(), "python3 local.py");
     }
 }

@@ -1,6 +1,6 @@
-//! Backends: what turns one item into one result record. `exec` runs a command
-//! per item (one of a fallback list); `demo` is the built-in deterministic
-//! generator.
+//! Backends: what turns one item into one result record, behind one trait.
+//! `exec` runs a command per item (one of a fallback list); `demo` is the
+//! built-in deterministic generator.
 
 mod demo;
 mod exec;
@@ -93,63 +93,30 @@ fn quote_tail(tail: &str) -> String {
     }
 }
 
-/// The backend chosen by agent.backend, ready to run.
-pub enum Backend {
-    /// Every command of agent.command, in the order they are tried.
-    Exec(Vec<ExecBackend>),
-    Demo(DemoBackend),
-}
-
-impl Backend {
-    /// Checks the backend's settings and prepares it (the demo backend takes
-    /// its memory here, at agent start).
-    pub fn new(settings: &AgentSettings) -> Result<Self, SetupError> {
-        match settings.backend {
-            BackendKind::Exec => {
-                let commands = settings
-                    .command
-                    .as_ref()
-                    .map(|c| c.list())
-                    .unwrap_or_default();
-                if commands.is_empty() {
-                    return Err(SetupError::NoCommand);
-                }
-                commands
-                    .into_iter()
-                    .map(|command| ExecBackend::new(command, settings.item_timeout))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Self::Exec)
-            }
-            BackendKind::Demo => DemoBackend::new(&settings.demo).map(Self::Demo),
-        }
-    }
-
+/// What turns one item into one record. One backend serves every worker of
+/// the agent at once (`&self`, `Send + Sync`): whatever belongs to one item —
+/// the item, which attempt, which alternative — comes in with the call, so a
+/// backend with many requests in flight needs no lock around itself.
+pub trait Backend: Send + Sync {
     /// How many alternatives there are to fall back through (1 but for a
     /// fallback list of commands).
-    pub fn choices(&self) -> usize {
-        match self {
-            Self::Exec(commands) => commands.len(),
-            Self::Demo(_) => 1,
-        }
+    fn choices(&self) -> usize {
+        1
     }
 
     /// The name of alternative `choice`, for messages and produced_by.
-    pub fn label(&self, choice: usize) -> String {
-        match self {
-            Self::Exec(commands) => commands
-                .get(choice)
-                .map(ExecBackend::label)
-                .unwrap_or_default(),
-            Self::Demo(_) => "demo".to_owned(),
-        }
-    }
+    fn label(&self, choice: usize) -> String;
 
     /// Runs one attempt at one item with alternative `choice`; the record is
     /// an object, its id not yet checked.
-    pub fn call(&self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, AttemptError> {
-        match self {
-            Self::Exec(commands) => commands.get(choice).ok_or(AttemptError::Lost)?.call(call),
-            Self::Demo(demo) => demo.call(call),
-        }
-    }
+    fn call(&self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, AttemptError>;
+}
+
+/// The backend chosen by agent.backend, its settings checked and ready to
+/// run (the demo backend takes its memory here, at agent start).
+pub fn from_settings(settings: &AgentSettings) -> Result<Box<dyn Backend>, SetupError> {
+    Ok(match settings.backend {
+        BackendKind::Exec => Box::new(ExecBackend::new(settings)?),
+        BackendKind::Demo => Box::new(DemoBackend::new(&settings.demo)?),
+    })
 }

@@ -1,5 +1,7 @@
 //! The TCP side of the client (the Unix side is in tests.rs).
 use super::*;
+use serde_json::json;
+use std::io::BufRead;
 use std::net::TcpListener;
 use std::thread;
 

@@ -1,6 +1,7 @@
 //! The permit client against small brokers run in a thread.
 
 use super::*;
+use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::thread;

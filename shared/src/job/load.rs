@@ -320,6 +320,7 @@ mod tests {
         assert_eq!(job.name, "job");
         assert_eq!(job.settings.input.id, "id");
         assert_eq!(job.settings.agent.kill_grace.get().as_secs(), 10);
+        assert_eq!(job.settings.agent.concurrency.get(), 1);
     }
 
     #[test]
@@ -344,6 +345,23 @@ mod tests {
         let e = invalid("[input]\npath = \"x\"\n[limits]\nmax_parallel = \"many\"\n");
         assert_eq!(e.line, 4);
         assert_eq!(e.key.as_deref(), Some("limits.max_parallel"), "{e}");
+    }
+
+    #[test]
+    fn concurrency_defaults_to_one_and_zero_is_refused_by_key() {
+        let job = load("[input]\npath = \"x\"\n[agent]\nbackend = \"demo\"\nconcurrency = 4\n")
+            .expect("valid");
+        assert_eq!(job.settings.agent.concurrency.get(), 4);
+        // Task files carry it only when it is not the default, so they stay
+        // as they were for jobs that do not set it.
+        let task_settings = |job: &Job| serde_json::to_value(&job.settings.agent).expect("JSON");
+        assert_eq!(task_settings(&job)["concurrency"], 4);
+        let default = load("[input]\npath = \"x\"\n[agent]\nbackend = \"demo\"\n").expect("valid");
+        assert!(task_settings(&default).get("concurrency").is_none());
+        let e = invalid("[input]\npath = \"x\"\n[agent]\nbackend = \"demo\"\nconcurrency = 0\n");
+        assert_eq!(e.line, 5);
+        assert_eq!(e.key.as_deref(), Some("agent.concurrency"), "{e}");
+        assert!(e.message.contains("at least 1"), "{e}");
     }
 
     #[test]

@@ -99,6 +99,13 @@ pub struct AgentSettings {
     pub retry_backoff: HumanDuration,
     #[serde(default = "default_retries")]
     pub item_retries: u32,
+    /// Items nightshift-agent works on at once (exec: item processes at once).
+    /// Left out of task files at its default, so they stay as they were.
+    #[serde(
+        default = "default_concurrency",
+        skip_serializing_if = "is_default_concurrency"
+    )]
+    pub concurrency: Count,
     #[serde(default)]
     pub demo: DemoSettings,
     /// Checks a result must pass before it is saved.
@@ -170,6 +177,14 @@ fn default_retries() -> u32 {
     2
 }
 
+fn default_concurrency() -> Count {
+    Count(1)
+}
+
+fn is_default_concurrency(concurrency: &Count) -> bool {
+    *concurrency == default_concurrency()
+}
+
 fn default_retry_backoff() -> HumanDuration {
     HumanDuration::from_secs(5)
 }
@@ -190,6 +205,7 @@ impl Default for AgentSettings {
             retries: default_retries(),
             retry_backoff: default_retry_backoff(),
             item_retries: default_retries(),
+            concurrency: default_concurrency(),
             demo: DemoSettings::default(),
             validate: None,
         }

@@ -8,14 +8,11 @@
 //! NIGHTSHIFT_SECRET. Where the secret (or the whole variable) did not reach
 //! the caller, RUN/broker.json — RUN from NIGHTSHIFT_RUN_DIR — has both.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::time::Duration;
 
-use serde_json::{json, Value};
-
+use shared::broker::{connect_tcp, exchange, BrokerFile, ExchangeError, Request, TCP_PREFIX};
 use shared::exit_codes;
 
 use crate::error::{Result, SupervisorError};
@@ -40,17 +37,25 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
     let broker = find_broker()?;
     let agent = std::env::var("NIGHTSHIFT_AGENT").unwrap_or_default();
     let message = match (request.backoff, request.report) {
-        (Some(seconds), _) => json!({"op": "backoff", "seconds": seconds, "agent": agent}),
-        (None, Some(actual)) => {
-            json!({"op": "report", "tokens": actual, "estimated": request.tokens, "agent": agent})
-        }
-        (None, None) => json!({"op": "permit", "tokens": request.tokens, "agent": agent}),
+        (Some(seconds), _) => Request::Backoff { seconds, agent },
+        (None, Some(actual)) => Request::Report {
+            tokens: actual,
+            estimated: Some(request.tokens),
+            agent,
+        },
+        (None, None) => Request::Permit {
+            tokens: request.tokens,
+            agent,
+        },
     };
     let mut connection = connect(&broker)?;
     if let Broker::Tcp { secret, .. } = &broker {
-        exchange(&mut connection, &json!({"op": "hello", "secret": secret}))?;
+        let hello = Request::Hello {
+            secret: secret.clone(),
+        };
+        ask(&mut connection, &hello)?;
     }
-    exchange(&mut connection, &message)?;
+    ask(&mut connection, &message)?;
     Ok(exit_codes::SUCCESS)
 }
 
@@ -66,7 +71,7 @@ fn find_broker() -> Result<Broker> {
             )),
         };
     };
-    let Some(address) = socket.to_str().and_then(|s| s.strip_prefix("tcp:")) else {
+    let Some(address) = socket.to_str().and_then(|s| s.strip_prefix(TCP_PREFIX)) else {
         return Ok(Broker::Unix(socket));
     };
     let secret = match std::env::var("NIGHTSHIFT_SECRET") {
@@ -100,10 +105,9 @@ fn broker_file() -> Result<Option<(String, String)>> {
             ))(e))
         }
     };
-    let file: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    match (file["tcp"].as_str(), file["secret"].as_str()) {
-        (Some(address), Some(secret)) => Ok(Some((address.to_owned(), secret.to_owned()))),
-        _ => Err(SupervisorError::Unsupported(format!(
+    match BrokerFile::from_text(&text) {
+        Some(file) => Ok(Some((file.tcp, file.secret))),
+        None => Err(SupervisorError::Unsupported(format!(
             "{} does not hold {{\"tcp\":…,\"secret\":…}}",
             path.display()
         ))),
@@ -115,56 +119,30 @@ fn connect(broker: &Broker) -> Result<BufReader<Box<dyn Stream>>> {
         Broker::Unix(path) => Box::new(UnixStream::connect(path).map_err(SupervisorError::io(
             format!("cannot reach the rate broker at {}", path.to_string_lossy()),
         ))?),
-        Broker::Tcp { address, .. } => {
-            let what = format!("cannot reach the rate broker at tcp:{address}");
-            let stream = connect_tcp(address).map_err(SupervisorError::io(&what))?;
-            // Nagle would hold the request back for the broker's delayed ACK.
-            stream
-                .set_nodelay(true)
-                .map_err(SupervisorError::io(what))?;
-            Box::new(stream)
-        }
+        Broker::Tcp { address, .. } => Box::new(connect_tcp(address).map_err(
+            SupervisorError::io(format!("cannot reach the rate broker at tcp:{address}")),
+        )?),
     };
     Ok(BufReader::new(stream))
 }
 
-/// TcpStream::connect with a time limit on each of the address's
-/// resolutions: a firewall that drops packets would stall it for minutes.
-fn connect_tcp(address: &str) -> std::io::Result<TcpStream> {
-    let mut last = std::io::Error::new(
-        std::io::ErrorKind::NotFound,
-        format!("{address} resolves to no address"),
-    );
-    for resolved in address.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&resolved, Duration::from_secs(10)) {
-            Ok(stream) => return Ok(stream),
-            Err(error) => last = error,
-        }
-    }
-    Err(last)
-}
-
 /// Sends one request; Ok once the broker answers it with `"ok": true`.
-fn exchange(connection: &mut BufReader<Box<dyn Stream>>, message: &Value) -> Result<()> {
-    // One write: with Nagle off, each write would be a packet of its own.
-    let mut line = message.to_string();
-    line.push('\n');
-    connection
-        .get_mut()
-        .write_all(line.as_bytes())
-        .map_err(SupervisorError::io("the rate broker connection failed"))?;
-    line.clear();
-    connection
-        .read_line(&mut line)
-        .map_err(SupervisorError::io("the rate broker did not answer"))?;
-    let reply: Value = serde_json::from_str(&line)
-        .map_err(|e| SupervisorError::io("the rate broker's answer is not JSON")(e.into()))?;
-    if reply["ok"] == true {
+fn ask(connection: &mut BufReader<Box<dyn Stream>>, request: &Request) -> Result<()> {
+    let reply = exchange(connection, request).map_err(|error| match error {
+        ExchangeError::Io(error) => SupervisorError::io("the rate broker connection failed")(error),
+        ExchangeError::Closed => SupervisorError::io("the rate broker did not answer")(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ),
+        ExchangeError::NotAReply(_) => SupervisorError::io("the rate broker's answer is not JSON")(
+            std::io::Error::new(std::io::ErrorKind::InvalidData, error.to_string()),
+        ),
+    })?;
+    if reply.ok {
         Ok(())
     } else {
         Err(SupervisorError::Unsupported(format!(
             "the rate broker refused: {}",
-            reply["error"].as_str().unwrap_or("no reason given")
+            reply.reason()
         )))
     }
 }

@@ -29,8 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
+use shared::broker::{BadRequest, BrokerFile, Reply, Request};
 use shared::job::RateSettings;
 use shared::rundir::RunDir;
 
@@ -117,9 +118,12 @@ impl RateServer {
                     file: run.root().join("broker.json"),
                 };
                 let file = endpoint.file.clone();
-                let text = json!({"tcp": endpoint.address, "secret": endpoint.secret});
+                let text = BrokerFile {
+                    tcp: endpoint.address.clone(),
+                    secret: endpoint.secret.clone(),
+                };
                 server.tcp = Some(endpoint);
-                write_private(&file, format!("{text}\n").as_bytes())?;
+                write_private(&file, text.to_text().as_bytes())?;
                 Some(listener)
             }
             None => None,
@@ -311,16 +315,14 @@ fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
         if line.trim().is_empty() {
             continue;
         }
-        let (reply, go_on) = match serde_json::from_str::<Value>(&line) {
-            Ok(request) if request["op"] == "hello" => {
+        let (reply, go_on) = match Request::from_line(&line) {
+            Ok(Request::Hello { secret: given }) => {
                 let right = match secret {
                     None => true,
-                    Some(secret) => request["secret"]
-                        .as_str()
-                        .is_some_and(|given| same_secret(given, secret)),
+                    Some(secret) => same_secret(&given, secret),
                 };
                 if !right {
-                    (json!({"ok": false, "error": "wrong secret"}), false)
+                    (Reply::refused("wrong secret"), false)
                 } else {
                     if !greeted {
                         // From now on a request may rightly come after
@@ -330,22 +332,19 @@ fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
                         }
                         greeted = true;
                     }
-                    (json!({"ok": true}), true)
+                    (Reply::ok(), true)
                 }
             }
-            Ok(_) if !greeted => (
-                json!({"ok": false, "error": "say {\"op\":\"hello\",\"secret\":NIGHTSHIFT_SECRET} first"}),
+            Ok(_) | Err(BadRequest::UnknownOp | BadRequest::Invalid { .. }) if !greeted => (
+                Reply::refused("say {\"op\":\"hello\",\"secret\":NIGHTSHIFT_SECRET} first"),
                 false,
             ),
             Ok(request) => (answer(broker, &request), true),
-            Err(e) => (
-                json!({"ok": false, "error": format!("not a JSON object: {e}")}),
-                greeted,
-            ),
+            Err(error @ BadRequest::NotJson(_)) => (Reply::refused(error.to_string()), greeted),
+            Err(error) => (Reply::refused(error.to_string()), true),
         };
-        let sent = serde_json::to_writer(&mut writer, &reply)
-            .map_err(io::Error::from)
-            .and_then(|()| writer.write_all(b"\n"))
+        let sent = writer
+            .write_all(reply.to_line().as_bytes())
             .and_then(|()| writer.flush());
         if sent.is_err() || !go_on {
             return;
@@ -353,28 +352,27 @@ fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
     }
 }
 
-fn answer(broker: &Broker, request: &Value) -> Value {
-    let agent = request["agent"].as_str().unwrap_or("");
-    match request["op"].as_str() {
-        Some("permit") => {
-            let tokens = request["tokens"].as_u64().unwrap_or(1);
-            let waited = permit(broker, agent, tokens);
-            json!({"ok": true, "waited_ms": waited * 1000.0})
+fn answer(broker: &Broker, request: &Request) -> Reply {
+    match request {
+        Request::Permit { tokens, agent } => {
+            let waited = permit(broker, agent, *tokens);
+            Reply::granted(waited * 1000.0)
         }
-        Some("report") => {
-            let actual = request["tokens"].as_u64().unwrap_or(0);
-            let estimated = request["estimated"].as_u64().unwrap_or(actual);
+        Request::Report {
+            tokens, estimated, ..
+        } => {
             let mut state = lock(broker);
-            state.limiter.report(estimated, actual, Instant::now());
+            state
+                .limiter
+                .report(estimated.unwrap_or(*tokens), *tokens, Instant::now());
             drop(state);
             broker.changed.notify_all();
-            json!({"ok": true})
+            Reply::ok()
         }
-        Some("backoff") => {
-            let seconds = request["seconds"].as_f64().unwrap_or(0.0);
+        Request::Backoff { seconds, agent } => {
             let now = Instant::now();
             let mut state = lock(broker);
-            let pause = state.limiter.back_off(seconds, now);
+            let pause = state.limiter.back_off(*seconds, now);
             let t = now.duration_since(broker.started).as_secs_f64();
             let line =
                 json!({"t": t, "op": "backoff", "agent": agent, "seconds": pause.as_secs_f64()});
@@ -385,9 +383,10 @@ fn answer(broker: &Broker, request: &Value) -> Value {
                 "rate-limit backoff of {:.1}s reported by {agent}",
                 pause.as_secs_f64()
             );
-            json!({"ok": true, "paused_ms": pause.as_secs_f64() * 1000.0})
+            Reply::paused(pause.as_secs_f64() * 1000.0)
         }
-        _ => json!({"ok": false, "error": "unknown op; use permit, report or backoff"}),
+        // `serve` answers hellos itself; a repeated one is harmless.
+        Request::Hello { .. } => Reply::ok(),
     }
 }
 

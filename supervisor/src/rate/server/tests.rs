@@ -1,5 +1,6 @@
 //! The broker over TCP and the Unix socket, with real connections.
 use super::*;
+use serde_json::Value;
 
 /// A broker with TCP on, in a temporary run directory, without a limit.
 fn tcp_server() -> (tempfile::TempDir, RateServer) {

@@ -1,0 +1,378 @@
+//! The rate broker's socket protocol: the requests an agent (or `nightshift
+//! permit`) sends and the replies the supervisor's broker gives, one JSON
+//! object per line each way, plus RUN/broker.json and the TCP connect both
+//! clients share. Every line of the protocol is written by `to_line` and read
+//! by `from_line` here, so the two sides cannot drift apart.
+//!
+//!   {"op":"permit","tokens":N,"agent":NAME}            → {"ok":true,"waited_ms":F} once granted
+//!   {"op":"report","tokens":ACTUAL,"estimated":N,…}    → {"ok":true}
+//!   {"op":"backoff","seconds":S,…}                     → {"ok":true,"paused_ms":F}  (S = 0: rate.backoff)
+//!   {"op":"hello","secret":S}                          → {"ok":true}
+//!   anything refused                                   → {"ok":false,"error":TEXT}
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+
+/// The environment variable naming the broker: a socket path or `tcp:HOST:PORT`.
+pub const SOCKET_VAR: &str = "NIGHTSHIFT_SOCKET";
+/// The secret a TCP connection's hello carries.
+pub const SECRET_VAR: &str = "NIGHTSHIFT_SECRET";
+/// What starts a SOCKET_VAR value that is a TCP address rather than a path.
+pub const TCP_PREFIX: &str = "tcp:";
+
+/// How long connecting to a TCP broker may take: a firewall that drops
+/// packets must not stall a client for minutes.
+pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// Wait until a permit for `tokens` estimated tokens is granted.
+    Permit {
+        #[serde(default = "one_token")]
+        tokens: u64,
+        #[serde(default)]
+        agent: String,
+    },
+    /// A call used `tokens`; it was granted for `estimated` (default: the same).
+    Report {
+        #[serde(default)]
+        tokens: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimated: Option<u64>,
+        #[serde(default)]
+        agent: String,
+    },
+    /// A rate-limit answer: pause every permit `seconds` (0: the broker's default).
+    Backoff {
+        #[serde(default, serialize_with = "whole_as_integer")]
+        seconds: f64,
+        #[serde(default)]
+        agent: String,
+    },
+    /// The first line of a TCP connection (optional on the Unix socket).
+    Hello {
+        #[serde(default)]
+        secret: String,
+    },
+}
+
+fn one_token() -> u64 {
+    1
+}
+
+/// A whole number of seconds goes out as an integer, which any reader takes
+/// (and which is what agents have always sent).
+fn whole_as_integer<S: Serializer>(seconds: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+    if seconds.fract() == 0.0 && *seconds < u64::MAX as f64 {
+        // A negative whole number saturates to 0: the broker's default pause.
+        serializer.serialize_u64(*seconds as u64)
+    } else {
+        serializer.serialize_f64(*seconds)
+    }
+}
+
+/// Why a request line was not understood.
+#[derive(Debug, thiserror::Error)]
+pub enum BadRequest {
+    #[error("not a JSON object: {0}")]
+    NotJson(#[source] serde_json::Error),
+    #[error("unknown op; use permit, report or backoff")]
+    UnknownOp,
+    #[error("bad {op} request: {source}")]
+    Invalid {
+        op: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Request {
+    /// The request as one line, newline included, ready for a single write
+    /// (with Nagle off, two writes would be two packets).
+    pub fn to_line(&self) -> String {
+        let mut line = to_sorted_json(self);
+        line.push('\n');
+        line
+    }
+
+    /// Reads one request line.
+    pub fn from_line(line: &str) -> Result<Self, BadRequest> {
+        let value: Value = serde_json::from_str(line).map_err(BadRequest::NotJson)?;
+        let op = value.get("op").and_then(Value::as_str).unwrap_or_default();
+        if !["permit", "report", "backoff", "hello"].contains(&op) {
+            return Err(BadRequest::UnknownOp);
+        }
+        let op = op.to_owned();
+        serde_json::from_value(value).map_err(|source| BadRequest::Invalid { op, source })
+    }
+
+    /// The op's name, for messages.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Permit { .. } => "permit",
+            Self::Report { .. } => "report",
+            Self::Backoff { .. } => "backoff",
+            Self::Hello { .. } => "hello",
+        }
+    }
+}
+
+/// One reply line. Fields are declared in alphabetical order, the order the
+/// broker has always written them in.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Why the request was refused (with `ok` false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub ok: bool,
+    /// A backoff's pause, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_ms: Option<f64>,
+    /// How long a permit waited, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<f64>,
+}
+
+impl Reply {
+    /// `{"ok":true}`.
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            ..Self::default()
+        }
+    }
+
+    pub fn granted(waited_ms: f64) -> Self {
+        Self {
+            waited_ms: Some(waited_ms),
+            ..Self::ok()
+        }
+    }
+
+    pub fn paused(paused_ms: f64) -> Self {
+        Self {
+            paused_ms: Some(paused_ms),
+            ..Self::ok()
+        }
+    }
+
+    pub fn refused(error: impl Into<String>) -> Self {
+        Self {
+            error: Some(error.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The reply as one line, newline included.
+    pub fn to_line(&self) -> String {
+        let mut line = to_sorted_json(self);
+        line.push('\n');
+        line
+    }
+
+    /// Reads one reply line; `None` when it is not a reply object.
+    pub fn from_line(line: &str) -> Option<Self> {
+        serde_json::from_str(line).ok()
+    }
+
+    /// The refusal's reason, or a stand-in when the broker gave none.
+    pub fn reason(&self) -> &str {
+        self.error.as_deref().unwrap_or("no reason given")
+    }
+}
+
+/// JSON text with an object's keys in alphabetical order, the order the
+/// protocol's lines have always had (a `serde_json::Map` keeps its keys sorted).
+fn to_sorted_json<T: Serialize>(message: &T) -> String {
+    // Cannot fail: every key of these types is a string.
+    serde_json::to_value(message)
+        .unwrap_or(Value::Null)
+        .to_string()
+}
+
+/// RUN/broker.json: where a TCP broker listens and its secret, for clients
+/// the environment did not reach.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerFile {
+    pub secret: String,
+    /// HOST:PORT.
+    pub tcp: String,
+}
+
+impl BrokerFile {
+    /// The file's text, newline included.
+    pub fn to_text(&self) -> String {
+        let mut text = to_sorted_json(self);
+        text.push('\n');
+        text
+    }
+
+    pub fn from_text(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+}
+
+/// Why one exchange with the broker got no reply.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("the broker closed the connection")]
+    Closed,
+    /// A line came back that is not a reply object: the raw line.
+    #[error("the broker answered {0:?}, not a JSON object")]
+    NotAReply(String),
+}
+
+/// Writes one request line and reads its reply line. No time limit is set
+/// here: a permit may rightly take minutes to come.
+pub fn exchange<S: Read + Write>(
+    connection: &mut BufReader<S>,
+    request: &Request,
+) -> Result<Reply, ExchangeError> {
+    connection
+        .get_mut()
+        .write_all(request.to_line().as_bytes())?;
+    let mut line = String::new();
+    if connection.read_line(&mut line)? == 0 {
+        return Err(ExchangeError::Closed);
+    }
+    Reply::from_line(&line).ok_or_else(|| ExchangeError::NotAReply(line.trim_end().to_owned()))
+}
+
+/// TcpStream::connect with TCP_TIMEOUT on each of the address's resolutions,
+/// and Nagle off: it would hold each request back for the peer's delayed ACK,
+/// and a permit round trip must stay well under a millisecond.
+pub fn connect_tcp(address: &str) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{address} resolves to no address"),
+    );
+    for resolved in address.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&resolved, TCP_TIMEOUT) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(error) => last = error,
+        }
+    }
+    Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parsed(line: &str) -> Value {
+        serde_json::from_str(line).expect("a JSON line")
+    }
+
+    #[test]
+    fn requests_keep_the_wire_format() {
+        let permit = Request::Permit {
+            tokens: 5,
+            agent: "a".into(),
+        };
+        assert_eq!(
+            permit.to_line(),
+            "{\"agent\":\"a\",\"op\":\"permit\",\"tokens\":5}\n"
+        );
+        let backoff = |seconds| Request::Backoff {
+            seconds,
+            agent: "a".into(),
+        };
+        assert_eq!(parsed(&backoff(0.0).to_line())["seconds"], json!(0));
+        assert_eq!(parsed(&backoff(7.0).to_line())["seconds"], json!(7));
+        assert_eq!(parsed(&backoff(2.5).to_line())["seconds"], json!(2.5));
+        let hello = Request::Hello { secret: "s".into() };
+        assert_eq!(hello.to_line(), "{\"op\":\"hello\",\"secret\":\"s\"}\n");
+        for request in [permit, backoff(2.5), hello] {
+            let back = Request::from_line(&request.to_line()).expect("reads back");
+            assert_eq!(back, request);
+        }
+    }
+
+    #[test]
+    fn missing_fields_take_the_brokers_defaults() {
+        assert_eq!(
+            Request::from_line(r#"{"op":"permit"}"#).expect("a permit"),
+            Request::Permit {
+                tokens: 1,
+                agent: String::new()
+            }
+        );
+        assert_eq!(
+            Request::from_line(r#"{"op":"report","tokens":9}"#).expect("a report"),
+            Request::Report {
+                tokens: 9,
+                estimated: None,
+                agent: String::new()
+            }
+        );
+        assert_eq!(
+            Request::from_line(r#"{"op":"hello"}"#).expect("a hello"),
+            Request::Hello {
+                secret: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn bad_lines_say_what_is_wrong() {
+        assert!(matches!(
+            Request::from_line("not json"),
+            Err(BadRequest::NotJson(_))
+        ));
+        assert!(matches!(
+            Request::from_line(r#"{"op":"stop"}"#),
+            Err(BadRequest::UnknownOp)
+        ));
+        assert!(matches!(
+            Request::from_line("5"),
+            Err(BadRequest::UnknownOp)
+        ));
+        assert!(matches!(
+            Request::from_line(r#"{"op":"permit","tokens":"many"}"#),
+            Err(BadRequest::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn replies_keep_the_wire_format() {
+        assert_eq!(Reply::ok().to_line(), "{\"ok\":true}\n");
+        assert_eq!(
+            Reply::granted(1.5).to_line(),
+            "{\"ok\":true,\"waited_ms\":1.5}\n"
+        );
+        assert_eq!(
+            Reply::refused("no").to_line(),
+            "{\"error\":\"no\",\"ok\":false}\n"
+        );
+        let paused = Reply::from_line("{\"ok\":true,\"paused_ms\":30000}").expect("a reply");
+        assert_eq!(paused, Reply::paused(30000.0));
+        assert_eq!(Reply::from_line("[1]"), None);
+        assert_eq!(Reply::from_line("{}").map(|r| r.ok), Some(false));
+    }
+
+    #[test]
+    fn the_broker_file_reads_back() {
+        let file = BrokerFile {
+            secret: "s".into(),
+            tcp: "node1:4000".into(),
+        };
+        assert_eq!(
+            file.to_text(),
+            "{\"secret\":\"s\",\"tcp\":\"node1:4000\"}\n"
+        );
+        assert_eq!(BrokerFile::from_text(&file.to_text()), Some(file));
+    }
+}
