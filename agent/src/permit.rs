@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use shared::broker::{connect_tcp, exchange, ExchangeError, Reply, Request, TCP_PREFIX};
+use shared::broker::{
+    connect_tcp, exchange, ExchangeError, LearnedLimits, Reply, Request, TCP_PREFIX,
+};
 
 pub use shared::broker::{SECRET_VAR, SOCKET_VAR};
 
@@ -139,18 +141,31 @@ impl Permits {
     /// Waits for a permit for `tokens` estimated tokens; the milliseconds
     /// waited, or `None` when no broker granted it.
     pub fn permit(&mut self, tokens: u64) -> Option<f64> {
+        self.permit_for(None, tokens)
+    }
+
+    /// A permit for a call with API key `key` (see `shared::broker::key_id`):
+    /// each key is paced apart, to the limits learned for it.
+    pub fn permit_for(&mut self, key: Option<&str>, tokens: u64) -> Option<f64> {
         let agent = self.broker.agent.clone();
-        let reply = self.request(&Request::Permit { tokens, agent })?;
+        let key = key.map(str::to_owned);
+        let reply = self.request(&Request::Permit { tokens, agent, key })?;
         Some(reply.waited_ms.unwrap_or(0.0))
     }
 
     /// Tells the broker what a call really used, so it can correct its count.
     pub fn report(&mut self, tokens: u64, estimated: u64) {
+        self.report_for(None, tokens, estimated);
+    }
+
+    /// `report` for a call with API key `key`.
+    pub fn report_for(&mut self, key: Option<&str>, tokens: u64, estimated: u64) {
         let agent = self.broker.agent.clone();
         self.request(&Request::Report {
             tokens,
             estimated: Some(estimated),
             agent,
+            key: key.map(str::to_owned),
         });
     }
 
@@ -158,9 +173,32 @@ impl Permits {
     /// answer (`seconds` 0: the broker's default pause). The milliseconds
     /// paused, or `None` when no broker took it and the agent must wait itself.
     pub fn backoff(&mut self, seconds: f64) -> Option<f64> {
+        self.backoff_for(None, seconds)
+    }
+
+    /// `backoff` for the permits of API key `key` only.
+    pub fn backoff_for(&mut self, key: Option<&str>, seconds: f64) -> Option<f64> {
         let agent = self.broker.agent.clone();
-        let reply = self.request(&Request::Backoff { seconds, agent })?;
+        let key = key.map(str::to_owned);
+        let reply = self.request(&Request::Backoff {
+            seconds,
+            agent,
+            key,
+        })?;
         Some(reply.paused_ms.unwrap_or(0.0))
+    }
+
+    /// Tells the broker the limits an answer's headers announced for `key`.
+    pub fn learned(&mut self, key: &str, limits: LearnedLimits) {
+        if limits.is_empty() {
+            return;
+        }
+        let agent = self.broker.agent.clone();
+        self.request(&Request::Learned {
+            key: key.to_owned(),
+            agent,
+            limits,
+        });
     }
 
     /// Sends one request and reads its reply: `Some` only for `"ok": true`.

@@ -7,6 +7,8 @@
 //!   {"op":"permit","tokens":N,"agent":NAME}            → {"ok":true,"waited_ms":F} once granted
 //!   {"op":"report","tokens":ACTUAL,"estimated":N,…}    → {"ok":true}
 //!   {"op":"backoff","seconds":S,…}                     → {"ok":true,"paused_ms":F}  (S = 0: rate.backoff)
+//!   {"op":"learned","key":K,"requests":{…},…}          → {"ok":true}  (limits from an answer's headers)
+//!   permit, report and backoff may name a "key" (see `key_id`): each key is paced apart
 //!   {"op":"hello","secret":S}                          → {"ok":true}
 //!   anything refused                                   → {"ok":false,"error":TEXT}
 
@@ -32,12 +34,15 @@ pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
-    /// Wait until a permit for `tokens` estimated tokens is granted.
+    /// Wait until a permit for `tokens` estimated tokens is granted (for the
+    /// API key `key` when the agent names one: each key is paced apart).
     Permit {
         #[serde(default = "one_token")]
         tokens: u64,
         #[serde(default)]
         agent: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
     /// A call used `tokens`; it was granted for `estimated` (default: the same).
     Report {
@@ -47,13 +52,26 @@ pub enum Request {
         estimated: Option<u64>,
         #[serde(default)]
         agent: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
     },
-    /// A rate-limit answer: pause every permit `seconds` (0: the broker's default).
+    /// A rate-limit answer: pause every permit (of `key`, when named)
+    /// `seconds` (0: the broker's default).
     Backoff {
         #[serde(default, serialize_with = "whole_as_integer")]
         seconds: f64,
         #[serde(default)]
         agent: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<String>,
+    },
+    /// What an answer's rate-limit headers said about `key`'s limits.
+    Learned {
+        key: String,
+        #[serde(default)]
+        agent: String,
+        #[serde(flatten)]
+        limits: LearnedLimits,
     },
     /// The first line of a TCP connection (optional on the Unix socket).
     Hello {
@@ -77,12 +95,51 @@ fn whole_as_integer<S: Serializer>(seconds: &f64, serializer: S) -> Result<S::Ok
     }
 }
 
+/// An API key as the broker knows it: never the key itself, only where it
+/// is used and the environment variable that holds it
+/// (`"<base_url> <API_KEY_ENV>"`).
+pub fn key_id(base_url: &str, api_key_env: &str) -> String {
+    format!("{base_url} {api_key_env}")
+}
+
+/// One rate-limit window a server announced: its size, what is left of it,
+/// and when it is full again.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the window is whole again.
+    pub reset_seconds: f64,
+}
+
+/// The limits one answer's headers told (x-ratelimit-*, anthropic-ratelimit-*).
+/// Servers that limit input and output tokens apart (Anthropic) fill those;
+/// others fill `tokens`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearnedLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<Window>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<Window>,
+}
+
+impl LearnedLimits {
+    /// Nothing was learned.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Why a request line was not understood.
 #[derive(Debug, thiserror::Error)]
 pub enum BadRequest {
     #[error("not a JSON object: {0}")]
     NotJson(#[source] serde_json::Error),
-    #[error("unknown op; use permit, report or backoff")]
+    #[error("unknown op; use permit, report, backoff or learned")]
     UnknownOp,
     #[error("bad {op} request: {source}")]
     Invalid {
@@ -105,7 +162,7 @@ impl Request {
     pub fn from_line(line: &str) -> Result<Self, BadRequest> {
         let value: Value = serde_json::from_str(line).map_err(BadRequest::NotJson)?;
         let op = value.get("op").and_then(Value::as_str).unwrap_or_default();
-        if !["permit", "report", "backoff", "hello"].contains(&op) {
+        if !["permit", "report", "backoff", "learned", "hello"].contains(&op) {
             return Err(BadRequest::UnknownOp);
         }
         let op = op.to_owned();
@@ -118,6 +175,7 @@ impl Request {
             Self::Permit { .. } => "permit",
             Self::Report { .. } => "report",
             Self::Backoff { .. } => "backoff",
+            Self::Learned { .. } => "learned",
             Self::Hello { .. } => "hello",
         }
     }
@@ -281,6 +339,7 @@ mod tests {
         let permit = Request::Permit {
             tokens: 5,
             agent: "a".into(),
+            key: None,
         };
         assert_eq!(
             permit.to_line(),
@@ -289,6 +348,7 @@ mod tests {
         let backoff = |seconds| Request::Backoff {
             seconds,
             agent: "a".into(),
+            key: None,
         };
         assert_eq!(parsed(&backoff(0.0).to_line())["seconds"], json!(0));
         assert_eq!(parsed(&backoff(7.0).to_line())["seconds"], json!(7));
@@ -302,12 +362,43 @@ mod tests {
     }
 
     #[test]
+    fn a_key_and_learned_limits_travel_with_their_requests() {
+        let learned = Request::Learned {
+            key: key_id("http://127.0.0.1:4000/v1", "OPENAI_API_KEY"),
+            agent: "a".into(),
+            limits: LearnedLimits {
+                requests: Some(Window {
+                    limit: 120,
+                    remaining: 119,
+                    reset_seconds: 0.5,
+                }),
+                ..LearnedLimits::default()
+            },
+        };
+        let line = learned.to_line();
+        assert_eq!(parsed(&line)["requests"]["limit"], json!(120));
+        assert!(parsed(&line).get("tokens").is_none(), "{line}");
+        assert_eq!(Request::from_line(&line).expect("reads back"), learned);
+        let permit = Request::Permit {
+            tokens: 3,
+            agent: "a".into(),
+            key: Some("k".into()),
+        };
+        assert_eq!(parsed(&permit.to_line())["key"], json!("k"));
+        assert_eq!(
+            Request::from_line(&permit.to_line()).expect("reads back"),
+            permit
+        );
+    }
+
+    #[test]
     fn missing_fields_take_the_brokers_defaults() {
         assert_eq!(
             Request::from_line(r#"{"op":"permit"}"#).expect("a permit"),
             Request::Permit {
                 tokens: 1,
-                agent: String::new()
+                agent: String::new(),
+                key: None,
             }
         );
         assert_eq!(
@@ -315,7 +406,8 @@ mod tests {
             Request::Report {
                 tokens: 9,
                 estimated: None,
-                agent: String::new()
+                agent: String::new(),
+                key: None,
             }
         );
         assert_eq!(

@@ -8,5 +8,9 @@ pub const INCOMPLETE: i32 = 1;
 pub const USAGE: i32 = 2;
 /// The run stopped at its deadline before it was complete; resumable.
 pub const DEADLINE: i32 = 3;
+/// Cannot go on: no usable API key (every key was rejected), or the disk is
+/// full. Resumable once fixed. An agent exits with it too, to tell the
+/// supervisor that its items did not fail: the run cannot go on.
+pub const CANNOT_GO_ON: i32 = 5;
 /// Interrupted by a signal; resumable.
 pub const INTERRUPTED: i32 = 130;

@@ -37,15 +37,21 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
     let broker = find_broker()?;
     let agent = std::env::var("NIGHTSHIFT_AGENT").unwrap_or_default();
     let message = match (request.backoff, request.report) {
-        (Some(seconds), _) => Request::Backoff { seconds, agent },
+        (Some(seconds), _) => Request::Backoff {
+            seconds,
+            agent,
+            key: None,
+        },
         (None, Some(actual)) => Request::Report {
             tokens: actual,
             estimated: Some(request.tokens),
             agent,
+            key: None,
         },
         (None, None) => Request::Permit {
             tokens: request.tokens,
             agent,
+            key: None,
         },
     };
     let mut connection = connect(&broker)?;

@@ -354,7 +354,9 @@ fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
 
 fn answer(broker: &Broker, request: &Request) -> Reply {
     match request {
-        Request::Permit { tokens, agent } => {
+        // Keys are paced as one for now: per-key pacing to learned limits
+        // comes with the LLM backends.
+        Request::Permit { tokens, agent, .. } => {
             let waited = permit(broker, agent, *tokens);
             Reply::granted(waited * 1000.0)
         }
@@ -369,7 +371,7 @@ fn answer(broker: &Broker, request: &Request) -> Reply {
             broker.changed.notify_all();
             Reply::ok()
         }
-        Request::Backoff { seconds, agent } => {
+        Request::Backoff { seconds, agent, .. } => {
             let now = Instant::now();
             let mut state = lock(broker);
             let pause = state.limiter.back_off(*seconds, now);
@@ -384,6 +386,10 @@ fn answer(broker: &Broker, request: &Request) -> Reply {
                 pause.as_secs_f64()
             );
             Reply::paused(pause.as_secs_f64() * 1000.0)
+        }
+        Request::Learned { key, agent, limits } => {
+            tracing::debug!("{agent} learned limits of {key}: {limits:?}");
+            Reply::ok()
         }
         // `serve` answers hellos itself; a repeated one is harmless.
         Request::Hello { .. } => Reply::ok(),
