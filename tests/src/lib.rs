@@ -18,6 +18,23 @@ pub mod agent_kit;
 mod job;
 pub use job::Job;
 
+/// The start of an agent program in Python that honours the agent contract:
+/// it reads the task and the ids already saved (`task`, `field`, `done`,
+/// `out_path`); the test's script goes on from there.
+pub const PYTHON_AGENT_PRELUDE: &str = r#"#!/usr/bin/env python3
+import json, os, sys
+task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
+out_path = os.environ["NIGHTSHIFT_OUTPUT"]
+field = task["id_field"]
+done = set()
+if os.path.exists(out_path):
+    for line in open(out_path):
+        try:
+            done.add(json.loads(line)[field])
+        except Exception:
+            pass
+"#;
+
 /// No test command may run longer than this.
 pub const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
 

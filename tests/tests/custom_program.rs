@@ -1,22 +1,11 @@
 //! agent.program: any program that honours the agent contract can be an
 //! agent, and what it writes is validated like any agent file.
 
-use nightshift_tests::{json_array_ids, Job, JobDir};
+use nightshift_tests::{json_array_ids, Job, JobDir, PYTHON_AGENT_PRELUDE};
 
-/// A contract-honouring agent in Python: reads the task, skips saved ids,
-/// appends one line per item.
-const PYTHON_AGENT: &str = r#"#!/usr/bin/env python3
-import json, os
-task = json.load(open(os.environ["NIGHTSHIFT_TASK"]))
-out_path = os.environ["NIGHTSHIFT_OUTPUT"]
-field = task["id_field"]
-done = set()
-if os.path.exists(out_path):
-    for line in open(out_path):
-        try:
-            done.add(json.loads(line)[field])
-        except Exception:
-            pass
+/// A contract-honouring agent in Python (after the prelude that reads the
+/// task and the saved ids): appends one line per item.
+const PYTHON_AGENT_BODY: &str = r#"
 with open(out_path, "a") as out:
     for item in task["items"]:
         if item[field] in done:
@@ -40,7 +29,10 @@ fn job(program: &str) -> Job {
 fn a_custom_program_produces_the_final_output() {
     let job_dir = JobDir::new();
     let ids = job_dir.items(10);
-    job_dir.script("agent.py", PYTHON_AGENT);
+    job_dir.script(
+        "agent.py",
+        &format!("{PYTHON_AGENT_PRELUDE}{PYTHON_AGENT_BODY}"),
+    );
     job("./agent.py").write(job_dir.path());
     job_dir
         .nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])

@@ -120,6 +120,12 @@ pub enum Event {
     DrainOver {
         running: usize,
     },
+    /// An agent said the run cannot go on (exit code 5: no usable API key, a
+    /// full disk): nothing more starts, running agents are stopped; resumable
+    /// once fixed. `reason` is the agent's last word on it.
+    CannotGoOn {
+        reason: String,
+    },
     RunFinished {
         state: RunEnd,
         items_done: usize,
@@ -150,6 +156,7 @@ impl Event {
         "shutdown-now",
         "deadline",
         "drain-over",
+        "cannot-go-on",
         "run-finished",
     ];
 
@@ -174,6 +181,7 @@ impl Event {
             Self::ShutdownNow { .. } => "shutdown-now",
             Self::Deadline { .. } => "deadline",
             Self::DrainOver { .. } => "drain-over",
+            Self::CannotGoOn { .. } => "cannot-go-on",
             Self::RunFinished { .. } => "run-finished",
         }
     }
@@ -289,6 +297,8 @@ pub enum RunEnd {
     Interrupted,
     Deadline,
     Halted,
+    /// Stopped because it cannot go on (exit code 5); resumable once fixed.
+    Stopped,
 }
 
 impl RunEnd {
@@ -299,6 +309,7 @@ impl RunEnd {
             Self::Interrupted => "interrupted",
             Self::Deadline => "deadline",
             Self::Halted => "halted",
+            Self::Stopped => "stopped",
         }
     }
 }

@@ -108,6 +108,9 @@ fn one_of_each() -> Vec<Event> {
             drain_seconds: 60.0,
         },
         Event::DrainOver { running: 1 },
+        Event::CannotGoOn {
+            reason: "no usable API key".into(),
+        },
         Event::RunFinished {
             state: RunEnd::Interrupted,
             items_done: 5,

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
+use shared::exit_codes;
 use shared::journal::{AgentHistory, Journal, KillReason, Outcome, RunEnd};
 use shared::plan::Plan;
 use shared::rundir::RunDir;
@@ -60,12 +61,16 @@ pub struct ResumePlan {
     pub would_do_nothing: bool,
 }
 
-/// The latest attempt was stopped because the run stopped (Ctrl-C, deadline).
+/// The latest attempt was stopped because the run stopped (Ctrl-C, deadline),
+/// or said that the run cannot go on (exit code 5): not its items' fault.
 fn stopped(history: &AgentHistory) -> bool {
-    history
-        .last()
-        .and_then(|a| a.kill)
-        .is_some_and(KillReason::stops_run)
+    history.last().is_some_and(|attempt| {
+        attempt.kill.is_some_and(KillReason::stops_run)
+            || attempt.outcome()
+                == (Outcome::Failed {
+                    code: exit_codes::CANNOT_GO_ON,
+                })
+    })
 }
 
 fn last_succeeded(history: &AgentHistory) -> bool {
@@ -140,6 +145,8 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         match journal.history.finished {
             Some(RunEnd::Finished) => "finished",
             Some(RunEnd::Failed | RunEnd::Halted) => "failed",
+            // Cannot go on until someone fixes it (a key, the disk); resumable.
+            Some(RunEnd::Stopped) => "stopped",
             // Stopped at its deadline, resumable: the same as an interrupted run.
             _ => "interrupted",
         }

@@ -47,7 +47,7 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
     let started = Instant::now();
     let result = Supervisor::new(inputs, console)?.run()?;
     let mut problems = result.problems;
-    let (end, done, missing_ids, code) = match result.ending {
+    let (end, done, missing_ids, code) = match &result.ending {
         Ending::Completed => {
             let (done, missing, found) = finish(run, job, plan)?;
             for problem in &found {
@@ -60,6 +60,10 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
             } else {
                 (RunEnd::Failed, done, missing, exit_codes::INCOMPLETE)
             }
+        }
+        Ending::CannotGoOn(_) => {
+            let (done, missing) = saved_so_far(run, plan)?;
+            (RunEnd::Stopped, done, missing, exit_codes::CANNOT_GO_ON)
         }
         Ending::Interrupted | Ending::Halted | Ending::Deadline => {
             let (done, missing) = saved_so_far(run, plan)?;
@@ -99,6 +103,9 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
         },
     )
     .map_err(SupervisorError::io("cannot write report.json"))?;
+    if let Ending::CannotGoOn(reason) = &result.ending {
+        println!("cannot go on: {reason}");
+    }
     summarise(
         run,
         job,
@@ -164,7 +171,7 @@ fn summarise(
         );
     }
     match state {
-        "interrupted" | "halted" | "deadline" => {
+        "interrupted" | "halted" | "deadline" | "stopped" => {
             println!("resumable: nightshift resume {}", run.root().display())
         }
         _ => {

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use shared::exit_codes;
 use shared::journal::{Event, Killed, KilledBy, LaunchPhase};
 use shared::plan::AgentPlan;
 
@@ -224,6 +225,8 @@ impl<'a> Supervisor<'a> {
         match &outcome {
             Outcome::Succeeded => return Ok(()),
             Outcome::Killed(reason) if reason.stops_run() => return Ok(()),
+            // Not the items' fault: nothing more can run until someone fixes it.
+            Outcome::Failed(exit_codes::CANNOT_GO_ON) => return self.cannot_go_on(agent),
             // Killed to make room: back in the queue, not counted as a failure.
             Outcome::Killed(reason) if reason.makes_room() => {
                 self.scheduler.requeue(agent);
@@ -265,6 +268,31 @@ impl<'a> Supervisor<'a> {
         Ok(())
     }
 
+    /// An agent exited with CANNOT_GO_ON (no usable API key, a full disk):
+    /// nothing more starts, the running agents are stopped as for Ctrl-C, and
+    /// the run ends resumable, with the agent's last word as the reason.
+    fn cannot_go_on(&mut self, agent: &AgentPlan) -> Result<()> {
+        if matches!(self.ending, Ending::CannotGoOn(_)) {
+            return Ok(());
+        }
+        let log = self.inputs.run.agent_log(agent.at);
+        let reason = last_line(&log).unwrap_or_else(|| format!("see {}", log.display()));
+        self.console.line(&format!(
+            "cannot go on: {}: {reason}; stopping every agent (resumable once fixed)",
+            agent.name
+        ));
+        self.event(
+            Some(&agent.name),
+            Event::CannotGoOn {
+                reason: reason.clone(),
+            },
+        )?;
+        self.ending = Ending::CannotGoOn(reason);
+        self.stop = Stop::Killing;
+        self.scheduler.drop_retries();
+        self.kill_all(KillReason::Shutdown)
+    }
+
     pub(super) fn halt(&mut self, when: HaltWhen) -> Result<()> {
         self.ending = Ending::Halted;
         self.scheduler.drop_retries();
@@ -294,4 +322,22 @@ impl<'a> Supervisor<'a> {
         }
         Ok(())
     }
+}
+
+/// The last non-empty line of an agent's log (where an agent says why it
+/// stopped), read from the log's end only.
+fn last_line(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4096;
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    String::from_utf8_lossy(&tail)
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(str::to_owned)
 }

@@ -65,13 +65,15 @@ pub struct RunInputs<'a> {
 }
 
 /// How the loop ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ending {
     Completed,
     Interrupted,
     Halted,
     /// Stopped at schedule.deadline / --until (after the drain).
     Deadline,
+    /// An agent said the run cannot go on (exit code 5); the reason it gave.
+    CannotGoOn(String),
 }
 
 pub struct RunResult {
@@ -288,7 +290,7 @@ impl<'a> Supervisor<'a> {
         self.view.finish();
         self.executor.close();
         Ok(RunResult {
-            ending: self.ending,
+            ending: self.ending.clone(),
             memory: MemoryReport {
                 mode: self.memory_mode,
                 ceiling: self.watchdog.memory.ceiling(),
