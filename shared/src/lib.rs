@@ -5,6 +5,7 @@
 
 pub mod atomic;
 pub mod broker;
+pub mod control;
 pub mod exit_codes;
 pub mod ids;
 pub mod input;

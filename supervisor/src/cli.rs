@@ -66,6 +66,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Change a live run from another terminal: concurrency, pause, continue, stop.
+    #[command(group(clap::ArgGroup::new("change").required(true)))]
+    Control {
+        dir: PathBuf,
+        /// Run at most N agents at once from now on (lowering lets running agents finish).
+        #[arg(long, value_name = "N", group = "change", value_parser = clap::value_parser!(u64).range(1..))]
+        max_parallel: Option<u64>,
+        /// Launch nothing and hold rate-limit permits; running agents finish their current items.
+        #[arg(long, group = "change")]
+        pause: bool,
+        /// Undo --pause.
+        #[arg(long = "continue", group = "change")]
+        resume_launching: bool,
+        /// Graceful drain: no new agents, running ones finish; the run ends resumable.
+        #[arg(long, group = "change")]
+        stop: bool,
+    },
     /// The run's report; --html writes a self-contained page.
     Report {
         dir: PathBuf,

@@ -28,6 +28,8 @@ pub enum SupervisorError {
         "another supervisor (pid {1}) is running {0}; wait for it, or stop it with `kill -INT {1}`"
     )]
     Busy(PathBuf, String),
+    #[error("no supervisor is running {0}: control changes a live run (start it again with `nightshift resume {0}`)")]
+    NotLive(PathBuf),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{what}: {source}")]
@@ -54,7 +56,8 @@ impl SupervisorError {
             | Self::AgentProgram(_)
             | Self::NotARunDir(_)
             | Self::Unsupported(_)
-            | Self::Busy(..) => exit_codes::USAGE,
+            | Self::Busy(..)
+            | Self::NotLive(_) => exit_codes::USAGE,
             Self::Io { .. } | Self::Journal(_) => exit_codes::INCOMPLETE,
         }
     }

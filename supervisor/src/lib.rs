@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod commands;
 pub mod console;
+pub mod control;
 pub mod error;
 pub mod executor;
 pub mod logging;
@@ -48,5 +49,24 @@ pub fn execute(cli: Cli) -> Result<i32> {
             report,
         }),
         Command::Report { dir, html } => commands::report::report(&dir, html.as_deref()),
+        Command::Control {
+            dir,
+            max_parallel,
+            pause,
+            resume_launching,
+            stop: _,
+        } => {
+            use shared::control::ControlAction;
+            let action = match (max_parallel, pause, resume_launching) {
+                (Some(n), _, _) => ControlAction::MaxParallel {
+                    n: usize::try_from(n).unwrap_or(usize::MAX),
+                },
+                (None, true, _) => ControlAction::Pause,
+                (None, false, true) => ControlAction::Continue,
+                // The argument group makes --stop the one left.
+                (None, false, false) => ControlAction::Stop,
+            };
+            commands::control::control(&dir, action)
+        }
     }
 }

@@ -126,6 +126,13 @@ pub enum Event {
     CannotGoOn {
         reason: String,
     },
+    /// `nightshift control` changed the live run (`action`: max-parallel,
+    /// pause, continue, stop; `max_parallel` for the first).
+    Control {
+        action: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_parallel: Option<usize>,
+    },
     RunFinished {
         state: RunEnd,
         items_done: usize,
@@ -157,6 +164,7 @@ impl Event {
         "deadline",
         "drain-over",
         "cannot-go-on",
+        "control",
         "run-finished",
     ];
 
@@ -182,6 +190,7 @@ impl Event {
             Self::Deadline { .. } => "deadline",
             Self::DrainOver { .. } => "drain-over",
             Self::CannotGoOn { .. } => "cannot-go-on",
+            Self::Control { .. } => "control",
             Self::RunFinished { .. } => "run-finished",
         }
     }

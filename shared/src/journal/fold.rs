@@ -20,6 +20,10 @@ pub struct History {
     /// How the latest supervisor session ended; None while one runs (or
     /// after one died without saying).
     pub finished: Option<RunEnd>,
+    /// The live run's controls (`nightshift control`) in force: paused, and
+    /// the concurrency it was set to; a new session starts from the job again.
+    pub paused: bool,
+    pub max_parallel: Option<usize>,
     /// The earliest and latest `ts` of the journal.
     pub first: Option<SystemTime>,
     pub last: Option<SystemTime>,
@@ -155,6 +159,8 @@ impl History {
             Event::RunStarted { .. } | Event::Resumed { .. } => {
                 // A new supervisor: attempts still open belonged to a dead one.
                 self.finished = None;
+                self.paused = false;
+                self.max_parallel = None;
                 for agent in self.agents.values_mut() {
                     if let Some(open) = agent.open() {
                         open.orphaned = true;
@@ -162,6 +168,14 @@ impl History {
                 }
             }
             Event::RunFinished { state, .. } => self.finished = Some(*state),
+            Event::Control {
+                action,
+                max_parallel,
+            } => match action.as_str() {
+                "pause" => self.paused = true,
+                "continue" | "stop" => self.paused = false,
+                _ => self.max_parallel = max_parallel.or(self.max_parallel),
+            },
             Event::Merged { segment, stamp, .. } => {
                 self.segment_stamps.insert(*segment, *stamp);
             }

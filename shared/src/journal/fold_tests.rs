@@ -189,3 +189,40 @@ fn merges_and_the_session_end_are_remembered() {
     let resumed = fold(&[(None, finished), (None, started())]);
     assert_eq!(resumed.finished, None, "a new session has not finished yet");
 }
+
+#[test]
+fn controls_of_the_live_session_are_folded_and_a_new_session_clears_them() {
+    let control = |action: &str, max_parallel| Event::Control {
+        action: action.into(),
+        max_parallel,
+    };
+    let mut history = History::default();
+    for event in [
+        control("max-parallel", Some(4)),
+        control("pause", None),
+    ] {
+        history.apply(&Entry {
+            ts: SystemTime::UNIX_EPOCH,
+            agent: None,
+            event,
+        });
+    }
+    assert!(history.paused);
+    assert_eq!(history.max_parallel, Some(4));
+    history.apply(&Entry {
+        ts: SystemTime::UNIX_EPOCH,
+        agent: None,
+        event: control("continue", None),
+    });
+    assert!(!history.paused);
+    history.apply(&Entry {
+        ts: SystemTime::UNIX_EPOCH,
+        agent: None,
+        event: Event::Resumed {
+            leftovers_ended: 0,
+            items_saved: 0,
+            agents_complete: 0,
+        },
+    });
+    assert_eq!(history.max_parallel, None, "a new session starts from the job");
+}

@@ -111,6 +111,10 @@ fn one_of_each() -> Vec<Event> {
         Event::CannotGoOn {
             reason: "no usable API key".into(),
         },
+        Event::Control {
+            action: "max-parallel".into(),
+            max_parallel: Some(4),
+        },
         Event::RunFinished {
             state: RunEnd::Interrupted,
             items_done: 5,

@@ -1,5 +1,6 @@
 //! One file per command of the command line.
 
+pub mod control;
 pub mod merge;
 pub mod permit;
 pub mod plan;

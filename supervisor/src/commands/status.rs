@@ -34,6 +34,12 @@ fn describe(s: &RunStatus) -> String {
         .supervisor_pid
         .map_or_else(String::new, |pid| format!(" (supervisor pid {pid})"));
     text.push_str(&format!("{}: {}{who}\n", s.run_dir, s.state));
+    if s.paused {
+        text.push_str("paused by nightshift control: nothing is launched (--continue to go on)\n");
+    }
+    if let Some(n) = s.max_parallel {
+        text.push_str(&format!("max-parallel {n} (set by nightshift control)\n"));
+    }
     let percent = if s.items.total == 0 {
         100.0
     } else {

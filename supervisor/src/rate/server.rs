@@ -48,6 +48,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HELLO_LINE: u64 = 4096;
 
 struct State {
+    /// `nightshift control --pause`: no permit is granted until --continue.
+    paused: bool,
     limiter: Limiter,
     queue: VecDeque<u64>,
     next_ticket: u64,
@@ -61,6 +63,7 @@ struct Broker {
 }
 
 pub struct RateServer {
+    broker: Arc<Broker>,
     path: PathBuf,
     tcp: Option<TcpEndpoint>,
 }
@@ -88,10 +91,6 @@ impl RateServer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(&path)?;
-        // From here on, dropping `server` on an error removes what was made.
-        let mut server = Self { path, tcp: None };
-        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))?;
         let now = Instant::now();
         let log = BufWriter::new(
             File::options()
@@ -101,6 +100,7 @@ impl RateServer {
         );
         let broker = Arc::new(Broker {
             state: Mutex::new(State {
+                paused: false,
                 limiter: Limiter::new(settings, now),
                 queue: VecDeque::new(),
                 next_ticket: 0,
@@ -109,6 +109,14 @@ impl RateServer {
             changed: Condvar::new(),
             started: now,
         });
+        let listener = UnixListener::bind(&path)?;
+        // From here on, dropping `server` on an error removes what was made.
+        let mut server = Self {
+            broker: Arc::clone(&broker),
+            path,
+            tcp: None,
+        };
+        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))?;
         let tcp_listener = match tcp {
             Some(host) => {
                 let listener = TcpListener::bind(("0.0.0.0", 0))?;
@@ -153,6 +161,12 @@ impl RateServer {
                 })?;
         }
         Ok(server)
+    }
+
+    /// Holds every permit (a paused run: LLM requests wait) or lets them go.
+    pub fn set_paused(&self, paused: bool) {
+        lock(&self.broker).paused = paused;
+        self.broker.changed.notify_all();
     }
 
     pub fn path(&self) -> &Path {
@@ -405,7 +419,12 @@ fn permit(broker: &Broker, agent: &str, tokens: u64) -> f64 {
     state.queue.push_back(ticket);
     loop {
         let now = Instant::now();
-        if state.queue.front() == Some(&ticket) {
+        if state.paused {
+            state = broker
+                .changed
+                .wait(state)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        } else if state.queue.front() == Some(&ticket) {
             match state.limiter.try_grant(tokens, now) {
                 Ok(()) => {
                     state.queue.pop_front();

@@ -23,6 +23,10 @@ pub struct RunStatus {
     pub run_dir: String,
     pub job: String,
     pub supervisor_pid: Option<i32>,
+    /// `nightshift control` in force on the live run: paused, and the
+    /// concurrency it set (None: the job's limits.max_parallel).
+    pub paused: bool,
+    pub max_parallel: Option<usize>,
     pub items: ItemCounts,
     pub agents: Vec<AgentStatus>,
     pub resume: ResumePlan,
@@ -180,6 +184,8 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         run_dir: run.root().display().to_string(),
         job: plan.job.clone(),
         supervisor_pid: supervisor,
+        paused: alive && journal.history.paused,
+        max_parallel: journal.history.max_parallel.filter(|_| alive),
         items: ItemCounts {
             total: plan.items_total,
             done: done_total,

@@ -78,6 +78,12 @@ impl<'p> Scheduler<'p> {
         self.max_parallel
     }
 
+    /// `nightshift control --max-parallel`: from the next launch on. Lowering
+    /// ends nothing: running agents finish, fewer start.
+    pub fn set_max_parallel(&mut self, max_parallel: usize) {
+        self.max_parallel = max_parallel.max(1);
+    }
+
     /// The number of the next attempt of `agent`, counted as launched.
     pub fn next_attempt(&mut self, agent: &AgentPlan) -> u32 {
         let launches = self.launches.entry(agent.name.clone()).or_insert(0);

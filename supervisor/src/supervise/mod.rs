@@ -19,6 +19,7 @@ use shared::rundir::RunDir;
 use shared::validate::Problem;
 
 use crate::console::Console;
+use crate::control::ControlServer;
 use crate::error::{Result, SupervisorError};
 use crate::executor::local::proc_table;
 use crate::executor::local::reaper::{self, Msg};
@@ -98,6 +99,8 @@ struct Messages {
     rx: Receiver<Msg>,
     _signals: signal_hook::iterator::Handle,
     watch: Option<FileWatch>,
+    /// `nightshift control` requests (None when its socket cannot be made).
+    _control: Option<ControlServer>,
 }
 
 impl Messages {
@@ -107,6 +110,15 @@ impl Messages {
         let (tx, rx) = channel();
         let signals = reaper::start(tx.clone())
             .map_err(SupervisorError::io("cannot install signal handlers"))?;
+        let control = match ControlServer::start(run, tx.clone()) {
+            Ok(server) => Some(server),
+            Err(why) => {
+                console.line(&format!(
+                    "control: not available ({why}); nightshift control cannot reach this run"
+                ));
+                None
+            }
+        };
         let watch = match FileWatch::start(run.root(), tx) {
             Ok(watch) => Some(watch),
             Err(why) => {
@@ -118,6 +130,7 @@ impl Messages {
             rx,
             _signals: signals,
             watch,
+            _control: control,
         })
     }
 }
@@ -143,8 +156,10 @@ pub struct Supervisor<'a> {
     progress: Progress,
     view: ProgressView,
     segment_number: usize,
-    /// Kept alive for the run: agents ask it for permits.
-    _rate: Option<RateServer>,
+    /// Agents ask it for permits; a pause holds them.
+    rate: Option<RateServer>,
+    /// `nightshift control --pause`: nothing is launched until --continue.
+    paused: bool,
     /// schedule.deadline, and the end of the drain once it has passed.
     deadline: Option<Instant>,
     drain_until: Option<Instant>,
@@ -198,7 +213,8 @@ impl<'a> Supervisor<'a> {
                 settings.limits.progress_interval.get(),
             ),
             segment_number: 0,
-            _rate: rate,
+            rate,
+            paused: false,
             deadline: inputs
                 .until
                 .or(settings.schedule.deadline)
@@ -320,7 +336,10 @@ impl<'a> Supervisor<'a> {
         loop {
             let now = Instant::now();
             self.scheduler.admit_due(now);
-            while self.stop == Stop::No && self.watchdog.memory.admits(now, self.slots.len()) {
+            while self.stop == Stop::No
+                && !self.paused
+                && self.watchdog.memory.admits(now, self.slots.len())
+            {
                 match self.scheduler.next(now, self.slots.len()) {
                     Next::Launch(agent) => self.launch(agent)?,
                     Next::WaitUntil(_) | Next::Nothing => break,

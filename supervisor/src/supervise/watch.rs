@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
+use shared::control::ControlAction;
 use shared::journal::{Event, Killed, KilledBy};
 
 use super::{Ending, Stop, Supervisor};
@@ -27,6 +28,7 @@ impl<'a> Supervisor<'a> {
                 None => Ok(()),
             },
             Msg::Signal(signal) => self.on_signal(signal),
+            Msg::Control(action) => self.on_control(action),
             Msg::FilesChanged => {
                 let changed = self
                     .messages
@@ -267,6 +269,57 @@ impl<'a> Supervisor<'a> {
         self.events
             .sync()
             .map_err(SupervisorError::io("cannot sync events.jsonl"))
+    }
+
+    /// `nightshift control`: concurrency, pause and continue, a graceful stop.
+    fn on_control(&mut self, action: ControlAction) -> Result<()> {
+        let mut max_parallel = None;
+        match action {
+            ControlAction::MaxParallel { n } => {
+                self.scheduler.set_max_parallel(n);
+                max_parallel = Some(self.scheduler.max_parallel());
+            }
+            ControlAction::Pause => self.set_paused(true),
+            ControlAction::Continue => self.set_paused(false),
+            ControlAction::Stop => {
+                self.set_paused(false);
+                if self.stop == Stop::No {
+                    self.ending = Ending::Interrupted;
+                    self.stop = Stop::Draining;
+                    self.scheduler.drop_waiting();
+                }
+            }
+        }
+        let running = self.slots.len();
+        self.console.line(&match action {
+            ControlAction::Stop => format!(
+                "control: stop: no new agents; the {running} running finish, then the run ends (resumable)"
+            ),
+            ControlAction::Pause => format!(
+                "control: paused: nothing is launched and permits wait; the {running} running finish their current items"
+            ),
+            other => format!("control: {other}"),
+        });
+        let name = match action {
+            ControlAction::MaxParallel { .. } => "max-parallel",
+            ControlAction::Pause => "pause",
+            ControlAction::Continue => "continue",
+            ControlAction::Stop => "stop",
+        };
+        self.event(
+            None,
+            Event::Control {
+                action: name.to_owned(),
+                max_parallel,
+            },
+        )
+    }
+
+    fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
+        if let Some(rate) = &self.rate {
+            rate.set_paused(paused);
+        }
     }
 
     /// Makes sure no process started for the agents `names` is alive.

@@ -29,6 +29,8 @@ pub enum Msg {
     Signal(i32),
     /// Agent files grew (see `file_watch`).
     FilesChanged,
+    /// `nightshift control` asked for a change (see `control`).
+    Control(shared::control::ControlAction),
 }
 
 /// Held while a child is being spawned. std's spawn reaps a child whose exec
