@@ -46,10 +46,15 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Bad setup is a usage error; a failed write leaves items missing.
+    /// Bad setup is a usage error; a failed write leaves items missing, and
+    /// a full (or read-only) disk means the run cannot go on until someone
+    /// frees space: none of this agent's items failed.
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Setup(_) => exit_codes::USAGE,
+            Self::WriteOutput { source, .. } if shared::disk::is_full(source) => {
+                exit_codes::CANNOT_GO_ON
+            }
             Self::WriteOutput { .. } => exit_codes::INCOMPLETE,
         }
     }

@@ -6,6 +6,7 @@
 pub mod atomic;
 pub mod broker;
 pub mod control;
+pub mod disk;
 pub mod exit_codes;
 pub mod ids;
 pub mod input;

@@ -32,7 +32,7 @@ pub enum SupervisorError {
     NotLive(PathBuf),
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error("{what}: {source}")]
+    #[error("{}{what}: {source}", if shared::disk::is_full(source) { "the disk is full or read-only (free space, then `nightshift resume`): " } else { "" })]
     Io {
         what: String,
         #[source]
@@ -58,6 +58,7 @@ impl SupervisorError {
             | Self::Unsupported(_)
             | Self::Busy(..)
             | Self::NotLive(_) => exit_codes::USAGE,
+            Self::Io { source, .. } if shared::disk::is_full(source) => exit_codes::CANNOT_GO_ON,
             Self::Io { .. } | Self::Journal(_) => exit_codes::INCOMPLETE,
         }
     }

@@ -263,6 +263,15 @@ pub struct LimitsSettings {
     /// How agent.memory_limit is enforced.
     #[serde(default)]
     pub memory_enforcement: MemoryEnforcement,
+    /// Free space the run directory's filesystem must keep: below it nothing
+    /// more is launched (and with nothing running the run stops, exit 5).
+    /// "0B" turns the check off.
+    #[serde(default = "default_min_disk")]
+    pub min_disk: ByteSize,
+}
+
+fn default_min_disk() -> ByteSize {
+    ByteSize(100 << 20)
 }
 
 /// `auto`: a memory cgroup per agent where the machine lets us create one (a
@@ -298,6 +307,7 @@ impl Default for LimitsSettings {
             sample_interval: default_sample_interval(),
             progress_interval: default_progress_interval(),
             agent_log_limit: default_agent_log_limit(),
+            min_disk: default_min_disk(),
             memory_enforcement: MemoryEnforcement::default(),
         }
     }

@@ -83,26 +83,25 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
         items_total: plan.items_total,
         exit_code: code,
     };
-    let mut events =
-        EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
-    events
-        .record(None, &finished)
-        .and_then(|()| events.sync())
-        .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
-    write_report(
-        run,
-        &ReportInput {
-            state,
-            items_total: plan.items_total,
-            items_done: done,
-            missing_ids: missing_ids.iter().map(ToString::to_string).collect(),
-            attempts: &result.attempts,
-            problems: &problems,
-            seconds: started.elapsed().as_secs_f64(),
-            memory: &result.memory,
-        },
-    )
-    .map_err(SupervisorError::io("cannot write report.json"))?;
+    let report = ReportInput {
+        state,
+        items_total: plan.items_total,
+        items_done: done,
+        missing_ids: missing_ids.iter().map(ToString::to_string).collect(),
+        attempts: &result.attempts,
+        problems: &problems,
+        seconds: started.elapsed().as_secs_f64(),
+        memory: &result.memory,
+    };
+    // The run is over either way: a journal or report that cannot be written
+    // (a full disk) is said, and the summary still printed.
+    let mut code = code;
+    if let Err(error) = close_run(run, &finished, &report) {
+        eprintln!("nightshift: {error}");
+        if code == exit_codes::SUCCESS || error.exit_code() == exit_codes::CANNOT_GO_ON {
+            code = error.exit_code();
+        }
+    }
     if let Ending::CannotGoOn(reason) = &result.ending {
         println!("cannot go on: {reason}");
     }
@@ -117,6 +116,17 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
     );
     println!("run directory: {}", shown_dir.display());
     Ok(code)
+}
+
+/// The last words of a session: `run-finished` in the journal, and report.json.
+fn close_run(run: &RunDir, finished: &Event, report: &ReportInput<'_>) -> Result<()> {
+    let mut events =
+        EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
+    events
+        .record(None, finished)
+        .and_then(|()| events.sync())
+        .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
+    write_report(run, report).map_err(SupervisorError::io("cannot write report.json"))
 }
 
 /// The final merge; returns (items in final.json, missing ids, problems).

@@ -276,7 +276,11 @@ impl<'a> Supervisor<'a> {
             return Ok(());
         }
         let log = self.inputs.run.agent_log(agent.at);
-        let reason = last_line(&log).unwrap_or_else(|| format!("see {}", log.display()));
+        // An agent that could not even write its log: most likely the disk.
+        self.watchdog.disk.sample();
+        let reason = last_line(&log)
+            .or_else(|| self.watchdog.disk.full())
+            .unwrap_or_else(|| format!("see {}", log.display()));
         self.console.line(&format!(
             "cannot go on: {}: {reason}; stopping every agent (resumable once fixed)",
             agent.name
@@ -291,6 +295,30 @@ impl<'a> Supervisor<'a> {
         self.stop = Stop::Killing;
         self.scheduler.drop_retries();
         self.kill_all(KillReason::Shutdown)
+    }
+
+    /// The run directory's disk is below limits.min_disk and nothing runs:
+    /// the run stops as when an agent cannot go on (exit 5, resumable).
+    pub(super) fn disk_short(&mut self) -> Result<()> {
+        if self.stop != Stop::No {
+            return Ok(());
+        }
+        let reason = self
+            .watchdog
+            .disk
+            .shortage()
+            .unwrap_or_else(|| "the disk is below limits.min_disk".to_owned());
+        self.console.line(&format!("cannot go on: {reason}"));
+        self.event(
+            None,
+            Event::CannotGoOn {
+                reason: reason.clone(),
+            },
+        )?;
+        self.ending = Ending::CannotGoOn(reason);
+        self.stop = Stop::Killing;
+        self.scheduler.drop_retries();
+        Ok(())
     }
 
     pub(super) fn halt(&mut self, when: HaltWhen) -> Result<()> {

@@ -38,6 +38,7 @@ use crate::schedule::halt::HaltPolicy;
 use crate::schedule::scheduler::{Next, Scheduler};
 use crate::supervise::slot::Slot;
 use crate::watchdog::checks::Watchdog;
+use crate::watchdog::disk::DiskWatch;
 
 mod attempts;
 pub mod slot;
@@ -195,7 +196,12 @@ impl<'a> Supervisor<'a> {
             messages,
             executor: setup.executor,
             scheduler: Scheduler::new(&settings.schedule, max_parallel, launches, now),
-            watchdog: Watchdog::new(settings, setup.memory, now),
+            watchdog: Watchdog::new(
+                settings,
+                setup.memory,
+                DiskWatch::new(inputs.run.root(), settings.limits.min_disk.bytes()),
+                now,
+            ),
             slots: HashMap::new(),
             failed_for_good: 0,
             attempts: Vec::new(),
@@ -236,6 +242,19 @@ impl<'a> Supervisor<'a> {
     }
 
     pub fn run(mut self) -> Result<RunResult> {
+        match self.run_segments() {
+            Ok(problems) => Ok(self.result(problems)),
+            Err(error) => {
+                // The run cannot go on (a full disk, say): nothing it started
+                // may outlive it, and everything saved stays for `resume`.
+                self.abandon();
+                Err(error)
+            }
+        }
+    }
+
+    /// Runs the segments in turn; the problems their merges found.
+    fn run_segments(&mut self) -> Result<Vec<Problem>> {
         let plan = self.inputs.plan;
         let run = self.inputs.run;
         self.event(
@@ -303,9 +322,13 @@ impl<'a> Supervisor<'a> {
             self.console.segment_done(segment, plan.segments.len());
             self.refresh_view(Instant::now(), true);
         }
+        Ok(problems)
+    }
+
+    fn result(mut self, problems: Vec<Problem>) -> RunResult {
         self.view.finish();
         self.executor.close();
-        Ok(RunResult {
+        RunResult {
             ending: self.ending.clone(),
             memory: MemoryReport {
                 mode: self.memory_mode,
@@ -315,7 +338,36 @@ impl<'a> Supervisor<'a> {
             },
             attempts: self.attempts,
             problems,
-        })
+        }
+    }
+
+    /// After an error: every attempt's tree is ended (TERM, the kill grace,
+    /// KILL) and everything started for the run is swept, without the journal
+    /// (which may be what failed).
+    fn abandon(&mut self) {
+        self.view.finish();
+        let keys: Vec<AttemptKey> = self.slots.keys().copied().collect();
+        for key in &keys {
+            self.executor.soft_kill(*key);
+        }
+        let grace = self.settings().agent.kill_grace.get();
+        let until = Instant::now() + grace;
+        while Instant::now() < until && !keys.iter().all(|k| self.executor.is_gone(*k)) {
+            std::thread::sleep(KILL_POLL);
+        }
+        for key in keys {
+            self.executor.hard_kill(key);
+            self.executor.release(key);
+        }
+        let names: HashSet<String> = self.inputs.plan.agents().map(|a| a.name.clone()).collect();
+        let swept = self.executor.sweep(&names);
+        if !swept.is_empty() {
+            tracing::warn!(
+                "ended what was left of {} agent(s) after the error",
+                swept.len()
+            );
+        }
+        self.executor.close();
     }
 
     /// Launches and watches the agents of one segment until every attempt,
@@ -336,14 +388,20 @@ impl<'a> Supervisor<'a> {
         loop {
             let now = Instant::now();
             self.scheduler.admit_due(now);
+            let disk_admits = self.watchdog.disk.admits();
             while self.stop == Stop::No
                 && !self.paused
+                && disk_admits
                 && self.watchdog.memory.admits(now, self.slots.len())
             {
                 match self.scheduler.next(now, self.slots.len()) {
                     Next::Launch(agent) => self.launch(agent)?,
                     Next::WaitUntil(_) | Next::Nothing => break,
                 }
+            }
+            if !disk_admits && self.slots.is_empty() && !self.scheduler.is_idle() {
+                // Nothing runs that could free space: waiting would be forever.
+                self.disk_short()?;
             }
             // live.json is current before the loop waits for anything.
             self.write_live()?;

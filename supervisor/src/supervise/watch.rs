@@ -138,6 +138,7 @@ impl<'a> Supervisor<'a> {
     /// agent-file growth, and relative timeouts once they are known.
     fn tick(&mut self, now: Instant, deep: bool) -> Result<()> {
         let usage = self.executor.sample(deep);
+        self.watchdog.disk.sample();
         for (key, rss) in usage.attempts {
             if let Some(slot) = self.slots.get_mut(&key) {
                 slot.rss = rss;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use shared::job::{AgentTimeout, JobSettings};
 
+use super::disk::DiskWatch;
 use super::memory::MemoryWatch;
 use super::timeouts::PerItemTimes;
 use crate::executor::AttemptKey;
@@ -30,6 +31,7 @@ pub struct Verdict {
 
 pub struct Watchdog {
     pub memory: MemoryWatch,
+    pub disk: DiskWatch,
     per_item: PerItemTimes,
     fixed_timeout: Option<Duration>,
     /// agent.timeout as a percentage of the run's median time per item.
@@ -41,10 +43,11 @@ pub struct Watchdog {
 }
 
 impl Watchdog {
-    pub fn new(settings: &JobSettings, memory: MemoryWatch, now: Instant) -> Self {
+    pub fn new(settings: &JobSettings, memory: MemoryWatch, disk: DiskWatch, now: Instant) -> Self {
         let timeout = settings.agent.timeout;
         Self {
             memory,
+            disk,
             per_item: PerItemTimes::default(),
             fixed_timeout: timeout.and_then(AgentTimeout::fixed),
             relative_timeout: match timeout {

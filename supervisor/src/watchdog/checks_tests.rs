@@ -9,6 +9,7 @@ use shared::plan::{AgentPlan, AgentRef};
 
 use super::*;
 use crate::supervise::slot::Kill;
+use crate::watchdog::disk::DiskWatch;
 
 fn plan(number: usize) -> AgentPlan {
     let at = AgentRef {
@@ -44,6 +45,11 @@ fn slot(agent: &AgentPlan, pid: i32, started: Instant, rss: u64) -> Slot<'_> {
     }
 }
 
+fn watchdog(settings: &JobSettings, now: Instant) -> Watchdog {
+    let disk = DiskWatch::new(std::path::Path::new("/"), 0);
+    Watchdog::new(settings, MemoryWatch::new(settings), disk, now)
+}
+
 fn settings(edit: impl FnOnce(&mut JobSettings)) -> JobSettings {
     let mut settings: JobSettings =
         toml::from_str("[input]\npath = \"items.jsonl\"\n").expect("a minimal job");
@@ -58,7 +64,7 @@ fn a_fixed_timeout_and_a_stall_are_told_apart() {
         s.agent.stall_timeout = Some(HumanDuration::from_secs(10));
     });
     let now = Instant::now();
-    let watchdog = Watchdog::new(&settings, MemoryWatch::new(&settings), now);
+    let watchdog = watchdog(&settings, now);
     assert_eq!(watchdog.fixed_timeout(), Some(Duration::from_secs(60)));
     let agent = plan(1);
     let mut running = slot(&agent, 10, now, 0);
@@ -88,7 +94,7 @@ fn a_fixed_timeout_and_a_stall_are_told_apart() {
 fn a_tree_over_its_limit_is_ended_and_a_struck_one_is_said_to_be_the_kernels() {
     let settings = settings(|s| s.agent.memory_limit = Some(ByteSize(100)));
     let now = Instant::now();
-    let mut watchdog = Watchdog::new(&settings, MemoryWatch::new(&settings), now);
+    let mut watchdog = watchdog(&settings, now);
     let (big, small, struck) = (plan(1), plan(2), plan(3));
     let slots = HashMap::from([
         (AttemptKey::Local { pid: 1 }, slot(&big, 1, now, 200)),
@@ -118,7 +124,7 @@ fn a_tree_over_its_limit_is_ended_and_a_struck_one_is_said_to_be_the_kernels() {
 fn over_the_ceiling_the_youngest_makes_room_but_never_the_last_one() {
     let settings = settings(|s| s.limits.ram_ceiling = Some(ByteSize(1000)));
     let now = Instant::now();
-    let mut watchdog = Watchdog::new(&settings, MemoryWatch::new(&settings), now);
+    let mut watchdog = watchdog(&settings, now);
     watchdog.memory.sample(now, 2000, None);
     let (old, young) = (plan(1), plan(2));
     let mut slots = HashMap::from([

@@ -3,5 +3,6 @@
 
 pub mod cgroup;
 pub mod checks;
+pub mod disk;
 pub mod memory;
 pub mod timeouts;
