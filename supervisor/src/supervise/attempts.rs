@@ -269,8 +269,7 @@ impl<'a> Supervisor<'a> {
     }
 
     /// An agent exited with CANNOT_GO_ON (no usable API key, a full disk):
-    /// nothing more starts, the running agents are stopped as for Ctrl-C, and
-    /// the run ends resumable, with the agent's last word as the reason.
+    /// the run stops, with the agent's last word as the reason.
     fn cannot_go_on(&mut self, agent: &AgentPlan) -> Result<()> {
         if matches!(self.ending, Ending::CannotGoOn(_)) {
             return Ok(());
@@ -281,24 +280,11 @@ impl<'a> Supervisor<'a> {
         let reason = last_line(&log)
             .or_else(|| self.watchdog.disk.full())
             .unwrap_or_else(|| format!("see {}", log.display()));
-        self.console.line(&format!(
-            "cannot go on: {}: {reason}; stopping every agent (resumable once fixed)",
-            agent.name
-        ));
-        self.event(
-            Some(&agent.name),
-            Event::CannotGoOn {
-                reason: reason.clone(),
-            },
-        )?;
-        self.ending = Ending::CannotGoOn(reason);
-        self.stop = Stop::Killing;
-        self.scheduler.drop_retries();
-        self.kill_all(KillReason::Shutdown)
+        self.stop_for_good(Some(&agent.name), reason)
     }
 
     /// The run directory's disk is below limits.min_disk and nothing runs:
-    /// the run stops as when an agent cannot go on (exit 5, resumable).
+    /// the run stops as when an agent cannot go on.
     pub(super) fn disk_short(&mut self) -> Result<()> {
         if self.stop != Stop::No {
             return Ok(());
@@ -308,9 +294,18 @@ impl<'a> Supervisor<'a> {
             .disk
             .shortage()
             .unwrap_or_else(|| "the disk is below limits.min_disk".to_owned());
-        self.console.line(&format!("cannot go on: {reason}"));
+        self.stop_for_good(None, reason)
+    }
+
+    /// Cannot go on (exit 5, resumable once fixed): nothing more starts, the
+    /// running agents are stopped as for Ctrl-C, the reason is said and journaled.
+    fn stop_for_good(&mut self, agent: Option<&str>, reason: String) -> Result<()> {
+        let from = agent.map(|name| format!("{name}: ")).unwrap_or_default();
+        self.console.line(&format!(
+            "cannot go on: {from}{reason}; stopping every agent (resumable once fixed)"
+        ));
         self.event(
-            None,
+            agent,
             Event::CannotGoOn {
                 reason: reason.clone(),
             },
@@ -318,7 +313,7 @@ impl<'a> Supervisor<'a> {
         self.ending = Ending::CannotGoOn(reason);
         self.stop = Stop::Killing;
         self.scheduler.drop_retries();
-        Ok(())
+        self.kill_all(KillReason::Shutdown)
     }
 
     pub(super) fn halt(&mut self, when: HaltWhen) -> Result<()> {
