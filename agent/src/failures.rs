@@ -8,16 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 use shared::ids::IdKey;
 
-/// `agent_01.jsonl` → `agent_01.failures.jsonl`; any other name gets the
-/// suffix appended.
-pub fn failures_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    output.with_file_name(format!("{stem}.failures.jsonl"))
-}
+pub use shared::failures::failures_path;
 
 /// Appends to the failures file, which is only created at the first failure.
 pub struct FailureLog {

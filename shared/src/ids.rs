@@ -29,6 +29,14 @@ impl IdKey {
         &self.0
     }
 
+    /// The id as a person reads it: a string id without its quotes.
+    pub fn plain(&self) -> String {
+        match self.to_value() {
+            Value::String(text) => text,
+            other => other.to_string(),
+        }
+    }
+
     /// The id as a JSON value, for records and plan.json.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(&self.0).unwrap_or_else(|_| Value::String(self.0.clone()))

@@ -8,6 +8,7 @@ pub mod broker;
 pub mod control;
 pub mod disk;
 pub mod exit_codes;
+pub mod failures;
 pub mod ids;
 pub mod input;
 pub mod job;

@@ -93,6 +93,11 @@ impl RunDir {
     pub fn agent_log(&self, at: AgentRef) -> PathBuf {
         self.agent_path(at, "log")
     }
+
+    /// Why the agent's failed items failed (see `crate::failures`).
+    pub fn agent_failures(&self, at: AgentRef) -> PathBuf {
+        crate::failures::failures_path(&self.agent_output(at))
+    }
 }
 
 /// run.json: facts about the run that the frozen job.toml cannot carry.

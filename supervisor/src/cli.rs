@@ -66,6 +66,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The items that failed (or are missing) and why.
+    Failures {
+        dir: PathBuf,
+        /// As JSON: [{"id", "reason", "attempts", "agent", "attempt"}, …].
+        #[arg(long, conflicts_with = "ids")]
+        json: bool,
+        /// Only the items whose reason contains TEXT.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+        /// Only the ids, one per line (strings without quotes), for a script.
+        #[arg(long)]
+        ids: bool,
+    },
     /// Change a live run from another terminal: concurrency, pause, continue, stop.
     #[command(group(clap::ArgGroup::new("change").required(true)))]
     Control {

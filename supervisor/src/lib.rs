@@ -49,6 +49,17 @@ pub fn execute(cli: Cli) -> Result<i32> {
             report,
         }),
         Command::Report { dir, html } => commands::report::report(&dir, html.as_deref()),
+        Command::Failures {
+            dir,
+            json,
+            reason,
+            ids,
+        } => commands::failures::failures(&commands::failures::FailuresRequest {
+            dir: &dir,
+            json,
+            reason: reason.as_deref(),
+            ids,
+        }),
         Command::Control {
             dir,
             max_parallel,

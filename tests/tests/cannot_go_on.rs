@@ -62,6 +62,7 @@ fn an_agent_that_cannot_go_on_stops_the_run_with_exit_5_and_resume_completes_it(
     assert_eq!(finished["state"], "stopped");
     assert_eq!(finished["exit_code"], 5);
     let status = job_dir.nightshift(&["status", "run", "--json"]);
+    status.expect_code(5);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status json");
     assert_eq!(status["state"], "stopped", "{status}");
     assert_eq!(

@@ -80,8 +80,15 @@ fn a_failing_item_command_loses_that_item_only() {
     let finished = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     finished.expect_code(1);
     assert!(
-        finished.stdout.contains("missing ids: \"item-004\""),
+        finished.stdout.contains("missing ids: item-004"),
         "{}",
+        finished.stdout
+    );
+    assert!(
+        finished
+            .stdout
+            .contains("finished: 7 of 8 items (88%), 1 failed — nightshift failures"),
+        "a run that went through every item is headlined finished: {}",
         finished.stdout
     );
     let expected: Vec<String> = ids.into_iter().filter(|id| id != "item-004").collect();
@@ -91,7 +98,17 @@ fn a_failing_item_command_loses_that_item_only() {
     )
     .expect("report is JSON");
     assert_eq!(report["state"], "failed");
-    assert_eq!(report["missing_ids"], serde_json::json!(["\"item-004\""]));
+    assert_eq!(report["missing_ids"], serde_json::json!(["item-004"]));
+    let failure = &report["failures"][0];
+    assert_eq!(failure["id"], "item-004", "{report}");
+    assert_eq!(failure["agent"], "segment_01/orch_01/agent_02");
+    assert!(
+        failure["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("exited with code 3")),
+        "the item's own reason: {failure}"
+    );
+    assert_eq!(report["failures"].as_array().map(Vec::len), Some(1));
     // The agent says why, in its log and failures file.
     let orch = job.run_dir().join("segment_01/orch_01");
     let failures =

@@ -21,9 +21,11 @@ fn slow_job(job: &JobDir) {
         .write(job.path());
 }
 
-fn status_json(job: &JobDir) -> Value {
+/// `status --json`, exiting with `code` (0 live or finished, 1 finished with
+/// failures, 3/4/5/130 for the stops of `run`).
+fn status_json(job: &JobDir, code: i32) -> Value {
     let finished = job.nightshift(&["status", "run", "--json"]);
-    finished.expect_code(0);
+    finished.expect_code(code);
     serde_json::from_str(&finished.stdout).expect("status --json is JSON")
 }
 
@@ -76,7 +78,7 @@ fn status_follows_a_run_from_live_to_killed_to_finished() {
     )
     .expect("SIGKILL");
     let _ = wait_with_deadline(child, Duration::from_secs(10));
-    let dead = status_json(&job);
+    let dead = status_json(&job, 130);
     assert_eq!(dead["state"], "interrupted", "{dead:#}");
     assert!(
         dead["resume"]["agents_to_run"].as_u64().unwrap_or(0) > 0,
@@ -90,7 +92,7 @@ fn status_follows_a_run_from_live_to_killed_to_finished() {
     );
 
     job.nightshift(&["resume", "run", "-q"]).expect_code(0);
-    let finished = status_json(&job);
+    let finished = status_json(&job, 0);
     assert_eq!(finished["state"], "finished");
     assert_eq!(finished["items"]["done"], 8);
     assert_eq!(finished["items"]["total"], 8);

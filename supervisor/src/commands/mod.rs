@@ -1,6 +1,7 @@
 //! One file per command of the command line.
 
 pub mod control;
+pub mod failures;
 pub mod merge;
 pub mod permit;
 pub mod plan;

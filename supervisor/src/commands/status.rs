@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use shared::exit_codes;
+use shared::journal::{Journal, RunEnd};
 
 use crate::error::{Result, SupervisorError};
 use crate::reporting::status::{run_status, RunStatus};
@@ -25,7 +26,24 @@ pub fn status(dir: &Path, as_json: bool) -> Result<i32> {
     } else {
         print!("{}", describe(&status));
     }
-    Ok(exit_codes::SUCCESS)
+    Ok(status_code(&journal, status.supervisor_pid.is_some()))
+}
+
+/// What `status` exits with, so a script can test a run: 0 live or finished
+/// complete, 1 finished with failures (or halted), and the codes `run` gives
+/// for its stops: 3 deadline, 5 cannot go on, 130 interrupted (a supervisor
+/// that died without a word counts as interrupted).
+fn status_code(journal: &Journal, alive: bool) -> i32 {
+    if alive {
+        return exit_codes::SUCCESS;
+    }
+    match journal.history.finished {
+        Some(RunEnd::Finished) => exit_codes::SUCCESS,
+        Some(RunEnd::Failed | RunEnd::Halted) => exit_codes::INCOMPLETE,
+        Some(RunEnd::Deadline) => exit_codes::DEADLINE,
+        Some(RunEnd::Stopped) => exit_codes::CANNOT_GO_ON,
+        Some(RunEnd::Interrupted) | None => exit_codes::INTERRUPTED,
+    }
 }
 
 fn describe(s: &RunStatus) -> String {
@@ -49,6 +67,19 @@ fn describe(s: &RunStatus) -> String {
         "items: {} of {} done ({percent:.0}%), {} failed\n",
         s.items.done, s.items.total, s.items.failed
     ));
+    if !s.failures.by_reason.is_empty() {
+        let mut reasons: Vec<(&String, &usize)> = s.failures.by_reason.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1));
+        let listed: Vec<String> = reasons
+            .iter()
+            .map(|(reason, count)| format!("{count} {reason}"))
+            .collect();
+        text.push_str(&format!(
+            "failures: {} — nightshift failures {}\n",
+            listed.join(", "),
+            s.run_dir
+        ));
+    }
     let count = |state: &str| s.agents.iter().filter(|a| a.state == state).count();
     text.push_str(&format!(
         "agents: {} running, {} waiting, {} done, {} failed, {} interrupted, {} pending\n",

@@ -75,7 +75,10 @@ pub struct ReportInput<'a> {
     pub state: &'a str,
     pub items_total: usize,
     pub items_done: usize,
-    pub missing_ids: Vec<String>,
+    /// The ids as their JSON values ("item-037", not "\"item-037\"").
+    pub missing_ids: Vec<serde_json::Value>,
+    /// Every item without a record and why, in plan order.
+    pub failures: &'a [crate::reporting::failures::FailedItem],
     pub attempts: &'a [AttemptRecord],
     pub problems: &'a [Problem],
     pub seconds: f64,
@@ -93,6 +96,8 @@ pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
             "missing": input.items_total.saturating_sub(input.items_done),
         },
         "missing_ids": input.missing_ids,
+        "failures": input.failures,
+        "failures_by_reason": crate::reporting::failures::by_reason(input.failures),
         "memory": input.memory,
         "attempts": attempts,
         "problems": input.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),

@@ -13,6 +13,7 @@ use shared::rundir::RunDir;
 
 use crate::executor::local::sweep::{find_leftovers, Agents, Group};
 use crate::merge::{final_up_to_date, segment_up_to_date};
+use crate::reporting::failures::{self, by_reason, FailedItem, Scope};
 use crate::reporting::progress::Progress;
 use crate::run::live::LiveAgents;
 use crate::run::lock;
@@ -28,9 +29,21 @@ pub struct RunStatus {
     pub paused: bool,
     pub max_parallel: Option<usize>,
     pub items: ItemCounts,
+    /// Failed items by reason, and the last few (while the run is live: the
+    /// items agents gave up on; after it: every missing item).
+    pub failures: FailureSummary,
     pub agents: Vec<AgentStatus>,
     pub resume: ResumePlan,
 }
+
+#[derive(Debug, Serialize)]
+pub struct FailureSummary {
+    pub by_reason: std::collections::BTreeMap<String, usize>,
+    pub last: Vec<FailedItem>,
+}
+
+/// How many failed items `status` lists.
+const LAST_FAILURES: usize = 5;
 
 #[derive(Debug, Serialize)]
 pub struct ItemCounts {
@@ -190,6 +203,25 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
             total: plan.items_total,
             done: done_total,
             failed: failed_items,
+        },
+        failures: {
+            let scope = if alive {
+                Scope::Reported
+            } else {
+                Scope::Missing
+            };
+            let job = crate::run::existing::frozen_job(run).ok();
+            let failed = failures::failed_items(
+                run,
+                plan,
+                journal,
+                job.as_ref().map(|j| &j.settings),
+                scope,
+            );
+            FailureSummary {
+                by_reason: by_reason(&failed),
+                last: failed[failed.len().saturating_sub(LAST_FAILURES)..].to_vec(),
+            }
         },
         agents,
         resume: ResumePlan {

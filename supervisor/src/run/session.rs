@@ -16,8 +16,9 @@ use shared::validate::{Problem, ProblemKind};
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::merge::merge_final;
+use crate::reporting::failures::{failed_items, Scope};
 use crate::reporting::report::{write_report, ReportInput};
-use crate::run::journal::EventLog;
+use crate::run::journal::{read_journal, EventLog};
 use crate::run::resume::scan_progress;
 use crate::supervise::{Ending, RunInputs, Supervisor};
 
@@ -83,11 +84,16 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
         items_total: plan.items_total,
         exit_code: code,
     };
+    // Every item without a record, and why (after the session: all of them).
+    let failures = read_journal(&run.events())
+        .map(|journal| failed_items(run, plan, &journal, Some(&job.settings), Scope::Missing))
+        .unwrap_or_default();
     let report = ReportInput {
         state,
         items_total: plan.items_total,
         items_done: done,
-        missing_ids: missing_ids.iter().map(ToString::to_string).collect(),
+        missing_ids: missing_ids.iter().map(IdKey::to_value).collect(),
+        failures: &failures,
         attempts: &result.attempts,
         problems: &problems,
         seconds: started.elapsed().as_secs_f64(),
@@ -159,15 +165,32 @@ fn summarise(
     missing: &[IdKey],
     started: Instant,
 ) {
+    // A run that went through every item is "finished", however many failed:
+    // the failures are counted, and `nightshift failures` says why.
+    let headline = if state == "failed" { "finished" } else { state };
+    let percent = if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
+    };
+    let failed = if missing.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ", {} failed — nightshift failures {}",
+            missing.len(),
+            run.root().display()
+        )
+    };
     println!(
-        "{state}: {done} of {total} items in {:.1}s",
+        "{headline}: {done} of {total} items ({percent:.0}%){failed} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
     if !missing.is_empty() {
-        let shown: Vec<&str> = missing
+        let shown: Vec<String> = missing
             .iter()
             .take(MISSING_SHOWN)
-            .map(IdKey::as_str)
+            .map(IdKey::plain)
             .collect();
         let more = missing.len().saturating_sub(MISSING_SHOWN);
         let tail = if more > 0 {

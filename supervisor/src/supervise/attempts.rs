@@ -12,6 +12,7 @@ use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
 use crate::executor::{AttemptKey, Started};
 use crate::outcome::{KillReason, Outcome};
+use crate::reporting::failures::last_log_line;
 use crate::reporting::report::AttemptRecord;
 use crate::run::live::{LiveAgent, LiveAgents};
 use crate::schedule::gate::Phase;
@@ -277,7 +278,7 @@ impl<'a> Supervisor<'a> {
         let log = self.inputs.run.agent_log(agent.at);
         // An agent that could not even write its log: most likely the disk.
         self.watchdog.disk.sample();
-        let reason = last_line(&log)
+        let reason = last_log_line(&log)
             .or_else(|| self.watchdog.disk.full())
             .unwrap_or_else(|| format!("see {}", log.display()));
         self.stop_for_good(Some(&agent.name), reason)
@@ -345,22 +346,4 @@ impl<'a> Supervisor<'a> {
         }
         Ok(())
     }
-}
-
-/// The last non-empty line of an agent's log (where an agent says why it
-/// stopped), read from the log's end only.
-fn last_line(log: &std::path::Path) -> Option<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    const TAIL: u64 = 4096;
-    let mut file = std::fs::File::open(log).ok()?;
-    let len = file.metadata().ok()?.len();
-    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
-    let mut tail = Vec::new();
-    file.read_to_end(&mut tail).ok()?;
-    String::from_utf8_lossy(&tail)
-        .lines()
-        .rev()
-        .map(str::trim)
-        .find(|line| !line.is_empty())
-        .map(str::to_owned)
 }

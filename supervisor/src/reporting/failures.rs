@@ -1,0 +1,179 @@
+//! Failures by item, the unit a person thinks in: every item without a saved
+//! record and the one reason it has — what its agent wrote in its failures
+//! file (`timeout after 5s`, `HTTP 400: …`, `validation: …`), else what ended
+//! the agent's last attempt (`killed: memory 412 MiB > 300 MiB`, `crashed:
+//! signal 11`, `exit code 1: <its last log line>`). `status`, report.json,
+//! the HTML report and `nightshift failures` all read this one list.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use shared::failures::read_failures;
+use shared::ids::IdKey;
+use shared::job::JobSettings;
+use shared::journal::{AgentHistory, Journal, KillReason, Outcome};
+use shared::plan::Plan;
+use shared::records::{record_id, Lines};
+use shared::rundir::RunDir;
+
+/// One item without a record, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedItem {
+    pub id: Value,
+    #[serde(skip)]
+    pub key: IdKey,
+    pub reason: String,
+    /// Attempts at the item (as its agent counted them; else its agent's launches).
+    pub attempts: u32,
+    pub agent: String,
+    /// The agent's attempt it failed in (the report's timeline links to it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+}
+
+/// Which items count: those their agent gave up on, or also every item still
+/// missing (a run that is over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Reported,
+    Missing,
+}
+
+/// The failed (and, with `Scope::Missing`, every missing) item of the run, in
+/// plan order.
+pub fn failed_items(
+    run: &RunDir,
+    plan: &Plan,
+    journal: &Journal,
+    settings: Option<&JobSettings>,
+    scope: Scope,
+) -> Vec<FailedItem> {
+    let mut failed = Vec::new();
+    for agent in plan.agents() {
+        let saved = saved_ids(run, agent.at, &plan.id_field);
+        let reported: BTreeMap<IdKey, _> = read_failures(&run.agent_failures(agent.at))
+            .into_iter()
+            .collect();
+        let history = journal.history.agents.get(&agent.name);
+        let last_attempt = history.and_then(AgentHistory::last).map(|a| a.number);
+        for key in agent.ids.iter().filter(|id| !saved.contains(*id)) {
+            let item = match reported.get(key) {
+                Some(line) => FailedItem {
+                    id: key.to_value(),
+                    key: key.clone(),
+                    reason: line.reason.clone(),
+                    attempts: line.attempts,
+                    agent: agent.name.clone(),
+                    attempt: last_attempt,
+                },
+                None if scope == Scope::Missing => FailedItem {
+                    id: key.to_value(),
+                    key: key.clone(),
+                    reason: attempt_reason(run, agent.at, history, settings),
+                    attempts: history.map_or(0, AgentHistory::launches),
+                    agent: agent.name.clone(),
+                    attempt: last_attempt,
+                },
+                None => continue,
+            };
+            failed.push(item);
+        }
+    }
+    failed
+}
+
+/// How many items failed for each reason, the reason's first clause being
+/// its kind ("command exited with code 1; stdout ends with …" counts under
+/// "command exited with code 1").
+pub fn by_reason(failed: &[FailedItem]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for item in failed {
+        *counts
+            .entry(reason_kind(&item.reason).to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+pub fn reason_kind(reason: &str) -> &str {
+    reason.split(';').next().unwrap_or(reason).trim()
+}
+
+fn saved_ids(run: &RunDir, at: shared::plan::AgentRef, id_field: &str) -> HashSet<IdKey> {
+    let Ok(bytes) = std::fs::read(run.agent_output(at)) else {
+        return HashSet::new();
+    };
+    let lines = Lines::new(&bytes);
+    lines
+        .iter()
+        .filter_map(|(_, range)| record_id(&bytes[range], id_field).ok())
+        .collect()
+}
+
+/// Why an item the agent never reported is missing: how its last attempt ended.
+fn attempt_reason(
+    run: &RunDir,
+    at: shared::plan::AgentRef,
+    history: Option<&AgentHistory>,
+    settings: Option<&JobSettings>,
+) -> String {
+    let Some(last) = history.and_then(AgentHistory::last) else {
+        return match history.and_then(|h| h.launch_error.as_ref()) {
+            Some(error) => format!("could not start: {error}"),
+            None => "not run".to_owned(),
+        };
+    };
+    let agent = settings.map(|s| &s.agent);
+    match last.outcome() {
+        Outcome::Killed(KillReason::Memory) => {
+            let peak = last.peak_rss.map(mib);
+            let limit = agent.and_then(|a| a.memory_limit).map(|l| mib(l.bytes()));
+            match (peak, limit) {
+                (Some(peak), Some(limit)) => format!("killed: memory {peak} > {limit}"),
+                _ => "killed: memory limit".to_owned(),
+            }
+        }
+        Outcome::Killed(KillReason::Timeout) => match agent.and_then(|a| a.timeout) {
+            Some(limit) => format!("killed: agent timeout {limit}"),
+            None => "killed: agent timeout".to_owned(),
+        },
+        Outcome::Killed(KillReason::Stall) => match agent.and_then(|a| a.stall_timeout) {
+            Some(limit) => format!("killed: stalled (no record saved for {limit})"),
+            None => "killed: stalled".to_owned(),
+        },
+        Outcome::Killed(KillReason::Shutdown | KillReason::SegmentEnd) => "interrupted".to_owned(),
+        Outcome::Killed(KillReason::Deadline) => "stopped at the deadline".to_owned(),
+        Outcome::Killed(reason) => format!("killed to make room ({reason})"),
+        Outcome::Crashed { signal } => format!("crashed: signal {signal}"),
+        Outcome::Failed { code } => match last_log_line(&run.agent_log(at)) {
+            Some(line) => format!("exit code {code}; its log ends with: {line}"),
+            None => format!("exit code {code}"),
+        },
+        Outcome::Running => "running".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+/// The last non-empty line of an agent's log (where an agent says why it
+/// stopped), read from the log's end only.
+pub fn last_log_line(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const TAIL: u64 = 4096;
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(TAIL))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    String::from_utf8_lossy(&tail)
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(str::to_owned)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
+}
