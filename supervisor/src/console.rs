@@ -53,6 +53,11 @@ impl Console {
         }
     }
 
+    /// A failed item: shown even with -q.
+    pub fn failure(&self, text: &str) {
+        self.err(text);
+    }
+
     pub fn line(&self, text: &str) {
         if !self.quiet {
             self.out(text);

@@ -39,6 +39,14 @@ fn each_failed_item_has_its_reason_in_failures_status_and_the_report() {
         finished.stdout
     );
 
+    assert!(
+        finished
+            .stderr
+            .contains("item-003 failed: command exited with code 1"),
+        "each failed item on the console as it fails: {}",
+        finished.stderr
+    );
+
     let listed = job_dir.nightshift(&["failures", "run", "--json"]);
     listed.expect_code(0);
     let listed: Value = serde_json::from_str(&listed.stdout).expect("failures --json");
@@ -124,4 +132,31 @@ fn an_agent_killed_for_good_gives_its_missing_items_the_kill_as_reason() {
     for failure in all {
         assert_eq!(failure["reason"], "killed: agent timeout 1s", "{failure}");
     }
+}
+
+#[test]
+fn when_many_items_fail_at_once_the_console_shows_a_few_and_counts_the_rest() {
+    let job_dir = JobDir::new();
+    job_dir.items(12);
+    Job::new("items.jsonl")
+        .items_per_agent(12)
+        .exec(["sh", "-c", "echo nope >&2; exit 2"])
+        .item_retries(0)
+        .retries(0)
+        .write(job_dir.path());
+    let finished = job_dir.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
+    finished.expect_code(1);
+    let shown = finished
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("item-") && l.contains(" failed: "))
+        .count();
+    assert_eq!(shown, 5, "{}", finished.stderr);
+    assert!(
+        finished
+            .stderr
+            .contains("… and 7 more item(s) failed — nightshift failures"),
+        "{}",
+        finished.stderr
+    );
 }

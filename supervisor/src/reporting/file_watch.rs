@@ -18,10 +18,11 @@ pub struct FileWatch {
     changed: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
+/// Agent files and their failures files (shown as items fail).
 fn is_agent_file(path: &Path) -> bool {
-    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-        n.starts_with("agent_") && n.ends_with(".jsonl") && !n.ends_with(".failures.jsonl")
-    })
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("agent_") && n.ends_with(".jsonl"))
 }
 
 impl FileWatch {

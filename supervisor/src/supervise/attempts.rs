@@ -188,6 +188,10 @@ impl<'a> Supervisor<'a> {
             self.event(Some(&slot.agent.name), killed)?;
         }
         self.executor.release(key);
+        // Its failed items, if file events did not show them yet.
+        let failures = self.inputs.run.agent_failures(slot.agent.at);
+        self.failure_feed
+            .update(self.console, &failures, std::time::Instant::now());
         let outcome = match (slot.kill, slot.exit) {
             _ if kernel_oom => Outcome::Killed(KillReason::Memory),
             (Some(kill), _) => Outcome::Killed(kill.reason),

@@ -27,6 +27,7 @@ use crate::executor::{self, AttemptKey, Executor};
 use crate::merge;
 use crate::outcome::{KillReason, MemoryReport};
 use crate::rate::server::RateServer;
+use crate::reporting::failure_feed::FailureFeed;
 use crate::reporting::file_watch::FileWatch;
 use crate::reporting::progress::{FileSeen, Progress};
 use crate::reporting::report::AttemptRecord;
@@ -155,6 +156,8 @@ pub struct Supervisor<'a> {
     live_dirty: bool,
     memory_mode: String,
     progress: Progress,
+    /// Failed items on the console as they fail.
+    failure_feed: FailureFeed,
     view: ProgressView,
     segment_number: usize,
     /// Agents ask it for permits; a pause holds them.
@@ -213,6 +216,7 @@ impl<'a> Supervisor<'a> {
             live_dirty: false,
             memory_mode: setup.memory_mode,
             progress: Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen),
+            failure_feed: FailureFeed::new(inputs.run.root()),
             view: ProgressView::new(
                 console,
                 inputs.plan.items_total,
@@ -326,6 +330,7 @@ impl<'a> Supervisor<'a> {
     }
 
     fn result(mut self, problems: Vec<Problem>) -> RunResult {
+        self.failure_feed.flush(self.console);
         self.view.finish();
         self.executor.close();
         RunResult {

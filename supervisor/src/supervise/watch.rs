@@ -17,6 +17,7 @@ use crate::executor::local::proc_table;
 use crate::executor::local::reaper::Msg;
 use crate::executor::{AttemptKey, Change, Ended};
 use crate::outcome::KillReason;
+use crate::reporting::failure_feed::FailureFeed;
 use crate::reporting::file_watch::FileWatch;
 use crate::supervise::slot::Kill;
 
@@ -38,7 +39,11 @@ impl<'a> Supervisor<'a> {
                     .unwrap_or_default();
                 let now = Instant::now();
                 for path in changed {
-                    self.count_saved(&path, now);
+                    if FailureFeed::is_failures_file(&path) {
+                        self.failure_feed.update(self.console, &path, now);
+                    } else {
+                        self.count_saved(&path, now);
+                    }
                 }
                 Ok(())
             }
