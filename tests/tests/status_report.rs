@@ -169,3 +169,48 @@ fn the_html_report_renders_a_bar_per_attempt() {
             .unwrap_or("no body")
     );
 }
+
+#[test]
+fn the_html_report_lists_failed_items_by_reason_linking_to_their_attempts() {
+    let job = JobDir::new();
+    job.items(6);
+    Job::new("items.jsonl")
+        .items_per_agent(3)
+        .exec([
+            "sh",
+            "-c",
+            "item=$(cat); case $item in *item-002*|*item-005*) exit 4;; *item-003*) sleep 30;; esac; echo \"$item\"",
+        ])
+        .item_timeout("1s")
+        .item_retries(0)
+        .retries(0)
+        .kill_grace("1s")
+        .write(job.path());
+    job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
+        .expect_code(1);
+    let page = job.path().join("failed.html");
+    job.nightshift(&["report", "run", "--html", "failed.html"])
+        .expect_code(0);
+    let dom = rendered_dom(&page, &job.path().join("chromium-profile"));
+    assert!(
+        dom.contains("command exited with code 4 (2)"),
+        "grouped by reason with counts: {dom}"
+    );
+    assert_eq!(dom.matches("<table class=\"failed-items\">").count(), 2);
+    for id in ["item-002", "item-003", "item-005"] {
+        assert!(dom.contains(&format!("<td>{id}</td>")), "{id} listed");
+    }
+    // Every row links to a bar that exists on the timeline.
+    let links: Vec<&str> = dom
+        .split("href=\"#")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert_eq!(links.len(), 3, "{dom}");
+    for link in links {
+        assert!(
+            dom.contains(&format!("id=\"{link}\"")),
+            "{link} has its bar"
+        );
+    }
+}

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use shared::plan::Plan;
 
+use crate::reporting::failures::reason_kind;
 use crate::reporting::status::RunStatus;
 use crate::reporting::timeline::Timeline;
 use crate::reporting::view::{short_duration, size};
@@ -50,6 +51,7 @@ pub fn render(
     if let Some(memory) = report.map(|r| &r["memory"]) {
         page.push_str(&memory_svg(memory));
     }
+    page.push_str(&failed_items_table(status, report));
     page.push_str(&failures_table(timeline, report));
     page.push_str(SCRIPT);
     page.push_str("</body></html>\n");
@@ -94,12 +96,13 @@ fn timeline_svg(plan: &Plan, timeline: &Timeline) -> String {
                     let seconds = seconds_between(bar.start, bar.end.unwrap_or(last));
                     let _ = writeln!(
                         rows,
-                        "<rect class=\"bar {outcome}\" x=\"{start:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" height=\"{h:.1}\"><title>{name} attempt {attempt}: {outcome} ({detail}), {secs}</title></rect>",
+                        "<rect class=\"bar {outcome}\" id=\"{anchor}\" x=\"{start:.1}\" y=\"{top:.1}\" width=\"{width:.1}\" height=\"{h:.1}\"><title>{name} attempt {attempt}: {outcome} ({detail}), {secs}</title></rect>",
                         outcome = escape(&bar.outcome),
                         top = y + 2.0,
                         h = ROW - 4.0,
                         name = escape(&bar.agent),
                         attempt = bar.attempt,
+                        anchor = attempt_anchor(&bar.agent, bar.attempt),
                         detail = escape(&bar.detail),
                         secs = short_duration(std::time::Duration::from_secs_f64(seconds)),
                     );
@@ -178,13 +181,80 @@ fn memory_svg(memory: &Value) -> String {
     )
 }
 
+/// The id of an attempt's bar on the timeline, for links to it.
+fn attempt_anchor(agent: &str, attempt: u32) -> String {
+    format!("attempt-{}-{attempt}", agent.replace('/', "-"))
+}
+
+/// Failed items grouped by the kind of their reason, largest group first,
+/// each row linking to its agent's attempt on the timeline. From report.json
+/// once the run has ended, else the last few `status` knows.
+fn failed_items_table(status: &RunStatus, report: Option<&Value>) -> String {
+    let items: Vec<Value> = match report.and_then(|r| r["failures"].as_array()) {
+        Some(all) => all.clone(),
+        None => status
+            .failures
+            .last
+            .iter()
+            .filter_map(|item| serde_json::to_value(item).ok())
+            .collect(),
+    };
+    let mut table = String::from("<h2>Failed items</h2>\n");
+    if items.is_empty() {
+        table.push_str("<p>No item failed.</p>\n");
+        return table;
+    }
+    let reason = |item: &Value| item["reason"].as_str().unwrap_or("").to_owned();
+    let mut groups: Vec<(String, Vec<&Value>)> = Vec::new();
+    for item in &items {
+        let kind = reason_kind(&reason(item)).to_owned();
+        match groups.iter_mut().find(|(k, _)| *k == kind) {
+            Some((_, members)) => members.push(item),
+            None => groups.push((kind, vec![item])),
+        }
+    }
+    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+    for (kind, members) in groups {
+        let _ = writeln!(
+            table,
+            "<h3>{} ({})</h3>\n<table class=\"failed-items\"><tr><th>item</th><th>reason</th><th>attempts</th><th>agent</th></tr>",
+            escape(&kind),
+            members.len()
+        );
+        for item in members {
+            let id = match &item["id"] {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            };
+            let agent = item["agent"].as_str().unwrap_or("");
+            let agent_cell = match item["attempt"].as_u64().and_then(|a| u32::try_from(a).ok()) {
+                Some(attempt) => format!(
+                    "<a href=\"#{}\">{} (attempt {attempt})</a>",
+                    attempt_anchor(agent, attempt),
+                    escape(agent)
+                ),
+                None => escape(agent),
+            };
+            let _ = writeln!(
+                table,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{agent_cell}</td></tr>",
+                escape(&id),
+                escape(&reason(item)),
+                item["attempts"].as_u64().unwrap_or(0)
+            );
+        }
+        table.push_str("</table>\n");
+    }
+    table
+}
+
 fn failures_table(timeline: &Timeline, report: Option<&Value>) -> String {
     let failed: Vec<_> = timeline
         .bars
         .iter()
         .filter(|b| !matches!(b.outcome.as_str(), "succeeded" | "running"))
         .collect();
-    let mut table = String::from("<h2>Failures</h2>\n");
+    let mut table = String::from("<h2>Failed attempts</h2>\n");
     if failed.is_empty() {
         table.push_str("<p>No agent attempt failed.</p>\n");
     } else {
