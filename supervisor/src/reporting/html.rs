@@ -213,7 +213,7 @@ fn failed_items_table(status: &RunStatus, report: Option<&Value>) -> String {
             None => groups.push((kind, vec![item])),
         }
     }
-    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()));
+    groups.sort_by_key(|group| std::cmp::Reverse(group.1.len()));
     for (kind, members) in groups {
         let _ = writeln!(
             table,
