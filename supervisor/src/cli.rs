@@ -99,9 +99,12 @@ pub enum Command {
     /// The run's report; --html writes a self-contained page.
     Report {
         dir: PathBuf,
-        /// Write the report as an HTML page here.
-        #[arg(long)]
+        /// Write the report as an HTML page here (and print only where it went).
+        #[arg(long, conflicts_with = "json")]
         html: Option<PathBuf>,
+        /// Print report.json (with the live status while the run goes).
+        #[arg(long)]
+        json: bool,
     },
     /// For shell agents: wait for a rate-limit permit (or report a backoff / tokens).
     Permit {

@@ -48,7 +48,9 @@ pub fn execute(cli: Cli) -> Result<i32> {
             backoff,
             report,
         }),
-        Command::Report { dir, html } => commands::report::report(&dir, html.as_deref()),
+        Command::Report { dir, html, json } => {
+            commands::report::report(&dir, html.as_deref(), json)
+        }
         Command::Failures {
             dir,
             json,

@@ -105,6 +105,10 @@ fn each_failed_item_has_its_reason_in_failures_status_and_the_report() {
         serde_json::json!(["item-003", "item-005", "item-007"])
     );
     assert_eq!(report["failures"][1]["id"], "item-005");
+    let printed = job_dir.nightshift(&["report", "run", "--json"]);
+    printed.expect_code(0);
+    let printed: Value = serde_json::from_str(&printed.stdout).expect("report --json");
+    assert_eq!(printed, report, "report --json prints report.json");
     assert_eq!(
         report["failures"][1]["agent"],
         "segment_01/orch_01/agent_02"

@@ -189,8 +189,12 @@ fn the_html_report_lists_failed_items_by_reason_linking_to_their_attempts() {
     job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
         .expect_code(1);
     let page = job.path().join("failed.html");
-    job.nightshift(&["report", "run", "--html", "failed.html"])
-        .expect_code(0);
+    let written = job.nightshift(&["report", "run", "--html", "failed.html"]);
+    written.expect_code(0);
+    assert_eq!(
+        written.stdout, "report page: failed.html\n",
+        "--html prints only where the page went"
+    );
     let dom = rendered_dom(&page, &job.path().join("chromium-profile"));
     assert!(
         dom.contains("command exited with code 4 (2)"),

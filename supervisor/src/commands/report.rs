@@ -17,7 +17,7 @@ use crate::reporting::view::{short_duration, size};
 use crate::run::existing::open_run;
 use crate::run::journal::read_journal;
 
-pub fn report(dir: &Path, html: Option<&Path>) -> Result<i32> {
+pub fn report(dir: &Path, html: Option<&Path>, as_json: bool) -> Result<i32> {
     let (run, plan) = open_run(dir)?;
     let journal = read_journal(&run.events())?;
     let status = run_status(&run, &plan, &journal);
@@ -25,6 +25,26 @@ pub fn report(dir: &Path, html: Option<&Path>) -> Result<i32> {
     let report: Option<Value> = std::fs::read(run.report_json())
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    if let Some(path) = html {
+        let page = render(&plan, &status, &timeline, report.as_ref());
+        shared::atomic::write_bytes_atomic(path, page.as_bytes()).map_err(SupervisorError::io(
+            format!("cannot write {}", path.display()),
+        ))?;
+        println!("report page: {}", path.display());
+        return Ok(exit_codes::SUCCESS);
+    }
+    if as_json {
+        // report.json once the run has written it; while it runs, the status.
+        let value = match report {
+            Some(report) => report,
+            None => serde_json::to_value(&status)
+                .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?,
+        };
+        let text = serde_json::to_string_pretty(&value)
+            .map_err(|e| SupervisorError::io("cannot encode the report")(e.into()))?;
+        println!("{text}");
+        return Ok(exit_codes::SUCCESS);
+    }
     println!("{}: {}", status.run_dir, status.state);
     println!(
         "items: {} of {} done, {} failed",
@@ -62,13 +82,6 @@ pub fn report(dir: &Path, html: Option<&Path>) -> Result<i32> {
         .filter(|b| !matches!(b.outcome.as_str(), "succeeded" | "running"))
     {
         println!("  {} attempt {}: {}", bar.agent, bar.attempt, bar.detail);
-    }
-    if let Some(path) = html {
-        let page = render(&plan, &status, &timeline, report.as_ref());
-        shared::atomic::write_bytes_atomic(path, page.as_bytes()).map_err(SupervisorError::io(
-            format!("cannot write {}", path.display()),
-        ))?;
-        println!("report page: {}", path.display());
     }
     Ok(exit_codes::SUCCESS)
 }
