@@ -72,6 +72,8 @@ pub struct AgentPlan {
 pub enum PlanError {
     #[error("the input holds no items")]
     NoItems,
+    #[error("[layout] segments = {segments}, but the input holds only {items} item(s): a segment needs at least one")]
+    MoreSegmentsThanItems { segments: usize, items: usize },
 }
 
 impl Plan {
@@ -157,7 +159,9 @@ fn shape(items: usize, layout: &LayoutSettings) -> Shape {
         };
     }
     let per_agent = given(layout.items_per_agent).unwrap_or(DEFAULT_ITEMS_PER_AGENT);
-    let total_agents = div_ceil(items, per_agent);
+    // Segments asked for are honoured: each gets at least one agent, even if
+    // that means fewer items per agent than the default.
+    let total_agents = div_ceil(items, per_agent).max(s.unwrap_or(0).min(items));
     let (segments, orchestrators, agents) = match (s, o, a) {
         (None, o, a) => {
             let o = o.unwrap_or(DEFAULT_ORCHESTRATORS_PER_SEGMENT);
@@ -198,6 +202,12 @@ pub fn build_plan(
 ) -> Result<Plan, PlanError> {
     if ids.is_empty() {
         return Err(PlanError::NoItems);
+    }
+    if let Some(segments) = layout.segments.map(|c| c.get()).filter(|s| *s > ids.len()) {
+        return Err(PlanError::MoreSegmentsThanItems {
+            segments,
+            items: ids.len(),
+        });
     }
     let shape = shape(ids.len(), layout);
     let agent_sizes = balanced(ids.len(), shape.total_agents);

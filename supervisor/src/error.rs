@@ -14,12 +14,16 @@ pub enum SupervisorError {
     Job(#[from] JobError),
     #[error(transparent)]
     Input(#[from] InputError),
-    #[error("{0}")]
+    #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error("{}: key `input.path`: the input file {} does not exist", job.display(), path.display())]
+    InputMissing { job: PathBuf, path: PathBuf },
     #[error("run directory {0} is not empty; give a new one with --run-dir, or continue that run with `nightshift resume {0}`")]
     RunDirNotEmpty(PathBuf),
     #[error("{0}")]
     AgentProgram(String),
+    #[error("cannot use {0} as the run directory: {1}")]
+    RunDirUnusable(PathBuf, std::io::Error),
     #[error("{0} is not a run directory (it has no plan.json)")]
     NotARunDir(PathBuf),
     #[error("{0}")]
@@ -52,8 +56,10 @@ impl SupervisorError {
             Self::Job(_)
             | Self::Input(_)
             | Self::Plan(_)
+            | Self::InputMissing { .. }
             | Self::RunDirNotEmpty(_)
             | Self::AgentProgram(_)
+            | Self::RunDirUnusable(..)
             | Self::NotARunDir(_)
             | Self::Unsupported(_)
             | Self::Busy(..)

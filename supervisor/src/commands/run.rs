@@ -11,7 +11,7 @@ use crate::console::Console;
 use crate::error::Result;
 use crate::run::lock::RunLock;
 use crate::run::session::drive;
-use crate::run::setup::{check_job, choose_run_dir, create_run_dir, CheckedJob};
+use crate::run::setup::{check_job, choose_run_dir, create_run_dir, make_run_dir, CheckedJob};
 use crate::schedule::halt::HaltPolicy;
 use crate::supervise::RunInputs;
 
@@ -24,6 +24,7 @@ pub fn run(
 ) -> Result<i32> {
     let checked = check_job(job_path)?;
     let dir = choose_run_dir(run_dir, &checked.job.name)?;
+    make_run_dir(&dir)?;
     println!("run directory: {}", dir.display());
     let run = create_run_dir(&dir, &checked)?;
     let _lock = RunLock::acquire(&run)?;

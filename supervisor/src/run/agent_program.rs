@@ -15,6 +15,14 @@ pub fn resolve(program: Option<&[String]>, job_dir: &Path) -> Result<Vec<OsStrin
     match program {
         Some([first, rest @ ..]) => {
             let path = find_program(first, job_dir).ok_or_else(|| {
+                let there = job_dir.join(first);
+                if first.contains('/') && there.is_file() {
+                    return SupervisorError::AgentProgram(format!(
+                        "agent.program {first:?} ({}) is not executable: make it so with `chmod +x {}`",
+                        there.display(),
+                        there.display()
+                    ));
+                }
                 SupervisorError::AgentProgram(format!(
                     "agent.program {first:?} was not found (relative paths start from the job file's folder {}, bare names are looked up on PATH)",
                     job_dir.display()

@@ -6,7 +6,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use shared::atomic::write_bytes_atomic;
-use shared::input::{load_items, Items};
+use shared::input::{load_items, InputError, Items};
 use shared::job::{Backend, ExecutorKind, Job};
 use shared::plan::{build_plan, Plan};
 use shared::rundir::{RunDir, RunInfo};
@@ -28,7 +28,20 @@ pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
     let job = Job::load(job_path)?;
     let settings = &job.settings;
     let input_path = job.resolve(&settings.input.path);
-    let items = load_items(&input_path, settings.input.format, &settings.input.id)?;
+    let items =
+        load_items(&input_path, settings.input.format, &settings.input.id).map_err(|error| {
+            match error {
+                InputError::Read { path, source }
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    SupervisorError::InputMissing {
+                        job: job.path.clone(),
+                        path,
+                    }
+                }
+                other => other.into(),
+            }
+        })?;
     let plan = build_plan(&job.name, &settings.input.id, &items.ids, &settings.layout)?;
     Ok(PlannedJob { job, items, plan })
 }
@@ -108,6 +121,16 @@ pub fn choose_run_dir(given: Option<&Path>, job_name: &str) -> Result<PathBuf> {
         return Err(SupervisorError::RunDirNotEmpty(chosen));
     }
     Ok(chosen)
+}
+
+/// Makes the run directory and checks that it can be written, before it is
+/// announced: one that cannot be is a usage error, said once.
+pub fn make_run_dir(dir: &Path) -> Result<()> {
+    let unusable = |error| SupervisorError::RunDirUnusable(dir.to_owned(), error);
+    std::fs::create_dir_all(dir).map_err(unusable)?;
+    let probe = dir.join(".nightshift-write-check");
+    std::fs::write(&probe, b"").map_err(unusable)?;
+    std::fs::remove_file(&probe).map_err(unusable)
 }
 
 /// Creates the run directory and writes job.toml, run.json and plan.json.
