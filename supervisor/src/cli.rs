@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use shared::job::Deadline;
 
+use crate::run::notify::NotifyCommand;
 use crate::schedule::halt::HaltPolicy;
 
 #[derive(Debug, Parser)]
@@ -40,6 +41,10 @@ pub enum Command {
         /// running agents get schedule.drain, then stop. Overrides schedule.deadline.
         #[arg(long)]
         until: Option<Deadline>,
+        /// Run this command when the run ends, the summary as JSON on stdin; split into
+        /// words like a shell would ('notify-send "run over"'). Replaces [notify] command.
+        #[arg(long, value_name = "COMMAND")]
+        notify: Option<NotifyCommand>,
     },
     /// Go on with a run from what its directory holds.
     Resume {
@@ -51,6 +56,10 @@ pub enum Command {
         /// running agents get schedule.drain, then stop. Overrides schedule.deadline.
         #[arg(long)]
         until: Option<Deadline>,
+        /// Run this command when the run ends, the summary as JSON on stdin; split into
+        /// words like a shell would ('notify-send "run over"'). Replaces [notify] command.
+        #[arg(long, value_name = "COMMAND")]
+        notify: Option<NotifyCommand>,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {
@@ -99,4 +108,11 @@ pub enum Command {
         #[arg(long)]
         segment: Option<usize>,
     },
+    /// Print a shell's completion script (e.g. `nightshift completions bash > ~/.local/share/bash-completion/completions/nightshift`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, as roff (e.g. `nightshift man | man -l -`).
+    Man,
 }

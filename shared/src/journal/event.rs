@@ -132,6 +132,19 @@ pub enum Event {
         items_total: usize,
         exit_code: i32,
     },
+    /// The notify command (`[notify]` or `--notify`) got the run's summary
+    /// and exited 0.
+    Notified {
+        command: Vec<String>,
+        seconds: f64,
+    },
+    /// The notify command could not start, exited non-zero or ran out of
+    /// time; the run's exit code stands.
+    NotifyFailed {
+        command: Vec<String>,
+        error: String,
+        seconds: f64,
+    },
 }
 
 impl Event {
@@ -158,6 +171,8 @@ impl Event {
         "drain-over",
         "cannot-go-on",
         "run-finished",
+        "notified",
+        "notify-failed",
     ];
 
     /// The `event` name this event is written with.
@@ -183,6 +198,8 @@ impl Event {
             Self::DrainOver { .. } => "drain-over",
             Self::CannotGoOn { .. } => "cannot-go-on",
             Self::RunFinished { .. } => "run-finished",
+            Self::Notified { .. } => "notified",
+            Self::NotifyFailed { .. } => "notify-failed",
         }
     }
 

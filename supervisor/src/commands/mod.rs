@@ -1,5 +1,7 @@
 //! One file per command of the command line.
 
+pub mod completions;
+pub mod man;
 pub mod merge;
 pub mod permit;
 pub mod plan;
