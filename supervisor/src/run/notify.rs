@@ -6,7 +6,6 @@
 //! changes the run's exit code.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -30,38 +29,6 @@ use crate::outcome::Outcome;
 use crate::reporting::report::AttemptRecord;
 use crate::run::journal::EventLog;
 use crate::run::resume::scan_progress;
-
-/// Why a session ended before its summary could be made: the supervisor
-/// itself failed (state "error", the error's exit code).
-impl RunSummary {
-    pub fn error(
-        run: &RunDir,
-        job: &Job,
-        plan: &Plan,
-        started: Instant,
-        error: &SupervisorError,
-    ) -> Self {
-        // Best effort: the error may be the very reason the files cannot be read.
-        let (done, missing) =
-            scan_progress(run, plan).map_or((0, plan.items_total), |p| (p.saved, p.missing.len()));
-        Self {
-            state: "error".to_owned(),
-            exit_code: error.exit_code(),
-            items: ItemCounts {
-                total: plan.items_total,
-                done,
-                failed: 0,
-                missing,
-            },
-            failures: 0,
-            duration_seconds: started.elapsed().as_secs_f64(),
-            cost: None,
-            run_dir: run.root().display().to_string(),
-            job: job.name.clone(),
-            error: Some(error.to_string()),
-        }
-    }
-}
 
 /// How often a running notify command is looked at.
 const POLL: Duration = Duration::from_millis(20);
@@ -113,6 +80,38 @@ pub struct ItemCounts {
     /// Missing items of agents whose last attempt failed.
     pub failed: usize,
     pub missing: usize,
+}
+
+impl RunSummary {
+    /// The summary of a session the supervisor itself failed (state "error",
+    /// the error's exit code), from what the agent files hold.
+    pub fn error(
+        run: &RunDir,
+        job: &Job,
+        plan: &Plan,
+        started: Instant,
+        error: &SupervisorError,
+    ) -> Self {
+        // Best effort: the error may be the very reason the files cannot be read.
+        let (done, missing) =
+            scan_progress(run, plan).map_or((0, plan.items_total), |p| (p.saved, p.missing.len()));
+        Self {
+            state: "error".to_owned(),
+            exit_code: error.exit_code(),
+            items: ItemCounts {
+                total: plan.items_total,
+                done,
+                failed: 0,
+                missing,
+            },
+            failures: 0,
+            duration_seconds: started.elapsed().as_secs_f64(),
+            cost: None,
+            run_dir: run.root().display().to_string(),
+            job: job.name.clone(),
+            error: Some(error.to_string()),
+        }
+    }
 }
 
 /// The command to run at the end of this session, if any.
@@ -304,12 +303,6 @@ pub fn count(
         missing: missing.len(),
     };
     (counts, failures)
-}
-
-impl fmt::Display for NotifyCommand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.join(" "))
-    }
 }
 
 #[cfg(test)]
