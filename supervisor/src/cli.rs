@@ -8,6 +8,7 @@ use shared::broker::Window;
 use shared::job::Deadline;
 
 use crate::commands::permit::parse_window;
+use crate::run::notify::NotifyCommand;
 use crate::schedule::halt::HaltPolicy;
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,10 @@ pub enum Command {
         /// running agents get schedule.drain, then stop. Overrides schedule.deadline.
         #[arg(long)]
         until: Option<Deadline>,
+        /// Run this command when the run ends, the summary as JSON on stdin; split into
+        /// words like a shell would ('notify-send "run over"'). Replaces [notify] command.
+        #[arg(long, value_name = "COMMAND")]
+        notify: Option<NotifyCommand>,
     },
     /// Go on with a run from what its directory holds.
     Resume {
@@ -53,6 +58,10 @@ pub enum Command {
         /// running agents get schedule.drain, then stop. Overrides schedule.deadline.
         #[arg(long)]
         until: Option<Deadline>,
+        /// Run this command when the run ends, the summary as JSON on stdin; split into
+        /// words like a shell would ('notify-send "run over"'). Replaces [notify] command.
+        #[arg(long, value_name = "COMMAND")]
+        notify: Option<NotifyCommand>,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {
@@ -158,4 +167,11 @@ pub enum Command {
         #[arg(long)]
         segment: Option<usize>,
     },
+    /// Print a shell's completion script (e.g. `nightshift completions bash > ~/.local/share/bash-completion/completions/nightshift`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page, as roff (e.g. `nightshift man | man -l -`).
+    Man,
 }

@@ -31,10 +31,21 @@ pub fn execute(cli: Cli) -> Result<i32> {
             run_dir,
             halt,
             until,
-        } => commands::run::run(&job, run_dir.as_deref(), halt, until, &console),
-        Command::Resume { dir, halt, until } => {
-            commands::resume::resume(&dir, halt, until, &console)
-        }
+            notify,
+        } => commands::run::run(
+            &job,
+            run_dir.as_deref(),
+            halt,
+            until,
+            notify.as_ref(),
+            &console,
+        ),
+        Command::Resume {
+            dir,
+            halt,
+            until,
+            notify,
+        } => commands::resume::resume(&dir, halt, until, notify.as_ref(), &console),
         Command::Plan { job, json } => commands::plan::plan(&job, json),
         Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
         Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),
@@ -93,5 +104,7 @@ pub fn execute(cli: Cli) -> Result<i32> {
             };
             commands::control::control(&dir, action)
         }
+        Command::Completions { shell } => commands::completions::completions(shell),
+        Command::Man => commands::man::man(),
     }
 }

@@ -192,6 +192,16 @@ impl Job {
         self.set(&["executor"], key, value)
     }
 
+    /// `[notify] command`: run once when the run ends, the summary on stdin.
+    pub fn notify<S: AsRef<str>>(self, command: impl IntoIterator<Item = S>) -> Self {
+        self.set(&["notify"], "command", strings(command))
+    }
+
+    /// `[notify] timeout`: how long the notify command may take.
+    pub fn notify_timeout(self, timeout: &str) -> Self {
+        self.set(&["notify"], "timeout", timeout)
+    }
+
     /// The escape hatch for a key no setter names: `line` is TOML (`key = value`)
     /// added to the dotted `section` ("" for the top level).
     pub fn raw(self, section: &str, line: &str) -> Self {

@@ -18,7 +18,10 @@ pub struct ExecutorSettings {
     #[serde(default)]
     pub sbatch_args: Vec<String>,
     /// How often job states are asked of Slurm (squeue).
-    #[serde(default = "default_poll_interval")]
+    #[serde(
+        default = "default_poll_interval",
+        deserialize_with = "super::positive::duration"
+    )]
     pub poll_interval: HumanDuration,
     /// The host name or address nodes use to reach the supervisor's rate
     /// broker over TCP (default: this host's name).

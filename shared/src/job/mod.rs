@@ -2,10 +2,13 @@
 
 mod executor;
 mod load;
+mod notify;
+mod positive;
 mod settings;
 mod values;
 
 pub use executor::{ExecutorKind, ExecutorSettings};
 pub use load::{line_column, Job, JobError, JobFileError};
+pub use notify::{default_notify_timeout, NotifySettings};
 pub use settings::*;
 pub use values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};

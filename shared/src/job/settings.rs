@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::executor::ExecutorSettings;
+use super::notify::NotifySettings;
 use super::values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -28,6 +29,8 @@ pub struct JobSettings {
     pub output: OutputSettings,
     #[serde(default)]
     pub executor: ExecutorSettings,
+    /// A program told when the run ends (`[notify]`).
+    pub notify: Option<NotifySettings>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -86,8 +89,12 @@ pub struct AgentSettings {
     pub program: Option<Vec<String>>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    // Zero would end every agent (or call) at once: refused (job::positive).
+    #[serde(default, deserialize_with = "super::positive::optional_timeout")]
     pub timeout: Option<AgentTimeout>,
+    #[serde(default, deserialize_with = "super::positive::optional_duration")]
     pub stall_timeout: Option<HumanDuration>,
+    #[serde(default, deserialize_with = "super::positive::optional_duration")]
     pub item_timeout: Option<HumanDuration>,
     #[serde(default = "default_kill_grace")]
     pub kill_grace: HumanDuration,
@@ -253,9 +260,16 @@ pub struct LimitsSettings {
     pub max_parallel: Option<Count>,
     pub ram_ceiling: Option<ByteSize>,
     pub min_free: Option<ByteSize>,
-    #[serde(default = "default_sample_interval")]
+    // The loop waits on these: zero would make it spin (job::positive).
+    #[serde(
+        default = "default_sample_interval",
+        deserialize_with = "super::positive::duration"
+    )]
     pub sample_interval: HumanDuration,
-    #[serde(default = "default_progress_interval")]
+    #[serde(
+        default = "default_progress_interval",
+        deserialize_with = "super::positive::duration"
+    )]
     pub progress_interval: HumanDuration,
     /// Each agent's log is rotated to agent_NN.log.1 past this size.
     #[serde(default = "default_agent_log_limit")]

@@ -139,6 +139,19 @@ pub enum Event {
         items_total: usize,
         exit_code: i32,
     },
+    /// The notify command (`[notify]` or `--notify`) got the run's summary
+    /// and exited 0.
+    Notified {
+        command: Vec<String>,
+        seconds: f64,
+    },
+    /// The notify command could not start, exited non-zero or ran out of
+    /// time; the run's exit code stands.
+    NotifyFailed {
+        command: Vec<String>,
+        error: String,
+        seconds: f64,
+    },
 }
 
 impl Event {
@@ -166,6 +179,8 @@ impl Event {
         "cannot-go-on",
         "control",
         "run-finished",
+        "notified",
+        "notify-failed",
     ];
 
     /// The `event` name this event is written with.
@@ -192,6 +207,8 @@ impl Event {
             Self::CannotGoOn { .. } => "cannot-go-on",
             Self::Control { .. } => "control",
             Self::RunFinished { .. } => "run-finished",
+            Self::Notified { .. } => "notified",
+            Self::NotifyFailed { .. } => "notify-failed",
         }
     }
 

@@ -121,6 +121,15 @@ fn one_of_each() -> Vec<Event> {
             items_total: 40,
             exit_code: 130,
         },
+        Event::Notified {
+            command: vec!["notify-send".into(), "nightshift".into()],
+            seconds: 0.25,
+        },
+        Event::NotifyFailed {
+            command: vec!["./tell.sh".into()],
+            error: "exited with code 3".into(),
+            seconds: 0.5,
+        },
     ]
 }
 

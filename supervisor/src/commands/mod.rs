@@ -1,7 +1,9 @@
 //! One file per command of the command line.
 
+pub mod completions;
 pub mod control;
 pub mod failures;
+pub mod man;
 pub mod merge;
 pub mod permit;
 pub mod plan;

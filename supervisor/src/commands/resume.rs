@@ -1,5 +1,5 @@
-//! `nightshift resume DIR [--halt POLICY]`: go on with a run from its directory
-//! alone. The rules, in order:
+//! `nightshift resume DIR [--halt POLICY] [--notify COMMAND]`: go on with a
+//! run from its directory alone. The rules, in order:
 //! 1. Only one supervisor per run (RUN/supervisor.lock).
 //! 2. The frozen RUN/job.toml is used; a changed original job file is reported.
 //! 3. Leftover processes of a dead supervisor are ended before any launch.
@@ -8,11 +8,15 @@
 //! 5. Merges whose output is newer than all their inputs are not redone.
 //! 6. A run that is already complete says so and exits 0.
 
+use std::ffi::OsString;
 use std::path::Path;
+use std::time::Instant;
 
 use shared::exit_codes;
-use shared::job::{Deadline, ExecutorKind};
-use shared::journal::Event;
+use shared::job::{Deadline, ExecutorKind, Job};
+use shared::journal::{Event, RunEnd};
+use shared::plan::Plan;
+use shared::rundir::RunDir;
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
@@ -20,7 +24,10 @@ use crate::merge::final_up_to_date;
 use crate::run::existing::{frozen_job, open_run};
 use crate::run::journal::EventLog;
 use crate::run::lock::RunLock;
-use crate::run::resume::{end_leftovers, launches_so_far, restore_missing_tasks, scan_progress};
+use crate::run::notify::{ItemCounts, Notifier, NotifyCommand, RunSummary};
+use crate::run::resume::{
+    end_leftovers, launches_so_far, restore_missing_tasks, scan_progress, Progress,
+};
 use crate::run::session::drive;
 use crate::run::setup::resolve_agent;
 use crate::schedule::halt::HaltPolicy;
@@ -30,12 +37,67 @@ pub fn resume(
     dir: &Path,
     halt: HaltPolicy,
     until: Option<Deadline>,
+    notify: Option<&NotifyCommand>,
     console: &Console,
 ) -> Result<i32> {
+    let started = Instant::now();
     let (run, plan) = open_run(dir)?;
     println!("run directory: {}", dir.display());
     let _lock = RunLock::acquire(&run)?;
     let job = frozen_job(&run)?;
+    let notifier = Notifier::for_run(&job, notify);
+    let taken_over = take_over(&run, &plan, &job);
+    // From here the run has started: whatever ends it, the notify command is told.
+    let (agent_argv, progress) = match taken_over {
+        Ok(Some(taken)) => taken,
+        Ok(None) => {
+            if let Some(notifier) = &notifier {
+                notifier.send(&run, &already_finished(&run, &job, &plan, started));
+            }
+            println!("run directory: {}", dir.display());
+            return Ok(exit_codes::SUCCESS);
+        }
+        Err(error) => {
+            if let Some(notifier) = &notifier {
+                notifier.send(&run, &RunSummary::error(&run, &job, &plan, started, &error));
+            }
+            return Err(error);
+        }
+    };
+    console.line(&format!(
+        "resuming: {} of {} items saved, {} of {} agents complete",
+        progress.saved,
+        plan.items_total,
+        progress.complete.len(),
+        plan.agent_count()
+    ));
+    let launches = match launches_so_far(&run) {
+        Ok(launches) => launches,
+        Err(error) => {
+            if let Some(notifier) = &notifier {
+                notifier.send(&run, &RunSummary::error(&run, &job, &plan, started, &error));
+            }
+            return Err(error);
+        }
+    };
+    let inputs = RunInputs {
+        run: &run,
+        job: &job,
+        plan: &plan,
+        agent_argv: &agent_argv,
+        halt,
+        until,
+        complete: progress.complete,
+        launches,
+        files_seen: progress.files,
+        resumed: true,
+    };
+    drive(inputs, console, dir, notifier.as_ref())
+}
+
+/// Rules 2 to 6: the agent program, the task files, the leftovers, what is
+/// saved. None when the run is already finished.
+fn take_over(run: &RunDir, plan: &Plan, job: &Job) -> Result<Option<(Vec<OsString>, Progress)>> {
     if let Ok(current) = std::fs::read_to_string(&job.path) {
         if current != job.text {
             println!(
@@ -45,8 +107,8 @@ pub fn resume(
             );
         }
     }
-    let agent_argv = resolve_agent(&job)?;
-    restore_missing_tasks(&run, &plan, &job)?;
+    let agent_argv = resolve_agent(job)?;
+    restore_missing_tasks(run, plan, job)?;
     let mut events =
         EventLog::open(&run.events()).map_err(SupervisorError::io("cannot open events.jsonl"))?;
     // Under Slurm the previous supervisor's agents are jobs, adopted once the
@@ -55,12 +117,12 @@ pub fn resume(
     let ended = if job.settings.executor.kind == ExecutorKind::Slurm {
         0
     } else {
-        end_leftovers(&run, job.settings.agent.kill_grace.get())?
+        end_leftovers(run, job.settings.agent.kill_grace.get())?
     };
     if ended > 0 {
         println!("ended {ended} leftover process(es) of the previous supervisor");
     }
-    let progress = scan_progress(&run, &plan)?;
+    let progress = scan_progress(run, plan)?;
     let resumed = Event::Resumed {
         leftovers_ended: ended,
         items_saved: progress.saved,
@@ -70,33 +132,33 @@ pub fn resume(
         .record(None, &resumed)
         .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
     drop(events);
-    if progress.complete.len() == plan.agent_count() && final_up_to_date(&run, &plan) {
+    if progress.complete.len() == plan.agent_count() && final_up_to_date(run, plan) {
         println!(
             "already finished: all {} items are in {}",
             plan.items_total,
             run.final_json().display()
         );
-        println!("run directory: {}", dir.display());
-        return Ok(exit_codes::SUCCESS);
+        return Ok(None);
     }
-    console.line(&format!(
-        "resuming: {} of {} items saved, {} of {} agents complete",
-        progress.saved,
-        plan.items_total,
-        progress.complete.len(),
-        plan.agent_count()
-    ));
-    let inputs = RunInputs {
-        run: &run,
-        job: &job,
-        plan: &plan,
-        agent_argv: &agent_argv,
-        halt,
-        until,
-        complete: progress.complete,
-        launches: launches_so_far(&run)?,
-        files_seen: progress.files,
-        resumed: true,
-    };
-    drive(inputs, console, dir)
+    Ok(Some((agent_argv, progress)))
+}
+
+/// The summary of a resume that found nothing left to do.
+fn already_finished(run: &RunDir, job: &Job, plan: &Plan, started: Instant) -> RunSummary {
+    RunSummary {
+        state: RunEnd::Finished.as_str().to_owned(),
+        exit_code: exit_codes::SUCCESS,
+        items: ItemCounts {
+            total: plan.items_total,
+            done: plan.items_total,
+            failed: 0,
+            missing: 0,
+        },
+        failures: 0,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        cost: None,
+        run_dir: run.root().display().to_string(),
+        job: job.name.clone(),
+        error: None,
+    }
 }

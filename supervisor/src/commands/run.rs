@@ -1,6 +1,6 @@
-//! `nightshift run JOB.toml [--run-dir DIR] [--halt POLICY]`: check, create the
-//! run directory, then one supervisor session. Prints the run directory first
-//! and last.
+//! `nightshift run JOB.toml [--run-dir DIR] [--halt POLICY] [--notify COMMAND]`:
+//! check, create the run directory, then one supervisor session. Prints the
+//! run directory first and last.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -10,6 +10,7 @@ use shared::job::Deadline;
 use crate::console::Console;
 use crate::error::Result;
 use crate::run::lock::RunLock;
+use crate::run::notify::{Notifier, NotifyCommand};
 use crate::run::session::drive;
 use crate::run::setup::{check_job, choose_run_dir, create_run_dir, make_run_dir, CheckedJob};
 use crate::schedule::halt::HaltPolicy;
@@ -20,6 +21,7 @@ pub fn run(
     run_dir: Option<&Path>,
     halt: HaltPolicy,
     until: Option<Deadline>,
+    notify: Option<&NotifyCommand>,
     console: &Console,
 ) -> Result<i32> {
     let checked = check_job(job_path)?;
@@ -48,5 +50,6 @@ pub fn run(
         files_seen: HashMap::new(),
         resumed: false,
     };
-    drive(inputs, console, &dir)
+    let notifier = Notifier::for_run(&job, notify);
+    drive(inputs, console, &dir, notifier.as_ref())
 }

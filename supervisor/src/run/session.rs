@@ -1,6 +1,7 @@
 //! One supervisor session over a run directory, shared by `run` and `resume`:
 //! supervise the agents, write the final output, journal the end, write
-//! report.json, print the summary, and pick the exit code.
+//! report.json, print the summary, pick the exit code, and tell the notify
+//! command.
 
 use std::path::Path;
 use std::time::Instant;
@@ -19,6 +20,7 @@ use crate::merge::merge_final;
 use crate::reporting::failures::{failed_items, Scope};
 use crate::reporting::report::{write_report, ReportInput};
 use crate::run::journal::{read_journal, EventLog};
+use crate::run::notify::{self, Notifier, RunSummary};
 use crate::run::resume::scan_progress;
 use crate::supervise::{Ending, RunInputs, Supervisor};
 
@@ -26,7 +28,39 @@ use crate::supervise::{Ending, RunInputs, Supervisor};
 const MISSING_SHOWN: usize = 10;
 
 /// Runs a session; `shown_dir` is the run directory as the user named it.
-pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Result<i32> {
+/// However it ends — even with an error — the notify command, if any, is
+/// told before the run directory is printed last.
+pub fn drive(
+    inputs: RunInputs<'_>,
+    console: &Console,
+    shown_dir: &Path,
+    notifier: Option<&Notifier>,
+) -> Result<i32> {
+    let (run, job, plan) = (inputs.run, inputs.job, inputs.plan);
+    let started = Instant::now();
+    match session(inputs, console, started) {
+        Ok((code, summary)) => {
+            if let Some(notifier) = notifier {
+                notifier.send(run, &summary);
+            }
+            println!("run directory: {}", shown_dir.display());
+            Ok(code)
+        }
+        Err(error) => {
+            if let Some(notifier) = notifier {
+                notifier.send(run, &RunSummary::error(run, job, plan, started, &error));
+            }
+            Err(error)
+        }
+    }
+}
+
+/// The session itself: its exit code and the summary the notify command gets.
+fn session(
+    inputs: RunInputs<'_>,
+    console: &Console,
+    started: Instant,
+) -> Result<(i32, RunSummary)> {
     let (run, job, plan) = (inputs.run, inputs.job, inputs.plan);
     if let Err(error) = crate::logging::attach_run_log(&run.supervisor_log()) {
         tracing::warn!("cannot write {}: {error}", run.supervisor_log().display());
@@ -45,7 +79,6 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
         plan.orchestrator_count(),
         plan.agent_count()
     ));
-    let started = Instant::now();
     let result = Supervisor::new(inputs, console)?.run()?;
     let mut problems = result.problems;
     let (end, done, missing_ids, code) = match &result.ending {
@@ -120,8 +153,19 @@ pub fn drive(inputs: RunInputs<'_>, console: &Console, shown_dir: &Path) -> Resu
         &missing_ids,
         started,
     );
-    println!("run directory: {}", shown_dir.display());
-    Ok(code)
+    let (items, failures) = notify::count(plan, done, &missing_ids, &result.attempts);
+    let summary = RunSummary {
+        state: state.to_owned(),
+        exit_code: code,
+        items,
+        failures,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        cost: None,
+        run_dir: run.root().display().to_string(),
+        job: job.name.clone(),
+        error: None,
+    };
+    Ok((code, summary))
 }
 
 /// The last words of a session: `run-finished` in the journal, and report.json.
