@@ -203,7 +203,14 @@ pub fn build_plan(
     if ids.is_empty() {
         return Err(PlanError::NoItems);
     }
-    if let Some(segments) = layout.segments.map(|c| c.get()).filter(|s| *s > ids.len()) {
+    // With only some counts given, segments are a request that must be met
+    // (the three counts together are a ceiling, filled as far as items go).
+    let all_counts = layout.orchestrators.is_some() && layout.agents.is_some();
+    if let Some(segments) = layout
+        .segments
+        .map(|c| c.get())
+        .filter(|s| *s > ids.len() && !all_counts)
+    {
         return Err(PlanError::MoreSegmentsThanItems {
             segments,
             items: ids.len(),
