@@ -5,6 +5,23 @@ use std::time::Duration;
 
 use nightshift_tests::{launched_pids, wait_until, wait_with_deadline, Job, JobDir};
 
+/// `nightshift run job.toml` on a pseudo-terminal of `rows` rows (script(1),
+/// util-linux); what the terminal showed.
+fn on_a_terminal(job: &JobDir, rows: u32) -> String {
+    let command = format!(
+        "stty rows {rows} cols 160; {} run job.toml --run-dir run",
+        nightshift_tests::binary("nightshift").display()
+    );
+    let output = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .current_dir(job.path())
+        .output()
+        .expect("run script(1)");
+    let screen = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.code().is_some(), "{screen}");
+    screen
+}
+
 fn sleepy_job(job: &JobDir, seconds: u32, progress_interval: &str) {
     job.items(4);
     let command = format!("read -r line; sleep {seconds}; printf '%s' \"$line\"");
@@ -90,26 +107,54 @@ fn on_a_terminal_a_live_display_shows_the_run_and_each_agent() {
     let job = JobDir::new();
     sleepy_job(&job, 1, "30s");
     // `script` (util-linux) runs the command on a pseudo-terminal.
-    let command = format!(
-        "{} run job.toml --run-dir run",
-        nightshift_tests::binary("nightshift").display()
+    let screen = on_a_terminal(&job, 40);
+    assert!(
+        screen.contains("/4 items ("),
+        "the overall bar, with %: {screen}"
     );
-    let output = std::process::Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .current_dir(job.path())
-        .output()
-        .expect("run script(1)");
-    assert!(output.status.success(), "{output:?}");
-    let screen = String::from_utf8_lossy(&output.stdout);
-    assert!(screen.contains("/4 items · "), "the overall bar: {screen}");
     assert!(screen.contains("running · 0 failed"), "{screen}");
     assert!(
-        screen.contains("segment_01/orch_01/agent_01  0/2")
-            || screen.contains("segment_01/orch_01/agent_01  1/2"),
-        "a line per running agent: {screen}"
+        screen.contains("segment_01/orch_01/agent_01 #1  0/2  item-001")
+            || screen.contains("segment_01/orch_01/agent_01 #1  1/2  item-002"),
+        "a line per running agent, with its attempt and item: {screen}"
     );
     assert!(
         screen.contains("finished: 4 of 4 items"),
         "the summary after the display: {screen}"
+    );
+}
+
+#[test]
+fn the_live_display_is_never_taller_than_the_terminal_and_counts_the_rest() {
+    let job = JobDir::new();
+    job.items(12);
+    Job::new("items.jsonl")
+        .items_per_agent(1)
+        .exec(["sh", "-c", "read -r line; sleep 2; printf '%s' \"$line\""])
+        .max_parallel(12)
+        .write(job.path());
+    let screen = on_a_terminal(&job, 10);
+    assert!(
+        screen.contains("more running"),
+        "12 agents on 10 rows: the rest are counted: {screen}"
+    );
+    assert!(screen.contains("finished: 12 of 12 items"), "{screen}");
+}
+
+#[test]
+fn agents_waiting_for_a_retry_are_shown_with_their_countdown() {
+    let job = JobDir::new();
+    job.items(2);
+    Job::new("items.jsonl")
+        .items_per_agent(1)
+        .exec(["sh", "-c", "grep -q item-001 && exit 1; sleep 3; cat"])
+        .item_retries(0)
+        .retries(1)
+        .retry_backoff("2s")
+        .write(job.path());
+    let screen = on_a_terminal(&job, 24);
+    assert!(
+        screen.contains("1 waiting to retry") && screen.contains("retries in"),
+        "{screen}"
     );
 }

@@ -1,7 +1,9 @@
 //! Showing progress while a run goes. On a terminal: a live display (indicatif)
-//! with an overall bar (items done of total, rate, ETA), one line per running
-//! agent (name, items done of its total, tree RSS, elapsed), and failures
-//! printed above it as they happen. Not on a terminal (nohup, CI, a log file):
+//! with an overall bar (items done of total and %, rate, ETA), one line per
+//! running agent (name, attempt, items done of its total, the item it is on,
+//! tree RSS, elapsed) — never taller than the terminal: the busiest agents,
+//! then "+N more running, M waiting to retry" — agents waiting for a retry
+//! with their countdown, and failures printed above it as they happen. Not on a terminal (nohup, CI, a log file):
 //! one plain line every limits.progress_interval, and one at each segment's end.
 
 use std::collections::HashMap;
@@ -13,6 +15,11 @@ use crate::console::Console;
 use crate::executor::AttemptKey;
 use crate::reporting::progress::Progress;
 use crate::supervise::slot::Slot;
+use shared::plan::AgentPlan;
+
+/// Lines the display keeps for itself beyond agent lines: the overall bar,
+/// the "+N more" line, and room for the lines printed above it.
+const RESERVED_ROWS: usize = 4;
 
 /// The display is redrawn at most this often.
 const REDRAW: Duration = Duration::from_millis(200);
@@ -24,6 +31,8 @@ pub struct RunSnapshot<'s, 'p> {
     pub segments: usize,
     pub failed: usize,
     pub total_rss: u64,
+    /// Agents waiting for a retry, and when each starts again.
+    pub waiting: Vec<(&'p AgentPlan, Instant)>,
 }
 
 pub enum ProgressView {
@@ -36,6 +45,8 @@ pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
     agents: HashMap<AttemptKey, ProgressBar>,
+    /// "+N more running, M waiting to retry", and the waiting agents.
+    more: ProgressBar,
     last_draw: Option<Instant>,
 }
 
@@ -48,13 +59,18 @@ impl ProgressView {
             Some(multi) => {
                 let overall = multi.add(ProgressBar::new(total as u64));
                 overall.set_style(
-                    ProgressStyle::with_template("{bar:40.cyan/blue} {pos}/{len} items {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    ProgressStyle::with_template(
+                        "{bar:40.cyan/blue} {pos}/{len} items ({percent}%) {msg}",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
+                let more = multi.add(ProgressBar::new_spinner());
+                more.set_style(line_style());
                 Self::Bars(Bars {
                     multi,
                     overall,
                     agents: HashMap::new(),
+                    more,
                     last_draw: None,
                 })
             }
@@ -100,6 +116,7 @@ impl ProgressView {
             for bar in bars.agents.values() {
                 bar.finish_and_clear();
             }
+            bars.more.finish_and_clear();
             bars.overall.finish_and_clear();
             let _ = bars.multi.clear();
         }
@@ -119,42 +136,101 @@ impl Bars {
             snapshot.failed,
             size(snapshot.total_rss)
         ));
+        // Never taller than the terminal (read each time: it may be resized).
+        let rows = console::Term::stderr()
+            .size_checked()
+            .map_or(24, |(rows, _)| usize::from(rows));
+        let room = rows.saturating_sub(RESERVED_ROWS).max(1);
+        // The busiest first: the most items done in the least time.
+        let mut keys: Vec<&AttemptKey> = snapshot.slots.keys().collect();
+        keys.sort_by(|a, b| {
+            let pace = |key: &AttemptKey| {
+                snapshot.slots.get(key).map_or(0.0, |s| {
+                    s.done.saturating_sub(s.saved_at_launch) as f64
+                        / s.started.elapsed().as_secs_f64().max(1.0)
+                })
+            };
+            pace(b).total_cmp(&pace(a)).then_with(|| {
+                let name = |key: &AttemptKey| snapshot.slots.get(key).map(|s| s.agent.name.clone());
+                name(a).cmp(&name(b))
+            })
+        });
+        let (shown, hidden) = keys.split_at(room.min(keys.len()));
         self.agents.retain(|key, bar| {
-            let keep = snapshot.slots.contains_key(key);
+            let keep = shown.contains(&key);
             if !keep {
                 bar.finish_and_clear();
             }
             keep
         });
-        let mut keys: Vec<&AttemptKey> = snapshot.slots.keys().collect();
-        keys.sort_by_key(|key| snapshot.slots.get(key).map(|s| s.agent.name.as_str()));
-        for key in keys {
-            let Some(slot) = snapshot.slots.get(key) else {
+        for key in shown {
+            let Some(slot) = snapshot.slots.get(*key) else {
                 continue;
             };
             let multi = &self.multi;
-            let bar = self.agents.entry(*key).or_insert_with(|| {
-                let bar = multi.add(ProgressBar::new_spinner());
-                bar.set_style(
-                    ProgressStyle::with_template("  {msg}")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
+            let more = &self.more;
+            let bar = self.agents.entry(**key).or_insert_with(|| {
+                let bar = multi.insert_before(more, ProgressBar::new_spinner());
+                bar.set_style(line_style());
                 bar
             });
-            let state = match slot.kill {
-                Some(kill) => format!(" · stopping ({})", kill.reason),
-                None => String::new(),
-            };
-            bar.set_message(format!(
-                "{}  {}/{}  {}  {}{state}",
-                slot.agent.name,
-                slot.done,
-                slot.agent.ids.len(),
-                size(slot.rss),
-                short_duration(slot.started.elapsed())
-            ));
+            bar.set_message(agent_line(slot));
         }
+        self.more
+            .set_message(more_line(hidden.len(), &snapshot.waiting));
     }
+}
+
+fn line_style() -> ProgressStyle {
+    ProgressStyle::with_template("  {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+/// `segment_01/orch_02/agent_03 #2  5/20  item-045  153 MiB  1m02s`
+fn agent_line(slot: &Slot<'_>) -> String {
+    let state = match slot.kill {
+        Some(kill) => format!(" · stopping ({})", kill.reason),
+        None => String::new(),
+    };
+    // The next item without a record is the one it works on (one at a time;
+    // with agent.concurrency it is the first of those in flight).
+    let current = slot
+        .agent
+        .ids
+        .get(slot.done)
+        .map(|id| format!("  {}", id.plain()))
+        .unwrap_or_default();
+    format!(
+        "{} #{}  {}/{}{current}  {}  {}{state}",
+        slot.agent.name,
+        slot.attempt,
+        slot.done,
+        slot.agent.ids.len(),
+        size(slot.rss),
+        short_duration(slot.started.elapsed())
+    )
+}
+
+/// "+N more running, M waiting to retry", then the waiting agents with the
+/// time left before their retry.
+fn more_line(hidden: usize, waiting: &[(&AgentPlan, Instant)]) -> String {
+    let mut parts = Vec::new();
+    if hidden > 0 {
+        parts.push(format!("+{hidden} more running"));
+    }
+    if !waiting.is_empty() {
+        parts.push(format!("{} waiting to retry", waiting.len()));
+    }
+    let mut line = parts.join(", ");
+    let now = Instant::now();
+    for (agent, at) in waiting.iter().take(3) {
+        line.push_str(&format!(
+            "{}{} retries in {}",
+            if line.is_empty() { "" } else { " · " },
+            agent.name,
+            short_duration(at.saturating_duration_since(now))
+        ));
+    }
+    line
 }
 
 fn plain_line(s: &RunSnapshot<'_, '_>) -> String {

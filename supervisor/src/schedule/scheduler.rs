@@ -193,6 +193,11 @@ impl<'p> Scheduler<'p> {
         self.requeued.clear();
     }
 
+    /// Agents waiting for their retry backoff, and when each may start.
+    pub fn waiting(&self) -> impl Iterator<Item = (&'p AgentPlan, Instant)> + '_ {
+        self.retries.iter().map(|r| (r.agent, r.at))
+    }
+
     /// Nothing waits to start, now or later.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.retries.is_empty() && self.requeued.is_empty()
