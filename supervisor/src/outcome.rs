@@ -37,6 +37,9 @@ impl fmt::Display for Outcome {
 /// The memory side of a run, for report.json.
 #[derive(Debug, serde::Serialize)]
 pub struct MemoryReport {
+    /// When the samples' `t` counts from (RFC 3339): the session's start, so
+    /// a resumed run's chart sits on the timeline's axis.
+    pub started: String,
     pub mode: String,
     pub ceiling: Option<u64>,
     pub peak_total: u64,

@@ -218,3 +218,53 @@ fn the_html_report_lists_failed_items_by_reason_linking_to_their_attempts() {
         );
     }
 }
+
+#[test]
+fn a_resumed_runs_memory_chart_and_timeline_share_one_axis_with_the_resume_marked() {
+    let job = JobDir::new();
+    slow_job(&job);
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
+    let run = job.run_dir();
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            std::fs::read_to_string(run.join("segment_01/orch_01/agent_01.jsonl"))
+                .is_ok_and(|t| !t.is_empty())
+        }),
+        "the first run saves something"
+    );
+    kill(
+        Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    let _ = wait_with_deadline(child, Duration::from_secs(10));
+    job.nightshift(&["resume", "run", "-q"]).expect_code(0);
+    job.nightshift(&["report", "run", "--html", "resumed.html"])
+        .expect_code(0);
+    let html = std::fs::read_to_string(job.path().join("resumed.html")).expect("page");
+    let resumed_at: Vec<f64> = html
+        .split("<line class=\"resumed\" x1=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next()?.parse().ok())
+        .collect();
+    assert_eq!(
+        resumed_at.len(),
+        2,
+        "the resume marked on both charts: {html}"
+    );
+    assert!(
+        (resumed_at[0] - resumed_at[1]).abs() < 0.5,
+        "at the same place: one axis ({resumed_at:?})"
+    );
+    // The memory samples are the resumed session's: they start at the mark.
+    let first_sample: f64 = html
+        .split("<polyline class=\"total\" points=\"")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .expect("a memory polyline");
+    assert!(
+        first_sample >= resumed_at[0] - 1.0,
+        "samples of the resumed session sit after the mark ({first_sample} < {})",
+        resumed_at[0]
+    );
+}

@@ -24,6 +24,9 @@ pub struct History {
     /// the concurrency it was set to; a new session starts from the job again.
     pub paused: bool,
     pub max_parallel: Option<usize>,
+    /// When each supervisor session started (`run-started`), in order: a
+    /// resumed run's charts mark where it was taken up again.
+    pub sessions: Vec<SystemTime>,
     /// The earliest and latest `ts` of the journal.
     pub first: Option<SystemTime>,
     pub last: Option<SystemTime>,
@@ -157,6 +160,9 @@ impl History {
         self.last = Some(self.last.map_or(entry.ts, |l| l.max(entry.ts)));
         match &entry.event {
             Event::RunStarted { .. } | Event::Resumed { .. } => {
+                if matches!(entry.event, Event::RunStarted { .. }) {
+                    self.sessions.push(entry.ts);
+                }
                 // A new supervisor: attempts still open belonged to a dead one.
                 self.finished = None;
                 self.paused = false;

@@ -49,7 +49,7 @@ pub fn render(
     );
     page.push_str(&timeline_svg(plan, timeline));
     if let Some(memory) = report.map(|r| &r["memory"]) {
-        page.push_str(&memory_svg(memory));
+        page.push_str(&memory_svg(memory, timeline));
     }
     page.push_str(&failed_items_table(status, report));
     page.push_str(&failures_table(timeline, report));
@@ -125,14 +125,37 @@ fn timeline_svg(plan: &Plan, timeline: &Timeline) -> String {
     .map(|o| format!("<span class=\"key {o}\"></span>{o} "))
     .collect();
     format!(
-        "<h2>Timeline</h2>\n<p class=\"legend\">{legend} · {span} in all</p>\n<svg class=\"timeline\" width=\"{w}\" height=\"{height:.0}\" viewBox=\"0 0 {w} {height:.0}\">\n<line class=\"axis\" x1=\"{LABEL_WIDTH}\" y1=\"16\" x2=\"{LABEL_WIDTH}\" y2=\"{height:.0}\"/>\n<text class=\"tick\" x=\"{LABEL_WIDTH}\" y=\"12\">0s</text><text class=\"tick\" x=\"{end:.0}\" y=\"12\" text-anchor=\"end\">{span}</text>\n{rows}</svg>\n",
+        "<h2>Timeline</h2>\n<p class=\"legend\">{legend} · {span} in all</p>\n<svg class=\"timeline\" width=\"{w}\" height=\"{height:.0}\" viewBox=\"0 0 {w} {height:.0}\">\n<line class=\"axis\" x1=\"{LABEL_WIDTH}\" y1=\"16\" x2=\"{LABEL_WIDTH}\" y2=\"{height:.0}\"/>\n<text class=\"tick\" x=\"{LABEL_WIDTH}\" y=\"12\">0s</text><text class=\"tick\" x=\"{end:.0}\" y=\"12\" text-anchor=\"end\">{span}</text>\n{rows}{marks}</svg>\n",
+        marks = resume_marks(timeline, &x, 16.0, height),
         span = short_duration(std::time::Duration::from_secs_f64(span)),
         w = LABEL_WIDTH + CHART_WIDTH + 10.0,
         end = LABEL_WIDTH + CHART_WIDTH,
     )
 }
 
-fn memory_svg(memory: &Value) -> String {
+/// A dashed line where each later supervisor session took the run up again
+/// (the gap before it is the interruption), on both charts' shared axis.
+fn resume_marks(
+    timeline: &Timeline,
+    x: &dyn Fn(SystemTime) -> f64,
+    top: f64,
+    bottom: f64,
+) -> String {
+    timeline
+        .resumed
+        .iter()
+        .map(|at| {
+            let at = x(*at);
+            format!(
+                "<line class=\"resumed\" x1=\"{at:.1}\" x2=\"{at:.1}\" y1=\"{top:.0}\" y2=\"{bottom:.0}\"/><text class=\"tick resumed\" x=\"{:.1}\" y=\"{:.0}\">resumed</text>\n",
+                at + 3.0,
+                top + 10.0
+            )
+        })
+        .collect()
+}
+
+fn memory_svg(memory: &Value, timeline: &Timeline) -> String {
     let samples: Vec<(f64, f64)> = memory["samples"]
         .as_array()
         .map(|s| {
@@ -148,8 +171,31 @@ fn memory_svg(memory: &Value) -> String {
     let peak = samples.iter().map(|(_, m)| *m).fold(0.0, f64::max);
     let top = ceiling.unwrap_or(0.0).max(peak).max(1.0) * 1.1;
     let t_max = samples.last().map_or(1.0, |(t, _)| *t).max(0.001);
-    let (height, left) = (200.0, 70.0);
-    let x = |t: f64| left + t / t_max * CHART_WIDTH;
+    let (height, left) = (200.0, LABEL_WIDTH);
+    // The timeline's axis when both are known: a sample at `t` seconds after
+    // the session's start sits under the bars of that moment.
+    let started = memory["started"]
+        .as_str()
+        .and_then(|s| humantime::parse_rfc3339(s).ok());
+    let axis = match (started, timeline.first, timeline.last) {
+        (Some(started), Some(first), Some(last)) => Some((started, first, last)),
+        _ => None,
+    };
+    let x = |t: f64| match axis {
+        Some((started, first, last)) => {
+            let span = seconds_between(first, last).max(0.001);
+            let at = started + std::time::Duration::from_secs_f64(t.max(0.0));
+            left + (seconds_between(first, at) / span).min(1.0) * CHART_WIDTH
+        }
+        None => left + t / t_max * CHART_WIDTH,
+    };
+    let on_axis = |at: SystemTime| match axis {
+        Some((_, first, last)) => {
+            left + seconds_between(first, at) / seconds_between(first, last).max(0.001)
+                * CHART_WIDTH
+        }
+        None => left,
+    };
     let y = |m: f64| 10.0 + (1.0 - m / top) * (height - 30.0);
     let points: Vec<String> = samples
         .iter()
@@ -167,7 +213,7 @@ fn memory_svg(memory: &Value) -> String {
         )
     });
     format!(
-        "<h2>Memory</h2>\n<p>{mode} · peak total {peak}</p>\n<svg class=\"memory\" width=\"{w:.0}\" height=\"{height}\">\n<line class=\"axis\" x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{base:.0}\"/><line class=\"axis\" x1=\"{left}\" y1=\"{base:.0}\" x2=\"{right:.0}\" y2=\"{base:.0}\"/>\n<text class=\"tick\" x=\"{tx}\" y=\"{ty:.0}\" text-anchor=\"end\">{top_label}</text><text class=\"tick\" x=\"{right:.0}\" y=\"{lab:.0}\" text-anchor=\"end\">{t_max:.0}s</text>\n{ceiling_line}\n<polyline class=\"total\" points=\"{points}\"/>\n</svg>\n",
+        "<h2>Memory</h2>\n<p>{mode} · peak total {peak}</p>\n<svg class=\"memory\" width=\"{w:.0}\" height=\"{height}\">\n<line class=\"axis\" x1=\"{left}\" y1=\"10\" x2=\"{left}\" y2=\"{base:.0}\"/><line class=\"axis\" x1=\"{left}\" y1=\"{base:.0}\" x2=\"{right:.0}\" y2=\"{base:.0}\"/>\n<text class=\"tick\" x=\"{tx}\" y=\"{ty:.0}\" text-anchor=\"end\">{top_label}</text><text class=\"tick\" x=\"{right:.0}\" y=\"{lab:.0}\" text-anchor=\"end\">{end_label}</text>\n{ceiling_line}\n<polyline class=\"total\" points=\"{points}\"/>\n{marks}</svg>\n",
         mode = escape(memory["mode"].as_str().unwrap_or("")),
         peak = size(peak as u64),
         w = left + CHART_WIDTH + 10.0,
@@ -178,6 +224,17 @@ fn memory_svg(memory: &Value) -> String {
         top_label = size(top as u64),
         lab = height - 6.0,
         points = points.join(" "),
+        end_label = match axis {
+            Some((_, first, last)) => short_duration(std::time::Duration::from_secs_f64(
+                seconds_between(first, last)
+            )),
+            None => format!("{t_max:.0}s"),
+        },
+        marks = if axis.is_some() {
+            resume_marks(timeline, &on_axis, 10.0, height - 20.0)
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -294,7 +351,7 @@ fn failures_table(timeline: &Timeline, report: Option<&Value>) -> String {
 
 const CSS: &str = "body{font:14px system-ui,sans-serif;margin:24px;color:#222}h1{margin:0 0 4px}code{font-size:12px}\
 svg text{font:11px system-ui,sans-serif}text.group{font-weight:bold}text.subgroup{fill:#555}text.tick{fill:#777}\
-.axis{stroke:#bbb}.ceiling{stroke:#c00;stroke-dasharray:6 4}.total{fill:none;stroke:#2563eb;stroke-width:1.5}\
+.axis{stroke:#bbb}.ceiling{stroke:#c00;stroke-dasharray:6 4}.resumed{stroke:#6b7280;stroke-dasharray:3 3}text.resumed{fill:#6b7280;stroke:none}.total{fill:none;stroke:#2563eb;stroke-width:1.5}\
 rect.succeeded{fill:#16a34a}span.succeeded{background:#16a34a}rect.failed{fill:#dc2626}span.failed{background:#dc2626}rect.crashed{fill:#7c3aed}span.crashed{background:#7c3aed}rect.killed{fill:#ea580c}span.killed{background:#ea580c}rect.shutdown{fill:#9ca3af}span.shutdown{background:#9ca3af}rect.interrupted{fill:#facc15}span.interrupted{background:#facc15}rect.running{fill:#2563eb}span.running{background:#2563eb}\
 .key{display:inline-block;width:12px;height:12px;margin:0 4px 0 10px;vertical-align:middle}\
 table.failures{border-collapse:collapse}table.failures td,table.failures th{border:1px solid #ddd;padding:2px 8px;text-align:left}";

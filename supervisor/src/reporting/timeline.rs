@@ -19,6 +19,8 @@ pub struct Bar {
 
 pub struct Timeline {
     pub bars: Vec<Bar>,
+    /// When each supervisor session after the first took the run up again.
+    pub resumed: Vec<SystemTime>,
     pub first: Option<SystemTime>,
     pub last: Option<SystemTime>,
 }
@@ -55,6 +57,7 @@ pub fn read_timeline(journal: &Journal) -> Timeline {
         .collect();
     Timeline {
         bars,
+        resumed: history.sessions.iter().skip(1).copied().collect(),
         first: history.first,
         last: history.last,
     }

@@ -336,6 +336,8 @@ impl<'a> Supervisor<'a> {
         RunResult {
             ending: self.ending.clone(),
             memory: MemoryReport {
+                started: humantime::format_rfc3339_millis(self.watchdog.memory.started_at())
+                    .to_string(),
                 mode: self.memory_mode,
                 ceiling: self.watchdog.memory.ceiling(),
                 peak_total: self.watchdog.memory.run_peak_total,

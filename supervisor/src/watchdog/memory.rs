@@ -62,6 +62,8 @@ pub struct MemoryWatch {
     min_free: Option<u64>,
     sample_interval: Duration,
     started: Instant,
+    /// The same moment on the wall clock, for the report.
+    started_at: std::time::SystemTime,
     largest_peak: u64,
     /// The size of an agent that had to be killed to make room: from then on
     /// no agent is expected to be smaller, whatever memory_estimate said.
@@ -85,6 +87,7 @@ impl MemoryWatch {
             min_free: settings.limits.min_free.map(|s| s.bytes()),
             sample_interval: settings.limits.sample_interval.get(),
             started: Instant::now(),
+            started_at: std::time::SystemTime::now(),
             largest_peak: 0,
             proven_size: 0,
             reserved: 0,
@@ -202,6 +205,11 @@ impl MemoryWatch {
 
     pub fn samples(&self) -> &[MemorySample] {
         &self.samples
+    }
+
+    /// When sampling started, on the wall clock.
+    pub fn started_at(&self) -> std::time::SystemTime {
+        self.started_at
     }
 
     pub fn ceiling(&self) -> Option<u64> {
