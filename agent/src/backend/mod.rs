@@ -118,5 +118,8 @@ pub fn from_settings(settings: &AgentSettings) -> Result<Box<dyn Backend>, Setup
     Ok(match settings.backend {
         BackendKind::Exec => Box::new(ExecBackend::new(settings)?),
         BackendKind::Demo => Box::new(DemoBackend::new(&settings.demo)?),
+        BackendKind::Openai | BackendKind::Anthropic => {
+            return Err(SetupError::Llm("the LLM backends are being built".into()))
+        }
     })
 }
