@@ -53,6 +53,15 @@ impl Agent {
             .expect("run nightshift-agent")
     }
 
+    /// Runs the agent without a rate broker, with `vars` set.
+    pub fn run_with_env(&self, vars: &[(&str, &str)]) -> Output {
+        let mut command = self.command();
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        command.output().expect("run nightshift-agent")
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(AGENT);
         command
