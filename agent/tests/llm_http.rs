@@ -5,116 +5,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::thread;
-
+use common::llm_server::{Canned, Server};
 use common::{lines, stderr, Agent};
 use serde_json::{json, Value};
 
 const KEY_VAR: &str = "NS_TEST_LLM_KEY";
 const KEY: &str = "sk-test-very-secret-4242";
-
-/// One request as the server got it.
-#[derive(Debug, Clone)]
-struct Got {
-    path: String,
-    /// Header names lowercased.
-    headers: Vec<(String, String)>,
-    body: Value,
-}
-
-impl Got {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// An answer: status, extra headers, body.
-type Canned = (u16, Vec<(&'static str, String)>, String);
-
-/// The server: answers the n-th request (from 0) with `answer(n, request)`.
-struct Server {
-    url: String,
-    got: Arc<Mutex<Vec<Got>>>,
-}
-
-impl Server {
-    fn start(answer: impl Fn(usize, &Got) -> Canned + Send + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a free port");
-        let url = format!("http://{}/v1", listener.local_addr().expect("its address"));
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&got);
-        // Detached: it ends with the test process.
-        thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let Some(request) = read_request(&stream) else {
-                    continue;
-                };
-                let n = {
-                    let mut log = log.lock().expect("log");
-                    log.push(request.clone());
-                    log.len() - 1
-                };
-                let (status, headers, body) = answer(n, &request);
-                respond(stream, status, &headers, &body);
-            }
-        });
-        Self { url, got }
-    }
-
-    fn got(&self) -> Vec<Got> {
-        self.got.lock().expect("log").clone()
-    }
-}
-
-fn read_request(stream: &TcpStream) -> Option<Got> {
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).ok()?;
-    let path = line.split_whitespace().nth(1)?.to_owned();
-    let mut headers = Vec::new();
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).ok()?;
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        let (name, value) = line.split_once(':')?;
-        headers.push((name.trim().to_lowercase(), value.trim().to_owned()));
-    }
-    let length: usize = headers
-        .iter()
-        .find(|(n, _)| n == "content-length")
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
-    Some(Got {
-        path,
-        headers,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-    })
-}
-
-fn respond(mut stream: TcpStream, status: u16, headers: &[(&str, String)], body: &str) {
-    let mut text = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
-        body.len()
-    );
-    for (name, value) in headers {
-        text.push_str(&format!("{name}: {value}\r\n"));
-    }
-    text.push_str("\r\n");
-    text.push_str(body);
-    // The agent may have given up on this answer already.
-    let _ = stream.write_all(text.as_bytes());
-}
 
 fn openai_answer(text: &str) -> Canned {
     let body = json!({
@@ -374,4 +270,43 @@ fn schema_failures_are_retried_and_named_by_path() {
         schema
     );
     assert_eq!(lines(&agent.output())[0]["count"], 3);
+}
+
+#[test]
+fn a_hang_past_request_timeout_and_a_hang_up_are_retried() {
+    let server = Server::start(|n, _| match n {
+        0 => (1, Vec::new(), String::new()),
+        1 => (0, Vec::new(), String::new()),
+        _ => openai_answer("third time"),
+    });
+    let extra = json!({"request_timeout": "300ms"});
+    let mut task = settings(&server.url, "openai", extra);
+    task["item_retries"] = json!(2);
+    let agent = Agent::new(&items(), &task);
+    let output = run(&agent);
+    let log = stderr(&output);
+    assert_eq!(output.status.code(), Some(0), "{log}");
+    assert!(log.contains("within request_timeout"), "{log}");
+    assert!(log.contains("the connection to"), "{log}");
+    assert_eq!(lines(&agent.output())[0]["output"], "third time");
+}
+
+#[test]
+fn concurrency_keeps_that_many_requests_in_flight() {
+    let server = Server::start(|_, _| {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        openai_answer("slow")
+    });
+    let many: Vec<Value> = (0..16).map(|i| json!({"id": i, "text": "t"})).collect();
+    let mut task = settings(&server.url, "openai", json!({}));
+    task["concurrency"] = json!(8);
+    let agent = Agent::new(&Value::Array(many), &task);
+    let output = run(&agent);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(lines(&agent.output()).len(), 16);
+    assert!(
+        server.most_at_once() >= 4,
+        "{} at once",
+        server.most_at_once()
+    );
 }

@@ -28,7 +28,7 @@ pub enum LlmError {
     NoUsableKey { endpoint: String, vars: String },
     #[error("no answer from {endpoint} within request_timeout ({after:?})")]
     Timeout { endpoint: String, after: Duration },
-    #[error("cannot reach {endpoint}: {reason}")]
+    #[error("the connection to {endpoint} failed: {reason}")]
     Connection { endpoint: String, reason: String },
     #[error("cannot read the answer: {0}")]
     BadBody(String),
