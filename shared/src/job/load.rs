@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::llm;
 use super::settings::{Backend, JobSettings};
 
 /// A job file ready to run: its settings and where it came from.
@@ -29,6 +30,15 @@ pub enum JobError {
     },
     #[error("{0}")]
     Invalid(Box<JobFileError>),
+    #[error("{}: agent.llm.api_key_env names {}, not set in this environment (or empty); export {} and start again", .path.display(), quoted(.vars), if .vars.len() == 1 { "it" } else { "them" })]
+    MissingApiKeys { path: PathBuf, vars: Vec<String> },
+}
+
+fn quoted(vars: &[String]) -> String {
+    vars.iter()
+        .map(|var| format!("${var}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A bad job file: where, which key, and what is wrong.
@@ -80,7 +90,7 @@ impl Job {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "job".to_owned()),
         };
-        let job = Self {
+        let mut job = Self {
             path: path.to_owned(),
             dir,
             name,
@@ -88,6 +98,13 @@ impl Job {
             text,
         };
         job.check()?;
+        if let Some(llm) = job.settings.agent.llm.as_mut() {
+            llm::load_files(llm, &job.dir).map_err(|p| {
+                JobError::Invalid(Box::new(locate_key(
+                    &job.path, &job.text, &p.table, p.key, p.message,
+                )))
+            })?;
+        }
         Ok(job)
     }
 
@@ -170,6 +187,12 @@ impl Job {
                 ));
             }
         }
+        let env_names: Vec<&String> = a.env.keys().collect();
+        llm::check(a.backend, a.llm.as_ref(), &env_names).map_err(|p| {
+            JobError::Invalid(Box::new(locate_key(
+                &self.path, &self.text, &p.table, p.key, p.message,
+            )))
+        })?;
         if let Some(rate) = &s.rate {
             if rate.requests_per_minute.is_none() && rate.tokens_per_minute.is_none() {
                 return Err(invalid(

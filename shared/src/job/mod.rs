@@ -1,6 +1,8 @@
 //! The job file: typed settings, value types, and loading with located errors.
 
 mod executor;
+mod keys;
+mod llm;
 mod load;
 mod notify;
 mod positive;
@@ -8,6 +10,7 @@ mod settings;
 mod values;
 
 pub use executor::{ExecutorKind, ExecutorSettings};
+pub use llm::{FallbackSettings, KeyVars, LlmMode, LlmSettings, ResponseFormat, Schema};
 pub use load::{line_column, Job, JobError, JobFileError};
 pub use notify::{default_notify_timeout, NotifySettings};
 pub use settings::*;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::executor::ExecutorSettings;
+use super::llm::LlmSettings;
 use super::notify::NotifySettings;
 use super::values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};
 
@@ -75,6 +76,10 @@ pub enum Backend {
     Exec,
     /// The built-in deterministic generator.
     Demo,
+    /// An OpenAI-compatible `POST {base_url}/chat/completions` ([agent.llm]).
+    Openai,
+    /// Anthropic's `POST {base_url}/messages` ([agent.llm]).
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -117,6 +122,10 @@ pub struct AgentSettings {
     pub demo: DemoSettings,
     /// Checks a result must pass before it is saved.
     pub validate: Option<ValidateSettings>,
+    /// The LLM backends' endpoint, prompts and request parameters. Left out
+    /// of task files when absent, so other backends' stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSettings>,
 }
 
 /// `command = ["python3", "gen.py"]`, or a fallback list
@@ -215,6 +224,7 @@ impl Default for AgentSettings {
             concurrency: default_concurrency(),
             demo: DemoSettings::default(),
             validate: None,
+            llm: None,
         }
     }
 }

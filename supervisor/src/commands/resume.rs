@@ -107,6 +107,8 @@ fn take_over(run: &RunDir, plan: &Plan, job: &Job) -> Result<Option<(Vec<OsStrin
             );
         }
     }
+    // As for run: no launch while a key variable is unset.
+    job.check_api_keys()?;
     let agent_argv = resolve_agent(job)?;
     restore_missing_tasks(run, plan, job)?;
     let mut events =
