@@ -4,15 +4,17 @@
 //! switch to the next fallback command (shared by every worker), and
 //! validation of every result.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use shared::ids::IdKey;
 
-use crate::backend::{AttemptError, Backend, Call, RateLimit};
-use crate::permit::{estimate_tokens, used_tokens, Permits};
+use crate::backend::llm::{pause_before_retry, Retry};
+use crate::backend::{AttemptError, Backend, Call, Meter};
+use crate::hash::StableHasher;
+use crate::permit::{used_tokens, Permits};
 use crate::validate::Validator;
 
 /// Rate-limit answers retried for free per item; past them, a rate-limit
@@ -30,6 +32,9 @@ pub enum Ending {
     Saved(Map<String, Value>),
     /// Every attempt with every command failed; `reason` is the last one's.
     Failed { reason: String, attempts: u32 },
+    /// No usable API key is left: the item did not fail, the agent cannot
+    /// go on (exit code 5) and leaves it for a resume.
+    Stopped { reason: String },
 }
 
 /// What every worker shares while it runs items: the backend, the checks,
@@ -46,6 +51,9 @@ pub struct ItemContext<'a> {
     /// command has failed an item every time, later items start with the
     /// next one, whichever worker runs them.
     choice: AtomicUsize,
+    /// Set when no usable API key is left: later items end at once,
+    /// without a request, while the items in flight still get saved.
+    stopped: AtomicBool,
 }
 
 impl<'a> ItemContext<'a> {
@@ -65,6 +73,7 @@ impl<'a> ItemContext<'a> {
             launch_attempt,
             attempts: item_retries.saturating_add(1),
             choice: AtomicUsize::new(0),
+            stopped: AtomicBool::new(false),
         }
     }
 }
@@ -83,19 +92,16 @@ impl<'a> ItemRunner<'a> {
     pub fn run(&mut self, item: &Value, id: &IdKey) -> Ending {
         let context = self.context;
         let backend = context.backend;
-        let estimate = estimate_tokens(item);
         let choices = backend.choices();
         let mut choice = context.choice.load(Ordering::Relaxed);
         let mut counted = 0u32;
         let mut rate_limited = 0u32;
-        loop {
-            // produced_by, and the command's name in messages, only when
-            // there is a choice of commands.
-            let label = (choices > 1).then(|| backend.label(choice));
-            let with = label
-                .as_ref()
-                .map(|label| format!(" with `{label}`"))
-                .unwrap_or_default();
+        if context.stopped.load(Ordering::Relaxed) {
+            return Ending::Stopped {
+                reason: "the agent is stopping".to_owned(),
+            };
+        }
+        'choices: loop {
             let mut last_error = None;
             for item_attempt in 1..=context.attempts {
                 let call = Call {
@@ -106,31 +112,81 @@ impl<'a> ItemRunner<'a> {
                     item_attempt,
                 };
                 let result = loop {
-                    match self.attempt(call, choice, estimate) {
-                        Err(AttemptError::RateLimited(limit)) => {
+                    let (error, key) = match self.attempt(call, choice) {
+                        Ok(record) => break Ok(record),
+                        Err(failed) => failed,
+                    };
+                    match free_retry(&error) {
+                        Some(FreeRetry::RateLimited(retry_after)) => {
                             rate_limited += 1;
-                            self.back_off(id, limit, rate_limited);
+                            self.back_off(id, &error, retry_after, key.as_deref(), rate_limited);
                             if rate_limited <= MAX_RATE_LIMITED {
                                 continue;
                             }
                             break Err(AttemptError::RateLimitedTooOften(MAX_RATE_LIMITED));
                         }
-                        other => break other,
+                        Some(FreeRetry::KeyRejected) => {
+                            eprintln!("{}: item {id}: {error}", context.agent);
+                            match (choice..choices).find(|c| backend.usable(*c)) {
+                                // Another key of the same endpoint.
+                                Some(next) if next == choice => continue,
+                                Some(next) => {
+                                    context.choice.fetch_max(next, Ordering::Relaxed);
+                                    eprintln!(
+                                        "{}: no usable key left for `{}`; switching to `{}` (choice {} of {choices}) for this item and the ones after it",
+                                        context.agent,
+                                        backend.label(choice),
+                                        backend.label(next),
+                                        next + 1,
+                                    );
+                                    choice = next;
+                                    continue 'choices;
+                                }
+                                None => {
+                                    context.stopped.store(true, Ordering::Relaxed);
+                                    return Ending::Stopped {
+                                        reason: error.to_string(),
+                                    };
+                                }
+                            }
+                        }
+                        None => break Err(error),
                     }
                 };
                 counted = counted.saturating_add(1);
                 match result {
                     Ok(mut record) => {
-                        if let Some(label) = label {
-                            record.insert("produced_by".to_owned(), Value::String(label));
+                        if choices > 1 && backend.marks_producer() {
+                            record.insert(
+                                "produced_by".to_owned(),
+                                Value::String(backend.label(choice)),
+                            );
                         }
                         return Ending::Saved(record);
                     }
                     Err(error) => {
+                        let with = if choices > 1 {
+                            format!(" with `{}`", backend.label(choice))
+                        } else {
+                            String::new()
+                        };
                         eprintln!(
                             "{}: item {id} attempt {item_attempt}/{}{with} failed: {error}",
                             context.agent, context.attempts
                         );
+                        match llm_retry(&error) {
+                            // Asking again would get the same answer.
+                            Some(Retry::Never) => {
+                                return Ending::Failed {
+                                    reason: error.to_string(),
+                                    attempts: counted,
+                                }
+                            }
+                            Some(Retry::AfterPause) if item_attempt < context.attempts => {
+                                thread::sleep(pause_before_retry(item_attempt, jitter(id)));
+                            }
+                            _ => {}
+                        }
                         last_error = Some(error);
                     }
                 }
@@ -154,50 +210,116 @@ impl<'a> ItemRunner<'a> {
         }
     }
 
-    /// One backend call and the checks of its result.
+    /// One backend call and the checks of its result; a failure comes with
+    /// the API key the call used, for the broker's backoff.
     fn attempt(
         &mut self,
         call: Call<'_>,
         choice: usize,
-        estimate: u64,
-    ) -> Result<Map<String, Value>, AttemptError> {
+    ) -> Result<Map<String, Value>, (AttemptError, Option<String>)> {
+        let backend = self.context.backend;
+        let key = backend.permit_key(choice);
+        let estimate = backend.estimate(call, choice);
         // Every call waits for its permit, retries included: each one is a
         // request the rate limit must account for.
-        self.permits.permit(estimate);
-        let record = self.context.backend.call(call, choice)?;
+        self.permits.permit_for(key.as_deref(), estimate);
+        let mut meter = Meter::default();
+        let result = backend.call(call, choice, &mut meter);
+        // The key the request really used (another worker may have moved
+        // on from the one the permit was for).
+        let key = meter.key.or(key);
+        if let (Some(key), Some(limits)) = (&key, meter.learned) {
+            self.permits.learned(key, limits);
+        }
         // Tokens were spent even when the result is rejected below.
-        if let Some(used) = used_tokens(&record) {
-            self.permits.report(used, estimate);
+        let used = meter
+            .used_tokens
+            .or_else(|| result.as_ref().ok().and_then(used_tokens));
+        if let Some(used) = used {
+            self.permits.report_for(key.as_deref(), used, estimate);
         }
-        let record = with_id(record, call)?;
-        if let Some(validator) = self.context.validator {
-            validator.check(&record)?;
-        }
-        Ok(record)
+        let checked = result.and_then(|record| {
+            let record = with_id(record, call)?;
+            if let Some(validator) = self.context.validator {
+                validator.check(&record)?;
+            }
+            Ok(record)
+        });
+        checked.map_err(|error| (error, key))
     }
 
-    /// After a rate-limit answer: the broker pauses every agent's permits;
-    /// without a broker this agent waits itself (retry_after, else a short
-    /// doubling pause), so a standalone agent does not hammer the API.
-    fn back_off(&mut self, id: &IdKey, limit: RateLimit, count: u32) {
+    /// After a rate-limit answer: the broker pauses the permits of every
+    /// agent (of the key, for an API key); without a broker this agent waits
+    /// itself (retry_after, else a short doubling pause), so a standalone
+    /// agent does not hammer the API.
+    fn back_off(
+        &mut self,
+        id: &IdKey,
+        error: &AttemptError,
+        retry_after: Option<f64>,
+        key: Option<&str>,
+        count: u32,
+    ) {
         let counted = if count <= MAX_RATE_LIMITED {
             format!("retry {count}/{MAX_RATE_LIMITED}, not counted against item_retries")
         } else {
             format!("more than {MAX_RATE_LIMITED} times, counted as a failed attempt")
         };
-        let pause = match self.permits.backoff(limit.retry_after.unwrap_or(0.0)) {
+        let pause = match self.permits.backoff_for(key, retry_after.unwrap_or(0.0)) {
             Some(paused_ms) => format!("the broker paused permits for {:.1}s", paused_ms / 1000.0),
             None => {
-                let wait = local_wait(limit.retry_after, count);
+                let wait = local_wait(retry_after, count);
                 thread::sleep(wait);
                 format!("waited {wait:?}")
             }
         };
+        let what = match error {
+            AttemptError::RateLimited(limit) => format!("rate limited ({limit})"),
+            other => other.to_string(),
+        };
         eprintln!(
-            "{}: item {id} rate limited ({limit}); {counted}; {pause}",
+            "{}: item {id} {what}; {counted}; {pause}",
             self.context.agent
         );
     }
+}
+
+/// A retry that does not count against item_retries.
+enum FreeRetry {
+    RateLimited(Option<f64>),
+    KeyRejected,
+}
+
+fn free_retry(error: &AttemptError) -> Option<FreeRetry> {
+    match error {
+        AttemptError::RateLimited(limit) => Some(FreeRetry::RateLimited(limit.retry_after)),
+        AttemptError::Llm(llm) => match llm.retry() {
+            Retry::RateLimited(after) => Some(FreeRetry::RateLimited(after)),
+            Retry::KeyRejected => Some(FreeRetry::KeyRejected),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn llm_retry(error: &AttemptError) -> Option<Retry> {
+    match error {
+        AttemptError::Llm(llm) => Some(llm.retry()),
+        _ => None,
+    }
+}
+
+/// A number in [0, 1) that differs between items and moments, so that
+/// pauses of items that failed together spread out.
+fn jitter(id: &IdKey) -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    StableHasher::new()
+        .part(id.as_str().as_bytes())
+        .part_u64(u64::from(nanos))
+        .unit()
 }
 
 /// retry_after when given, else 1s doubling with each rate-limit answer of

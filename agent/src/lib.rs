@@ -36,6 +36,15 @@ use validate::Validator;
 pub enum AgentError {
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// No usable API key is left; the items not saved did not fail.
+    #[error(
+        "cannot go on: {reason}; {saved} items saved, {left} left for a resume once that is fixed"
+    )]
+    CannotGoOn {
+        reason: String,
+        saved: usize,
+        left: usize,
+    },
     #[error("cannot save the record of item {id} to {path}")]
     WriteOutput {
         id: IdKey,
@@ -46,11 +55,13 @@ pub enum AgentError {
 }
 
 impl AgentError {
-    /// Bad setup is a usage error; a failed write leaves items missing.
+    /// Bad setup is a usage error; a failed write leaves items missing; no
+    /// usable API key is "cannot go on".
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Setup(_) => exit_codes::USAGE,
             Self::WriteOutput { .. } => exit_codes::INCOMPLETE,
+            Self::CannotGoOn { .. } => exit_codes::CANNOT_GO_ON,
         }
     }
 }
@@ -148,6 +159,13 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     );
     pool::run(&pending, workers, |finished| writer.save(finished))?;
     let written = writer.finish();
+    if let Some(reason) = written.stopped {
+        return Err(AgentError::CannotGoOn {
+            reason,
+            saved: task.items.len() - pending.len() + written.written,
+            left: pending.len() - written.written - written.failed.len(),
+        });
+    }
     Ok(Outcome {
         total: task.items.len(),
         already_saved: task.items.len() - pending.len(),

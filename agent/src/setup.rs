@@ -65,6 +65,9 @@ pub enum SetupError {
     },
     #[error("agent.validate.command must be a non-empty list like [\"python3\", \"check.py\"]")]
     NoValidatorCommand,
+    /// The LLM backends' settings or environment cannot work.
+    #[error("{0}")]
+    Llm(String),
 }
 
 /// Everything one launch of the agent works from.

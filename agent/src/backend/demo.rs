@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use shared::ids::IdKey;
 use shared::job::DemoSettings;
 
-use super::{AttemptError, Backend, Call};
+use super::{AttemptError, Backend, Call, Meter};
 use crate::hash::StableHasher;
 use crate::setup::SetupError;
 
@@ -58,7 +58,12 @@ impl Backend for DemoBackend {
 
     /// A crash aborts the whole agent, whatever else is in flight: that is
     /// what the knob is for.
-    fn call(&self, call: Call<'_>, _choice: usize) -> Result<Map<String, Value>, AttemptError> {
+    fn call(
+        &self,
+        call: Call<'_>,
+        _choice: usize,
+        _meter: &mut Meter,
+    ) -> Result<Map<String, Value>, AttemptError> {
         let item_text = canonical_text(call.item);
         let fate = fate(
             &self.settings,
@@ -195,7 +200,7 @@ mod tests {
             launch_attempt: 1,
             item_attempt: attempt,
         };
-        backend.call(call, 0).ok()
+        backend.call(call, 0, &mut Meter::default()).ok()
     }
 
     #[test]

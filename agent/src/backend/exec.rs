@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use shared::job::{AgentSettings, HumanDuration};
 
 use super::rate_limit;
-use super::{AttemptError, Backend, Call};
+use super::{AttemptError, Backend, Call, Meter};
 use crate::process::{self, Stderr};
 use crate::setup::SetupError;
 
@@ -53,7 +53,12 @@ impl Backend for ExecBackend {
             .unwrap_or_default()
     }
 
-    fn call(&self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, AttemptError> {
+    fn call(
+        &self,
+        call: Call<'_>,
+        choice: usize,
+        _meter: &mut Meter,
+    ) -> Result<Map<String, Value>, AttemptError> {
         self.commands
             .get(choice)
             .ok_or(AttemptError::Lost)?

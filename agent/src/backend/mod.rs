@@ -1,19 +1,24 @@
 //! Backends: what turns one item into one result record, behind one trait.
 //! `exec` runs a command per item (one of a fallback list); `demo` is the
-//! built-in deterministic generator.
+//! built-in deterministic generator; `openai` / `anthropic` call an LLM API
+//! (one endpoint of a fallback list).
 
 mod demo;
 mod exec;
+pub mod llm;
 pub mod rate_limit;
 
 pub use demo::DemoBackend;
 pub use exec::ExecBackend;
+pub use llm::{LlmBackend, LlmError};
 pub use rate_limit::RateLimit;
 
 use serde_json::{Map, Value};
+use shared::broker::LearnedLimits;
 use shared::ids::IdKey;
 use shared::job::{AgentSettings, Backend as BackendKind, HumanDuration};
 
+use crate::permit::estimate_tokens;
 use crate::process::RunError;
 use crate::setup::SetupError;
 use crate::validate::Rejection;
@@ -70,6 +75,22 @@ pub enum AttemptError {
     RateLimitedTooOften(u32),
     #[error(transparent)]
     Rejected(#[from] Rejection),
+    /// An LLM request's failure; its kind says how it is retried.
+    #[error(transparent)]
+    Llm(#[from] LlmError),
+}
+
+/// What one call tells the item runner besides its result, for the rate
+/// broker: which API key it used, what the answer's headers said about that
+/// key's limits, and how many tokens it really used. Filled in even when
+/// the call fails (a rejected reply still cost its tokens).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Meter {
+    /// The broker's name of the key (`shared::broker::key_id`); None: the
+    /// run's shared permits.
+    pub key: Option<String>,
+    pub learned: Option<LearnedLimits>,
+    pub used_tokens: Option<u64>,
 }
 
 impl From<RunError> for AttemptError {
@@ -107,9 +128,38 @@ pub trait Backend: Send + Sync {
     /// The name of alternative `choice`, for messages and produced_by.
     fn label(&self, choice: usize) -> String;
 
+    /// Whether records get `produced_by` (the label) when there is a choice;
+    /// a backend whose records name their source themselves says no.
+    fn marks_producer(&self) -> bool {
+        true
+    }
+
+    /// The broker's name of the API key a call with `choice` would use now
+    /// (None: the run's shared permits).
+    fn permit_key(&self, _choice: usize) -> Option<String> {
+        None
+    }
+
+    /// Whether `choice` can still be called at all (an LLM endpoint whose
+    /// keys were all rejected cannot).
+    fn usable(&self, _choice: usize) -> bool {
+        true
+    }
+
+    /// The tokens a permit for this call reserves.
+    fn estimate(&self, call: Call<'_>, _choice: usize) -> u64 {
+        estimate_tokens(call.item)
+    }
+
     /// Runs one attempt at one item with alternative `choice`; the record is
-    /// an object, its id not yet checked.
-    fn call(&self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, AttemptError>;
+    /// an object, its id not yet checked. What the call learned for the
+    /// rate broker goes into `meter`.
+    fn call(
+        &self,
+        call: Call<'_>,
+        choice: usize,
+        meter: &mut Meter,
+    ) -> Result<Map<String, Value>, AttemptError>;
 }
 
 /// The backend chosen by agent.backend, its settings checked and ready to
@@ -118,5 +168,6 @@ pub fn from_settings(settings: &AgentSettings) -> Result<Box<dyn Backend>, Setup
     Ok(match settings.backend {
         BackendKind::Exec => Box::new(ExecBackend::new(settings)?),
         BackendKind::Demo => Box::new(DemoBackend::new(&settings.demo)?),
+        BackendKind::Openai | BackendKind::Anthropic => Box::new(llm::from_settings(settings)?),
     })
 }

@@ -39,6 +39,8 @@ pub struct Written {
     pub written: usize,
     /// Items that failed every attempt, in task order.
     pub failed: Vec<IdKey>,
+    /// Why the agent cannot go on (no usable API key), if so.
+    pub stopped: Option<String>,
 }
 
 pub struct Writer<'a, A> {
@@ -49,6 +51,8 @@ pub struct Writer<'a, A> {
     written: usize,
     /// (task index, id): items may finish in any order.
     failed: Vec<(usize, IdKey)>,
+    /// Why the agent cannot go on, once an item said so.
+    stopped: Option<String>,
 }
 
 impl<'a, A: Append> Writer<'a, A> {
@@ -62,6 +66,7 @@ impl<'a, A: Append> Writer<'a, A> {
             output,
             written: 0,
             failed: Vec::new(),
+            stopped: None,
         }
     }
 
@@ -97,6 +102,13 @@ impl<'a, A: Append> Writer<'a, A> {
                 }
                 self.failed.push((index, id));
             }
+            // Not a failure of the item: it stays missing, for a resume.
+            Ending::Stopped { reason } => {
+                if self.stopped.is_none() {
+                    eprintln!("{}: cannot go on: {reason}", self.agent);
+                    self.stopped = Some(reason);
+                }
+            }
         }
         Ok(())
     }
@@ -106,6 +118,7 @@ impl<'a, A: Append> Writer<'a, A> {
         Written {
             written: self.written,
             failed: self.failed.into_iter().map(|(_, id)| id).collect(),
+            stopped: self.stopped,
         }
     }
 }

@@ -1,9 +1,11 @@
 //! Reading a job file: TOML into [`JobSettings`], then the checks that span
 //! several keys. Every error names the file, the line and column, and the key.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use super::llm;
 use super::settings::{Backend, JobSettings};
 
 /// A job file ready to run: its settings and where it came from.
@@ -29,6 +31,15 @@ pub enum JobError {
     },
     #[error("{0}")]
     Invalid(Box<JobFileError>),
+    #[error("{}: agent.llm.api_key_env names {}, not set in this environment (or empty); export {} and start again", .path.display(), quoted(.vars), if .vars.len() == 1 { "it" } else { "them" })]
+    MissingApiKeys { path: PathBuf, vars: Vec<String> },
+}
+
+fn quoted(vars: &[String]) -> String {
+    vars.iter()
+        .map(|var| format!("${var}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A bad job file: where, which key, and what is wrong.
@@ -80,7 +91,7 @@ impl Job {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "job".to_owned()),
         };
-        let job = Self {
+        let mut job = Self {
             path: path.to_owned(),
             dir,
             name,
@@ -88,7 +99,41 @@ impl Job {
             text,
         };
         job.check()?;
+        if let Some(llm) = job.settings.agent.llm.as_mut() {
+            llm::load_files(llm, &job.dir).map_err(|p| {
+                JobError::Invalid(Box::new(locate_key(
+                    &job.path, &job.text, &p.table, p.key, p.message,
+                )))
+            })?;
+        }
         Ok(job)
+    }
+
+    /// The API key variables the job names that are unset or empty, looked
+    /// up through `lookup` (the environment, in practice).
+    pub fn missing_api_keys(&self, lookup: impl Fn(&str) -> Option<OsString>) -> Vec<String> {
+        let Some(llm) = &self.settings.agent.llm else {
+            return Vec::new();
+        };
+        llm.key_vars()
+            .into_iter()
+            .filter(|name| lookup(name).is_none_or(|value| value.is_empty()))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Refuses a job whose key variables are not all set, so a run stops
+    /// before anything starts rather than at its first request.
+    pub fn check_api_keys(&self) -> Result<(), JobError> {
+        let vars = self.missing_api_keys(|name| std::env::var_os(name));
+        if vars.is_empty() {
+            Ok(())
+        } else {
+            Err(JobError::MissingApiKeys {
+                path: self.path.clone(),
+                vars,
+            })
+        }
     }
 
     /// A path from the job file, resolved against the job file's folder.
@@ -170,6 +215,12 @@ impl Job {
                 ));
             }
         }
+        let env_names: Vec<&String> = a.env.keys().collect();
+        llm::check(a.backend, a.llm.as_ref(), &env_names).map_err(|p| {
+            JobError::Invalid(Box::new(locate_key(
+                &self.path, &self.text, &p.table, p.key, p.message,
+            )))
+        })?;
         if let Some(rate) = &s.rate {
             if rate.requests_per_minute.is_none() && rate.tokens_per_minute.is_none() {
                 return Err(invalid(

@@ -1,11 +1,13 @@
 //! The job file: typed settings, value types, and loading with located errors.
 
 mod executor;
+mod llm;
 mod load;
 mod settings;
 mod values;
 
 pub use executor::{ExecutorKind, ExecutorSettings};
+pub use llm::{FallbackSettings, KeyVars, LlmMode, LlmSettings, ResponseFormat, Schema};
 pub use load::{line_column, Job, JobError, JobFileError};
 pub use settings::*;
 pub use values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::executor::ExecutorSettings;
+use super::llm::LlmSettings;
 use super::values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -72,6 +73,10 @@ pub enum Backend {
     Exec,
     /// The built-in deterministic generator.
     Demo,
+    /// An OpenAI-compatible `POST {base_url}/chat/completions` ([agent.llm]).
+    Openai,
+    /// Anthropic's `POST {base_url}/messages` ([agent.llm]).
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -110,6 +115,10 @@ pub struct AgentSettings {
     pub demo: DemoSettings,
     /// Checks a result must pass before it is saved.
     pub validate: Option<ValidateSettings>,
+    /// The LLM backends' endpoint, prompts and request parameters. Left out
+    /// of task files when absent, so other backends' stay as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSettings>,
 }
 
 /// `command = ["python3", "gen.py"]`, or a fallback list
@@ -208,6 +217,7 @@ impl Default for AgentSettings {
             concurrency: default_concurrency(),
             demo: DemoSettings::default(),
             validate: None,
+            llm: None,
         }
     }
 }

@@ -45,6 +45,8 @@ pub fn resume(
             );
         }
     }
+    // As for run: no launch while a key variable is unset.
+    job.check_api_keys()?;
     let agent_argv = resolve_agent(&job)?;
     restore_missing_tasks(&run, &plan, &job)?;
     let mut events =

@@ -44,6 +44,8 @@ pub struct PlannedJob {
 /// programs the agents will run.
 pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
     let PlannedJob { job, items, plan } = plan_job(job_path)?;
+    // An unset API key variable would fail every request: stop before the run exists.
+    job.check_api_keys()?;
     let agent_argv = resolve_agent(&job)?;
     Ok(CheckedJob {
         job,

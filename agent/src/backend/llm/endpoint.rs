@@ -1,0 +1,200 @@
+//! One endpoint of `[agent.llm]` (the main one or a fallback): provider,
+//! address, model, parameters, its HTTP client, and its keys — read from
+//! the environment once, used in order, a rejected one dropped for every
+//! worker at once. Key values live only here, in memory; everything that is
+//! printed or sent to the broker names the variable.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+use shared::broker::key_id;
+use shared::job::{Backend as BackendKind, FallbackSettings, LlmSettings};
+
+use super::{anthropic, openai};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    Anthropic,
+}
+
+/// One API key: the variable that held it, and the broker's name for it.
+pub struct Key {
+    /// None: a server without keys (no auth header is sent).
+    pub var: Option<String>,
+    secret: Option<String>,
+    /// `shared::broker::key_id`, or the base URL when there is no key.
+    pub id: String,
+}
+
+pub struct Endpoint {
+    pub provider: Provider,
+    /// Without a trailing slash: it is also the record's `endpoint`.
+    pub base_url: String,
+    pub url: String,
+    pub model: String,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub extra: Map<String, Value>,
+    pub timeout: Duration,
+    pub client: reqwest::Client,
+    keys: Vec<Key>,
+    /// The first key not rejected; keys.len() when none is left.
+    current: AtomicUsize,
+}
+
+impl Endpoint {
+    /// The main endpoint (`fallback` None) or a fallback, its keys read
+    /// through `lookup`. Err: the message for an unusable setting.
+    pub fn new(
+        kind: BackendKind,
+        llm: &LlmSettings,
+        fallback: Option<&FallbackSettings>,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let provider = match fallback.and_then(|f| f.backend).unwrap_or(kind) {
+            BackendKind::Anthropic => Provider::Anthropic,
+            BackendKind::Openai => Provider::OpenAi,
+            other => return Err(format!("backend {other:?} is not an LLM backend")),
+        };
+        let base_url = fallback
+            .and_then(|f| f.base_url.as_deref())
+            .or(llm.base_url.as_deref())
+            .ok_or("agent.llm.base_url is not set")?
+            .trim_end_matches('/')
+            .to_owned();
+        let model = fallback
+            .and_then(|f| f.model.clone())
+            .or_else(|| llm.model.clone())
+            .ok_or("agent.llm.model is not set")?;
+        let vars = match fallback {
+            Some(f) => f.api_key_env.as_ref(),
+            None => llm.api_key_env.as_ref(),
+        };
+        let keys = match vars {
+            None => vec![Key {
+                var: None,
+                secret: None,
+                id: base_url.clone(),
+            }],
+            Some(vars) => vars
+                .names()
+                .iter()
+                .map(|var| match lookup(var).filter(|v| !v.is_empty()) {
+                    // The value itself is never quoted: it is a key.
+                    Some(secret) if HeaderValue::from_str(&secret).is_err() => Err(format!(
+                        "the value of ${var} cannot be sent in an HTTP header (a line break or other control character?)"
+                    )),
+                    Some(secret) => Ok(Key {
+                        var: Some(var.clone()),
+                        secret: Some(secret),
+                        id: key_id(&base_url, var),
+                    }),
+                    None => Err(format!(
+                        "${var} (agent.llm.api_key_env for {base_url}) is not set in the agent's environment"
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        let timeout = fallback
+            .and_then(|f| f.request_timeout)
+            .unwrap_or(llm.request_timeout)
+            .get();
+        let client = super::http::client(timeout)
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        let path = match provider {
+            Provider::OpenAi => openai::PATH,
+            Provider::Anthropic => anthropic::PATH,
+        };
+        Ok(Self {
+            provider,
+            url: format!("{base_url}{path}"),
+            base_url,
+            model,
+            max_tokens: fallback
+                .and_then(|f| f.max_tokens)
+                .or(llm.max_tokens)
+                .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+            temperature: fallback.and_then(|f| f.temperature).or(llm.temperature),
+            extra: fallback
+                .and_then(|f| f.extra.clone())
+                .unwrap_or_else(|| llm.extra.clone()),
+            timeout,
+            client,
+            keys,
+            current: AtomicUsize::new(0),
+        })
+    }
+
+    /// The key in use and its place in the list; None when all were rejected.
+    pub fn key(&self) -> Option<(usize, &Key)> {
+        let index = self.current.load(Ordering::Relaxed);
+        self.keys.get(index).map(|key| (index, key))
+    }
+
+    /// Drops key `index` for every worker (later keys stay).
+    pub fn reject(&self, index: usize) {
+        self.current.fetch_max(index + 1, Ordering::Relaxed);
+    }
+
+    /// The rejected keys' variables, for messages.
+    pub fn rejected_vars(&self) -> String {
+        let upto = self.current.load(Ordering::Relaxed).min(self.keys.len());
+        let names: Vec<String> = self.keys[..upto]
+            .iter()
+            .map(|key| match &key.var {
+                Some(var) => format!("${var}"),
+                None => "no key".to_owned(),
+            })
+            .collect();
+        names.join(", ")
+    }
+
+    /// The headers that carry the key, marked sensitive so that no debug
+    /// output of the client shows them.
+    pub fn auth_headers(&self, key: &Key) -> Vec<(HeaderName, HeaderValue)> {
+        let mut headers = Vec::new();
+        let secret_header = |text: String| {
+            HeaderValue::from_str(&text).ok().map(|mut value| {
+                value.set_sensitive(true);
+                value
+            })
+        };
+        match self.provider {
+            Provider::OpenAi => {
+                if let Some(value) = key
+                    .secret
+                    .as_ref()
+                    .and_then(|s| secret_header(format!("Bearer {s}")))
+                {
+                    headers.push((reqwest::header::AUTHORIZATION, value));
+                }
+            }
+            Provider::Anthropic => {
+                if let Some(value) = key.secret.clone().and_then(secret_header) {
+                    headers.push((HeaderName::from_static("x-api-key"), value));
+                }
+                headers.push((
+                    HeaderName::from_static("anthropic-version"),
+                    HeaderValue::from_static(anthropic::VERSION),
+                ));
+            }
+        }
+        headers
+    }
+
+    pub fn secret<'k>(&self, key: &'k Key) -> Option<&'k str> {
+        key.secret.as_deref()
+    }
+
+    /// "openai http://host/v1 (model)": for messages and the switch.
+    pub fn label(&self) -> String {
+        let provider = match self.provider {
+            Provider::OpenAi => "openai",
+            Provider::Anthropic => "anthropic",
+        };
+        format!("{provider} {} ({})", self.base_url, self.model)
+    }
+}

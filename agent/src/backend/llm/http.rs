@@ -1,0 +1,205 @@
+//! The HTTP side of one request: POST the body, read the whole answer
+//! within request_timeout, and sort what came back by what must be done
+//! about it. Reading the status and the body is all; the wording of a
+//! server's message never decides anything.
+
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// How much of a server's error message a failure reason quotes.
+const MESSAGE_CHARS: usize = 500;
+
+/// A whole answer.
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// Why no answer came.
+#[derive(Debug)]
+pub enum SendError {
+    Timeout,
+    /// Refused, reset, or cut off mid-answer.
+    Connection(String),
+}
+
+/// A client for one endpoint: its own connection pool and timeout.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .tcp_nodelay(true)
+        .build()
+}
+
+pub async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Vec<u8>,
+) -> Result<Answer, SendError> {
+    let mut request = client
+        .post(url)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.map_err(send_error)?;
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.bytes().await.map_err(send_error)?;
+    Ok(Answer {
+        status,
+        headers,
+        body: body.to_vec(),
+    })
+}
+
+fn send_error(error: reqwest::Error) -> SendError {
+    if error.is_timeout() {
+        return SendError::Timeout;
+    }
+    // The innermost cause says what happened ("connection refused"…);
+    // reqwest's own text only says that sending failed.
+    let mut reason = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        reason = cause.to_string();
+        source = cause.source();
+    }
+    SendError::Connection(reason)
+}
+
+/// What an answer's status says to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// 2xx with a JSON body.
+    Answered(Value),
+    RateLimited,
+    KeyRejected,
+    /// Another 4xx: the request is wrong.
+    Refused(String),
+    /// 5xx, or a status no API answers with.
+    ServerError(String),
+    /// 2xx whose body is not JSON.
+    Unreadable(String),
+}
+
+/// Sorts an answer by its status. `secret` is the key in use: it is cut out
+/// of any message quoted, in case a server echoes it.
+pub fn verdict(status: StatusCode, body: &[u8], secret: Option<&str>) -> Verdict {
+    if status.is_success() {
+        return match serde_json::from_slice::<Value>(body) {
+            Ok(value) => Verdict::Answered(value),
+            Err(e) => Verdict::Unreadable(format!(
+                "{e}; the body starts with {:?}",
+                String::from_utf8_lossy(&body[..body.len().min(80)])
+            )),
+        };
+    }
+    match status.as_u16() {
+        429 => Verdict::RateLimited,
+        401 | 403 => Verdict::KeyRejected,
+        400..=499 => Verdict::Refused(message(body, secret)),
+        _ => Verdict::ServerError(message(body, secret)),
+    }
+}
+
+/// The server's message: `error.message` (OpenAI, Anthropic, LiteLLM),
+/// `error` as text, `message` or `detail`; else the body's text.
+pub fn message(body: &[u8], secret: Option<&str>) -> String {
+    let parsed = serde_json::from_slice::<Value>(body).ok();
+    let from_json = parsed.as_ref().and_then(|value| {
+        let error = value.get("error");
+        error
+            .and_then(|e| e.get("message"))
+            .or(error.filter(|e| e.is_string()))
+            .or_else(|| value.get("message"))
+            .or_else(|| value.get("detail"))
+            .map(|m| match m {
+                Value::String(text) => text.clone(),
+                other => other.to_string(),
+            })
+    });
+    let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
+    let text = match secret {
+        Some(secret) if !secret.is_empty() => text.replace(secret, "[key]"),
+        _ => text,
+    };
+    let mut short: String = text.chars().take(MESSAGE_CHARS).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    if short.is_empty() {
+        "(no message)".to_owned()
+    } else {
+        short
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> StatusCode {
+        StatusCode::from_u16(code).expect("a status")
+    }
+
+    #[test]
+    fn statuses_are_sorted() {
+        assert_eq!(
+            verdict(status(200), br#"{"a": 1}"#, None),
+            Verdict::Answered(serde_json::json!({"a": 1}))
+        );
+        assert!(matches!(
+            verdict(status(200), b"<html>", None),
+            Verdict::Unreadable(_)
+        ));
+        assert_eq!(
+            verdict(status(429), b"slow down", None),
+            Verdict::RateLimited
+        );
+        assert_eq!(verdict(status(401), b"", None), Verdict::KeyRejected);
+        assert_eq!(verdict(status(403), b"", None), Verdict::KeyRejected);
+        assert_eq!(
+            verdict(
+                status(400),
+                br#"{"error": {"message": "model not found", "type": "x"}}"#,
+                None
+            ),
+            Verdict::Refused("model not found".into())
+        );
+        assert_eq!(
+            verdict(status(503), b"overloaded\n", None),
+            Verdict::ServerError("overloaded".into())
+        );
+        assert!(matches!(
+            verdict(status(302), b"", None),
+            Verdict::ServerError(_)
+        ));
+    }
+
+    #[test]
+    fn messages_come_from_any_usual_shape_and_never_hold_the_key() {
+        assert_eq!(message(br#"{"error": "bad"}"#, None), "bad");
+        assert_eq!(message(br#"{"detail": "nope"}"#, None), "nope");
+        assert_eq!(message(br#"{"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: too big"}}"#, None), "max_tokens: too big");
+        assert_eq!(message(b"", None), "(no message)");
+        assert_eq!(
+            message(
+                br#"{"error": {"message": "bad key sk-123 given"}}"#,
+                Some("sk-123")
+            ),
+            "bad key [key] given"
+        );
+        let long = "x".repeat(2000);
+        assert_eq!(
+            message(long.as_bytes(), None).chars().count(),
+            MESSAGE_CHARS + 1
+        );
+    }
+}

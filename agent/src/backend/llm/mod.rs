@@ -1,0 +1,270 @@
+//! The LLM backends, `openai` and `anthropic`: one HTTP request per item
+//! attempt, built from the job's prompts, sent to the endpoint in use with
+//! its key in use, and the answer turned into a record or a failure whose
+//! kind tells the item runner what to do next.
+//!
+//! Workers are std threads (the agent core's pool); they share one tokio
+//! runtime and `block_on` their own request on it, so agent.concurrency
+//! requests are in flight at once over each endpoint's pooled connections,
+//! with no async code outside this module.
+
+mod anthropic;
+mod endpoint;
+mod error;
+mod headers;
+mod http;
+mod openai;
+mod prompt;
+mod reply;
+mod request;
+
+pub use error::{pause_before_retry, LlmError, Retry};
+
+use std::time::SystemTime;
+
+use serde_json::{Map, Value};
+use shared::job::{AgentSettings, Backend as BackendKind, LlmSettings};
+
+use super::{AttemptError, Backend, Call, Meter};
+use crate::setup::SetupError;
+use endpoint::{Endpoint, Provider};
+use http::{SendError, Verdict};
+use prompt::Template;
+use reply::Shape;
+use request::Request;
+
+/// How many threads drive the connections: requests are I/O-bound, and the
+/// workers themselves poll their own futures.
+const RUNTIME_THREADS: usize = 2;
+
+/// The output budget a permit reserves when the job sets no max_tokens.
+const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
+
+pub struct LlmBackend {
+    runtime: tokio::runtime::Runtime,
+    /// The main endpoint, then the fallbacks: the choices of the runner.
+    endpoints: Vec<Endpoint>,
+    system: Option<String>,
+    prompt: Template,
+    json: bool,
+    schema: Option<Map<String, Value>>,
+    validator: Option<jsonschema::Validator>,
+    cache_prefix: bool,
+}
+
+impl LlmBackend {
+    /// Checks the settings and reads every key variable through `lookup`.
+    pub fn new(
+        settings: &AgentSettings,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, SetupError> {
+        let llm: &LlmSettings = settings.llm.as_ref().ok_or_else(|| {
+            SetupError::Llm(
+                "the openai and anthropic backends need agent.llm (base_url, model)".into(),
+            )
+        })?;
+        let mut endpoints =
+            vec![Endpoint::new(settings.backend, llm, None, lookup).map_err(SetupError::Llm)?];
+        for fallback in &llm.fallback {
+            endpoints.push(
+                Endpoint::new(settings.backend, llm, Some(fallback), lookup)
+                    .map_err(SetupError::Llm)?,
+            );
+        }
+        let prompt = Template::parse(llm.prompt.as_deref().unwrap_or("{{item}}"))
+            .map_err(|e| SetupError::Llm(format!("agent.llm.prompt: {e}")))?;
+        let schema = llm.schema_value().cloned();
+        let validator = match &schema {
+            Some(schema) => Some(
+                jsonschema::validator_for(&Value::Object(schema.clone()))
+                    .map_err(|e| SetupError::Llm(format!("agent.llm.schema: {e}")))?,
+            ),
+            None => None,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(RUNTIME_THREADS)
+            .thread_name("nightshift-http")
+            .enable_all()
+            .build()
+            .map_err(|e| SetupError::Llm(format!("cannot start the HTTP runtime: {e}")))?;
+        Ok(Self {
+            runtime,
+            endpoints,
+            system: llm.system.clone(),
+            prompt,
+            json: llm.wants_json(),
+            schema,
+            validator,
+            cache_prefix: llm.cache_prefix,
+        })
+    }
+
+    fn request<'a>(&'a self, endpoint: &'a Endpoint, prompt: &'a str) -> Request<'a> {
+        Request {
+            model: &endpoint.model,
+            system: self.system.as_deref(),
+            prompt,
+            max_tokens: endpoint.max_tokens,
+            temperature: endpoint.temperature,
+            json: self.json,
+            schema: self.schema.as_ref(),
+            extra: &endpoint.extra,
+            cache_prefix: self.cache_prefix,
+        }
+    }
+
+    fn render(&self, call: Call<'_>) -> Result<String, LlmError> {
+        self.prompt
+            .render(call.item)
+            .map_err(|field| LlmError::MissingField {
+                id: call.id.clone(),
+                field,
+            })
+    }
+
+    fn endpoint(&self, choice: usize) -> Result<&Endpoint, AttemptError> {
+        self.endpoints.get(choice).ok_or(AttemptError::Lost)
+    }
+
+    /// One request with the key in use: what the runner gets back, and
+    /// what the answer told `meter`.
+    fn send(
+        &self,
+        call: Call<'_>,
+        choice: usize,
+        meter: &mut Meter,
+    ) -> Result<Map<String, Value>, LlmError> {
+        let endpoint = self
+            .endpoints
+            .get(choice)
+            .ok_or_else(|| LlmError::NoUsableKey {
+                endpoint: String::new(),
+                vars: String::new(),
+            })?;
+        let prompt = self.render(call)?;
+        let Some((index, key)) = endpoint.key() else {
+            return Err(LlmError::NoUsableKey {
+                endpoint: endpoint.base_url.clone(),
+                vars: endpoint.rejected_vars(),
+            });
+        };
+        meter.key = Some(key.id.clone());
+        let request = self.request(endpoint, &prompt);
+        let body = match endpoint.provider {
+            Provider::OpenAi => openai::body(&request),
+            Provider::Anthropic => anthropic::body(&request),
+        };
+        let bytes = serde_json::to_vec(&body).map_err(|e| LlmError::BadBody(e.to_string()))?;
+        let sent = self.runtime.block_on(http::post(
+            &endpoint.client,
+            &endpoint.url,
+            endpoint.auth_headers(key),
+            bytes,
+        ));
+        let answer = sent.map_err(|error| match error {
+            SendError::Timeout => LlmError::Timeout {
+                endpoint: endpoint.base_url.clone(),
+                after: endpoint.timeout,
+            },
+            SendError::Connection(reason) => LlmError::Connection {
+                endpoint: endpoint.base_url.clone(),
+                reason,
+            },
+        })?;
+        let now = SystemTime::now();
+        let learned = headers::learned_limits(&answer.headers, now);
+        if !learned.is_empty() {
+            meter.learned = Some(learned);
+        }
+        let status = answer.status.as_u16();
+        match http::verdict(answer.status, &answer.body, endpoint.secret(key)) {
+            Verdict::Answered(value) => {
+                let reply = match endpoint.provider {
+                    Provider::OpenAi => openai::parse(&value)?,
+                    Provider::Anthropic => anthropic::parse(&value)?,
+                };
+                meter.used_tokens = Some(reply.usage.total());
+                let shape = Shape {
+                    json: self.json,
+                    schema: self.validator.as_ref(),
+                };
+                reply.into_record(&shape, call.id_field, &endpoint.base_url)
+            }
+            Verdict::RateLimited => Err(LlmError::RateLimited {
+                retry_after: headers::retry_after(&answer.headers, now),
+            }),
+            Verdict::KeyRejected => {
+                endpoint.reject(index);
+                Err(LlmError::KeyRejected {
+                    var: key.var.clone().unwrap_or_else(|| "(no key)".into()),
+                    endpoint: endpoint.base_url.clone(),
+                    status,
+                })
+            }
+            Verdict::Refused(message) => Err(LlmError::Refused { status, message }),
+            Verdict::ServerError(message) => Err(LlmError::Server { status, message }),
+            Verdict::Unreadable(reason) => Err(LlmError::BadBody(reason)),
+        }
+    }
+}
+
+impl Backend for LlmBackend {
+    fn choices(&self) -> usize {
+        self.endpoints.len()
+    }
+
+    fn label(&self, choice: usize) -> String {
+        self.endpoints
+            .get(choice)
+            .map(Endpoint::label)
+            .unwrap_or_default()
+    }
+
+    /// Records name their endpoint themselves.
+    fn marks_producer(&self) -> bool {
+        false
+    }
+
+    fn permit_key(&self, choice: usize) -> Option<String> {
+        let endpoint = self.endpoints.get(choice)?;
+        endpoint.key().map(|(_, key)| key.id.clone())
+    }
+
+    fn usable(&self, choice: usize) -> bool {
+        self.endpoints
+            .get(choice)
+            .is_some_and(|endpoint| endpoint.key().is_some())
+    }
+
+    /// The prompt's characters / 4, plus the output it may be given.
+    fn estimate(&self, call: Call<'_>, choice: usize) -> u64 {
+        let prompt = self.render(call).map(|p| p.len()).unwrap_or(0);
+        let system = self.system.as_ref().map_or(0, String::len);
+        let output = self
+            .endpoints
+            .get(choice)
+            .and_then(|e| e.max_tokens)
+            .map_or(DEFAULT_OUTPUT_ESTIMATE, u64::from);
+        ((prompt + system) as u64).div_ceil(4) + output
+    }
+
+    fn call(
+        &self,
+        call: Call<'_>,
+        choice: usize,
+        meter: &mut Meter,
+    ) -> Result<Map<String, Value>, AttemptError> {
+        self.endpoint(choice)?;
+        Ok(self.send(call, choice, meter)?)
+    }
+}
+
+/// The backend of agent.backend = "openai" | "anthropic", keys read from
+/// the process environment.
+pub fn from_settings(settings: &AgentSettings) -> Result<LlmBackend, SetupError> {
+    debug_assert!(matches!(
+        settings.backend,
+        BackendKind::Openai | BackendKind::Anthropic
+    ));
+    LlmBackend::new(settings, &|name| std::env::var(name).ok())
+}
