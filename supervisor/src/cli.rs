@@ -4,8 +4,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use shared::broker::Window;
 use shared::job::Deadline;
 
+use crate::commands::permit::parse_window;
 use crate::schedule::halt::HaltPolicy;
 
 #[derive(Debug, Parser)]
@@ -90,17 +92,41 @@ pub enum Command {
         #[arg(long)]
         html: Option<PathBuf>,
     },
-    /// For shell agents: wait for a rate-limit permit (or report a backoff / tokens).
+    /// For shell agents: wait for a rate-limit permit (or report a backoff, tokens
+    /// or learned limits).
     Permit {
         /// Tokens the call is expected to use.
         #[arg(long, default_value_t = 1)]
         tokens: u64,
-        /// Report a rate-limit answer: every agent pauses this many seconds (0: rate.backoff).
+        /// Report a rate-limit answer: every agent pauses this many seconds (0: rate.backoff);
+        /// with --key only that key's permits pause (0: a backoff that grows).
         #[arg(long)]
         backoff: Option<f64>,
         /// Report the tokens the call actually used (of --tokens estimated).
         #[arg(long)]
         report: Option<u64>,
+        /// The API key the call uses, as "BASE_URL ENV_VAR" (never the key itself):
+        /// each key is paced apart, to the limits learned for it, and a backoff
+        /// pauses only its key (a growing one when SECONDS is 0).
+        #[arg(long, value_name = "KEY_ID")]
+        key: Option<String>,
+        /// With --key, instead of a permit: what an answer's headers said of its
+        /// requests window, e.g. 120,119,0.5 (x-ratelimit-*-requests).
+        #[arg(long, value_name = "LIMIT,REMAINING,RESET_SECONDS", requires = "key",
+              conflicts_with_all = ["backoff", "report"], value_parser = parse_window)]
+        learned_requests: Option<Window>,
+        /// The same for its tokens window.
+        #[arg(long, value_name = "LIMIT,REMAINING,RESET_SECONDS", requires = "key",
+              conflicts_with_all = ["backoff", "report"], value_parser = parse_window)]
+        learned_tokens: Option<Window>,
+        /// The same for an input tokens window (servers that limit input and output apart).
+        #[arg(long, value_name = "LIMIT,REMAINING,RESET_SECONDS", requires = "key",
+              conflicts_with_all = ["backoff", "report"], value_parser = parse_window)]
+        learned_input_tokens: Option<Window>,
+        /// The same for an output tokens window.
+        #[arg(long, value_name = "LIMIT,REMAINING,RESET_SECONDS", requires = "key",
+              conflicts_with_all = ["backoff", "report"], value_parser = parse_window)]
+        learned_output_tokens: Option<Window>,
     },
     /// Check a run directory, one of its files, or any record file.
     Validate {

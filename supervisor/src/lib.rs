@@ -43,10 +43,22 @@ pub fn execute(cli: Cli) -> Result<i32> {
             tokens,
             backoff,
             report,
+            key,
+            learned_requests,
+            learned_tokens,
+            learned_input_tokens,
+            learned_output_tokens,
         } => commands::permit::permit(&commands::permit::PermitRequest {
             tokens,
             backoff,
             report,
+            key,
+            learned: shared::broker::LearnedLimits {
+                requests: learned_requests,
+                tokens: learned_tokens,
+                input_tokens: learned_input_tokens,
+                output_tokens: learned_output_tokens,
+            },
         }),
         Command::Report { dir, html } => commands::report::report(&dir, html.as_deref()),
         Command::Control {

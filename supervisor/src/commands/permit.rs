@@ -1,7 +1,9 @@
-//! `nightshift permit [--tokens N] [--backoff SECONDS] [--report N]`: for shell
-//! and script agents. Talks to the rate broker at NIGHTSHIFT_SOCKET (set for
-//! every agent): waits until a permit is granted (exit 0), or reports a
-//! rate-limit answer so every agent pauses, or reports the tokens a call used.
+//! `nightshift permit [--tokens N] [--backoff SECONDS] [--report N] [--key ID]
+//! [--learned-requests L,R,S …]`: for shell and script agents. Talks to the
+//! rate broker at NIGHTSHIFT_SOCKET (set for every agent): waits until a
+//! permit is granted (exit 0), or reports a rate-limit answer so every agent
+//! pauses (with --key: every agent's calls with that key), or reports the
+//! tokens a call used, or (--learned-*) the limits an answer's headers told.
 //!
 //! NIGHTSHIFT_SOCKET is a Unix socket path, or `tcp:HOST:PORT` for agents on
 //! other hosts (Slurm); a TCP connection first says hello with
@@ -12,7 +14,9 @@ use std::io::{BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use shared::broker::{connect_tcp, exchange, BrokerFile, ExchangeError, Request, TCP_PREFIX};
+use shared::broker::{
+    connect_tcp, exchange, BrokerFile, ExchangeError, LearnedLimits, Request, Window, TCP_PREFIX,
+};
 use shared::exit_codes;
 
 use crate::error::{Result, SupervisorError};
@@ -21,6 +25,30 @@ pub struct PermitRequest {
     pub tokens: u64,
     pub backoff: Option<f64>,
     pub report: Option<u64>,
+    /// The API key's id (`shared::broker::key_id`), never the key.
+    pub key: Option<String>,
+    /// Limits an answer announced (sent instead of a permit, with `key`).
+    pub learned: LearnedLimits,
+}
+
+/// Reads LIMIT,REMAINING,RESET_SECONDS (a window a server announced).
+pub fn parse_window(text: &str) -> std::result::Result<Window, String> {
+    let wrong = || format!("{text:?} is not LIMIT,REMAINING,RESET_SECONDS (e.g. 120,119,0.5)");
+    let mut parts = text.split(',').map(str::trim);
+    let (Some(limit), Some(remaining), Some(reset), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(wrong());
+    };
+    let reset_seconds: f64 = reset.parse().map_err(|_| wrong())?;
+    if !reset_seconds.is_finite() || reset_seconds < 0.0 {
+        return Err(wrong());
+    }
+    Ok(Window {
+        limit: limit.parse().map_err(|_| wrong())?,
+        remaining: remaining.parse().map_err(|_| wrong())?,
+        reset_seconds,
+    })
 }
 
 /// Where the broker listens.
@@ -36,22 +64,28 @@ impl<T: Read + Write> Stream for T {}
 pub fn permit(request: &PermitRequest) -> Result<i32> {
     let broker = find_broker()?;
     let agent = std::env::var("NIGHTSHIFT_AGENT").unwrap_or_default();
-    let message = match (request.backoff, request.report) {
-        (Some(seconds), _) => Request::Backoff {
+    let key = request.key.clone();
+    let message = match (request.backoff, request.report, &key) {
+        (Some(seconds), _, _) => Request::Backoff {
             seconds,
             agent,
-            key: None,
+            key,
         },
-        (None, Some(actual)) => Request::Report {
+        (None, Some(actual), _) => Request::Report {
             tokens: actual,
             estimated: Some(request.tokens),
             agent,
-            key: None,
+            key,
         },
-        (None, None) => Request::Permit {
+        (None, None, Some(key)) if !request.learned.is_empty() => Request::Learned {
+            key: key.clone(),
+            agent,
+            limits: request.learned,
+        },
+        (None, None, _) => Request::Permit {
             tokens: request.tokens,
             agent,
-            key: None,
+            key,
         },
     };
     let mut connection = connect(&broker)?;
@@ -150,5 +184,25 @@ fn ask(connection: &mut BufReader<Box<dyn Stream>>, request: &Request) -> Result
             "the rate broker refused: {}",
             reply.reason()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_reads_from_three_numbers() {
+        assert_eq!(
+            parse_window("120, 119,0.5"),
+            Ok(Window {
+                limit: 120,
+                remaining: 119,
+                reset_seconds: 0.5
+            })
+        );
+        for bad in ["120,119", "120,119,0.5,1", "a,1,1", "1,1,-2", "1,1,inf", ""] {
+            assert!(parse_window(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -12,36 +12,7 @@ use std::time::{Duration, Instant};
 
 use shared::job::RateSettings;
 
-#[derive(Debug, Clone)]
-struct Bucket {
-    level: f64,
-    capacity: f64,
-    per_second: f64,
-    updated: Instant,
-}
-
-impl Bucket {
-    fn new(capacity: f64, per_second: f64, now: Instant) -> Self {
-        Self {
-            level: capacity,
-            capacity,
-            per_second,
-            updated: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.level = (self.level + elapsed * self.per_second).min(self.capacity);
-        self.updated = now;
-    }
-
-    /// When the level will reach `needed`.
-    fn ready_at(&self, needed: f64, now: Instant) -> Instant {
-        let missing = (needed - self.level).max(0.0);
-        now + Duration::from_secs_f64(missing / self.per_second.max(1e-9))
-    }
-}
+use crate::rate::bucket::Bucket;
 
 #[derive(Debug, Clone)]
 pub struct Limiter {
@@ -90,41 +61,47 @@ impl Limiter {
 
     /// Grants a permit for `tokens` now, or says when to ask again.
     pub fn try_grant(&mut self, tokens: u64, now: Instant) -> Result<(), Instant> {
+        match self.ready_at(tokens, now) {
+            Some(ready) => Err(ready),
+            None => {
+                self.take(tokens);
+                Ok(())
+            }
+        }
+    }
+
+    /// When a permit for `tokens` may be granted (`None`: now). Apart from
+    /// `take` so that a keyed permit can wait for its key and this budget
+    /// both before it takes from either.
+    pub fn ready_at(&mut self, tokens: u64, now: Instant) -> Option<Instant> {
         if let Some(until) = self.paused_until(now) {
-            return Err(until);
+            return Some(until);
         }
-        let mut ready = now;
-        if let Some(bucket) = self.requests.as_mut() {
-            bucket.refill(now);
-            if bucket.level < 1.0 {
-                ready = ready.max(bucket.ready_at(1.0, now));
-            }
-        }
-        let wanted = tokens as f64;
-        if let Some(bucket) = self.tokens.as_mut() {
-            bucket.refill(now);
-            let needed = wanted.min(bucket.capacity);
-            if bucket.level < needed {
-                ready = ready.max(bucket.ready_at(needed, now));
-            }
-        }
-        if ready > now {
-            return Err(ready);
-        }
+        let requests = self
+            .requests
+            .as_mut()
+            .and_then(|bucket| bucket.ready_for(1.0, now));
+        let tokens = self
+            .tokens
+            .as_mut()
+            .and_then(|bucket| bucket.ready_for(tokens as f64, now));
+        requests.max(tokens)
+    }
+
+    /// Takes a permit for `tokens` that `ready_at` said may be granted.
+    pub fn take(&mut self, tokens: u64) {
         if let Some(bucket) = self.requests.as_mut() {
             bucket.level -= 1.0;
         }
         if let Some(bucket) = self.tokens.as_mut() {
-            bucket.level -= wanted;
+            bucket.level -= tokens as f64;
         }
-        Ok(())
     }
 
     /// The call used `actual` tokens where `estimated` were taken.
     pub fn report(&mut self, estimated: u64, actual: u64, now: Instant) {
         if let Some(bucket) = self.tokens.as_mut() {
-            bucket.refill(now);
-            bucket.level = (bucket.level + estimated as f64 - actual as f64).min(bucket.capacity);
+            bucket.give_back(estimated as f64 - actual as f64, now);
         }
     }
 

@@ -1,4 +1,9 @@
-//! The rate broker shared by every agent of a run: the budget and its socket.
+//! The rate broker shared by every agent of a run: the run's budget, each
+//! API key's pace to its learned limits, and the socket they are asked over.
 
+pub mod broker;
+pub mod bucket;
 pub mod budget;
+pub mod key_pacer;
+pub mod learned;
 pub mod server;

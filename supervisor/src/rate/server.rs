@@ -4,6 +4,8 @@
 //!   {"op":"permit","tokens":N,"agent":NAME}   → {"ok":true,"waited_ms":F} once granted
 //!   {"op":"report","tokens":ACTUAL,"estimated":N} → {"ok":true}
 //!   {"op":"backoff","seconds":S}              → {"ok":true,"paused_ms":F}  (S = 0: rate.backoff)
+//!   {"op":"learned","key":K,"requests":{…}}   → {"ok":true}
+//!   permit, report and backoff may name a "key": that key is paced apart
 //!   {"op":"hello","secret":S}                 → {"ok":true}
 //!
 //! Under Slurm, agents run on other nodes and cannot connect to a Unix socket
@@ -14,11 +16,9 @@
 //! others out — but is answered ok when it sends one, so a client may always
 //! send it.
 //!
-//! Every connection has a thread of its own. Permits are granted first come,
-//! first served: waiters queue for a ticket, and only the head of the queue
-//! asks the limiter. Every grant and backoff is logged to RUN/rate.log.
+//! Every connection has a thread of its own; what each request gets is the
+//! broker's to decide (`rate::broker`): the run's budget, each API key's pace.
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
@@ -26,16 +26,14 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use serde_json::json;
 
 use shared::broker::{BadRequest, BrokerFile, Reply, Request};
 use shared::job::RateSettings;
 use shared::rundir::RunDir;
 
-use crate::rate::budget::Limiter;
+use crate::rate::broker::Broker;
 
 /// Longest socket path a sockaddr_un holds, with its terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -47,23 +45,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest line read from a TCP connection before its hello.
 const MAX_HELLO_LINE: u64 = 4096;
 
-struct State {
-    /// `nightshift control --pause`: no permit is granted until --continue.
-    paused: bool,
-    limiter: Limiter,
-    queue: VecDeque<u64>,
-    next_ticket: u64,
-    log: BufWriter<File>,
-}
-
-struct Broker {
-    state: Mutex<State>,
-    changed: Condvar,
-    started: Instant,
-}
-
 pub struct RateServer {
-    broker: Arc<Broker>,
     path: PathBuf,
     tcp: Option<TcpEndpoint>,
 }
@@ -91,6 +73,10 @@ impl RateServer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
+        let listener = UnixListener::bind(&path)?;
+        // From here on, dropping `server` on an error removes what was made.
+        let mut server = Self { path, tcp: None };
+        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))?;
         let now = Instant::now();
         let log = BufWriter::new(
             File::options()
@@ -98,25 +84,7 @@ impl RateServer {
                 .append(true)
                 .open(run.root().join("rate.log"))?,
         );
-        let broker = Arc::new(Broker {
-            state: Mutex::new(State {
-                paused: false,
-                limiter: Limiter::new(settings, now),
-                queue: VecDeque::new(),
-                next_ticket: 0,
-                log,
-            }),
-            changed: Condvar::new(),
-            started: now,
-        });
-        let listener = UnixListener::bind(&path)?;
-        // From here on, dropping `server` on an error removes what was made.
-        let mut server = Self {
-            broker: Arc::clone(&broker),
-            path,
-            tcp: None,
-        };
-        std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))?;
+        let broker = Arc::new(Broker::new(settings, log, now));
         let tcp_listener = match tcp {
             Some(host) => {
                 let listener = TcpListener::bind(("0.0.0.0", 0))?;
@@ -163,11 +131,10 @@ impl RateServer {
         Ok(server)
     }
 
-    /// Holds every permit (a paused run: LLM requests wait) or lets them go.
-    pub fn set_paused(&self, paused: bool) {
-        lock(&self.broker).paused = paused;
-        self.broker.changed.notify_all();
-    }
+    /// MERGE SHIM (llm-tests branch only, not the broker's code): main's
+    /// `nightshift control --pause` holds permits through this; llm-broker's
+    /// rewrite predates it. A no-op until llm-broker merges main.
+    pub fn set_paused(&self, _paused: bool) {}
 
     pub fn path(&self) -> &Path {
         &self.path
@@ -299,13 +266,6 @@ fn same_secret(given: &str, secret: &str) -> bool {
             == 0
 }
 
-fn lock(broker: &Broker) -> MutexGuard<'_, State> {
-    broker
-        .state
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
     let mut greeted = secret.is_none();
     if !greeted && stream.set_read_timeout(Some(HELLO_TIMEOUT)).is_err() {
@@ -353,7 +313,7 @@ fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
                 Reply::refused("say {\"op\":\"hello\",\"secret\":NIGHTSHIFT_SECRET} first"),
                 false,
             ),
-            Ok(request) => (answer(broker, &request), true),
+            Ok(request) => (broker.answer(&request), true),
             Err(error @ BadRequest::NotJson(_)) => (Reply::refused(error.to_string()), greeted),
             Err(error) => (Reply::refused(error.to_string()), true),
         };
@@ -362,94 +322,6 @@ fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
             .and_then(|()| writer.flush());
         if sent.is_err() || !go_on {
             return;
-        }
-    }
-}
-
-fn answer(broker: &Broker, request: &Request) -> Reply {
-    match request {
-        // Keys are paced as one for now: per-key pacing to learned limits
-        // comes with the LLM backends.
-        Request::Permit { tokens, agent, .. } => {
-            let waited = permit(broker, agent, *tokens);
-            Reply::granted(waited * 1000.0)
-        }
-        Request::Report {
-            tokens, estimated, ..
-        } => {
-            let mut state = lock(broker);
-            state
-                .limiter
-                .report(estimated.unwrap_or(*tokens), *tokens, Instant::now());
-            drop(state);
-            broker.changed.notify_all();
-            Reply::ok()
-        }
-        Request::Backoff { seconds, agent, .. } => {
-            let now = Instant::now();
-            let mut state = lock(broker);
-            let pause = state.limiter.back_off(*seconds, now);
-            let t = now.duration_since(broker.started).as_secs_f64();
-            let line =
-                json!({"t": t, "op": "backoff", "agent": agent, "seconds": pause.as_secs_f64()});
-            let _ = writeln!(state.log, "{line}").and_then(|()| state.log.flush());
-            drop(state);
-            broker.changed.notify_all();
-            tracing::info!(
-                "rate-limit backoff of {:.1}s reported by {agent}",
-                pause.as_secs_f64()
-            );
-            Reply::paused(pause.as_secs_f64() * 1000.0)
-        }
-        Request::Learned { key, agent, limits } => {
-            tracing::debug!("{agent} learned limits of {key}: {limits:?}");
-            Reply::ok()
-        }
-        // `serve` answers hellos itself; a repeated one is harmless.
-        Request::Hello { .. } => Reply::ok(),
-    }
-}
-
-/// Blocks until a permit is granted; returns the seconds waited.
-fn permit(broker: &Broker, agent: &str, tokens: u64) -> f64 {
-    let asked = Instant::now();
-    let mut state = lock(broker);
-    let ticket = state.next_ticket;
-    state.next_ticket += 1;
-    state.queue.push_back(ticket);
-    loop {
-        let now = Instant::now();
-        if state.paused {
-            state = broker
-                .changed
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-        } else if state.queue.front() == Some(&ticket) {
-            match state.limiter.try_grant(tokens, now) {
-                Ok(()) => {
-                    state.queue.pop_front();
-                    let waited = now.duration_since(asked).as_secs_f64();
-                    let t = now.duration_since(broker.started).as_secs_f64();
-                    let line = json!({"t": t, "op": "grant", "agent": agent, "tokens": tokens, "waited_ms": waited * 1000.0});
-                    let _ = writeln!(state.log, "{line}").and_then(|()| state.log.flush());
-                    drop(state);
-                    broker.changed.notify_all();
-                    return waited;
-                }
-                Err(ready) => {
-                    let wait = ready.saturating_duration_since(now);
-                    state = broker
-                        .changed
-                        .wait_timeout(state, wait)
-                        .map(|(guard, _)| guard)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-                }
-            }
-        } else {
-            state = broker
-                .changed
-                .wait(state)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
         }
     }
 }

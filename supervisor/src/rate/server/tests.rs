@@ -1,5 +1,6 @@
 //! The broker over TCP and the Unix socket, with real connections.
 use super::*;
+use serde_json::json;
 use serde_json::Value;
 
 /// A broker with TCP on, in a temporary run directory, without a limit.
@@ -192,4 +193,80 @@ fn round_trip_over_tcp_and_unix() {
         median(tcp_times),
         median(unix_times)
     );
+}
+
+/// A broker on the Unix socket only, without a limit.
+fn unix_server() -> (tempfile::TempDir, RateServer) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = RateServer::start(&RunDir::new(dir.path()), None, None).expect("start");
+    (dir, server)
+}
+
+fn unix_client(server: &RateServer) -> BufReader<UnixStream> {
+    let stream = UnixStream::connect(server.path()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    BufReader::new(stream)
+}
+
+fn waited_ms(reply: Option<Value>) -> f64 {
+    let reply = reply.expect("a reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply["waited_ms"].as_f64().expect("waited_ms")
+}
+
+#[test]
+fn a_backed_off_key_waits_while_another_key_is_granted() {
+    let (dir, server) = unix_server();
+    let (key_a, key_b) = ("http://a/v1 A_KEY", "http://b/v1 B_KEY");
+    let permit =
+        |key: &str| json!({"op": "permit", "tokens": 5, "agent": "x", "key": key}).to_string();
+    let mut a = unix_client(&server);
+    let mut b = unix_client(&server);
+    for (client, key) in [(&mut a, key_a), (&mut b, key_b)] {
+        let learned = json!({"op": "learned", "key": key, "agent": "x",
+            "requests": {"limit": 6000, "remaining": 5999, "reset_seconds": 0.01}});
+        assert_eq!(ask(client, &learned.to_string()), Some(json!({"ok": true})));
+    }
+    let backoff = json!({"op": "backoff", "seconds": 1, "agent": "x", "key": key_a});
+    let paused = ask(&mut a, &backoff.to_string()).expect("a reply");
+    assert_eq!(paused["paused_ms"], 1000.0, "{paused}");
+    let waiting = std::thread::spawn(move || waited_ms(ask(&mut a, &permit(key_a))));
+    for _ in 0..5 {
+        assert!(
+            waited_ms(ask(&mut b, &permit(key_b))) < 500.0,
+            "key B is not paused"
+        );
+    }
+    assert!(
+        waited_ms(ask(&mut b, PERMIT)) < 500.0,
+        "nor are permits naming no key"
+    );
+    let waited = waiting.join().expect("the waiting client");
+    assert!(waited >= 900.0, "key A waited out its pause: {waited} ms");
+    let log = std::fs::read_to_string(dir.path().join("rate.log")).expect("rate.log");
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let grants = |key: Option<&str>| {
+        lines
+            .iter()
+            .filter(|l| l["op"] == "grant" && l["key"].as_str() == key)
+            .count()
+    };
+    assert_eq!(
+        (grants(Some(key_a)), grants(Some(key_b)), grants(None)),
+        (1, 5, 1)
+    );
+    let backoff = lines.iter().find(|l| l["op"] == "backoff").expect("logged");
+    assert_eq!(backoff["key"], key_a);
+    assert_eq!(
+        backoff["requests_per_minute"], 3000.0,
+        "the pace halved: {backoff}"
+    );
+    assert!(lines
+        .iter()
+        .any(|l| l["op"] == "learned" && l["key"] == key_b));
 }

@@ -1,0 +1,265 @@
+//! The rate broker's decisions, for every connection of `rate::server`: the
+//! run's budget (`budget`, from `[rate]`) for every permit, and for a permit
+//! that names an API key, that key's pacer (`key_pacer`) as well. Permits are
+//! granted first come, first served within a key (or among those naming
+//! none); each key queues apart, so a paused key holds up no other. A backoff
+//! naming a key pauses that key; one naming none pauses every permit. Every
+//! grant, backoff, change of a key's pace and hold is a line of RUN/rate.log.
+//! Keys are only ever their `key_id` (a URL and a variable's name).
+
+use std::collections::{HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use shared::broker::{LearnedLimits, Reply, Request};
+use shared::job::RateSettings;
+
+use crate::rate::budget::Limiter;
+use crate::rate::key_pacer::{KeyPacer, KeyPacers};
+use crate::rate::learned::Dimension;
+
+struct State {
+    limiter: Limiter,
+    keys: KeyPacers,
+    /// Tickets of the permits waiting that name no key, oldest first.
+    unkeyed: VecDeque<u64>,
+    /// The same per key.
+    keyed: HashMap<String, VecDeque<u64>>,
+    next_ticket: u64,
+    log: BufWriter<File>,
+}
+
+impl State {
+    fn queue_of(&self, key: Option<&str>) -> Option<&VecDeque<u64>> {
+        match key {
+            None => Some(&self.unkeyed),
+            Some(key) => self.keyed.get(key),
+        }
+    }
+
+    fn queue_mut(&mut self, key: Option<&str>) -> &mut VecDeque<u64> {
+        match key {
+            None => &mut self.unkeyed,
+            Some(key) => self.keyed.entry(key.to_owned()).or_default(),
+        }
+    }
+
+    /// When a permit may be granted: the run's budget and the key's pace both.
+    fn ready_at(&mut self, key: &str, tokens: u64, now: Instant) -> Option<Instant> {
+        let run = self.limiter.ready_at(tokens, now);
+        run.max(self.keys.get(key, now).ready_at(tokens, now))
+    }
+
+    /// Writes one line to RUN/rate.log.
+    fn log(&mut self, line: &Value) {
+        // The log is a record, not a duty: a full disk must not stop permits.
+        let _ = writeln!(self.log, "{line}").and_then(|()| self.log.flush());
+    }
+}
+
+pub struct Broker {
+    state: Mutex<State>,
+    changed: Condvar,
+    started: Instant,
+}
+
+impl Broker {
+    pub fn new(settings: Option<&RateSettings>, log: BufWriter<File>, now: Instant) -> Self {
+        Self {
+            state: Mutex::new(State {
+                limiter: Limiter::new(settings, now),
+                keys: KeyPacers::new(settings),
+                unkeyed: VecDeque::new(),
+                keyed: HashMap::new(),
+                next_ticket: 0,
+                log,
+            }),
+            changed: Condvar::new(),
+            started: now,
+        }
+    }
+
+    /// The reply to one request; a permit's comes once it is granted.
+    pub fn answer(&self, request: &Request) -> Reply {
+        match request {
+            Request::Permit { tokens, agent, key } => {
+                let waited = self.permit(agent, *tokens, key.as_deref());
+                Reply::granted(waited * 1000.0)
+            }
+            Request::Report {
+                tokens,
+                estimated,
+                key,
+                ..
+            } => {
+                let now = Instant::now();
+                let estimated = estimated.unwrap_or(*tokens);
+                let mut state = self.lock();
+                state.limiter.report(estimated, *tokens, now);
+                if let Some(key) = key {
+                    state.keys.get(key, now).report(estimated, *tokens, now);
+                }
+                drop(state);
+                self.changed.notify_all();
+                Reply::ok()
+            }
+            Request::Backoff {
+                seconds,
+                agent,
+                key,
+            } => {
+                let pause = self.back_off(agent, *seconds, key.as_deref());
+                Reply::paused(pause.as_secs_f64() * 1000.0)
+            }
+            Request::Learned { key, agent, limits } => {
+                self.learn(agent, key, limits);
+                Reply::ok()
+            }
+            // `serve` answers hellos itself; a repeated one is harmless.
+            Request::Hello { .. } => Reply::ok(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn since_start(&self, now: Instant) -> f64 {
+        now.duration_since(self.started).as_secs_f64()
+    }
+
+    /// Blocks until a permit is granted; returns the seconds waited.
+    fn permit(&self, agent: &str, tokens: u64, key: Option<&str>) -> f64 {
+        let asked = Instant::now();
+        let mut state = self.lock();
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue_mut(key).push_back(ticket);
+        loop {
+            let now = Instant::now();
+            let first = state.queue_of(key).and_then(VecDeque::front) == Some(&ticket);
+            let ready = match (first, key) {
+                (false, _) => {
+                    state = self
+                        .changed
+                        .wait(state)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    continue;
+                }
+                (true, None) => state.limiter.try_grant(tokens, now).err(),
+                (true, Some(key)) => {
+                    let ready = state.ready_at(key, tokens, now);
+                    if ready.is_none() {
+                        state.limiter.take(tokens);
+                        state.keys.get(key, now).take(tokens);
+                    }
+                    ready
+                }
+            };
+            if let Some(ready) = ready {
+                let wait = ready.saturating_duration_since(now);
+                state = self
+                    .changed
+                    .wait_timeout(state, wait)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+                continue;
+            }
+            state.queue_mut(key).pop_front();
+            let waited = now.duration_since(asked).as_secs_f64();
+            let t = self.since_start(now);
+            let mut line = json!({"t": t, "op": "grant", "agent": agent, "tokens": tokens, "waited_ms": waited * 1000.0});
+            if let Some(key) = key {
+                line["key"] = json!(key);
+            }
+            state.log(&line);
+            drop(state);
+            self.changed.notify_all();
+            return waited;
+        }
+    }
+
+    /// Pauses `key`'s permits, or without a key every permit.
+    fn back_off(&self, agent: &str, seconds: f64, key: Option<&str>) -> Duration {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let t = self.since_start(now);
+        let pause = match key {
+            None => {
+                let pause = state.limiter.back_off(seconds, now);
+                let line = json!({"t": t, "op": "backoff", "agent": agent, "seconds": pause.as_secs_f64()});
+                state.log(&line);
+                pause
+            }
+            Some(key) => {
+                let pacer = state.keys.get(key, now);
+                let pause = pacer.back_off(seconds, now);
+                let mut line = pace(pacer);
+                line["t"] = json!(t);
+                line["op"] = json!("backoff");
+                line["agent"] = json!(agent);
+                line["key"] = json!(key);
+                line["seconds"] = json!(pause.as_secs_f64());
+                state.log(&line);
+                pause
+            }
+        };
+        drop(state);
+        self.changed.notify_all();
+        let whose = key.map_or_else(|| "every key".to_owned(), |key| format!("key {key}"));
+        tracing::info!(
+            "rate-limit backoff of {:.1}s for {whose}, reported by {agent}",
+            pause.as_secs_f64()
+        );
+        pause
+    }
+
+    /// Paces `key` to what an answer's headers said.
+    fn learn(&self, agent: &str, key: &str, limits: &LearnedLimits) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let t = self.since_start(now);
+        let pacer = state.keys.get(key, now);
+        let outcome = pacer.learn(limits, now);
+        let paced = outcome.retuned.then(|| pace(pacer));
+        if let Some(mut line) = paced {
+            line["t"] = json!(t);
+            line["op"] = json!("learned");
+            line["agent"] = json!(agent);
+            line["key"] = json!(key);
+            tracing::debug!("{agent} learned the limits of {key}: now {line}");
+            state.log(&line);
+        }
+        if let Some(hold) = outcome.hold {
+            let line = json!({"t": t, "op": "hold", "agent": agent, "key": key, "seconds": hold.as_secs_f64()});
+            state.log(&line);
+            tracing::info!(
+                "{key} has nothing left in a rate-limit window: its permits wait {:.1}s for the reset",
+                hold.as_secs_f64()
+            );
+        }
+        drop(state);
+        // A learned limit may let a waiting permit go sooner (or later).
+        self.changed.notify_all();
+    }
+}
+
+/// A key's pace for the log: per minute in each dimension paced, and the
+/// share of the learned pace in use.
+fn pace(pacer: &KeyPacer) -> Value {
+    let mut fields = Map::new();
+    for (dim, rate) in Dimension::ALL.into_iter().zip(pacer.rates()) {
+        if let Some(per_second) = rate {
+            let per_minute = (per_second * 60.0 * 1000.0).round() / 1000.0;
+            fields.insert(format!("{}_per_minute", dim.name()), json!(per_minute));
+        }
+    }
+    fields.insert("factor".into(), json!(pacer.factor()));
+    Value::Object(fields)
+}
