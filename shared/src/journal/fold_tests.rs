@@ -197,10 +197,7 @@ fn controls_of_the_live_session_are_folded_and_a_new_session_clears_them() {
         max_parallel,
     };
     let mut history = History::default();
-    for event in [
-        control("max-parallel", Some(4)),
-        control("pause", None),
-    ] {
+    for event in [control("max-parallel", Some(4)), control("pause", None)] {
         history.apply(&Entry {
             ts: SystemTime::UNIX_EPOCH,
             agent: None,
@@ -224,5 +221,8 @@ fn controls_of_the_live_session_are_folded_and_a_new_session_clears_them() {
             agents_complete: 0,
         },
     });
-    assert_eq!(history.max_parallel, None, "a new session starts from the job");
+    assert_eq!(
+        history.max_parallel, None,
+        "a new session starts from the job"
+    );
 }

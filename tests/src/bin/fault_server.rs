@@ -205,10 +205,15 @@ fn config(args: &Args) -> Config {
 
 /// "300s", "1500ms", "2m".
 fn duration(text: &str, what: &str) -> Duration {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number
-        .parse()
-        .unwrap_or_else(|_| fail(format!("{what}: cannot read {text:?} (e.g. 30s, 500ms, 2m)")));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number.parse().unwrap_or_else(|_| {
+        fail(format!(
+            "{what}: cannot read {text:?} (e.g. 30s, 500ms, 2m)"
+        ))
+    });
     match unit {
         "ms" => Duration::from_millis(n),
         "s" | "" => Duration::from_secs(n),
@@ -259,7 +264,10 @@ impl Server {
     /// What to answer, and the log line saying so.
     fn decide(&self, request: &Request) -> (Outcome, Value) {
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
-        let item = find_item(&String::from_utf8_lossy(&request.body), &self.config.item_prefix);
+        let item = find_item(
+            &String::from_utf8_lossy(&request.body),
+            &self.config.item_prefix,
+        );
         let key = request.api_key().unwrap_or_default().to_owned();
         let mut entry = json!({
             "t_ms": u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -288,11 +296,17 @@ impl Server {
     ) -> (Outcome, Option<&'static str>) {
         let config = &self.config;
         let api = match Api::of_path(&request.path) {
-            Some(api) if request.method == "POST" && (api == Api::Anthropic) == config.anthropic => {
+            Some(api)
+                if request.method == "POST" && (api == Api::Anthropic) == config.anthropic =>
+            {
                 api
             }
             _ => {
-                let api = if config.anthropic { Api::Anthropic } else { Api::OpenAi };
+                let api = if config.anthropic {
+                    Api::Anthropic
+                } else {
+                    Api::OpenAi
+                };
                 let answer = answer::error(api, 404, "not_found_error", "no such route here");
                 return (Outcome::Answer(answer), None);
             }
@@ -383,13 +397,16 @@ impl Server {
 fn take_slot(state: &mut State, key: &str, rpm: u32) -> Result<Window, (Window, Duration)> {
     let now = Instant::now();
     let times = state.windows.entry(key.to_owned()).or_default();
-    while times.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
+    while times
+        .front()
+        .is_some_and(|t| now.duration_since(*t) >= MINUTE)
+    {
         times.pop_front();
     }
     let used = u32::try_from(times.len()).unwrap_or(u32::MAX);
-    let until_oldest_leaves = times
-        .front()
-        .map_or(Duration::ZERO, |t| MINUTE.saturating_sub(now.duration_since(*t)));
+    let until_oldest_leaves = times.front().map_or(Duration::ZERO, |t| {
+        MINUTE.saturating_sub(now.duration_since(*t))
+    });
     if used >= rpm {
         let window = Window {
             limit: rpm,

@@ -70,7 +70,11 @@ pub fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, ReadEr
     loop {
         let mut line = String::new();
         match reader.read_line(&mut line) {
-            Ok(0) => return Err(ReadError::Bad("connection closed inside the headers".into())),
+            Ok(0) => {
+                return Err(ReadError::Bad(
+                    "connection closed inside the headers".into(),
+                ))
+            }
             Ok(_) => {}
             Err(e) => return Err(ReadError::Bad(format!("read a header: {e}"))),
         }
@@ -173,7 +177,11 @@ impl Answer {
 }
 
 /// Writes `answer` with a Content-Length, so a kept-alive client knows where it ends.
-pub fn write_answer(stream: &mut TcpStream, answer: &Answer, keep_alive: bool) -> std::io::Result<()> {
+pub fn write_answer(
+    stream: &mut TcpStream,
+    answer: &Answer,
+    keep_alive: bool,
+) -> std::io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", answer.status, reason(answer.status));
     for (name, value) in &answer.headers {
         head.push_str(&format!("{name}: {value}\r\n"));
