@@ -155,8 +155,12 @@ fn a_rejected_key_stops_the_run_with_exit_5_after_few_requests() {
 #[test]
 fn resume_after_a_supervisor_kill_asks_for_no_saved_item() {
     let job = JobDir::new();
-    // 60 requests a minute: the run lasts long enough to be killed mid-way.
-    let server = fault_server(&job, &["--mode", "ratelimit", "--rpm", "60"]);
+    // A slow model (and rate-limit headers to pace by): the run lasts long
+    // enough to be killed mid-way.
+    let server = fault_server(
+        &job,
+        &["--mode", "ratelimit", "--rpm", "600", "--delay", "300ms"],
+    );
     let ids = openai_job(&job, &server, 30);
     let child = spawn_nightshift_with(
         job.path(),

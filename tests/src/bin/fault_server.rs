@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! fault_server --log FILE [--mode M[,M…]] [--good-key K] [--rpm N]
-//!              [--hang 30s] [--lifetime 300s] [--item-prefix item-] [--reply text|json]
+//!              [--hang 30s] [--delay 0ms] [--lifetime 300s] [--item-prefix item-]
+//!              [--reply text|json]
 //! ```
 //! Modes: `error500:N` (the first N requests of each item answer 500), `hang`
 //! (an item's request gets no answer for `--hang`), `reset` (an item's request
@@ -58,6 +59,8 @@ struct Config {
     anthropic: bool,
     item_prefix: String,
     json_reply: bool,
+    /// Every answer waits this long: a slow model, so a run can be caught mid-way.
+    delay: Duration,
 }
 
 /// What the server remembers between requests.
@@ -107,6 +110,7 @@ fn main() {
             "--lifetime",
             "--item-prefix",
             "--reply",
+            "--delay",
         ],
     );
     let config = config(&args);
@@ -160,6 +164,9 @@ fn config(args: &Args) -> Config {
         rpm: None,
         anthropic: false,
         item_prefix: args.text("--item-prefix").unwrap_or("item-").to_owned(),
+        delay: args
+            .text("--delay")
+            .map_or(Duration::ZERO, |t| duration(t, "--delay")),
         json_reply: match args.text("--reply") {
             None | Some("text") => false,
             Some("json") => true,
@@ -241,6 +248,7 @@ impl Server {
             self.log(entry);
             match outcome {
                 Outcome::Answer(answer) => {
+                    std::thread::sleep(self.config.delay);
                     if let Err(e) = http::write_answer(&mut writer, &answer, keep_alive) {
                         return eprintln!("fault_server: write an answer: {e}");
                     }
