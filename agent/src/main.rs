@@ -27,7 +27,16 @@ the broker's rate.backoff), or without a broker waits itself, and retries the
 item with the same command without counting it against agent.item_retries (up
 to 20 times per item; past that it is an ordinary failed attempt).
 
-Exit codes: 0 every item saved, 1 some items failed, 2 bad setup.
+LLM backends (backend = openai | anthropic, settings in agent.llm): the
+API key is read from the environment variable agent.llm.api_key_env names.
+A 429 answer pauses that key for every agent (retry-after when given) and is
+not counted against agent.item_retries; 5xx, timeouts and broken connections
+are retried after a growing pause; other 4xx fail the item with the server's
+message. A key answered with 401/403 is dropped for the next key of the list,
+then the next [[agent.llm.fallback]] endpoint; with none left the agent stops.
+
+Exit codes: 0 every item saved, 1 some items failed, 2 bad setup, 5 cannot go
+on (no usable API key; the items not saved did not fail, resume them).
 Options: --help, --version";
 
 fn main() -> ExitCode {

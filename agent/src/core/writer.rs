@@ -103,11 +103,9 @@ impl<'a, A: Append> Writer<'a, A> {
                 self.failed.push((index, id));
             }
             // Not a failure of the item: it stays missing, for a resume.
+            // The first reason is the one the agent exits with.
             Ending::Stopped { reason } => {
-                if self.stopped.is_none() {
-                    eprintln!("{}: cannot go on: {reason}", self.agent);
-                    self.stopped = Some(reason);
-                }
+                self.stopped.get_or_insert(reason);
             }
         }
         Ok(())

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of these helpers
 
+pub mod llm_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -51,6 +53,15 @@ impl Agent {
             .env("NIGHTSHIFT_SOCKET", socket)
             .output()
             .expect("run nightshift-agent")
+    }
+
+    /// Runs the agent without a rate broker, with `vars` set.
+    pub fn run_with_env(&self, vars: &[(&str, &str)]) -> Output {
+        let mut command = self.command();
+        for (name, value) in vars {
+            command.env(name, value);
+        }
+        command.output().expect("run nightshift-agent")
     }
 
     fn command(&self) -> Command {

@@ -1,7 +1,6 @@
 //! Reading a job file: TOML into [`JobSettings`], then the checks that span
 //! several keys. Every error names the file, the line and column, and the key.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -107,33 +106,6 @@ impl Job {
             })?;
         }
         Ok(job)
-    }
-
-    /// The API key variables the job names that are unset or empty, looked
-    /// up through `lookup` (the environment, in practice).
-    pub fn missing_api_keys(&self, lookup: impl Fn(&str) -> Option<OsString>) -> Vec<String> {
-        let Some(llm) = &self.settings.agent.llm else {
-            return Vec::new();
-        };
-        llm.key_vars()
-            .into_iter()
-            .filter(|name| lookup(name).is_none_or(|value| value.is_empty()))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Refuses a job whose key variables are not all set, so a run stops
-    /// before anything starts rather than at its first request.
-    pub fn check_api_keys(&self) -> Result<(), JobError> {
-        let vars = self.missing_api_keys(|name| std::env::var_os(name));
-        if vars.is_empty() {
-            Ok(())
-        } else {
-            Err(JobError::MissingApiKeys {
-                path: self.path.clone(),
-                vars,
-            })
-        }
     }
 
     /// A path from the job file, resolved against the job file's folder.

@@ -1,6 +1,7 @@
 //! The job file: typed settings, value types, and loading with located errors.
 
 mod executor;
+mod keys;
 mod llm;
 mod load;
 mod settings;

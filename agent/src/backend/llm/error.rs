@@ -17,10 +17,10 @@ pub enum LlmError {
     Server { status: u16, message: String },
     #[error("rate limited: HTTP 429{}", retry_after.map(|s| format!(", retry after {s}s")).unwrap_or_default())]
     RateLimited { retry_after: Option<f64> },
-    /// 401/403. Names the variable, never the key.
-    #[error("${var} was rejected by {endpoint} (HTTP {status})")]
+    /// 401/403. Names the variable, never the key (None: no key was sent).
+    #[error("{} was rejected by {endpoint} (HTTP {status})", var.as_ref().map_or("a request without an API key".to_owned(), |var| format!("${var}")))]
     KeyRejected {
-        var: String,
+        var: Option<String>,
         endpoint: String,
         status: u16,
     },
@@ -28,7 +28,7 @@ pub enum LlmError {
     NoUsableKey { endpoint: String, vars: String },
     #[error("no answer from {endpoint} within request_timeout ({after:?})")]
     Timeout { endpoint: String, after: Duration },
-    #[error("cannot reach {endpoint}: {reason}")]
+    #[error("the connection to {endpoint} failed: {reason}")]
     Connection { endpoint: String, reason: String },
     #[error("cannot read the answer: {0}")]
     BadBody(String),
@@ -103,7 +103,7 @@ mod tests {
         };
         assert_eq!(limited.retry(), Retry::RateLimited(Some(2.0)));
         let rejected = LlmError::KeyRejected {
-            var: "OPENAI_API_KEY".into(),
+            var: Some("OPENAI_API_KEY".into()),
             endpoint: "http://x/v1".into(),
             status: 401,
         };
@@ -111,6 +111,15 @@ mod tests {
         assert_eq!(
             rejected.to_string(),
             "$OPENAI_API_KEY was rejected by http://x/v1 (HTTP 401)"
+        );
+        let keyless = LlmError::KeyRejected {
+            var: None,
+            endpoint: "http://x/v1".into(),
+            status: 403,
+        };
+        assert_eq!(
+            keyless.to_string(),
+            "a request without an API key was rejected by http://x/v1 (HTTP 403)"
         );
     }
 

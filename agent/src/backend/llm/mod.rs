@@ -196,7 +196,7 @@ impl LlmBackend {
             Verdict::KeyRejected => {
                 endpoint.reject(index);
                 Err(LlmError::KeyRejected {
-                    var: key.var.clone().unwrap_or_else(|| "(no key)".into()),
+                    var: key.var.clone(),
                     endpoint: endpoint.base_url.clone(),
                     status,
                 })
