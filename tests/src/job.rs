@@ -150,6 +150,30 @@ impl Job {
         self.set(&["agent", "validate"], key, value)
     }
 
+    /// `backend = "openai"` against `base_url` (…/v1) asking for `model`.
+    pub fn openai(self, base_url: &str, model: &str) -> Self {
+        self.agent("backend", "openai")
+            .llm("base_url", base_url)
+            .llm("model", model)
+    }
+
+    /// `backend = "anthropic"` against `base_url` (…/v1) asking for `model`.
+    pub fn anthropic(self, base_url: &str, model: &str) -> Self {
+        self.agent("backend", "anthropic")
+            .llm("base_url", base_url)
+            .llm("model", model)
+    }
+
+    /// Any key of `[agent.llm]`: `api_key_env`, `prompt`, `request_timeout`, …
+    pub fn llm(self, key: &str, value: impl Into<Value>) -> Self {
+        self.set(&["agent", "llm"], key, value)
+    }
+
+    /// `[agent] concurrency`: requests in flight in each agent process.
+    pub fn concurrency(self, requests: u32) -> Self {
+        self.agent("concurrency", requests)
+    }
+
     /// Any key of `[limits]`; the setters below cover the common ones.
     pub fn limit(self, key: &str, value: impl Into<Value>) -> Self {
         self.set(&["limits"], key, value)

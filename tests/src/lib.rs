@@ -17,6 +17,7 @@ use serde_json::Value;
 pub mod agent_kit;
 mod job;
 pub use job::Job;
+pub mod litellm;
 
 /// The start of an agent program in Python that honours the agent contract:
 /// it reads the task and the ids already saved (`task`, `field`, `done`,
