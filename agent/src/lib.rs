@@ -133,12 +133,28 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         );
     }
     let saved: HashSet<IdKey> = existing.ids.into_iter().collect();
+    // An item that failed every attempt in an earlier launch is not tried
+    // again: item_retries bounds its attempts across relaunches too
+    // (`nightshift resume --retry-failed` sets the failures aside to retry).
+    let failed_before: HashSet<IdKey> =
+        shared::failures::read_failures(&failures::failures_path(&setup.output))
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !saved.contains(id))
+            .collect();
+    if !failed_before.is_empty() {
+        eprintln!(
+            "{}: {} item(s) failed every attempt in an earlier launch; not tried again",
+            setup.agent,
+            failed_before.len()
+        );
+    }
     let pending: Vec<Pending> = task
         .items
         .iter()
         .zip(&setup.ids)
         .enumerate()
-        .filter(|(_, (_, id))| !saved.contains(*id))
+        .filter(|(_, (_, id))| !saved.contains(*id) && !failed_before.contains(*id))
         .map(|(index, (item, id))| Pending { index, item, id })
         .collect();
 
@@ -166,14 +182,21 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     if let Some(reason) = written.stopped {
         return Err(AgentError::CannotGoOn {
             reason,
-            saved: task.items.len() - pending.len() + written.written,
+            saved: saved.len() + written.written,
             left: pending.len() - written.written - written.failed.len(),
         });
     }
+    let failed_now: HashSet<&IdKey> = written.failed.iter().collect();
+    let failed = setup
+        .ids
+        .iter()
+        .filter(|id| failed_before.contains(*id) || failed_now.contains(id))
+        .cloned()
+        .collect();
     Ok(Outcome {
         total: task.items.len(),
-        already_saved: task.items.len() - pending.len(),
+        already_saved: saved.len(),
         written: written.written,
-        failed: written.failed,
+        failed,
     })
 }

@@ -62,6 +62,10 @@ pub enum Command {
         /// words like a shell would ('notify-send "run over"'). Replaces [notify] command.
         #[arg(long, value_name = "COMMAND")]
         notify: Option<NotifyCommand>,
+        /// Try the items that failed every attempt again (once their cause is fixed);
+        /// without it they stay failed and only untried items run.
+        #[arg(long)]
+        retry_failed: bool,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {

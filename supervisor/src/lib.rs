@@ -45,7 +45,17 @@ pub fn execute(cli: Cli) -> Result<i32> {
             halt,
             until,
             notify,
-        } => commands::resume::resume(&dir, halt, until, notify.as_ref(), &console),
+            retry_failed,
+        } => commands::resume::resume(
+            &commands::resume::ResumeRequest {
+                dir: &dir,
+                halt,
+                until,
+                notify: notify.as_ref(),
+                retry_failed,
+            },
+            &console,
+        ),
         Command::Plan { job, json } => commands::plan::plan(&job, json),
         Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
         Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),

@@ -164,3 +164,78 @@ fn when_many_items_fail_at_once_the_console_shows_a_few_and_counts_the_rest() {
         finished.stderr
     );
 }
+
+/// Each call appends the item's id to calls.log; items whose id is listed in
+/// the file `broken` fail (exit 1), item-004 also hangs past the item timeout
+/// while it is broken.
+fn counting_job(job_dir: &JobDir) {
+    job_dir.items(6);
+    job_dir.write("broken", "item-002\nitem-004\n");
+    Job::new("items.jsonl")
+        .items_per_agent(3)
+        .exec([
+            "sh",
+            "-c",
+            "item=$(cat); id=$(printf '%s' \"$item\" | sed 's/.*\"id\": *\"\\([^\"]*\\)\".*/\\1/'); echo \"$id\" >> calls.log; if grep -qx \"$id\" broken; then [ \"$id\" = item-004 ] && sleep 30; exit 1; fi; echo \"$item\"",
+        ])
+        .item_timeout("1s")
+        .item_retries(1)
+        .retries(2)
+        .retry_backoff("100ms")
+        .kill_grace("1s")
+        .write(job_dir.path());
+}
+
+fn calls(job_dir: &JobDir, id: &str) -> usize {
+    std::fs::read_to_string(job_dir.path().join("calls.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| *line == id)
+        .count()
+}
+
+#[test]
+fn an_item_is_attempted_item_retries_plus_one_times_across_relaunches_and_retried_on_request() {
+    let job_dir = JobDir::new();
+    counting_job(&job_dir);
+    let finished = job_dir.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    finished.expect_code(1);
+    assert_eq!(
+        calls(&job_dir, "item-002"),
+        2,
+        "item_retries 1: two attempts, however many relaunches"
+    );
+    assert_eq!(calls(&job_dir, "item-004"), 2, "the hanging item too");
+    assert_eq!(calls(&job_dir, "item-001"), 1);
+    assert!(
+        finished.stdout.contains("--retry-failed"),
+        "says how to retry: {}",
+        finished.stdout
+    );
+
+    // Without the flag a finished run is left as it is.
+    let again = job_dir.nightshift(&["resume", "run"]);
+    again.expect_code(1);
+    assert!(
+        again.stdout.contains("already finished") && again.stdout.contains("2 failed"),
+        "{}",
+        again.stdout
+    );
+    assert_eq!(calls(&job_dir, "item-002"), 2, "nothing was tried again");
+
+    // Fixed: --retry-failed runs only the failed items, keeps every record.
+    std::fs::write(job_dir.path().join("broken"), "").expect("fix it");
+    let retried = job_dir.nightshift(&["resume", "run", "--retry-failed", "-q"]);
+    retried.expect_code(0);
+    assert_eq!(calls(&job_dir, "item-002"), 3);
+    assert_eq!(calls(&job_dir, "item-004"), 3);
+    assert_eq!(
+        calls(&job_dir, "item-001"),
+        1,
+        "saved items are not asked again"
+    );
+    assert_eq!(
+        nightshift_tests::json_array_ids(&job_dir.run_dir().join("final.json")).len(),
+        6
+    );
+}

@@ -26,36 +26,52 @@ use crate::run::journal::EventLog;
 use crate::run::lock::RunLock;
 use crate::run::notify::{ItemCounts, Notifier, NotifyCommand, RunSummary};
 use crate::run::resume::{
-    end_leftovers, launches_so_far, restore_missing_tasks, scan_progress, Progress,
+    end_leftovers, launches_so_far, restore_missing_tasks, scan_progress, set_failures_aside,
+    Progress,
 };
 use crate::run::session::drive;
 use crate::run::setup::resolve_agent;
 use crate::schedule::halt::HaltPolicy;
 use crate::supervise::RunInputs;
 
-pub fn resume(
-    dir: &Path,
-    halt: HaltPolicy,
-    until: Option<Deadline>,
-    notify: Option<&NotifyCommand>,
-    console: &Console,
-) -> Result<i32> {
+pub struct ResumeRequest<'a> {
+    pub dir: &'a Path,
+    pub halt: HaltPolicy,
+    pub until: Option<Deadline>,
+    pub notify: Option<&'a NotifyCommand>,
+    /// Items that failed every attempt are tried again.
+    pub retry_failed: bool,
+}
+
+pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
+    let ResumeRequest {
+        dir,
+        halt,
+        until,
+        notify,
+        retry_failed,
+    } = *request;
     let started = Instant::now();
     let (run, plan) = open_run(dir)?;
     println!("run directory: {}", dir.display());
     let _lock = RunLock::acquire(&run)?;
     let job = frozen_job(&run)?;
     let notifier = Notifier::for_run(&job, notify);
-    let taken_over = take_over(&run, &plan, &job);
+    let taken_over = take_over(&run, &plan, &job, retry_failed);
     // From here the run has started: whatever ends it, the notify command is told.
     let (agent_argv, progress) = match taken_over {
         Ok(Some(taken)) => taken,
         Ok(None) => {
+            let failed = scan_progress(&run, &plan).map_or(0, |p| p.failed);
             if let Some(notifier) = &notifier {
-                notifier.send(&run, &already_finished(&run, &job, &plan, started));
+                notifier.send(&run, &already_finished(&run, &job, &plan, started, failed));
             }
             println!("run directory: {}", dir.display());
-            return Ok(exit_codes::SUCCESS);
+            return Ok(if failed > 0 {
+                exit_codes::INCOMPLETE
+            } else {
+                exit_codes::SUCCESS
+            });
         }
         Err(error) => {
             if let Some(notifier) = &notifier {
@@ -97,7 +113,12 @@ pub fn resume(
 
 /// Rules 2 to 6: the agent program, the task files, the leftovers, what is
 /// saved. None when the run is already finished.
-fn take_over(run: &RunDir, plan: &Plan, job: &Job) -> Result<Option<(Vec<OsString>, Progress)>> {
+fn take_over(
+    run: &RunDir,
+    plan: &Plan,
+    job: &Job,
+    retry_failed: bool,
+) -> Result<Option<(Vec<OsString>, Progress)>> {
     if let Ok(current) = std::fs::read_to_string(&job.path) {
         if current != job.text {
             println!(
@@ -124,6 +145,10 @@ fn take_over(run: &RunDir, plan: &Plan, job: &Job) -> Result<Option<(Vec<OsStrin
     if ended > 0 {
         println!("ended {ended} leftover process(es) of the previous supervisor");
     }
+    if retry_failed {
+        let (items, agents) = set_failures_aside(run, plan)?;
+        println!("--retry-failed: {items} failed item(s) of {agents} agent(s) will be tried again");
+    }
     let progress = scan_progress(run, plan)?;
     let resumed = Event::Resumed {
         leftovers_ended: ended,
@@ -135,26 +160,51 @@ fn take_over(run: &RunDir, plan: &Plan, job: &Job) -> Result<Option<(Vec<OsStrin
         .map_err(SupervisorError::io("cannot append to events.jsonl"))?;
     drop(events);
     if progress.complete.len() == plan.agent_count() && final_up_to_date(run, plan) {
-        println!(
-            "already finished: all {} items are in {}",
-            plan.items_total,
-            run.final_json().display()
-        );
+        if progress.failed > 0 {
+            // Left as it is: its failed items would only fail again until
+            // their cause is fixed.
+            println!(
+                "already finished: {} of {} items are in {}, {} failed — nightshift failures {}; to try them again once fixed: nightshift resume {} --retry-failed",
+                progress.saved,
+                plan.items_total,
+                run.final_json().display(),
+                progress.failed,
+                run.root().display(),
+                run.root().display()
+            );
+        } else {
+            println!(
+                "already finished: all {} items are in {}",
+                plan.items_total,
+                run.final_json().display()
+            );
+        }
         return Ok(None);
     }
     Ok(Some((agent_argv, progress)))
 }
 
 /// The summary of a resume that found nothing left to do.
-fn already_finished(run: &RunDir, job: &Job, plan: &Plan, started: Instant) -> RunSummary {
+fn already_finished(
+    run: &RunDir,
+    job: &Job,
+    plan: &Plan,
+    started: Instant,
+    failed: usize,
+) -> RunSummary {
+    let (state, exit_code) = if failed > 0 {
+        (RunEnd::Failed, exit_codes::INCOMPLETE)
+    } else {
+        (RunEnd::Finished, exit_codes::SUCCESS)
+    };
     RunSummary {
-        state: RunEnd::Finished.as_str().to_owned(),
-        exit_code: exit_codes::SUCCESS,
+        state: state.as_str().to_owned(),
+        exit_code,
         items: ItemCounts {
             total: plan.items_total,
-            done: plan.items_total,
-            failed: 0,
-            missing: 0,
+            done: plan.items_total - failed,
+            failed,
+            missing: failed,
         },
         failures: 0,
         duration_seconds: started.elapsed().as_secs_f64(),

@@ -101,6 +101,21 @@ pub fn reason_kind(reason: &str) -> &str {
     reason.split(';').next().unwrap_or(reason).trim()
 }
 
+/// The items of `agent` neither saved nor given up on by its agent: what a
+/// relaunch would still try (items failed for good are not tried again).
+pub fn untried(run: &RunDir, agent: &shared::plan::AgentPlan, id_field: &str) -> usize {
+    let saved = saved_ids(run, agent.at, id_field);
+    let failed: HashSet<IdKey> = read_failures(&run.agent_failures(agent.at))
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    agent
+        .ids
+        .iter()
+        .filter(|id| !saved.contains(*id) && !failed.contains(*id))
+        .count()
+}
+
 fn saved_ids(run: &RunDir, at: shared::plan::AgentRef, id_field: &str) -> HashSet<IdKey> {
     let Ok(bytes) = std::fs::read(run.agent_output(at)) else {
         return HashSet::new();

@@ -22,9 +22,12 @@ use crate::run::journal::read_journal;
 use crate::run::live::LiveAgents;
 
 pub struct Progress {
-    /// Agents whose file holds every one of their items.
+    /// Agents with nothing left to try: every item saved or failed for good
+    /// (in its failures file; `resume --retry-failed` sets those aside).
     pub complete: HashSet<AgentRef>,
     pub saved: usize,
+    /// Items their agents gave up on after every attempt.
+    pub failed: usize,
     /// Ids not in any agent file yet, in input order.
     pub missing: Vec<shared::ids::IdKey>,
     /// What was read of each agent file, so nobody reads it again.
@@ -34,6 +37,7 @@ pub struct Progress {
 pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
     let mut complete = HashSet::new();
     let mut saved = 0;
+    let mut failed_total = 0;
     let mut missing = Vec::new();
     let mut files = HashMap::new();
     for agent in plan.agents() {
@@ -48,7 +52,17 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
             lines: lines.count(),
         };
         files.insert(agent.at, seen);
-        if checked.records.len() == agent.ids.len() {
+        let saved_here: HashSet<&shared::ids::IdKey> = checked
+            .records
+            .iter()
+            .filter_map(|(index, _)| agent.ids.get(*index))
+            .collect();
+        let failed = shared::failures::read_failures(&run.agent_failures(agent.at))
+            .into_iter()
+            .filter(|(id, _)| agent.ids.contains(id) && !saved_here.contains(id))
+            .count();
+        failed_total += failed;
+        if checked.records.len() + failed >= agent.ids.len() {
             complete.insert(agent.at);
         }
         for problem in checked.problems {
@@ -60,6 +74,7 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
     Ok(Progress {
         complete,
         saved,
+        failed: failed_total,
         missing,
         files,
     })
@@ -117,4 +132,29 @@ pub fn restore_missing_tasks(run: &RunDir, plan: &Plan, job: &shared::job::Job) 
     }
     crate::run::tasks::write_all_tasks(run, plan, &items.items, &plan.id_field, &job.settings.agent)
         .map_err(SupervisorError::io("cannot write the agents' task files"))
+}
+
+/// `resume --retry-failed`: every agent's failures file is set aside (renamed
+/// `….failures.jsonl.retried-N`, kept for the record), so its items are tried
+/// again with fresh attempts. Returns (items, agents) set aside.
+pub fn set_failures_aside(run: &RunDir, plan: &Plan) -> Result<(usize, usize)> {
+    let (mut items, mut agents) = (0, 0);
+    for agent in plan.agents() {
+        let path = run.agent_failures(agent.at);
+        let failed = shared::failures::read_failures(&path).len();
+        if failed == 0 {
+            continue;
+        }
+        let aside = (1..)
+            .map(|n| path.with_extension(format!("jsonl.retried-{n}")))
+            .find(|candidate| !candidate.exists())
+            .unwrap_or_else(|| path.with_extension("jsonl.retried"));
+        std::fs::rename(&path, &aside).map_err(SupervisorError::io(format!(
+            "cannot set {} aside",
+            path.display()
+        )))?;
+        items += failed;
+        agents += 1;
+    }
+    Ok((items, agents))
 }

@@ -258,7 +258,7 @@ fn summarise(
             }
             if state == "failed" {
                 println!(
-                    "to retry what is missing: nightshift resume {}",
+                    "to try the failed items again once their cause is fixed: nightshift resume {} --retry-failed",
                     run.root().display()
                 );
             }

@@ -241,7 +241,11 @@ impl<'a> Supervisor<'a> {
         }
         let log = self.inputs.run.agent_log(agent.at);
         let settings = &self.inputs.job.settings.agent;
-        if self.stop == Stop::No {
+        // A relaunch goes on with the items not tried yet; one whose items are
+        // all saved or failed for good would only fail again.
+        let untried =
+            crate::reporting::failures::untried(self.inputs.run, agent, &self.inputs.plan.id_field);
+        if self.stop == Stop::No && untried > 0 {
             if let Some((retry, delay)) = self.scheduler.retry(agent, settings, Instant::now()) {
                 self.console.agent_failed(
                     &agent.name,
