@@ -113,12 +113,13 @@ fn an_agent_over_its_memory_limit_ends_out_of_memory_and_is_retried() {
     }
     let job = JobDir::new();
     job.items(3);
-    // The first attempt allocates 400 MiB under a 100 MiB --mem; the retry
-    // does its items plainly.
+    // The first attempt allocates 400 MiB under a 100 MiB --mem and, once
+    // that is killed, ends its agent (so its items are still untried, not
+    // failed for good); the retry does its items plainly.
     one_exec_agent(&[
         "sh",
         "-c",
-        "if [ \"$NIGHTSHIFT_ATTEMPT\" = 1 ]; then python3 -c 'import time; x = bytearray(400 << 20); time.sleep(30)'; fi; read -r line; printf '%s' \"$line\"",
+        "if [ \"$NIGHTSHIFT_ATTEMPT\" = 1 ]; then python3 -c 'import time; x = bytearray(400 << 20); time.sleep(30)'; kill -KILL $PPID; fi; read -r line; printf '%s' \"$line\"",
     ])
     .memory_limit("100MiB")
     .retries(1)
