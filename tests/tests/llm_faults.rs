@@ -256,3 +256,34 @@ fn anthropic_answers_give_records_with_normalised_usage() {
         assert_eq!(request["key"], "…wxyz", "{request}");
     }
 }
+
+#[test]
+fn replies_cut_by_max_tokens_are_kept_and_counted_in_status_and_the_report() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &["--mode", "truncate"]);
+    let ids = job.items(4);
+    Job::new("items.jsonl")
+        .layout(1, 1, 1)
+        .openai(&server.base_url(), "gpt-fault")
+        .llm("api_key_env", KEY_VAR)
+        .llm("prompt", "{{prompt}}")
+        .llm("max_tokens", 5)
+        .write(job.path());
+    run(&job, KEY).expect_code(0);
+    let records = final_records(&job.run_dir());
+    assert_eq!(records.len(), ids.len(), "kept");
+    assert!(
+        records.iter().all(|r| r["truncated"] == true),
+        "{records:?}"
+    );
+    let status = job.nightshift(&["status", "run", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status --json");
+    assert_eq!(status["items"]["truncated"], 4, "{status}");
+    let text = job.nightshift(&["status", "run"]);
+    assert!(text.stdout.contains("truncated: 4"), "{}", text.stdout);
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(job.run_dir().join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    assert_eq!(report["items"]["truncated"], 4, "{report}");
+}

@@ -67,6 +67,12 @@ fn describe(s: &RunStatus) -> String {
         "items: {} of {} done ({percent:.0}%), {} failed\n",
         s.items.done, s.items.total, s.items.failed
     ));
+    if s.items.truncated > 0 {
+        text.push_str(&format!(
+            "truncated: {} saved repl(ies) cut by max_tokens (kept; raise agent.llm.max_tokens to get them whole)\n",
+            s.items.truncated
+        ));
+    }
     if !s.failures.by_reason.is_empty() {
         let mut reasons: Vec<(&String, &usize)> = s.failures.by_reason.iter().collect();
         reasons.sort_by(|a, b| b.1.cmp(a.1));

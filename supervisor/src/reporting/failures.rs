@@ -84,6 +84,27 @@ pub fn failed_items(
     failed
 }
 
+/// Saved records whose reply was cut by max_tokens (`"truncated": true`):
+/// kept, but counted, so a person sees how many answers may be incomplete.
+pub fn truncated_replies(run: &RunDir, plan: &Plan) -> usize {
+    plan.agents()
+        .filter_map(|agent| std::fs::read(run.agent_output(agent.at)).ok())
+        .map(|bytes| {
+            let lines = Lines::new(&bytes);
+            lines
+                .iter()
+                .map(|(_, range)| &bytes[range])
+                // Only lines that mention it are parsed.
+                .filter(|line| line.windows(9).any(|w| w == b"truncated"))
+                .filter(|line| {
+                    serde_json::from_slice::<Value>(line)
+                        .is_ok_and(|record| record["truncated"] == Value::Bool(true))
+                })
+                .count()
+        })
+        .sum()
+}
+
 /// How many items failed for each reason, the reason's first clause being
 /// its kind ("command exited with code 1; stdout ends with …" counts under
 /// "command exited with code 1").

@@ -77,6 +77,8 @@ pub struct ReportInput<'a> {
     pub items_done: usize,
     /// The ids as their JSON values ("item-037", not "\"item-037\"").
     pub missing_ids: Vec<serde_json::Value>,
+    /// Saved replies cut by max_tokens.
+    pub truncated: usize,
     /// Every item without a record and why, in plan order.
     pub failures: &'a [crate::reporting::failures::FailedItem],
     pub attempts: &'a [AttemptRecord],
@@ -94,6 +96,7 @@ pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
             "total": input.items_total,
             "done": input.items_done,
             "missing": input.items_total.saturating_sub(input.items_done),
+            "truncated": input.truncated,
         },
         "missing_ids": input.missing_ids,
         "failures": input.failures,

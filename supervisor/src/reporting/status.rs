@@ -50,6 +50,8 @@ pub struct ItemCounts {
     pub total: usize,
     pub done: usize,
     pub failed: usize,
+    /// Saved replies cut by max_tokens (LLM backends).
+    pub truncated: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -203,6 +205,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
             total: plan.items_total,
             done: done_total,
             failed: failed_items,
+            truncated: failures::truncated_replies(run, plan),
         },
         failures: {
             let scope = if alive {

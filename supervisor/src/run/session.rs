@@ -127,6 +127,7 @@ fn session(
         items_done: done,
         missing_ids: missing_ids.iter().map(IdKey::to_value).collect(),
         failures: &failures,
+        truncated: crate::reporting::failures::truncated_replies(run, plan),
         attempts: &result.attempts,
         problems: &problems,
         seconds: started.elapsed().as_secs_f64(),

@@ -57,6 +57,8 @@ struct Config {
     /// `ratelimit` mode: requests a minute per key.
     rpm: Option<u32>,
     anthropic: bool,
+    /// `truncate` mode: every reply stopped at max_tokens.
+    truncate: bool,
     item_prefix: String,
     json_reply: bool,
     /// Every answer waits this long: a slow model, so a run can be caught mid-way.
@@ -163,6 +165,7 @@ fn config(args: &Args) -> Config {
         good_key: args.text("--good-key").map(str::to_owned),
         rpm: None,
         anthropic: false,
+        truncate: false,
         item_prefix: args.text("--item-prefix").unwrap_or("item-").to_owned(),
         delay: args
             .text("--delay")
@@ -188,6 +191,7 @@ fn config(args: &Args) -> Config {
             None if mode == "garbled" => config.garbled = true,
             None if mode == "reset" => config.reset = true,
             None if mode == "anthropic" => config.anthropic = true,
+            None if mode == "truncate" => config.truncate = true,
             None if mode == "unauthorized" => {
                 if config.good_key.is_none() {
                     fail("mode unauthorized needs --good-key K");
@@ -200,7 +204,7 @@ fn config(args: &Args) -> Config {
                 );
             }
             _ => fail(format!(
-                "unknown mode {mode} (error500:N, hang, garbled, reset, unauthorized, ratelimit, anthropic)"
+                "unknown mode {mode} (error500:N, hang, garbled, reset, unauthorized, ratelimit, anthropic, truncate)"
             )),
         }
     }
@@ -385,7 +389,13 @@ impl Server {
         } else {
             format!("reply to {item}")
         };
-        let answer = answer::success(api, serial, answer::requested_model(body), &text);
+        let answer = answer::success(
+            api,
+            serial,
+            answer::requested_model(body),
+            &text,
+            config.truncate,
+        );
         (Outcome::Answer(limited(answer)), None)
     }
 

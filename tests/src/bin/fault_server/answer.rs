@@ -49,8 +49,9 @@ impl Api {
     }
 }
 
-/// A successful reply. `text` is the assistant's message.
-pub fn success(api: Api, serial: u64, model: &str, text: &str) -> Answer {
+/// A successful reply. `text` is the assistant's message; `cut`: it stopped
+/// at max_tokens (finish_reason "length" / stop_reason "max_tokens").
+pub fn success(api: Api, serial: u64, model: &str, text: &str, cut: bool) -> Answer {
     let body = match api {
         Api::OpenAi => json!({
             "id": format!("chatcmpl-fault{serial}"),
@@ -60,7 +61,7 @@ pub fn success(api: Api, serial: u64, model: &str, text: &str) -> Answer {
             "choices": [{
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": "stop",
+                "finish_reason": if cut { "length" } else { "stop" },
             }],
             "usage": {
                 "prompt_tokens": usage::OPENAI_PROMPT,
@@ -75,7 +76,7 @@ pub fn success(api: Api, serial: u64, model: &str, text: &str) -> Answer {
             "role": "assistant",
             "model": model,
             "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn",
+            "stop_reason": if cut { "max_tokens" } else { "end_turn" },
             "stop_sequence": null,
             "usage": {
                 "input_tokens": usage::ANTHROPIC_INPUT,
