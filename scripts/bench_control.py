@@ -26,6 +26,7 @@ JOB = """name = "bench_control"
 [input]
 path = "items.jsonl"
 [layout]
+segments = 1
 items_per_agent = 1
 [agent]
 backend = "exec"

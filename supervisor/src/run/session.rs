@@ -218,14 +218,16 @@ fn summarise(
     } else {
         done as f64 * 100.0 / total as f64
     };
-    let failed = if missing.is_empty() {
-        String::new()
-    } else {
-        format!(
+    // Only a run that went through every item has failed ones; a stopped
+    // run's missing items may simply not have been tried yet.
+    let failed = match (missing.is_empty(), headline) {
+        (true, _) => String::new(),
+        (false, "finished") => format!(
             ", {} failed — nightshift failures {}",
             missing.len(),
             run.root().display()
-        )
+        ),
+        (false, _) => format!(", {} missing", missing.len()),
     };
     println!(
         "{headline}: {done} of {total} items ({percent:.0}%){failed} in {:.1}s",
