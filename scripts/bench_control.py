@@ -4,9 +4,9 @@
 #     `nightshift control RUN --max-parallel K+1` and the time from just before the
 #     command starts to the `ts` of the launch it allows (events.jsonl, ms). Goal:
 #     median under 100 ms.
-# (b) paused idle CPU: AGENTS sleeping agents, then `control --pause`, and the
-#     supervisor's own CPU (utime + stime from /proc) over a WINDOW. Goal: under 1%
-#     of one core.
+# (b) paused idle CPU: AGENTS sleeping agents (sh + sleep, as bench_idle_cpu.py),
+#     then `control --pause`, and the supervisor's own CPU (utime + stime from /proc)
+#     over a WINDOW. Goal: under 1% of one core.
 #
 # Run:  scripts/bench_control.py [--json FILE]     (from any folder)
 # Env:  ROUNDS=20, AGENTS=100, WINDOW=20 (seconds), TMPDIR.
@@ -68,8 +68,12 @@ def control(run_dir, *args):
         sys.exit(f"nightshift control {' '.join(args)} failed: {done.stderr}")
 
 
-def start_run(work, name, agents, max_parallel):
-    (work / f"{name}.toml").write_text(JOB.format(max_parallel=max_parallel))
+def start_run(work, name, agents, max_parallel, program=False):
+    job = JOB.format(max_parallel=max_parallel)
+    if program:
+        job = job.replace('backend = "exec"\ncommand = ["sh", "-c", "sleep 600; cat"]',
+                          'program = ["sh", "-c", "sleep 600"]')
+    (work / f"{name}.toml").write_text(job)
     with open(work / "items.jsonl", "w") as f:
         f.writelines(json.dumps({"id": f"item-{i:04}"}) + "\n" for i in range(agents))
     run_dir = work / name
@@ -102,7 +106,9 @@ def cpu_ticks(pid):
 
 
 def paused_cpu(work):
-    proc, run_dir = start_run(work, "paused", AGENTS, AGENTS)
+    # The agents of bench_idle_cpu.py (sh + sleep, no nightshift-agent), so the
+    # two figures compare: what a pause adds to an idle supervisor.
+    proc, run_dir = start_run(work, "paused", AGENTS, AGENTS, program=True)
     wait_for(lambda: len(launches(run_dir)) >= AGENTS, f"{AGENTS} launches", limit=120)
     control(run_dir, "--pause")
     t0, c0 = time.monotonic(), cpu_ticks(proc.pid)
