@@ -47,7 +47,13 @@ pub enum Stderr {
     Inherit,
     /// Into `Finished::stderr`.
     Capture,
+    /// To the agent's own stderr as it comes, and its last `TAIL` bytes
+    /// into `Finished::stderr` too (a failure's reason quotes them).
+    Tail,
 }
+
+/// How much of a command's stderr `Stderr::Tail` keeps.
+pub const TAIL: usize = 400;
 
 /// What the helper threads of one run report.
 enum Event {
@@ -73,7 +79,7 @@ pub fn run(
         .stdout(Stdio::piped())
         .stderr(match stderr {
             Stderr::Inherit => Stdio::inherit(),
-            Stderr::Capture => Stdio::piped(),
+            Stderr::Capture | Stderr::Tail => Stdio::piped(),
         })
         .spawn()
         .map_err(|error| RunError::Spawn {
@@ -92,6 +98,10 @@ pub fn run(
         Stderr::Inherit => Some(Vec::new()),
         Stderr::Capture => {
             read_all(child.stderr.take(), sender.clone(), Event::Stderr);
+            None
+        }
+        Stderr::Tail => {
+            tee_tail(child.stderr.take(), sender.clone());
             None
         }
     };
@@ -179,6 +189,34 @@ fn read_all<R: Read + Send + 'static>(
         };
         // The receiver is gone when the run already ended (a timeout).
         let _ = sender.send(wrap(result));
+    });
+}
+
+/// Copies a pipe to the agent's stderr as it comes (bounded memory, however
+/// much the command writes) and reports its last `TAIL` bytes.
+fn tee_tail<R: Read + Send + 'static>(pipe: Option<R>, sender: Sender<Event>) {
+    thread::spawn(move || {
+        let mut tail: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let result = match pipe {
+            Some(mut pipe) => loop {
+                match pipe.read(&mut chunk) {
+                    Ok(0) => break Ok(tail),
+                    Ok(n) => {
+                        // The log is best effort: a full disk must not stop the command.
+                        let _ = std::io::stderr().write_all(&chunk[..n]);
+                        tail.extend_from_slice(&chunk[..n]);
+                        if tail.len() > TAIL {
+                            tail.drain(..tail.len() - TAIL);
+                        }
+                    }
+                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(error) => break Err(error),
+                }
+            },
+            None => Ok(tail),
+        };
+        let _ = sender.send(Event::Stderr(result));
     });
 }
 

@@ -69,7 +69,12 @@ fn each_failed_item_has_its_reason_in_failures_status_and_the_report() {
         ["item-003", "item-005", "item-007"],
         "{listed:#}"
     );
-    assert!(reasons[0].1.contains("exited with code 1"), "{reasons:?}");
+    assert!(
+        reasons[0]
+            .1
+            .contains("exited with code 1; stderr ends with: quota exceeded"),
+        "the exit code with the last of its stderr: {reasons:?}"
+    );
     assert!(reasons[1].1.contains("timeout after 1s"), "{reasons:?}");
 
     let ids = job_dir.nightshift(&["failures", "run", "--ids"]);

@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use shared::job::{AgentSettings, HumanDuration};
 
 use super::rate_limit;
-use super::{AttemptError, Backend, Call, Meter};
+use super::{AttemptError, Backend, Call, Meter, Said};
 use crate::process::{self, Stderr};
 use crate::setup::SetupError;
 
@@ -108,7 +108,7 @@ impl ExecCommand {
             &self.program,
             &self.args,
             line,
-            Stderr::Inherit,
+            Stderr::Tail,
             self.item_timeout,
         )?;
         let status = done.status;
@@ -118,17 +118,16 @@ impl ExecCommand {
         let stdout = String::from_utf8_lossy(&done.stdout);
         let text = stdout.trim();
         if !status.success() {
-            let stdout_tail = tail(text).to_owned();
+            let stderr = String::from_utf8_lossy(&done.stderr);
+            let said = Said {
+                // One line in the failures file: the last lines, joined.
+                stderr: stderr.trim().lines().collect::<Vec<_>>().join(" / "),
+                stdout: tail(text).to_owned(),
+            };
             return Err(match (status.code(), status.signal()) {
-                (Some(code), _) => AttemptError::ExitCode { code, stdout_tail },
-                (None, Some(signal)) => AttemptError::Signal {
-                    signal,
-                    stdout_tail,
-                },
-                (None, None) => AttemptError::ExitCode {
-                    code: -1,
-                    stdout_tail,
-                },
+                (Some(code), _) => AttemptError::ExitCode { code, said },
+                (None, Some(signal)) => AttemptError::Signal { signal, said },
+                (None, None) => AttemptError::ExitCode { code: -1, said },
             });
         }
         if text.is_empty() {

@@ -46,10 +46,10 @@ pub enum AttemptError {
     },
     #[error("item timeout after {after}{}", if *.exited { " (the command exited but its stdout stayed open)" } else { "" })]
     Timeout { after: HumanDuration, exited: bool },
-    #[error("command exited with code {code}{}", quote_tail(.stdout_tail))]
-    ExitCode { code: i32, stdout_tail: String },
-    #[error("command was killed by signal {signal}{}", quote_tail(.stdout_tail))]
-    Signal { signal: i32, stdout_tail: String },
+    #[error("command exited with code {code}{}", quote_tail(.said))]
+    ExitCode { code: i32, said: Said },
+    #[error("command was killed by signal {signal}{}", quote_tail(.said))]
+    Signal { signal: i32, said: Said },
     #[error("command printed nothing on stdout")]
     EmptyOutput,
     #[error("{what} failed: {error}")]
@@ -106,11 +106,28 @@ impl From<RunError> for AttemptError {
     }
 }
 
-fn quote_tail(tail: &str) -> String {
+/// The last words of a failed command: the end of its stderr where it wrote
+/// any (why it failed, usually), else the end of its stdout.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Said {
+    pub stderr: String,
+    pub stdout: String,
+}
+
+fn quote_tail(said: &Said) -> String {
+    let (stream, tail) = if said.stderr.is_empty() {
+        ("stdout", said.stdout.as_str())
+    } else {
+        ("stderr", said.stderr.as_str())
+    };
+    quote(stream, tail)
+}
+
+fn quote(stream: &str, tail: &str) -> String {
     if tail.is_empty() {
         String::new()
     } else {
-        format!("; stdout ends with: {tail}")
+        format!("; {stream} ends with: {tail}")
     }
 }
 
