@@ -14,18 +14,6 @@ pub fn is_full(error: &io::Error) -> bool {
     )
 }
 
-/// `error` or any error it was caused by says the disk is full.
-pub fn caused_by_full_disk(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut next = Some(error);
-    while let Some(error) = next {
-        if error.downcast_ref::<io::Error>().is_some_and(is_full) {
-            return true;
-        }
-        next = error.source();
-    }
-    false
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,20 +77,30 @@ fn reference(job: &Job) -> Vec<u8> {
     std::fs::read(job_dir.run_dir().join("final.json")).expect("final.json")
 }
 
-fn stopped_cleanly(job_dir: &JobDir, run: &Path, finished: &nightshift_tests::Finished) {
+fn stopped_cleanly(run: &Path, finished: &nightshift_tests::Finished) {
     finished.expect_code(5);
     assert!(!finished.stderr.contains("panicked"), "{finished:?}");
     assert!(
         run_processes(run).is_empty(),
         "no process of the run is left"
     );
-    // Every saved record is whole (a torn last line is cut by resume).
-    let validate = job_dir.nightshift(&["validate", "run"]);
-    assert!(
-        !validate.stdout.contains("not JSON") || validate.stdout.contains("last line"),
-        "{validate:?}"
-    );
-    for failures in glob_failures(run) {
+    // Every saved record is whole: each complete line of every agent file is
+    // a JSON object (a torn last line, with no newline, is cut by resume).
+    let agent_files = files_ending(run, ".jsonl")
+        .into_iter()
+        .filter(|p| !p.to_string_lossy().ends_with(".failures.jsonl"));
+    for file in agent_files {
+        let text = std::fs::read_to_string(&file).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        for line in complete.lines() {
+            assert!(
+                serde_json::from_str::<serde_json::Value>(line).is_ok_and(|v| v.is_object()),
+                "{} holds a broken record: {line:.80}",
+                file.display()
+            );
+        }
+    }
+    for failures in files_ending(run, ".failures.jsonl") {
         let text = std::fs::read_to_string(&failures).unwrap_or_default();
         assert!(
             text.trim().is_empty(),
@@ -99,7 +109,8 @@ fn stopped_cleanly(job_dir: &JobDir, run: &Path, finished: &nightshift_tests::Fi
     }
 }
 
-fn glob_failures(run: &Path) -> Vec<PathBuf> {
+/// Files under `run` whose name ends with `suffix`.
+fn files_ending(run: &Path, suffix: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut dirs = vec![run.to_owned()];
     while let Some(dir) = dirs.pop() {
@@ -107,7 +118,7 @@ fn glob_failures(run: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             if path.is_dir() {
                 dirs.push(path);
-            } else if path.to_string_lossy().ends_with(".failures.jsonl") {
+            } else if path.to_string_lossy().ends_with(suffix) {
                 found.push(path);
             }
         }
@@ -128,7 +139,7 @@ fn a_full_disk_stops_the_run_with_exit_5_and_resume_completes_it_once_it_grows()
     let run_arg = run.to_string_lossy().into_owned();
 
     let finished = job_dir.nightshift(&["run", "job.toml", "--run-dir", &run_arg, "-q"]);
-    stopped_cleanly(&job_dir, &run, &finished);
+    stopped_cleanly(&run, &finished);
     let said = format!("{}{}", finished.stdout, finished.stderr);
     assert!(
         said.contains("is full") || said.contains("No space left"),
@@ -157,7 +168,7 @@ fn below_min_disk_nothing_more_is_launched_and_the_run_stops_with_exit_5() {
     let run_arg = run.to_string_lossy().into_owned();
 
     let finished = job_dir.nightshift(&["run", "job.toml", "--run-dir", &run_arg, "-q"]);
-    stopped_cleanly(&job_dir, &run, &finished);
+    stopped_cleanly(&run, &finished);
     assert!(
         finished.stdout.contains("limits.min_disk") || finished.stderr.contains("limits.min_disk"),
         "the message names limits.min_disk: {finished:?}"

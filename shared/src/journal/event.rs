@@ -338,6 +338,18 @@ impl RunEnd {
             Self::Stopped => "stopped",
         }
     }
+
+    /// The documented exit code of a session that ended so (`run`, `resume`
+    /// and `status` all say it with this).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Self::Finished => crate::exit_codes::SUCCESS,
+            Self::Failed | Self::Halted => crate::exit_codes::INCOMPLETE,
+            Self::Deadline => crate::exit_codes::DEADLINE,
+            Self::Stopped => crate::exit_codes::CANNOT_GO_ON,
+            Self::Interrupted => crate::exit_codes::INTERRUPTED,
+        }
+    }
 }
 
 impl fmt::Display for RunEnd {

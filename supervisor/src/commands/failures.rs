@@ -7,7 +7,7 @@ use std::path::Path;
 use shared::exit_codes;
 
 use crate::error::{Result, SupervisorError};
-use crate::reporting::failures::{by_reason, failed_items, FailedItem, Scope};
+use crate::reporting::failures::{by_reason, item_report, FailedItem, Scope};
 use crate::run::existing::{frozen_job, open_run};
 use crate::run::journal::read_journal;
 use crate::run::lock;
@@ -31,13 +31,14 @@ pub fn failures(request: &FailuresRequest<'_>) -> Result<i32> {
     } else {
         Scope::Missing
     };
-    let mut failed = failed_items(
+    let mut failed = item_report(
         &run,
         &plan,
         &journal,
         job.as_ref().map(|j| &j.settings),
         scope,
-    );
+    )
+    .failed;
     if let Some(text) = request.reason {
         failed.retain(|item| item.reason.contains(text));
     }

@@ -12,7 +12,6 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
 
-use shared::exit_codes;
 use shared::job::{Deadline, ExecutorKind, Job};
 use shared::journal::{Event, RunEnd};
 use shared::plan::Plan;
@@ -67,11 +66,12 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
                 notifier.send(&run, &already_finished(&run, &job, &plan, started, failed));
             }
             println!("run directory: {}", dir.display());
-            return Ok(if failed > 0 {
-                exit_codes::INCOMPLETE
+            let state = if failed > 0 {
+                RunEnd::Failed
             } else {
-                exit_codes::SUCCESS
-            });
+                RunEnd::Finished
+            };
+            return Ok(state.exit_code());
         }
         Err(error) => {
             if let Some(notifier) = &notifier {
@@ -192,14 +192,14 @@ fn already_finished(
     started: Instant,
     failed: usize,
 ) -> RunSummary {
-    let (state, exit_code) = if failed > 0 {
-        (RunEnd::Failed, exit_codes::INCOMPLETE)
+    let state = if failed > 0 {
+        RunEnd::Failed
     } else {
-        (RunEnd::Finished, exit_codes::SUCCESS)
+        RunEnd::Finished
     };
     RunSummary {
         state: state.as_str().to_owned(),
-        exit_code,
+        exit_code: state.exit_code(),
         items: ItemCounts {
             total: plan.items_total,
             done: plan.items_total - failed,

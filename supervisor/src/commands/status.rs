@@ -37,13 +37,11 @@ fn status_code(journal: &Journal, alive: bool) -> i32 {
     if alive {
         return exit_codes::SUCCESS;
     }
-    match journal.history.finished {
-        Some(RunEnd::Finished) => exit_codes::SUCCESS,
-        Some(RunEnd::Failed | RunEnd::Halted) => exit_codes::INCOMPLETE,
-        Some(RunEnd::Deadline) => exit_codes::DEADLINE,
-        Some(RunEnd::Stopped) => exit_codes::CANNOT_GO_ON,
-        Some(RunEnd::Interrupted) | None => exit_codes::INTERRUPTED,
-    }
+    journal
+        .history
+        .finished
+        .unwrap_or(RunEnd::Interrupted)
+        .exit_code()
 }
 
 fn describe(s: &RunStatus) -> String {
@@ -58,11 +56,7 @@ fn describe(s: &RunStatus) -> String {
     if let Some(n) = s.max_parallel {
         text.push_str(&format!("max-parallel {n} (set by nightshift control)\n"));
     }
-    let percent = if s.items.total == 0 {
-        100.0
-    } else {
-        s.items.done as f64 * 100.0 / s.items.total as f64
-    };
+    let percent = crate::reporting::view::percent(s.items.done, s.items.total);
     text.push_str(&format!(
         "items: {} of {} done ({percent:.0}%), {} failed\n",
         s.items.done, s.items.total, s.items.failed

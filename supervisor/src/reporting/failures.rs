@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use shared::failures::read_failures;
+
+use crate::reporting::view::size;
 use shared::ids::IdKey;
 use shared::job::JobSettings;
 use shared::journal::{AgentHistory, Journal, KillReason, Outcome};
@@ -41,18 +43,31 @@ pub enum Scope {
     Missing,
 }
 
-/// The failed (and, with `Scope::Missing`, every missing) item of the run, in
-/// plan order.
-pub fn failed_items(
+/// What the agent files say beyond progress, read in one pass over them.
+#[derive(Debug, Default)]
+pub struct ItemReport {
+    /// The failed (and, with `Scope::Missing`, every missing) items, in plan order.
+    pub failed: Vec<FailedItem>,
+    /// Saved records whose reply was cut by max_tokens (`"truncated": true`):
+    /// kept, but counted, so a person sees how many answers may be incomplete.
+    pub truncated: usize,
+}
+
+/// Reads every agent file once: which items failed and why, and how many
+/// saved replies were truncated.
+pub fn item_report(
     run: &RunDir,
     plan: &Plan,
     journal: &Journal,
     settings: Option<&JobSettings>,
     scope: Scope,
-) -> Vec<FailedItem> {
+) -> ItemReport {
     let mut failed = Vec::new();
+    let mut truncated = 0;
     for agent in plan.agents() {
-        let saved = saved_ids(run, agent.at, &plan.id_field);
+        let scan = scan_agent_file(run, agent.at, &plan.id_field);
+        truncated += scan.truncated;
+        let saved = scan.saved;
         let reported: BTreeMap<IdKey, _> = read_failures(&run.agent_failures(agent.at))
             .into_iter()
             .collect();
@@ -81,28 +96,7 @@ pub fn failed_items(
             failed.push(item);
         }
     }
-    failed
-}
-
-/// Saved records whose reply was cut by max_tokens (`"truncated": true`):
-/// kept, but counted, so a person sees how many answers may be incomplete.
-pub fn truncated_replies(run: &RunDir, plan: &Plan) -> usize {
-    plan.agents()
-        .filter_map(|agent| std::fs::read(run.agent_output(agent.at)).ok())
-        .map(|bytes| {
-            let lines = Lines::new(&bytes);
-            lines
-                .iter()
-                .map(|(_, range)| &bytes[range])
-                // Only lines that mention it are parsed.
-                .filter(|line| line.windows(9).any(|w| w == b"truncated"))
-                .filter(|line| {
-                    serde_json::from_slice::<Value>(line)
-                        .is_ok_and(|record| record["truncated"] == Value::Bool(true))
-                })
-                .count()
-        })
-        .sum()
+    ItemReport { failed, truncated }
 }
 
 /// How many items failed for each reason, the reason's first clause being
@@ -125,7 +119,7 @@ pub fn reason_kind(reason: &str) -> &str {
 /// The items of `agent` neither saved nor given up on by its agent: what a
 /// relaunch would still try (items failed for good are not tried again).
 pub fn untried(run: &RunDir, agent: &shared::plan::AgentPlan, id_field: &str) -> usize {
-    let saved = saved_ids(run, agent.at, id_field);
+    let saved = scan_agent_file(run, agent.at, id_field).saved;
     let failed: HashSet<IdKey> = read_failures(&run.agent_failures(agent.at))
         .into_iter()
         .map(|(id, _)| id)
@@ -137,15 +131,34 @@ pub fn untried(run: &RunDir, agent: &shared::plan::AgentPlan, id_field: &str) ->
         .count()
 }
 
-fn saved_ids(run: &RunDir, at: shared::plan::AgentRef, id_field: &str) -> HashSet<IdKey> {
-    let Ok(bytes) = std::fs::read(run.agent_output(at)) else {
-        return HashSet::new();
+/// One agent file, read once: the ids it holds, and its truncated replies.
+struct AgentFileScan {
+    saved: HashSet<IdKey>,
+    truncated: usize,
+}
+
+fn scan_agent_file(run: &RunDir, at: shared::plan::AgentRef, id_field: &str) -> AgentFileScan {
+    let mut scan = AgentFileScan {
+        saved: HashSet::new(),
+        truncated: 0,
     };
-    let lines = Lines::new(&bytes);
-    lines
-        .iter()
-        .filter_map(|(_, range)| record_id(&bytes[range], id_field).ok())
-        .collect()
+    let Ok(bytes) = std::fs::read(run.agent_output(at)) else {
+        return scan;
+    };
+    for (_, range) in Lines::new(&bytes).iter() {
+        let line = &bytes[range];
+        if let Ok(id) = record_id(line, id_field) {
+            scan.saved.insert(id);
+        }
+        // Only lines that mention it are parsed.
+        if line.windows(9).any(|w| w == b"truncated")
+            && serde_json::from_slice::<Value>(line)
+                .is_ok_and(|record| record["truncated"] == Value::Bool(true))
+        {
+            scan.truncated += 1;
+        }
+    }
+    scan
 }
 
 /// Why an item the agent never reported is missing: how its last attempt ended.
@@ -164,8 +177,8 @@ fn attempt_reason(
     let agent = settings.map(|s| &s.agent);
     match last.outcome() {
         Outcome::Killed(KillReason::Memory) => {
-            let peak = last.peak_rss.map(mib);
-            let limit = agent.and_then(|a| a.memory_limit).map(|l| mib(l.bytes()));
+            let peak = last.peak_rss.map(size);
+            let limit = agent.and_then(|a| a.memory_limit).map(|l| size(l.bytes()));
             match (peak, limit) {
                 (Some(peak), Some(limit)) => format!("killed: memory {peak} > {limit}"),
                 _ => "killed: memory limit".to_owned(),
@@ -208,8 +221,4 @@ pub fn last_log_line(log: &std::path::Path) -> Option<String> {
         .map(str::trim)
         .find(|line| !line.is_empty())
         .map(str::to_owned)
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.0} MiB", bytes as f64 / f64::from(1 << 20))
 }

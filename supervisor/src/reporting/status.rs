@@ -194,6 +194,14 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         .map(|s| s.number)
         .collect();
     let final_to_write = !final_up_to_date(run, plan);
+    let scope = if alive {
+        Scope::Reported
+    } else {
+        Scope::Missing
+    };
+    let job = crate::run::existing::frozen_job(run).ok();
+    let items = failures::item_report(run, plan, journal, job.as_ref().map(|j| &j.settings), scope);
+    let failed = &items.failed;
     RunStatus {
         state,
         run_dir: run.root().display().to_string(),
@@ -205,26 +213,11 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
             total: plan.items_total,
             done: done_total,
             failed: failed_items,
-            truncated: failures::truncated_replies(run, plan),
+            truncated: items.truncated,
         },
-        failures: {
-            let scope = if alive {
-                Scope::Reported
-            } else {
-                Scope::Missing
-            };
-            let job = crate::run::existing::frozen_job(run).ok();
-            let failed = failures::failed_items(
-                run,
-                plan,
-                journal,
-                job.as_ref().map(|j| &j.settings),
-                scope,
-            );
-            FailureSummary {
-                by_reason: by_reason(&failed),
-                last: failed[failed.len().saturating_sub(LAST_FAILURES)..].to_vec(),
-            }
+        failures: FailureSummary {
+            by_reason: by_reason(failed),
+            last: failed[failed.len().saturating_sub(LAST_FAILURES)..].to_vec(),
         },
         agents,
         resume: ResumePlan {

@@ -14,6 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use crate::console::Console;
 use crate::executor::AttemptKey;
 use crate::reporting::progress::Progress;
+use crate::schedule::scheduler::Scheduler;
 use crate::supervise::slot::Slot;
 use shared::plan::AgentPlan;
 
@@ -31,8 +32,9 @@ pub struct RunSnapshot<'s, 'p> {
     pub segments: usize,
     pub failed: usize,
     pub total_rss: u64,
-    /// Agents waiting for a retry, and when each starts again.
-    pub waiting: Vec<(&'p AgentPlan, Instant)>,
+    /// Agents waiting for a retry, and when each starts again (read only
+    /// when the live display is drawn).
+    pub scheduler: &'s Scheduler<'p>,
 }
 
 pub enum ProgressView {
@@ -176,8 +178,10 @@ impl Bars {
             });
             bar.set_message(agent_line(slot));
         }
-        self.more
-            .set_message(more_line(hidden.len(), &snapshot.waiting));
+        self.more.set_message(more_line(
+            hidden.len(),
+            &snapshot.scheduler.waiting().collect::<Vec<_>>(),
+        ));
     }
 }
 
@@ -240,11 +244,7 @@ fn plain_line(s: &RunSnapshot<'_, '_>) -> String {
         (h, m, sec)
     };
     let done = s.progress.done();
-    let percent = if s.progress.total == 0 {
-        100.0
-    } else {
-        done as f64 * 100.0 / s.progress.total as f64
-    };
+    let percent = percent(done, s.progress.total);
     format!(
         "[{h:02}:{m:02}:{sec:02}] {done}/{} items ({percent:.0}%) · {rate:.1}/s · ETA {} · segment {}/{} · {} running · {} failed · {}",
         s.progress.total,
@@ -265,6 +265,15 @@ pub fn short_duration(d: Duration) -> String {
         format!("{}m{:02}s", secs / 60, secs % 60)
     } else {
         format!("{secs}s")
+    }
+}
+
+/// `done` of `total` in percent (an empty run is complete).
+pub fn percent(done: usize, total: usize) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        done as f64 * 100.0 / total as f64
     }
 }
 

@@ -17,7 +17,7 @@ use shared::validate::{Problem, ProblemKind};
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::merge::merge_final;
-use crate::reporting::failures::{failed_items, Scope};
+use crate::reporting::failures::{item_report, Scope};
 use crate::reporting::report::{write_report, ReportInput};
 use crate::run::journal::{read_journal, EventLog};
 use crate::run::notify::{self, Notifier, RunSummary};
@@ -81,7 +81,7 @@ fn session(
     ));
     let result = Supervisor::new(inputs, console)?.run()?;
     let mut problems = result.problems;
-    let (end, done, missing_ids, code) = match &result.ending {
+    let (end, done, missing_ids) = match &result.ending {
         Ending::Completed => {
             let (done, missing, found) = finish(run, job, plan)?;
             for problem in &found {
@@ -89,27 +89,25 @@ fn session(
             }
             problems.extend(found);
             let complete = done == plan.items_total && !problems.iter().any(Problem::is_error);
-            if complete {
-                (RunEnd::Finished, done, missing, exit_codes::SUCCESS)
+            let end = if complete {
+                RunEnd::Finished
             } else {
-                (RunEnd::Failed, done, missing, exit_codes::INCOMPLETE)
-            }
+                RunEnd::Failed
+            };
+            (end, done, missing)
         }
-        Ending::CannotGoOn(_) => {
+        stopped => {
             let (done, missing) = saved_so_far(run, plan)?;
-            (RunEnd::Stopped, done, missing, exit_codes::CANNOT_GO_ON)
-        }
-        Ending::Interrupted | Ending::Halted | Ending::Deadline => {
-            let (done, missing) = saved_so_far(run, plan)?;
-            match result.ending {
-                Ending::Interrupted => {
-                    (RunEnd::Interrupted, done, missing, exit_codes::INTERRUPTED)
-                }
-                Ending::Deadline => (RunEnd::Deadline, done, missing, exit_codes::DEADLINE),
-                _ => (RunEnd::Halted, done, missing, exit_codes::INCOMPLETE),
-            }
+            let end = match stopped {
+                Ending::CannotGoOn(_) => RunEnd::Stopped,
+                Ending::Interrupted => RunEnd::Interrupted,
+                Ending::Deadline => RunEnd::Deadline,
+                _ => RunEnd::Halted,
+            };
+            (end, done, missing)
         }
     };
+    let code = end.exit_code();
     let state = end.as_str();
     let finished = Event::RunFinished {
         state: end,
@@ -118,16 +116,16 @@ fn session(
         exit_code: code,
     };
     // Every item without a record, and why (after the session: all of them).
-    let failures = read_journal(&run.events())
-        .map(|journal| failed_items(run, plan, &journal, Some(&job.settings), Scope::Missing))
+    let items = read_journal(&run.events())
+        .map(|journal| item_report(run, plan, &journal, Some(&job.settings), Scope::Missing))
         .unwrap_or_default();
     let report = ReportInput {
         state,
         items_total: plan.items_total,
         items_done: done,
         missing_ids: missing_ids.iter().map(IdKey::to_value).collect(),
-        failures: &failures,
-        truncated: crate::reporting::failures::truncated_replies(run, plan),
+        failures: &items.failed,
+        truncated: items.truncated,
         attempts: &result.attempts,
         problems: &problems,
         seconds: started.elapsed().as_secs_f64(),
@@ -213,11 +211,7 @@ fn summarise(
     // A run that went through every item is "finished", however many failed:
     // the failures are counted, and `nightshift failures` says why.
     let headline = if state == "failed" { "finished" } else { state };
-    let percent = if total == 0 {
-        100.0
-    } else {
-        done as f64 * 100.0 / total as f64
-    };
+    let percent = crate::reporting::view::percent(done, total);
     // Only a run that went through every item has failed ones; a stopped
     // run's missing items may simply not have been tried yet.
     let failed = match (missing.is_empty(), headline) {

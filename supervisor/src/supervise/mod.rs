@@ -444,7 +444,7 @@ impl<'a> Supervisor<'a> {
             segments: self.inputs.plan.segments.len(),
             failed: self.failed_for_good,
             total_rss: self.slots.values().map(|s| s.rss).sum(),
-            waiting: self.scheduler.waiting().collect(),
+            scheduler: &self.scheduler,
         };
         if segment_end {
             self.view.segment_done(&snapshot);

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use nix::sys::statvfs::statvfs;
 
+use crate::reporting::view::size;
+
 pub struct DiskWatch {
     path: PathBuf,
     /// limits.min_disk in bytes; 0: no check.
@@ -45,7 +47,7 @@ impl DiskWatch {
             format!(
                 "the disk holding {} is full ({} free): free space, then `nightshift resume`",
                 self.path.display(),
-                mib(free)
+                size(free)
             )
         })
     }
@@ -56,8 +58,8 @@ impl DiskWatch {
         Some(format!(
             "the disk holding {} has {} free, below limits.min_disk ({}): free space, then `nightshift resume`",
             self.path.display(),
-            mib(free),
-            mib(self.min)
+            size(free),
+            size(self.min)
         ))
     }
 }
@@ -71,10 +73,6 @@ fn free_bytes(path: &Path) -> Option<u64> {
     statvfs(path)
         .ok()
         .map(|s| u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
-}
-
-fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 #[cfg(test)]
