@@ -135,7 +135,14 @@ impl Executor for LocalExecutor<'_> {
             .launcher
             .launch(agent, attempt, cgroup.as_ref().map(|c| c.join_path()))
         {
-            Ok(pid) => {
+            Ok((pid, joined)) => {
+                let cgroup = match cgroup {
+                    Some(group) if !joined => {
+                        group.remove();
+                        None
+                    }
+                    other => other,
+                };
                 let leader_start = proc_table::stat(pid).map_or(0, |s| s.start_ticks);
                 self.attempts.insert(
                     pid,

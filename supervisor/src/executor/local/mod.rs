@@ -6,6 +6,7 @@ mod executor;
 pub mod launch;
 pub mod proc_table;
 pub mod reaper;
+mod spawn;
 pub mod sweep;
 pub mod tree;
 pub(crate) mod unix;
