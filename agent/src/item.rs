@@ -222,7 +222,7 @@ impl<'a> ItemRunner<'a> {
         let estimate = backend.estimate(call, choice);
         // Every call waits for its permit, retries included: each one is a
         // request the rate limit must account for.
-        self.permits.permit_for(key.as_deref(), estimate);
+        let permitted = self.permits.permit_for(key.as_deref(), estimate).is_some();
         let mut meter = Meter::default();
         let result = backend.call(call, choice, &mut meter);
         // The key the request really used (another worker may have moved
@@ -235,7 +235,7 @@ impl<'a> ItemRunner<'a> {
         let used = meter
             .used_tokens
             .or_else(|| result.as_ref().ok().and_then(used_tokens));
-        if let Some(used) = used {
+        if let (Some(used), true) = (used, permitted) {
             self.permits.report_for(key.as_deref(), used, estimate);
         }
         let checked = result.and_then(|record| {

@@ -167,7 +167,7 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         settings.item_retries,
     );
     // No more workers than items: each may open a broker connection.
-    let permits = Permits::new(setup.socket.clone(), &setup.agent);
+    let permits = Permits::new(setup.socket.clone(), &setup.agent).asking_from_start(task.permits);
     let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
         .map(|_| ItemRunner::new(&context, permits.another()))
         .collect();

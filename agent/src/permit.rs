@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use shared::broker::{
-    connect_tcp, exchange, ExchangeError, LearnedLimits, Reply, Request, TCP_PREFIX,
+    connect_tcp, exchange, ExchangeError, LearnedLimits, Reply, Request, LIMITED_FILE, RUN_DIR_VAR,
+    TCP_PREFIX,
 };
 
 pub use shared::broker::{SECRET_VAR, SOCKET_VAR};
@@ -89,6 +90,13 @@ struct Broker {
     address: Option<BrokerAddress>,
     agent: String,
     gone: AtomicBool,
+    /// Whether calls take permits: from the start when a limit applies
+    /// (the task's `permits`), else from the first rate-limit answer or
+    /// announced limit on, this agent's or (through RUN/rate.limited)
+    /// another's — until then the broker hears nothing.
+    asking: AtomicBool,
+    /// RUN/rate.limited, from NIGHTSHIFT_RUN_DIR.
+    limited_file: Option<PathBuf>,
 }
 
 /// The agent's side of the broker protocol, for one worker: each worker has
@@ -120,9 +128,19 @@ impl Permits {
                 gone: AtomicBool::new(broker.is_none()),
                 address: broker,
                 agent: agent.to_owned(),
+                asking: AtomicBool::new(true),
+                limited_file: std::env::var_os(RUN_DIR_VAR)
+                    .map(|run| PathBuf::from(run).join(LIMITED_FILE)),
             }),
             connection: None,
         }
+    }
+
+    /// Takes permits only once a limit shows (see `Broker::asking`), unless
+    /// `from_start`.
+    pub fn asking_from_start(self, from_start: bool) -> Self {
+        self.broker.asking.store(from_start, Ordering::Relaxed);
+        self
     }
 
     /// A client for another worker: the same broker, a connection of its own.
@@ -131,6 +149,22 @@ impl Permits {
             broker: Arc::clone(&self.broker),
             connection: None,
         }
+    }
+
+    /// Whether calls take permits now: once a limit shows, for good.
+    fn asking(&self) -> bool {
+        if self.broker.asking.load(Ordering::Relaxed) {
+            return true;
+        }
+        let limited = self
+            .broker
+            .limited_file
+            .as_ref()
+            .is_some_and(|f| f.exists());
+        if limited {
+            self.broker.asking.store(true, Ordering::Relaxed);
+        }
+        limited
     }
 
     /// Whether requests still go to a broker.
@@ -147,13 +181,17 @@ impl Permits {
     /// A permit for a call with API key `key` (see `shared::broker::key_id`):
     /// each key is paced apart, to the limits learned for it.
     pub fn permit_for(&mut self, key: Option<&str>, tokens: u64) -> Option<f64> {
+        if !self.asking() {
+            return None;
+        }
         let agent = self.broker.agent.clone();
         let key = key.map(str::to_owned);
         let reply = self.request(&Request::Permit { tokens, agent, key })?;
         Some(reply.waited_ms.unwrap_or(0.0))
     }
 
-    /// Tells the broker what a call really used, so it can correct its count.
+    /// Tells the broker what a call really used, so it can correct its count
+    /// (only for a call that had a permit).
     pub fn report(&mut self, tokens: u64, estimated: u64) {
         self.report_for(None, tokens, estimated);
     }
@@ -178,6 +216,8 @@ impl Permits {
 
     /// `backoff` for the permits of API key `key` only.
     pub fn backoff_for(&mut self, key: Option<&str>, seconds: f64) -> Option<f64> {
+        // A limit shows: from now on every call of this agent takes a permit.
+        self.broker.asking.store(true, Ordering::Relaxed);
         let agent = self.broker.agent.clone();
         let key = key.map(str::to_owned);
         let reply = self.request(&Request::Backoff {
@@ -193,6 +233,7 @@ impl Permits {
         if limits.is_empty() {
             return;
         }
+        self.broker.asking.store(true, Ordering::Relaxed);
         let agent = self.broker.agent.clone();
         self.request(&Request::Learned {
             key: key.to_owned(),

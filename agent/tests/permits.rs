@@ -88,7 +88,8 @@ fn one_permit_before_each_call_reports_and_free_rate_limited_retries() {
     let agent = Agent::new(
         &json!([item]),
         &json!({"command": ["sh", "-c", script], "item_retries": 1}),
-    );
+    )
+    .taking_permits();
     let broker = Broker::start(agent.dir.path(), agent.path("calls.log"));
     let output = agent.run_with_socket(&broker.path);
     let seen = broker.stop();
@@ -124,12 +125,45 @@ fn one_permit_before_each_call_reports_and_free_rate_limited_retries() {
 }
 
 #[test]
+fn without_limits_calls_take_permits_only_after_a_rate_limit_answer() {
+    // Call 1 works, call 2 is rate limited, calls 3 and 4 work.
+    let script = "echo call >> calls.log; n=$(wc -l < calls.log); cat >/dev/null; \
+        case $n in \
+          2) echo 'NIGHTSHIFT_RATE_LIMITED retry_after=1'; echo '{}';; \
+          *) echo '{\"output\": \"fine\", \"usage\": {\"total_tokens\": 5}}';; \
+        esac";
+    let items = json!([{"id": "a"}, {"id": "b"}, {"id": "c"}]);
+    let agent = Agent::new(&items, &json!({"command": ["sh", "-c", script]}));
+    let broker = Broker::start(agent.dir.path(), agent.path("calls.log"));
+    let output = agent.run_with_socket(&broker.path);
+    let seen = broker.stop();
+
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(line_count(&agent.path("calls.log")), 4);
+    // {"id":"b"} is 10 characters: 3 tokens.
+    let permit = |calls_before: usize| json!({"op": "permit", "tokens": 3, "agent": AGENT_NAME, "calls_before": calls_before});
+    let report = |calls_before: usize| json!({"op": "report", "tokens": 5, "estimated": 3, "agent": AGENT_NAME, "calls_before": calls_before});
+    // Nothing for call 1; from the rate-limit answer on, a permit per call.
+    assert_eq!(
+        seen.requests,
+        [
+            json!({"op": "backoff", "seconds": 1, "agent": AGENT_NAME, "calls_before": 2}),
+            permit(2),
+            report(3),
+            permit(3),
+            report(4),
+        ]
+    );
+}
+
+#[test]
 fn rate_limited_more_than_20_times_is_a_counted_failure() {
     let script = "echo call >> calls.log; cat >/dev/null; exit 75";
     let agent = Agent::new(
         &json!([{"id": 1}]),
         &json!({"command": ["sh", "-c", script], "item_retries": 0}),
-    );
+    )
+    .taking_permits();
     let broker = Broker::start(agent.dir.path(), agent.path("calls.log"));
     let output = agent.run_with_socket(&broker.path);
     let seen = broker.stop();
@@ -154,7 +188,7 @@ fn rate_limited_more_than_20_times_is_a_counted_failure() {
 fn demo_takes_a_permit_per_call_and_its_records_do_not_change() {
     let items: Vec<Value> = (1..=3).map(|n| json!({"id": n})).collect();
     let settings = json!({"backend": "demo", "demo": {"latency": "0ms"}});
-    let with_broker = Agent::new(&json!(items), &settings);
+    let with_broker = Agent::new(&json!(items), &settings).taking_permits();
     let broker = Broker::start(with_broker.dir.path(), with_broker.path("none.log"));
     let output = with_broker.run_with_socket(&broker.path);
     let seen = broker.stop();
@@ -171,6 +205,19 @@ fn demo_takes_a_permit_per_call_and_its_records_do_not_change() {
         std::fs::read(with_broker.output()).expect("output with a broker"),
         std::fs::read(alone.output()).expect("output without one")
     );
+
+    // A job without limits: the broker is there, and hears nothing.
+    let unlimited = Agent::new(&json!(items), &settings);
+    let broker = Broker::start(unlimited.dir.path(), unlimited.path("none.log"));
+    let output = unlimited.run_with_socket(&broker.path);
+    let seen = broker.stop();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(seen.requests, Vec::<Value>::new());
+    assert_eq!(seen.connections, 0);
+    assert_eq!(
+        std::fs::read(unlimited.output()).expect("output without limits"),
+        std::fs::read(alone.output()).expect("output without a broker")
+    );
 }
 
 #[test]
@@ -178,7 +225,8 @@ fn an_unreachable_broker_is_a_warning_not_a_failure() {
     let agent = Agent::new(
         &json!([{"id": 1}, {"id": 2}]),
         &json!({"command": ["sh", "-c", "read line; printf '%s' \"$line\""]}),
-    );
+    )
+    .taking_permits();
     let output = agent.run_with_socket(&agent.path("no-broker.sock"));
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(lines(&agent.output()), [json!({"id": 1}), json!({"id": 2})]);

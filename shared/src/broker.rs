@@ -26,6 +26,14 @@ pub const SECRET_VAR: &str = "NIGHTSHIFT_SECRET";
 /// What starts a SOCKET_VAR value that is a TCP address rather than a path.
 pub const TCP_PREFIX: &str = "tcp:";
 
+/// RUN/rate.limited: made by the broker the first time an agent reports a
+/// rate-limit answer or an announced limit. Agents of a job without limits
+/// take no permits (the broker hears nothing from them) until this file is
+/// there: a stat per call, where a permit is a round trip.
+pub const LIMITED_FILE: &str = "rate.limited";
+/// The environment variable naming the run directory (agent contract).
+pub const RUN_DIR_VAR: &str = "NIGHTSHIFT_RUN_DIR";
+
 /// How long connecting to a TCP broker may take: a firewall that drops
 /// packets must not stall a client for minutes.
 pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);

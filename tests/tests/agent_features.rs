@@ -69,13 +69,14 @@ fn one_hundred_twenty_calls_from_six_agents_keep_the_budget() {
 fn an_exec_rate_limit_answer_pauses_every_agent() {
     let job = JobDir::new();
     job.items(8);
-    // The first call for item-001 answers "rate limited, retry after 1.5 s".
+    // Every call notes when it starts (seconds since the epoch) and its item;
+    // the first call for item-001 answers "rate limited, retry after 1.5 s".
     Job::new("items.jsonl")
         .layout(1, 1, 4)
         .exec([
             "sh",
             "-c",
-            "read -r line; case \"$line\" in *item-001*) if [ ! -e limited ]; then touch limited; echo 'NIGHTSHIFT_RATE_LIMITED retry_after=1.5'; exit 0; fi;; esac; sleep 0.2; printf '%s' \"$line\"",
+            "read -r line; echo \"$(date +%s.%N) $line\" >> calls.log; case \"$line\" in *item-001*) if [ ! -e limited ]; then touch limited; echo 'NIGHTSHIFT_RATE_LIMITED retry_after=1.5'; exit 0; fi;; esac; sleep 0.2; printf '%s' \"$line\"",
         ])
         .item_retries(0)
         .max_parallel(4)
@@ -87,17 +88,40 @@ fn an_exec_rate_limit_answer_pauses_every_agent() {
         .iter()
         .find(|e| e["op"] == "backoff")
         .expect("a backoff was reported");
-    let at = backoff["t"].as_f64().expect("t");
     assert_eq!(backoff["seconds"], 1.5);
-    let times = grant_times(&job.run_dir());
-    assert!(
-        times.iter().all(|t| *t < at || *t >= at + 1.5 - 1e-3),
-        "no grant to anyone during the pause: {times:?}"
-    );
+    let calls: Vec<(f64, String)> = std::fs::read_to_string(job.path().join("calls.log"))
+        .expect("calls.log")
+        .lines()
+        .filter_map(|l| {
+            let (at, item) = l.split_once(' ')?;
+            Some((at.parse().ok()?, item.to_owned()))
+        })
+        .collect();
     assert_eq!(
-        times.len(),
+        calls.len(),
         9,
         "8 calls and the one retried after the pause"
+    );
+    let limited_at = calls
+        .iter()
+        .find(|(_, item)| item.contains("item-001"))
+        .map(|(at, _)| *at)
+        .expect("item-001 was called");
+    // Calls under way when the answer came finish; no agent starts a new
+    // one until the pause is over (a little slack for the report's way).
+    let during: Vec<&(f64, String)> = calls
+        .iter()
+        .filter(|(at, _)| *at > limited_at + 0.15 && *at < limited_at + 1.4)
+        .collect();
+    assert!(
+        during.is_empty(),
+        "calls during the pause: {during:?} (limited at {limited_at})"
+    );
+    let grants = grant_times(&job.run_dir());
+    assert!(!grants.is_empty(), "calls after the answer took permits");
+    assert!(
+        job.run_dir().join("rate.limited").exists(),
+        "the broker told every agent that a limit showed"
     );
 }
 

@@ -128,3 +128,23 @@ fn nightshift_permit_outside_an_agent_is_a_usage_error() {
         finished.stderr
     );
 }
+
+#[test]
+fn a_job_without_limits_sends_the_broker_nothing() {
+    let job = JobDir::new();
+    let ids = job.items(200);
+    Job::new("items.jsonl")
+        .layout(1, 1, 4)
+        .demo()
+        .latency("0ms")
+        .max_parallel(4)
+        .write(job.path());
+    job.nightshift(&["run", "job.toml", "--run-dir", "run", "-q"])
+        .expect_code(0);
+    assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);
+    let lines = std::fs::read_to_string(job.run_dir().join("rate.log"))
+        .map(|text| text.lines().count())
+        .unwrap_or(0);
+    assert_eq!(lines, 0, "no permit, no rate.log line");
+    assert!(!job.run_dir().join("rate.limited").exists());
+}

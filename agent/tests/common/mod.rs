@@ -30,6 +30,17 @@ impl Agent {
         Self { dir }
     }
 
+    /// The task of a job with limits (`[rate]`, or an LLM backend): every
+    /// call takes a permit from the first one on.
+    pub fn taking_permits(self) -> Self {
+        let path = self.path("agent_01.task.json");
+        let text = std::fs::read_to_string(&path).expect("read the task file");
+        let mut task: Value = serde_json::from_str(&text).expect("the task file is JSON");
+        task["permits"] = json!(true);
+        std::fs::write(&path, task.to_string()).expect("write the task file");
+        self
+    }
+
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

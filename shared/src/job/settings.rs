@@ -34,6 +34,16 @@ pub struct JobSettings {
     pub notify: Option<NotifySettings>,
 }
 
+impl JobSettings {
+    /// Whether agents take a permit for every call from the first one on:
+    /// the job sets rate limits, or the backend talks to an LLM server whose
+    /// limits are learned from its answers (and whose keys start slowly until
+    /// they are). Otherwise no limit applies until a call is rate limited.
+    pub fn permits_from_start(&self) -> bool {
+        self.rate.is_some() || matches!(self.agent.backend, Backend::Openai | Backend::Anthropic)
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSettings {

@@ -6,11 +6,14 @@
 //! naming a key pauses that key; one naming none pauses every permit. Every
 //! grant, backoff, change of a key's pace and hold is a line of RUN/rate.log.
 //! Keys are only ever their `key_id` (a URL and a variable's name).
+//!
+//! Nothing here blocks or keeps a thread: a permit is queued under a ticket,
+//! and the server's one I/O thread calls `grant_due` after every request it
+//! read and whenever the time `next_due` names has come; a ticket whose
+//! connection closed is `cancel`led, so it holds up no queue.
 
 use std::collections::{HashMap, VecDeque};
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
@@ -21,77 +24,99 @@ use shared::job::RateSettings;
 use crate::rate::budget::Limiter;
 use crate::rate::key_pacer::{KeyPacer, KeyPacers};
 use crate::rate::learned::Dimension;
+use crate::rate::log::RateLog;
 
-struct State {
+/// The handle of a queued permit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket(u64);
+
+/// What a request gets: its reply now, or a ticket whose reply `grant_due`
+/// gives once the permit is granted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Now(Reply),
+    Later(Ticket),
+}
+
+/// A permit request waiting its turn.
+struct Waiting {
+    agent: String,
+    tokens: u64,
+    asked: Instant,
+}
+
+pub struct Broker {
     /// `nightshift control --pause`: no permit is granted until --continue.
     paused: bool,
     limiter: Limiter,
     keys: KeyPacers,
     /// Tickets of the permits waiting that name no key, oldest first.
-    unkeyed: VecDeque<u64>,
+    unkeyed: VecDeque<Ticket>,
     /// The same per key.
-    keyed: HashMap<String, VecDeque<u64>>,
+    keyed: HashMap<String, VecDeque<Ticket>>,
+    waiting: HashMap<Ticket, Waiting>,
     next_ticket: u64,
-    log: BufWriter<File>,
-}
-
-impl State {
-    fn queue_of(&self, key: Option<&str>) -> Option<&VecDeque<u64>> {
-        match key {
-            None => Some(&self.unkeyed),
-            Some(key) => self.keyed.get(key),
-        }
-    }
-
-    fn queue_mut(&mut self, key: Option<&str>) -> &mut VecDeque<u64> {
-        match key {
-            None => &mut self.unkeyed,
-            Some(key) => self.keyed.entry(key.to_owned()).or_default(),
-        }
-    }
-
-    /// When a permit may be granted: the run's budget and the key's pace both.
-    fn ready_at(&mut self, key: &str, tokens: u64, now: Instant) -> Option<Instant> {
-        let run = self.limiter.ready_at(tokens, now);
-        run.max(self.keys.get(key, now).ready_at(tokens, now))
-    }
-
-    /// Writes one line to RUN/rate.log.
-    fn log(&mut self, line: &Value) {
-        // The log is a record, not a duty: a full disk must not stop permits.
-        let _ = writeln!(self.log, "{line}").and_then(|()| self.log.flush());
-    }
-}
-
-pub struct Broker {
-    state: Mutex<State>,
-    changed: Condvar,
+    /// When the first permit that could not go may go.
+    next_due: Option<Instant>,
+    log: RateLog,
     started: Instant,
+    /// RUN/rate.limited, made at the first limit an agent reports.
+    limited_file: Option<PathBuf>,
 }
 
 impl Broker {
-    pub fn new(settings: Option<&RateSettings>, log: BufWriter<File>, now: Instant) -> Self {
+    /// `limited_file`: RUN/rate.limited (`shared::broker::LIMITED_FILE`).
+    pub fn new(
+        settings: Option<&RateSettings>,
+        log: RateLog,
+        limited_file: Option<PathBuf>,
+        now: Instant,
+    ) -> Self {
         Self {
-            state: Mutex::new(State {
-                paused: false,
-                limiter: Limiter::new(settings, now),
-                keys: KeyPacers::new(settings),
-                unkeyed: VecDeque::new(),
-                keyed: HashMap::new(),
-                next_ticket: 0,
-                log,
-            }),
-            changed: Condvar::new(),
+            paused: false,
+            limiter: Limiter::new(settings, now),
+            keys: KeyPacers::new(settings),
+            unkeyed: VecDeque::new(),
+            keyed: HashMap::new(),
+            waiting: HashMap::new(),
+            next_ticket: 0,
+            next_due: None,
+            log,
             started: now,
+            limited_file,
         }
     }
 
-    /// The reply to one request; a permit's comes once it is granted.
-    pub fn answer(&self, request: &Request) -> Reply {
+    /// A limit shows: agents that took no permits take them from now on.
+    fn mark_limited(&mut self) {
+        let Some(path) = self.limited_file.take() else {
+            return;
+        };
+        if let Err(error) = std::fs::write(&path, b"") {
+            tracing::warn!(
+                "cannot make {}: {error}; agents without a rate limit of their own go on without permits",
+                path.display()
+            );
+        }
+    }
+
+    /// The reply to one request, or for a permit the ticket it waits under
+    /// (then `grant_due` says when it is granted — at once, when it can be).
+    pub fn answer(&mut self, request: &Request, now: Instant) -> Answer {
         match request {
             Request::Permit { tokens, agent, key } => {
-                let waited = self.permit(agent, *tokens, key.as_deref());
-                Reply::granted(waited * 1000.0)
+                let ticket = Ticket(self.next_ticket);
+                self.next_ticket += 1;
+                self.queue_mut(key.as_deref()).push_back(ticket);
+                self.waiting.insert(
+                    ticket,
+                    Waiting {
+                        agent: agent.clone(),
+                        tokens: *tokens,
+                        asked: now,
+                    },
+                );
+                Answer::Later(ticket)
             }
             Request::Report {
                 tokens,
@@ -99,116 +124,145 @@ impl Broker {
                 key,
                 ..
             } => {
-                let now = Instant::now();
                 let estimated = estimated.unwrap_or(*tokens);
-                let mut state = self.lock();
-                state.limiter.report(estimated, *tokens, now);
+                self.limiter.report(estimated, *tokens, now);
                 if let Some(key) = key {
-                    state.keys.get(key, now).report(estimated, *tokens, now);
+                    self.keys.get(key, now).report(estimated, *tokens, now);
                 }
-                drop(state);
-                self.changed.notify_all();
-                Reply::ok()
+                Answer::Now(Reply::ok())
             }
             Request::Backoff {
                 seconds,
                 agent,
                 key,
             } => {
-                let pause = self.back_off(agent, *seconds, key.as_deref());
-                Reply::paused(pause.as_secs_f64() * 1000.0)
+                self.mark_limited();
+                let pause = self.back_off(agent, *seconds, key.as_deref(), now);
+                Answer::Now(Reply::paused(pause.as_secs_f64() * 1000.0))
             }
             Request::Learned { key, agent, limits } => {
-                self.learn(agent, key, limits);
-                Reply::ok()
+                if !limits.is_empty() {
+                    self.mark_limited();
+                }
+                self.learn(agent, key, limits, now);
+                Answer::Now(Reply::ok())
             }
-            // `serve` answers hellos itself; a repeated one is harmless.
-            Request::Hello { .. } => Reply::ok(),
+            // The server answers hellos itself; a repeated one is harmless.
+            Request::Hello { .. } => Answer::Now(Reply::ok()),
+        }
+    }
+
+    /// Grants every permit that may go now, oldest first within each queue;
+    /// the ticket and reply of each.
+    pub fn grant_due(&mut self, now: Instant) -> Vec<(Ticket, Reply)> {
+        let mut granted = Vec::new();
+        self.next_due = None;
+        if self.paused {
+            return granted;
+        }
+        let mut next_due: Option<Instant> = None;
+        while let Some(&ticket) = self.unkeyed.front() {
+            let tokens = self.waiting.get(&ticket).map_or(0, |w| w.tokens);
+            if let Err(ready) = self.limiter.try_grant(tokens, now) {
+                next_due = earliest(next_due, ready);
+                break;
+            }
+            self.unkeyed.pop_front();
+            granted.push((ticket, self.granted(ticket, None, now)));
+        }
+        let keys: Vec<String> = self
+            .keyed
+            .iter()
+            .filter(|(_, queue)| !queue.is_empty())
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            while let Some(&ticket) = self.keyed.get(&key).and_then(VecDeque::front) {
+                let tokens = self.waiting.get(&ticket).map_or(0, |w| w.tokens);
+                // The run's budget and the key's pace both.
+                let run = self.limiter.ready_at(tokens, now);
+                if let Some(ready) = run.max(self.keys.get(&key, now).ready_at(tokens, now)) {
+                    next_due = earliest(next_due, ready);
+                    break;
+                }
+                self.limiter.take(tokens);
+                self.keys.get(&key, now).take(tokens);
+                if let Some(queue) = self.keyed.get_mut(&key) {
+                    queue.pop_front();
+                }
+                granted.push((ticket, self.granted(ticket, Some(&key), now)));
+            }
+        }
+        self.next_due = next_due;
+        granted
+    }
+
+    /// When `grant_due` may grant a permit that cannot go now (None: none
+    /// waits, or the run is paused and only `set_paused` lets them go).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.next_due
+    }
+
+    /// Forgets a waiting permit whose connection went away.
+    pub fn cancel(&mut self, ticket: Ticket) {
+        if self.waiting.remove(&ticket).is_none() {
+            return;
+        }
+        if let Some(at) = self.unkeyed.iter().position(|t| *t == ticket) {
+            self.unkeyed.remove(at);
+            return;
+        }
+        for queue in self.keyed.values_mut() {
+            if let Some(at) = queue.iter().position(|t| *t == ticket) {
+                queue.remove(at);
+                return;
+            }
         }
     }
 
     /// Holds every permit, keyed or not, until called again with false.
-    pub fn set_paused(&self, paused: bool) {
-        self.lock().paused = paused;
-        self.changed.notify_all();
+    pub fn set_paused(&mut self, paused: bool) {
+        self.paused = paused;
     }
 
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn queue_mut(&mut self, key: Option<&str>) -> &mut VecDeque<Ticket> {
+        match key {
+            None => &mut self.unkeyed,
+            Some(key) => self.keyed.entry(key.to_owned()).or_default(),
+        }
     }
 
     fn since_start(&self, now: Instant) -> f64 {
         now.duration_since(self.started).as_secs_f64()
     }
 
-    /// Blocks until a permit is granted; returns the seconds waited.
-    fn permit(&self, agent: &str, tokens: u64, key: Option<&str>) -> f64 {
-        let asked = Instant::now();
-        let mut state = self.lock();
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue_mut(key).push_back(ticket);
-        loop {
-            let now = Instant::now();
-            let first = state.queue_of(key).and_then(VecDeque::front) == Some(&ticket);
-            // A paused run holds every permit; others wait their turn.
-            let ready = match (first && !state.paused, key) {
-                (false, _) => {
-                    state = self
-                        .changed
-                        .wait(state)
-                        .unwrap_or_else(|poisoned| poisoned.into_inner());
-                    continue;
-                }
-                (true, None) => state.limiter.try_grant(tokens, now).err(),
-                (true, Some(key)) => {
-                    let ready = state.ready_at(key, tokens, now);
-                    if ready.is_none() {
-                        state.limiter.take(tokens);
-                        state.keys.get(key, now).take(tokens);
-                    }
-                    ready
-                }
-            };
-            if let Some(ready) = ready {
-                let wait = ready.saturating_duration_since(now);
-                state = self
-                    .changed
-                    .wait_timeout(state, wait)
-                    .map(|(guard, _)| guard)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
-                continue;
-            }
-            state.queue_mut(key).pop_front();
-            let waited = now.duration_since(asked).as_secs_f64();
-            let t = self.since_start(now);
-            let mut line = json!({"t": t, "op": "grant", "agent": agent, "tokens": tokens, "waited_ms": waited * 1000.0});
-            if let Some(key) = key {
-                line["key"] = json!(key);
-            }
-            state.log(&line);
-            drop(state);
-            self.changed.notify_all();
-            return waited;
+    /// The reply to a permit just granted, and its line in rate.log.
+    fn granted(&mut self, ticket: Ticket, key: Option<&str>, now: Instant) -> Reply {
+        let Some(waiting) = self.waiting.remove(&ticket) else {
+            return Reply::granted(0.0);
+        };
+        let waited = now.duration_since(waiting.asked).as_secs_f64();
+        let t = self.since_start(now);
+        let mut line = json!({"t": t, "op": "grant", "agent": waiting.agent, "tokens": waiting.tokens, "waited_ms": waited * 1000.0});
+        if let Some(key) = key {
+            line["key"] = json!(key);
         }
+        self.log.write(&line);
+        Reply::granted(waited * 1000.0)
     }
 
     /// Pauses `key`'s permits, or without a key every permit.
-    fn back_off(&self, agent: &str, seconds: f64, key: Option<&str>) -> Duration {
-        let now = Instant::now();
-        let mut state = self.lock();
+    fn back_off(&mut self, agent: &str, seconds: f64, key: Option<&str>, now: Instant) -> Duration {
         let t = self.since_start(now);
         let pause = match key {
             None => {
-                let pause = state.limiter.back_off(seconds, now);
+                let pause = self.limiter.back_off(seconds, now);
                 let line = json!({"t": t, "op": "backoff", "agent": agent, "seconds": pause.as_secs_f64()});
-                state.log(&line);
+                self.log.write(&line);
                 pause
             }
             Some(key) => {
-                let pacer = state.keys.get(key, now);
+                let pacer = self.keys.get(key, now);
                 let pause = pacer.back_off(seconds, now);
                 let mut line = pace(pacer);
                 line["t"] = json!(t);
@@ -216,12 +270,10 @@ impl Broker {
                 line["agent"] = json!(agent);
                 line["key"] = json!(key);
                 line["seconds"] = json!(pause.as_secs_f64());
-                state.log(&line);
+                self.log.write(&line);
                 pause
             }
         };
-        drop(state);
-        self.changed.notify_all();
         let whose = key.map_or_else(|| "every key".to_owned(), |key| format!("key {key}"));
         tracing::info!(
             "rate-limit backoff of {:.1}s for {whose}, reported by {agent}",
@@ -231,11 +283,9 @@ impl Broker {
     }
 
     /// Paces `key` to what an answer's headers said.
-    fn learn(&self, agent: &str, key: &str, limits: &LearnedLimits) {
-        let now = Instant::now();
-        let mut state = self.lock();
+    fn learn(&mut self, agent: &str, key: &str, limits: &LearnedLimits, now: Instant) {
         let t = self.since_start(now);
-        let pacer = state.keys.get(key, now);
+        let pacer = self.keys.get(key, now);
         let outcome = pacer.learn(limits, now);
         let paced = outcome.retuned.then(|| pace(pacer));
         if let Some(mut line) = paced {
@@ -244,20 +294,21 @@ impl Broker {
             line["agent"] = json!(agent);
             line["key"] = json!(key);
             tracing::debug!("{agent} learned the limits of {key}: now {line}");
-            state.log(&line);
+            self.log.write(&line);
         }
         if let Some(hold) = outcome.hold {
             let line = json!({"t": t, "op": "hold", "agent": agent, "key": key, "seconds": hold.as_secs_f64()});
-            state.log(&line);
+            self.log.write(&line);
             tracing::info!(
                 "{key} has nothing left in a rate-limit window: its permits wait {:.1}s for the reset",
                 hold.as_secs_f64()
             );
         }
-        drop(state);
-        // A learned limit may let a waiting permit go sooner (or later).
-        self.changed.notify_all();
     }
+}
+
+fn earliest(current: Option<Instant>, candidate: Instant) -> Option<Instant> {
+    Some(current.map_or(candidate, |c| c.min(candidate)))
 }
 
 /// A key's pace for the log: per minute in each dimension paced, and the

@@ -4,6 +4,8 @@
 pub mod broker;
 pub mod bucket;
 pub mod budget;
+mod io_loop;
 pub mod key_pacer;
 pub mod learned;
+pub mod log;
 pub mod server;

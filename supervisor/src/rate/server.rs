@@ -16,39 +16,41 @@
 //! others out — but is answered ok when it sends one, so a client may always
 //! send it.
 //!
-//! Every connection has a thread of its own; what each request gets is the
-//! broker's to decide (`rate::broker`): the run's budget, each API key's pace.
+//! One thread serves every connection (`rate::io_loop`); what each request
+//! gets is the broker's to decide (`rate::broker`): the run's budget, each
+//! API key's pace. The broker's record is RUN/rate.log (`rate::log`).
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
-use shared::broker::{BadRequest, BrokerFile, Reply, Request};
+use mio::net::{TcpListener, UnixListener};
+use mio::{Interest, Poll, Waker};
+
+use shared::broker::{BrokerFile, LIMITED_FILE};
 use shared::job::RateSettings;
 use shared::rundir::RunDir;
 
 use crate::rate::broker::Broker;
+use crate::rate::io_loop::{self, Listeners, TCP, UNIX, WAKER};
+use crate::rate::log::RateLog;
 
 /// Longest socket path a sockaddr_un holds, with its terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
-/// How long a TCP connection may take to say hello: a port scanner or a
-/// stray client must not hold a thread for the rest of the run.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The longest line read from a TCP connection before its hello.
-const MAX_HELLO_LINE: u64 = 4096;
-
 pub struct RateServer {
-    broker: Arc<Broker>,
+    broker: Arc<Mutex<Broker>>,
     path: PathBuf,
     tcp: Option<TcpEndpoint>,
+    waker: Option<Waker>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
 }
 
 /// The broker's TCP side, for agents on other hosts.
@@ -63,10 +65,12 @@ struct TcpEndpoint {
 impl RateServer {
     /// Starts the broker on RUN/nightshift.sock and, with `tcp` (the name or
     /// address other hosts reach this one by), on a TCP port as well.
+    /// rate.log rotates past `log_limit` bytes.
     pub fn start(
         run: &RunDir,
         settings: Option<&RateSettings>,
         tcp: Option<&str>,
+        log_limit: u64,
     ) -> io::Result<Self> {
         let path = socket_path(run);
         match std::fs::remove_file(&path) {
@@ -74,25 +78,29 @@ impl RateServer {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let now = Instant::now();
-        let log = BufWriter::new(
-            File::options()
-                .create(true)
-                .append(true)
-                .open(run.root().join("rate.log"))?,
-        );
-        let broker = Arc::new(Broker::new(settings, log, now));
-        let listener = UnixListener::bind(&path)?;
+        let log = RateLog::new(run.root().join("rate.log"), log_limit);
+        let limited = run.root().join(LIMITED_FILE);
+        let broker = Broker::new(settings, log, Some(limited), Instant::now());
+        let broker = Arc::new(Mutex::new(broker));
+        let poll = Poll::new()?;
+        let mut unix = UnixListener::bind(&path)?;
         // From here on, dropping `server` on an error removes what was made.
         let mut server = Self {
             broker: Arc::clone(&broker),
             path,
             tcp: None,
+            waker: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            thread: None,
         };
         std::fs::set_permissions(&server.path, std::fs::Permissions::from_mode(0o600))?;
-        let tcp_listener = match tcp {
+        poll.registry()
+            .register(&mut unix, UNIX, Interest::READABLE)?;
+        let tcp = match tcp {
             Some(host) => {
-                let listener = TcpListener::bind(("0.0.0.0", 0))?;
+                let mut listener = TcpListener::bind(([0, 0, 0, 0], 0).into())?;
+                poll.registry()
+                    .register(&mut listener, TCP, Interest::READABLE)?;
                 let endpoint = TcpEndpoint {
                     address: host_and_port(host, listener.local_addr()?.port()),
                     secret: new_secret()?,
@@ -103,42 +111,37 @@ impl RateServer {
                     tcp: endpoint.address.clone(),
                     secret: endpoint.secret.clone(),
                 };
+                let secret = endpoint.secret.clone();
                 server.tcp = Some(endpoint);
                 write_private(&file, text.to_text().as_bytes())?;
-                Some(listener)
+                Some((listener, secret))
             }
             None => None,
         };
-        {
-            let broker = Arc::clone(&broker);
+        server.waker = Some(Waker::new(poll.registry(), WAKER)?);
+        let listeners = Listeners { poll, unix, tcp };
+        let stop = Arc::clone(&server.stop);
+        server.thread = Some(
             std::thread::Builder::new()
-                .name("rate-accept".into())
-                .spawn(move || {
-                    for stream in listener.incoming().flatten() {
-                        spawn_connection(&broker, stream, None);
-                    }
-                })?;
-        }
-        if let (Some(listener), Some(endpoint)) = (tcp_listener, &server.tcp) {
-            let secret: Arc<str> = Arc::from(endpoint.secret.as_str());
-            std::thread::Builder::new()
-                .name("rate-accept-tcp".into())
-                .spawn(move || {
-                    for stream in listener.incoming().flatten() {
-                        // Nagle would hold each one-line reply back for the
-                        // peer's delayed ACK (40 ms): a permit must take well
-                        // under a millisecond. Without it the connection still works.
-                        let _ = stream.set_nodelay(true);
-                        spawn_connection(&broker, stream, Some(Arc::clone(&secret)));
-                    }
-                })?;
-        }
+                .name("rate-broker".into())
+                .spawn(move || io_loop::serve(listeners, &broker, &stop))?,
+        );
         Ok(server)
     }
 
     /// Holds every permit (a paused run: LLM requests wait) or lets them go.
     pub fn set_paused(&self, paused: bool) {
-        self.broker.set_paused(paused);
+        io_loop::lock(&self.broker).set_paused(paused);
+        self.wake();
+    }
+
+    /// Has the broker's thread look again (its permits may go now).
+    fn wake(&self) {
+        if let Some(waker) = &self.waker {
+            if let Err(error) = waker.wake() {
+                tracing::warn!("cannot wake the rate broker: {error}");
+            }
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -176,6 +179,11 @@ impl RateServer {
 
 impl Drop for RateServer {
     fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.wake();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
         let _ = std::fs::remove_file(&self.path);
         // The secret is of no use once the broker is gone.
         if let Some(tcp) = &self.tcp {
@@ -224,111 +232,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
         .mode(0o600)
         .open(path)?
         .write_all(bytes)
-}
-
-/// What `serve` needs of a Unix or a TCP stream.
-trait Connection: Read + Write + Send + Sized + 'static {
-    fn try_clone(&self) -> io::Result<Self>;
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()>;
-}
-
-impl Connection for UnixStream {
-    fn try_clone(&self) -> io::Result<Self> {
-        UnixStream::try_clone(self)
-    }
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        UnixStream::set_read_timeout(self, timeout)
-    }
-}
-
-impl Connection for TcpStream {
-    fn try_clone(&self) -> io::Result<Self> {
-        TcpStream::try_clone(self)
-    }
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
-}
-
-/// Serves `stream` on a thread of its own; `secret`: a hello with it must
-/// come first (TCP).
-fn spawn_connection<S: Connection>(broker: &Arc<Broker>, stream: S, secret: Option<Arc<str>>) {
-    let broker = Arc::clone(broker);
-    let _ = std::thread::Builder::new()
-        .name("rate-conn".into())
-        .stack_size(64 * 1024)
-        .spawn(move || serve(&broker, stream, secret.as_deref()));
-}
-
-/// Equal strings, compared in a time that does not depend on where they
-/// differ: the secret must not leak one byte at a time to a timing client.
-fn same_secret(given: &str, secret: &str) -> bool {
-    given.len() == secret.len()
-        && given
-            .bytes()
-            .zip(secret.bytes())
-            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-            == 0
-}
-
-fn serve<S: Connection>(broker: &Broker, stream: S, secret: Option<&str>) {
-    let mut greeted = secret.is_none();
-    if !greeted && stream.set_read_timeout(Some(HELLO_TIMEOUT)).is_err() {
-        return;
-    }
-    let Ok(writer) = stream.try_clone() else {
-        return;
-    };
-    let mut writer = BufWriter::new(writer);
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        // Before the hello, a line is short: a stranger must not fill memory.
-        let limit = if greeted { u64::MAX } else { MAX_HELLO_LINE };
-        match (&mut reader).take(limit).read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if !line.ends_with('\n') && !greeted => return,
-            Ok(_) => {}
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (reply, go_on) = match Request::from_line(&line) {
-            Ok(Request::Hello { secret: given }) => {
-                let right = match secret {
-                    None => true,
-                    Some(secret) => same_secret(&given, secret),
-                };
-                if !right {
-                    (Reply::refused("wrong secret"), false)
-                } else {
-                    if !greeted {
-                        // From now on a request may rightly come after
-                        // minutes of work.
-                        if reader.get_ref().set_read_timeout(None).is_err() {
-                            return;
-                        }
-                        greeted = true;
-                    }
-                    (Reply::ok(), true)
-                }
-            }
-            Ok(_) | Err(BadRequest::UnknownOp | BadRequest::Invalid { .. }) if !greeted => (
-                Reply::refused("say {\"op\":\"hello\",\"secret\":NIGHTSHIFT_SECRET} first"),
-                false,
-            ),
-            Ok(request) => (broker.answer(&request), true),
-            Err(error @ BadRequest::NotJson(_)) => (Reply::refused(error.to_string()), greeted),
-            Err(error) => (Reply::refused(error.to_string()), true),
-        };
-        let sent = writer
-            .write_all(reply.to_line().as_bytes())
-            .and_then(|()| writer.flush());
-        if sent.is_err() || !go_on {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

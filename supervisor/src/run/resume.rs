@@ -130,7 +130,7 @@ pub fn restore_missing_tasks(run: &RunDir, plan: &Plan, job: &shared::job::Job) 
             run.root().display()
         )));
     }
-    crate::run::tasks::write_all_tasks(run, plan, &items.items, &plan.id_field, &job.settings.agent)
+    crate::run::tasks::write_all_tasks(run, plan, &items.items, &plan.id_field, &job.settings)
         .map_err(SupervisorError::io("cannot write the agents' task files"))
 }
 

@@ -176,7 +176,7 @@ pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
         &checked.plan,
         &checked.items.items,
         &checked.plan.id_field,
-        &settings.agent,
+        settings,
     )
     .map_err(SupervisorError::io("cannot write the agents' task files"))?;
     Ok(run)

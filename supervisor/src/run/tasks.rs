@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use shared::job::AgentSettings;
+use shared::job::{AgentSettings, JobSettings};
 use shared::plan::Plan;
 use shared::rundir::RunDir;
 
@@ -21,6 +21,7 @@ struct TaskRef<'a> {
     id_field: &'a str,
     items: &'a [Box<RawValue>],
     settings: &'a AgentSettings,
+    permits: bool,
 }
 
 pub fn write_all_tasks(
@@ -28,7 +29,7 @@ pub fn write_all_tasks(
     plan: &Plan,
     items: &[Box<RawValue>],
     id_field: &str,
-    settings: &AgentSettings,
+    job: &JobSettings,
 ) -> io::Result<()> {
     let mut renames: Vec<(PathBuf, PathBuf)> = Vec::new();
     for agent in plan.agents() {
@@ -38,7 +39,8 @@ pub fn write_all_tasks(
             agent: &agent.name,
             id_field,
             items: &items[agent.first_item..agent.first_item + agent.ids.len()],
-            settings,
+            settings: &job.agent,
+            permits: job.permits_from_start(),
         };
         let mut writer = BufWriter::new(File::create(&temp)?);
         serde_json::to_writer(&mut writer, &task)?;

@@ -497,7 +497,8 @@ fn start_broker(run: &RunDir, settings: &JobSettings, console: &Console) -> Opti
             .clone()
             .unwrap_or_else(RateServer::host_name)
     });
-    match RateServer::start(run, settings.rate.as_ref(), tcp_host.as_deref()) {
+    let log_limit = settings.limits.agent_log_limit.bytes();
+    match RateServer::start(run, settings.rate.as_ref(), tcp_host.as_deref(), log_limit) {
         Ok(server) => Some(server),
         Err(error) => {
             tracing::warn!("no rate broker ({error}); agents run without permits");
