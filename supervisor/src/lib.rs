@@ -11,6 +11,7 @@ pub mod executor;
 pub mod logging;
 pub mod merge;
 pub mod outcome;
+pub mod platform;
 pub mod rate;
 pub mod reporting;
 pub mod run;
