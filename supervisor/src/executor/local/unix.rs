@@ -36,13 +36,6 @@ pub fn start_in_new_session(command: &mut Command, cgroup_procs: Option<CString>
     }
 }
 
-/// Bytes per memory page (for /proc's page counts).
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf reads a constant of the system; no memory is passed.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
-}
-
 /// Sends `signal` to every process of the group `pgid`. Returns false when the
 /// group is empty (no process left).
 pub fn signal_group(pgid: i32, signal: Signal) -> bool {
