@@ -192,8 +192,13 @@ fn a_ceiling_that_fits_two_agents_holds_and_the_run_completes() {
         longest_over <= 4,
         "more than two agents held memory for too long: {counts:?}"
     );
+    // The report's peak is two agents', or — while the run still learns an
+    // agent's size — a third one's for the one sample that has it killed.
     let peak = report(&job)["memory"]["peak_total"].as_u64().unwrap_or(0);
-    assert!(peak > 200 * MIB && peak < 400 * MIB, "peak total {peak}");
+    assert!(
+        peak > 200 * MIB && peak < 3 * 150 * MIB,
+        "peak total {peak}"
+    );
 }
 
 #[test]

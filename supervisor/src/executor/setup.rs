@@ -7,12 +7,13 @@ use std::ffi::OsString;
 use shared::job::{ExecutorKind, Job};
 use shared::rundir::RunDir;
 
+use super::local::agent_log::LogPump;
 use super::local::launch::Launcher;
 use super::local::LocalExecutor;
 use super::slurm::{self, SlurmExecutor};
 use super::Executor;
 use crate::console::Console;
-use crate::error::Result;
+use crate::error::{Result, SupervisorError};
 use crate::rate::server::RateServer;
 use crate::watchdog::memory::{self, MemoryWatch};
 
@@ -74,6 +75,7 @@ pub fn for_run<'a>(
         run,
         log_limit: settings.limits.agent_log_limit.bytes(),
         socket: rate.map(|r| r.path().to_path_buf()),
+        logs: LogPump::start().map_err(SupervisorError::io("cannot start the agent log thread"))?,
     };
     let executor = LocalExecutor::new(launcher, cgroups, memory.per_agent_limit(), grace);
     Ok(ExecutorSetup {

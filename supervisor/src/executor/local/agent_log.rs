@@ -1,15 +1,22 @@
-//! agent_NN.log: an agent's stdout and stderr, through a pipe read by a small
-//! thread of its own, so a child that floods its output, or closes it early,
-//! never stalls the supervisor. The log is bounded: past the limit it is
-//! rotated to agent_NN.log.1 (replacing the older one) and started afresh.
+//! agent_NN.log: an agent's stdout and stderr, through a pipe. One thread
+//! (`LogPump`) reads every agent's pipe as it becomes readable (epoll through
+//! mio), so the supervisor's threads do not grow with the agents alive, and a
+//! child that floods its output, or closes it early, never stalls the event
+//! loop. The log is bounded: past the limit it is rotated to agent_NN.log.1
+//! (replacing the older one) and started afresh.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{channel, Receiver, Sender};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
 
 /// The write end goes to the child as stdout and stderr; the read end to the
-/// log thread.
+/// log pump.
 pub fn open_pipe() -> io::Result<(File, OwnedFd)> {
     // Close-on-exec, so agents started later do not hold this pipe open.
     let (read, write) =
@@ -17,44 +24,161 @@ pub fn open_pipe() -> io::Result<(File, OwnedFd)> {
     Ok((File::from(read), write))
 }
 
-/// Copies everything from `pipe` into the log at `path` until every writer has
-/// closed it (the agent and anything it started with the same stdout).
-pub fn spawn_log_thread(pipe: File, path: PathBuf, limit: u64) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("agent-log".into())
-        .stack_size(64 * 1024)
-        .spawn(move || {
-            if let Err(error) = copy_bounded(pipe, &path, limit) {
-                tracing::warn!("agent log {}: {error}", path.display());
+/// One agent's pipe and where it goes.
+struct PipeLog {
+    pipe: File,
+    path: PathBuf,
+    limit: u64,
+    /// Opened on the first bytes: an agent that says nothing makes no file
+    /// beyond the one `add` touched.
+    log: Option<(File, u64)>,
+}
+
+const WAKER: Token = Token(0);
+
+/// The thread that copies every agent's output into its log.
+pub struct LogPump {
+    new_pipes: Sender<PipeLog>,
+    waker: Waker,
+}
+
+impl LogPump {
+    pub fn start() -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        let (new_pipes, incoming) = channel();
+        std::thread::Builder::new()
+            .name("agent-logs".into())
+            .spawn(move || pump(poll, &incoming))?;
+        Ok(Self { new_pipes, waker })
+    }
+
+    /// Copies everything from `pipe` into the log at `path` (appending: a
+    /// relaunched agent keeps the earlier attempts' output) until every
+    /// writer has closed it — the agent and anything it started with the
+    /// same stdout.
+    pub fn add(&self, pipe: File, path: PathBuf, limit: u64) -> io::Result<()> {
+        nix::fcntl::fcntl(
+            &pipe,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )
+        .map_err(io::Error::from)?;
+        // The log exists from the launch on, as readers expect.
+        drop(open_log(&path)?);
+        self.new_pipes
+            .send(PipeLog {
+                pipe,
+                path,
+                limit,
+                log: None,
+            })
+            .map_err(|_| io::Error::other("the agent log thread has stopped"))?;
+        self.waker.wake()
+    }
+}
+
+fn pump(mut poll: Poll, incoming: &Receiver<PipeLog>) {
+    let mut pipes: HashMap<Token, PipeLog> = HashMap::new();
+    let mut next = 1usize;
+    let mut events = Events::with_capacity(256);
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        if let Err(error) = poll.poll(&mut events, None) {
+            if error.kind() == io::ErrorKind::Interrupted {
+                continue;
             }
-        })
-        .map(drop)
+            tracing::warn!("agent logs: {error}");
+            return;
+        }
+        for event in &events {
+            let token = event.token();
+            if token == WAKER {
+                continue;
+            }
+            let done = match pipes.get_mut(&token) {
+                Some(pipe) => drain(pipe, &mut buffer),
+                None => continue,
+            };
+            if done {
+                if let Some(pipe) = pipes.remove(&token) {
+                    let _ = poll
+                        .registry()
+                        .deregister(&mut SourceFd(&pipe.pipe.as_raw_fd()));
+                }
+            }
+        }
+        // New pipes: registered after the events, so a token is never reused
+        // within one batch of events.
+        loop {
+            match incoming.try_recv() {
+                Ok(pipe) => {
+                    let token = Token(next);
+                    next += 1;
+                    let registered = poll.registry().register(
+                        &mut SourceFd(&pipe.pipe.as_raw_fd()),
+                        token,
+                        Interest::READABLE,
+                    );
+                    match registered {
+                        Ok(()) => {
+                            pipes.insert(token, pipe);
+                        }
+                        Err(error) => {
+                            tracing::warn!("agent log {}: {error}", pipe.path.display());
+                        }
+                    }
+                }
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                // The executor is gone: finish the pipes still open.
+                Err(std::sync::mpsc::TryRecvError::Disconnected) if pipes.is_empty() => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => break,
+            }
+        }
+    }
+}
+
+/// Reads what `pipe` holds now into its log; true when it is finished with
+/// (every writer closed it, or its log cannot be written).
+fn drain(pipe: &mut PipeLog, buffer: &mut [u8]) -> bool {
+    loop {
+        let n = match pipe.pipe.read(buffer) {
+            Ok(0) => return true,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+            Err(e) => {
+                tracing::warn!("agent log {}: {e}", pipe.path.display());
+                return true;
+            }
+        };
+        if let Err(error) = append(pipe, &buffer[..n]) {
+            // Closing the pipe tells the agent (EPIPE) rather than leaving it
+            // blocked on a pipe nobody reads.
+            tracing::warn!("agent log {}: {error}", pipe.path.display());
+            return true;
+        }
+    }
+}
+
+fn append(pipe: &mut PipeLog, bytes: &[u8]) -> io::Result<()> {
+    let (mut log, mut written) = match pipe.log.take() {
+        Some(open) => open,
+        None => open_log(&pipe.path)?,
+    };
+    if written + bytes.len() as u64 > pipe.limit.max(1) && written > 0 {
+        drop(log);
+        let mut rotated = pipe.path.as_os_str().to_owned();
+        rotated.push(".1");
+        std::fs::rename(&pipe.path, PathBuf::from(rotated))?;
+        (log, written) = open_log(&pipe.path)?;
+    }
+    log.write_all(bytes)?;
+    pipe.log = Some((log, written + bytes.len() as u64));
+    Ok(())
 }
 
 fn open_log(path: &Path) -> io::Result<(File, u64)> {
     let file = OpenOptions::new().create(true).append(true).open(path)?;
     let len = file.metadata()?.len();
     Ok((file, len))
-}
-
-fn copy_bounded(mut pipe: File, path: &Path, limit: u64) -> io::Result<()> {
-    let (mut log, mut written) = open_log(path)?;
-    let mut buffer = vec![0u8; 16 * 1024];
-    loop {
-        let n = match pipe.read(&mut buffer) {
-            Ok(0) => return Ok(()),
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if written + n as u64 > limit.max(1) && written > 0 {
-            drop(log);
-            let mut rotated = path.as_os_str().to_owned();
-            rotated.push(".1");
-            std::fs::rename(path, PathBuf::from(rotated))?;
-            (log, written) = open_log(path)?;
-        }
-        log.write_all(&buffer[..n])?;
-        written += n as u64;
-    }
 }

@@ -131,7 +131,14 @@ impl Executor for LocalExecutor<'_> {
             .launcher
             .launch(agent, attempt, cgroup.as_ref().map(|c| c.join_path()))
         {
-            Ok(pid) => {
+            Ok((pid, joined)) => {
+                let cgroup = match cgroup {
+                    Some(group) if !joined => {
+                        group.remove();
+                        None
+                    }
+                    other => other,
+                };
                 let leader_start = platform::process(pid).map_or(0, |s| s.start);
                 self.attempts.insert(
                     pid,

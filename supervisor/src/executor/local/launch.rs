@@ -1,19 +1,21 @@
 //! Starting one agent process: its own session and process group, the agent
 //! contract's environment, the job folder as working folder, and its output
-//! through a pipe into its bounded log.
+//! through a pipe into its bounded log (see `spawn` for how, `agent_log`
+//! for the log).
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use shared::plan::AgentPlan;
 use shared::rundir::RunDir;
 
-use crate::executor::local::agent_log::{open_pipe, spawn_log_thread};
+use crate::executor::local::agent_log::{open_pipe, LogPump};
 use crate::executor::local::reaper::SPAWN_LOCK;
-use crate::executor::local::unix::start_in_new_session;
+use crate::executor::local::spawn::{child_environment, spawn, SpawnRequest};
 
 /// What every launch of this run shares.
 pub struct Launcher<'a> {
@@ -24,6 +26,8 @@ pub struct Launcher<'a> {
     pub log_limit: u64,
     /// The rate broker's socket (NIGHTSHIFT_SOCKET).
     pub socket: Option<std::path::PathBuf>,
+    /// The thread that copies every agent's output into its log.
+    pub logs: LogPump,
 }
 
 /// The agent contract's environment for one attempt (any executor).
@@ -45,46 +49,66 @@ pub fn contract_env(
 }
 
 impl Launcher<'_> {
-    /// Spawns the agent; returns its pid, which is also its process group id.
-    /// With `cgroup`, the agent joins that cgroup before it runs anything.
+    /// Spawns the agent; returns its pid, which is also its process group id,
+    /// and whether it is in `cgroup` (the cgroup.procs file of its memory
+    /// cgroup): the supervisor moves it there the moment posix_spawn returns,
+    /// which is before the agent's program has done more than load (spawn
+    /// resumes the parent after the exec); where the move fails the attempt
+    /// runs under sampling alone.
     pub fn launch(
         &self,
         agent: &AgentPlan,
         attempt: u32,
         cgroup: Option<&std::ffi::CStr>,
-    ) -> io::Result<i32> {
-        let (program, args) = self
-            .argv
-            .split_first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty agent program"))?;
+    ) -> io::Result<(i32, bool)> {
         let (log_reader, log_writer) = open_pipe()?;
-        let mut command = Command::new(program);
-        command
-            .args(args)
-            .current_dir(self.job_dir)
-            .envs(self.env)
-            .envs(contract_env(self.run, agent, attempt))
-            .stdin(Stdio::null())
-            .stdout(log_writer.try_clone()?)
-            .stderr(log_writer);
-        if let Some(socket) = &self.socket {
-            command.env("NIGHTSHIFT_SOCKET", socket);
-        }
-        start_in_new_session(&mut command, cgroup.map(std::ffi::CStr::to_owned));
-        let child = {
+        let contract = contract_env(self.run, agent, attempt);
+        let socket = self
+            .socket
+            .as_ref()
+            .map(|path| (OsStr::new("NIGHTSHIFT_SOCKET"), path.as_os_str()));
+        let env = child_environment(
+            self.env
+                .iter()
+                .map(|(name, value)| (OsStr::new(name), OsStr::new(value)))
+                .chain(
+                    contract
+                        .iter()
+                        .map(|(n, v)| (OsStr::new(*n), v.as_os_str())),
+                )
+                .chain(socket),
+        );
+        let pid = {
+            // glibc reaps a child whose exec failed itself: the reaper must
+            // not call waitpid(-1) in that window.
             let _spawning = SPAWN_LOCK
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            command.spawn()?
+            spawn(&SpawnRequest {
+                argv: self.argv,
+                env: &env,
+                dir: self.job_dir,
+                output: &log_writer,
+            })?
         };
-        // `command` still holds the pipe's write end: drop it, so the log
-        // thread sees end-of-file when the agent and its tree are done.
-        drop(command);
-        // Appending: a relaunched agent keeps the earlier attempts' output.
-        spawn_log_thread(log_reader, self.run.agent_log(agent.at), self.log_limit)?;
-        // The reaper collects the child with waitpid(-1); the handle is not needed.
-        let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
-        drop(child);
-        Ok(pid)
+        // The agent holds the write end now: ours must go, so the pump sees
+        // end-of-file when the agent and its tree are done.
+        drop(log_writer);
+        let joined = cgroup.is_some_and(|procs| match join_cgroup(procs, pid) {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!("{} runs outside its memory cgroup: {error}", agent.name);
+                false
+            }
+        });
+        self.logs
+            .add(log_reader, self.run.agent_log(agent.at), self.log_limit)?;
+        Ok((pid, joined))
     }
+}
+
+/// Moves `pid` into the cgroup whose cgroup.procs file is `procs`.
+fn join_cgroup(procs: &std::ffi::CStr, pid: i32) -> io::Result<()> {
+    let path = Path::new(OsStr::from_bytes(procs.to_bytes()));
+    std::fs::write(path, pid.to_string())
 }

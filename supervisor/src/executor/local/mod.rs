@@ -5,6 +5,7 @@ pub mod agent_log;
 mod executor;
 pub mod launch;
 pub mod reaper;
+mod spawn;
 pub mod sweep;
 pub mod tree;
 pub(crate) mod unix;

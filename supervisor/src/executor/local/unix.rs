@@ -1,40 +1,8 @@
-//! Platform calls with `unsafe` inside: starting a child in its own session,
-//! signalling process groups, and the local clock.
-
-use std::ffi::CString;
-use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+//! POSIX calls with `unsafe` inside: signalling process groups and the local
+//! clock (the process table and memory are the `platform` module's).
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-
-/// Makes the child call setsid() before exec: it leads a new session and a new
-/// process group whose id is its pid, so the whole group can be signalled
-/// without touching the supervisor. With `cgroup_procs`, the child first moves
-/// itself into that cgroup (by writing "0" to its cgroup.procs), so everything
-/// it starts is born inside it.
-pub fn start_in_new_session(command: &mut Command, cgroup_procs: Option<CString>) {
-    // SAFETY: between fork and exec the closure only makes async-signal-safe
-    // system calls (open, write, close, setsid) on memory prepared beforehand;
-    // it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if let Some(path) = &cgroup_procs {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let written = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if written != 1 {
-                    return Err(io::Error::last_os_error());
-                }
-            }
-            nix::unistd::setsid().map(drop).map_err(io::Error::from)
-        });
-    }
-}
 
 /// Sends `signal` to every process of the group `pgid`. Returns false when the
 /// group is empty (no process left).
