@@ -20,6 +20,7 @@ pub mod cgroup;
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 mod linux;
+pub mod files;
 mod portable;
 mod table;
 

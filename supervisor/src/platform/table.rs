@@ -4,7 +4,9 @@
 //! whole list is read once, when the table is taken, because finding a
 //! process's children there means looking at every process's parent.
 
-use super::{current, portable, Implementation, ProcStat};
+#[cfg(target_os = "linux")]
+use super::Implementation;
+use super::{current, portable, ProcStat};
 
 pub struct ProcessTable {
     inner: Inner,
