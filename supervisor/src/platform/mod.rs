@@ -18,9 +18,9 @@ pub mod cgroup;
 #[cfg(not(target_os = "linux"))]
 #[path = "no_cgroup.rs"]
 pub mod cgroup;
+pub mod files;
 #[cfg(target_os = "linux")]
 mod linux;
-pub mod files;
 mod portable;
 mod table;
 
