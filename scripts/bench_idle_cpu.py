@@ -126,6 +126,21 @@ def one_run(work, n):
             "threads": per_thread(th0, th1, wall)}
 
 
+def prepare(work):
+    """The job folder: AGENTS items, job.toml, sleeper.sh."""
+    with open(work / "items.jsonl", "w") as f:
+        f.writelines(json.dumps({"id": f"item-{i:03}", "prompt": "p"}) + "\n" for i in range(1, AGENTS + 1))
+    job = JOB.format(agents_per_orch=AGENTS // 10, agents=AGENTS)
+    if MEMORY_LIMIT:
+        job = job.replace("[limits]\n", f'memory_limit = "{MEMORY_LIMIT}"\n[limits]\n')
+    if MEMORY_ENFORCEMENT:
+        job += f'memory_enforcement = "{MEMORY_ENFORCEMENT}"\n'
+    (work / "job.toml").write_text(job)
+    sleeper = work / "sleeper.sh"
+    sleeper.write_text(f"#!/bin/sh\nsleep {int(DURATION) + 30}\n")
+    sleeper.chmod(0o755)
+
+
 def main():
     parser = argparse.ArgumentParser(description="nightshift idle supervisor CPU benchmark")
     parser.add_argument("--json", metavar="FILE", help="write the JSON summary to FILE instead of stdout")
@@ -136,17 +151,7 @@ def main():
     results = []
     with workdir("bench_idle_cpu.") as work:
         fs = filesystem(work)
-        with open(work / "items.jsonl", "w") as f:
-            f.writelines(json.dumps({"id": f"item-{i:03}", "prompt": "p"}) + "\n" for i in range(1, AGENTS + 1))
-        job = JOB.format(agents_per_orch=AGENTS // 10, agents=AGENTS)
-        if MEMORY_LIMIT:
-            job = job.replace("[limits]\n", f'memory_limit = "{MEMORY_LIMIT}"\n[limits]\n')
-        if MEMORY_ENFORCEMENT:
-            job += f'memory_enforcement = "{MEMORY_ENFORCEMENT}"\n'
-        (work / "job.toml").write_text(job)
-        sleeper = work / "sleeper.sh"
-        sleeper.write_text(f"#!/bin/sh\nsleep {int(DURATION) + 30}\n")
-        sleeper.chmod(0o755)
+        prepare(work)
         for n in range(1, RUNS + 1):
             r = one_run(work, n)
             results.append(r)

@@ -300,6 +300,18 @@ def fmt(s, key="median"):
     return f"{s[key]:9.1f}" if s else f"{'-':>9}"
 
 
+def prepare(work, modes=MODES):
+    """One job folder per mode: job.toml, items.jsonl, hog.py."""
+    for mode, enforcement in modes.items():
+        job_dir = work / mode
+        job_dir.mkdir()
+        (job_dir / "job.toml").write_text(JOB.format(mode=enforcement))
+        (job_dir / "items.jsonl").write_text('{"id": "item-1", "prompt": "p"}\n')
+        hog = job_dir / "hog.py"
+        hog.write_text(HOG_PY.format(chunk=CHUNK, cap=2 * LIMIT))
+        hog.chmod(0o755)
+
+
 def main():
     parser = argparse.ArgumentParser(description="nightshift memory-limit reaction benchmark")
     parser.add_argument("--json", metavar="FILE", help="write the JSON summary to FILE instead of stdout")
@@ -308,14 +320,7 @@ def main():
     results = {m: [] for m in MODES}
     with workdir("bench_memory.") as work:
         fs = filesystem(work)
-        for mode, enforcement in MODES.items():
-            job_dir = work / mode
-            job_dir.mkdir()
-            (job_dir / "job.toml").write_text(JOB.format(mode=enforcement))
-            (job_dir / "items.jsonl").write_text('{"id": "item-1", "prompt": "p"}\n')
-            hog = job_dir / "hog.py"
-            hog.write_text(HOG_PY.format(chunk=CHUNK, cap=2 * LIMIT))
-            hog.chmod(0o755)
+        prepare(work)
         m0 = busy_jiffies()
         for n in range(RUNS_MEM + 1):  # n = 0: untimed warm-up; modes interleaved, alternating
             for mode in ("auto", "sampling") if n % 2 else ("sampling", "auto"):

@@ -36,6 +36,8 @@ pub enum SupervisorError {
     NotLive(PathBuf),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
     #[error("{}{what}: {source}", if shared::disk::is_full(source) { "the disk is full or read-only (free space, then `nightshift resume`): " } else { "" })]
     Io {
         what: String,
@@ -63,7 +65,8 @@ impl SupervisorError {
             | Self::NotARunDir(_)
             | Self::Unsupported(_)
             | Self::Busy(..)
-            | Self::NotLive(_) => exit_codes::USAGE,
+            | Self::NotLive(_)
+            | Self::Platform(_) => exit_codes::USAGE,
             Self::Io { source, .. } if shared::disk::is_full(source) => exit_codes::CANNOT_GO_ON,
             Self::Io { .. } | Self::Journal(_) => exit_codes::INCOMPLETE,
         }

@@ -11,6 +11,7 @@ pub mod executor;
 pub mod logging;
 pub mod merge;
 pub mod outcome;
+pub mod platform;
 pub mod rate;
 pub mod reporting;
 pub mod run;
@@ -24,6 +25,9 @@ use error::Result;
 
 /// Runs one command; returns its exit code.
 pub fn execute(cli: Cli) -> Result<i32> {
+    // Before any process or memory call: an unknown NIGHTSHIFT_PLATFORM stops
+    // every command (exit code 2), not just those that watch processes.
+    platform::select()?;
     let console = Console::new(cli.quiet);
     match cli.command {
         Command::Run {

@@ -41,6 +41,8 @@ pub struct MemoryReport {
     /// a resumed run's chart sits on the timeline's axis.
     pub started: String,
     pub mode: String,
+    /// The platform implementation that sampled it ("linux" or "portable").
+    pub platform: &'static str,
     pub ceiling: Option<u64>,
     pub peak_total: u64,
     pub samples: Vec<crate::watchdog::memory::MemorySample>,

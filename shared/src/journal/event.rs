@@ -25,6 +25,10 @@ pub enum Event {
         supervisor_pid: i32,
         already_complete: usize,
         memory_mode: String,
+        /// The platform implementation answering process and memory calls
+        /// ("linux" or "portable"); absent from journals written before it was.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        platform: String,
     },
     /// `nightshift resume` took over the run directory.
     Resumed {

@@ -61,6 +61,7 @@ fn started() -> Event {
         supervisor_pid: 1,
         already_complete: 0,
         memory_mode: "off".into(),
+        platform: "linux".into(),
     }
 }
 

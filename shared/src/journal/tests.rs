@@ -39,6 +39,7 @@ fn one_of_each() -> Vec<Event> {
             supervisor_pid: 99,
             already_complete: 0,
             memory_mode: "cgroup".into(),
+            platform: "linux".into(),
         },
         Event::Resumed {
             leftovers_ended: 1,

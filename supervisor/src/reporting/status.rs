@@ -176,9 +176,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         let groups: Vec<Group> = live
             .agents
             .iter()
-            .filter(|a| {
-                a.start_ticks > 0 && live.boot_id == crate::executor::local::proc_table::boot_id()
-            })
+            .filter(|a| a.start_ticks > 0 && live.boot_id == crate::platform::boot_id())
             .map(|a| Group {
                 agent: a.agent.clone(),
                 pgid: a.pid,

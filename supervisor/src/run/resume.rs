@@ -15,8 +15,8 @@ use shared::rundir::RunDir;
 use shared::validate::check_jsonl;
 
 use crate::error::{Result, SupervisorError};
-use crate::executor::local::proc_table;
 use crate::executor::local::sweep::{end_processes, find_leftovers, Agents, Group};
+use crate::platform;
 use crate::reporting::progress::FileSeen;
 use crate::run::journal::read_journal;
 use crate::run::live::LiveAgents;
@@ -96,7 +96,7 @@ pub fn launches_so_far(run: &RunDir) -> Result<HashMap<String, u32>> {
 /// anything carrying the run's environment. Returns how many were found.
 pub fn end_leftovers(run: &RunDir, grace: Duration) -> Result<usize> {
     let live = LiveAgents::read(run).map_err(SupervisorError::io("cannot read live.json"))?;
-    let boot = proc_table::boot_id();
+    let boot = platform::boot_id();
     let groups: Vec<Group> = live
         .into_iter()
         .filter(|l| l.boot_id == boot)

@@ -49,10 +49,10 @@ pub fn write_all_tasks(
         renames.push((temp, path));
     }
     let root = File::open(run.root())?;
-    nix::unistd::syncfs(&root).map_err(io::Error::from)?;
+    crate::platform::files::sync_filesystem(&root)?;
     for (temp, path) in &renames {
         std::fs::rename(temp, path)?;
     }
-    nix::unistd::syncfs(&root).map_err(io::Error::from)?;
+    crate::platform::files::sync_filesystem(&root)?;
     Ok(())
 }

@@ -21,11 +21,11 @@ use shared::validate::Problem;
 use crate::console::Console;
 use crate::control::ControlServer;
 use crate::error::{Result, SupervisorError};
-use crate::executor::local::proc_table;
 use crate::executor::local::reaper::{self, Msg};
 use crate::executor::{self, AttemptKey, Executor};
 use crate::merge;
 use crate::outcome::{KillReason, MemoryReport};
+use crate::platform;
 use crate::rate::server::RateServer;
 use crate::reporting::failure_feed::FailureFeed;
 use crate::reporting::file_watch::FileWatch;
@@ -185,6 +185,7 @@ impl<'a> Supervisor<'a> {
             rate.as_ref(),
             console,
         )?;
+        console.line(&platform::current().describe());
         console.line(&format!("memory: {}", setup.memory_mode));
         let now = Instant::now();
         let max_parallel = settings
@@ -211,7 +212,7 @@ impl<'a> Supervisor<'a> {
             stop: Stop::No,
             ending: Ending::Completed,
             me: i32::try_from(std::process::id()).unwrap_or(0),
-            boot_id: proc_table::boot_id(),
+            boot_id: platform::boot_id(),
             live,
             live_dirty: false,
             memory_mode: setup.memory_mode,
@@ -272,6 +273,7 @@ impl<'a> Supervisor<'a> {
                 supervisor_pid: self.me,
                 already_complete: self.inputs.complete.len(),
                 memory_mode: self.memory_mode.clone(),
+                platform: platform::current().name().to_owned(),
             },
         )?;
         if let Err(error) = self.executor.discover(self.inputs.resumed) {
@@ -339,6 +341,7 @@ impl<'a> Supervisor<'a> {
                 started: humantime::format_rfc3339_millis(self.watchdog.memory.started_at())
                     .to_string(),
                 mode: self.memory_mode,
+                platform: platform::current().name(),
                 ceiling: self.watchdog.memory.ceiling(),
                 peak_total: self.watchdog.memory.run_peak_total,
                 samples: self.watchdog.memory.samples().to_vec(),

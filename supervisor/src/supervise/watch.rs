@@ -13,10 +13,10 @@ use shared::journal::{Event, Killed, KilledBy};
 
 use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
-use crate::executor::local::proc_table;
 use crate::executor::local::reaper::Msg;
 use crate::executor::{AttemptKey, Change, Ended};
 use crate::outcome::KillReason;
+use crate::platform;
 use crate::reporting::failure_feed::FailureFeed;
 use crate::reporting::file_watch::FileWatch;
 use crate::supervise::slot::Kill;
@@ -170,7 +170,7 @@ impl<'a> Supervisor<'a> {
         self.live_dirty |= !self.slots.is_empty();
         self.watchdog
             .memory
-            .sample(now, usage.total, proc_table::mem_available());
+            .sample(now, usage.total, platform::mem_available());
         let executor = &self.executor;
         let verdicts = self
             .watchdog

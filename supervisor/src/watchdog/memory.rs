@@ -21,7 +21,7 @@ use shared::job::{JobSettings, MemoryEnforcement};
 
 use crate::error::{Result, SupervisorError};
 use crate::outcome::KillReason;
-use crate::watchdog::cgroup::CgroupRoot;
+use crate::platform::cgroup::CgroupRoot;
 
 /// Samples to wait after a launch while no agent size is known.
 const ADMIT_WAIT_SAMPLES: u32 = 3;

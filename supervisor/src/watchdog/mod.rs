@@ -1,7 +1,6 @@
 //! What must stop: relative timeouts, memory sampling and limits, the run's
 //! RAM ceiling and the machine's free-memory floor, cgroups.
 
-pub mod cgroup;
 pub mod checks;
 pub mod disk;
 pub mod memory;

@@ -19,9 +19,8 @@ use mio::{Events, Interest, Poll, Token, Waker};
 /// log pump.
 pub fn open_pipe() -> io::Result<(File, OwnedFd)> {
     // Close-on-exec, so agents started later do not hold this pipe open.
-    let (read, write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(io::Error::from)?;
-    Ok((File::from(read), write))
+    let (read, write) = io::pipe()?;
+    Ok((File::from(OwnedFd::from(read)), OwnedFd::from(write)))
 }
 
 /// One agent's pipe and where it goes.

@@ -12,12 +12,12 @@ use nix::sys::signal::Signal;
 use shared::plan::AgentPlan;
 
 use super::launch::Launcher;
-use super::proc_table;
 use super::reaper::ExitHow;
 use super::sweep::{EndedTree, Leftovers};
 use super::tree::Tree;
 use crate::executor::{Adopted, AttemptKey, Change, Ended, Executor, Started, Swept, Usage};
-use crate::watchdog::cgroup::{AgentCgroup, CgroupRoot};
+use crate::platform::cgroup::{AgentCgroup, CgroupRoot};
+use crate::platform::{self, ProcessTable};
 
 /// One running attempt's processes.
 struct LocalAttempt {
@@ -39,7 +39,6 @@ pub struct LocalExecutor<'a> {
     grace: Duration,
     /// The supervisor's own pid: orphans are re-parented to it.
     me: i32,
-    page_size: u64,
 }
 
 impl<'a> LocalExecutor<'a> {
@@ -51,7 +50,7 @@ impl<'a> LocalExecutor<'a> {
     ) -> Self {
         // Orphaned descendants of agents become our children: reaped by us, and
         // still in view to be counted and killed.
-        if let Err(error) = proc_table::become_subreaper() {
+        if let Err(error) = platform::become_subreaper() {
             tracing::warn!("cannot become a child subreaper ({error}); daemonised descendants are found by the segment-end scan only");
         }
         Self {
@@ -63,7 +62,6 @@ impl<'a> LocalExecutor<'a> {
             leftovers: Leftovers::default(),
             grace,
             me: i32::try_from(std::process::id()).unwrap_or(0),
-            page_size: super::unix::page_size(),
         }
     }
 
@@ -91,20 +89,18 @@ impl<'a> LocalExecutor<'a> {
     /// Children of the supervisor that are not agents are orphans it adopted
     /// as subreaper: each joins the tree of the agent it came from (by process
     /// group or session, else by its inherited NIGHTSHIFT_AGENT).
-    fn adopt_orphans(&mut self) {
-        // Orphans are re-parented to the subreaper's main thread (the thread
-        // that also starts every agent), so its list is the one to read.
-        for pid in proc_table::thread_children(self.me, self.me) {
+    fn adopt_orphans(&mut self, table: &ProcessTable) {
+        for pid in table.own_children(self.me) {
             if self.attempts.contains_key(&pid)
                 || self.attempts.values().any(|a| a.tree.contains(pid))
                 || self.leftovers.knows(pid)
             {
                 continue;
             }
-            let Some(stat) = proc_table::stat(pid).filter(|s| !s.is_gone()) else {
+            let Some(stat) = table.stat(pid).filter(|s| !s.is_gone()) else {
                 continue;
             };
-            let agent_name = proc_table::environ_var(pid, "NIGHTSHIFT_AGENT");
+            let agent_name = platform::environ_var(pid, "NIGHTSHIFT_AGENT");
             let from = |(leader, a): &(&i32, &mut LocalAttempt)| {
                 stat.pgid == **leader
                     || stat.sid == **leader
@@ -143,7 +139,7 @@ impl Executor for LocalExecutor<'_> {
                     }
                     other => other,
                 };
-                let leader_start = proc_table::stat(pid).map_or(0, |s| s.start_ticks);
+                let leader_start = platform::process(pid).map_or(0, |s| s.start);
                 self.attempts.insert(
                     pid,
                     LocalAttempt {
@@ -208,28 +204,28 @@ impl Executor for LocalExecutor<'_> {
     }
 
     fn sample(&mut self, deep: bool) -> Usage {
-        self.adopt_orphans();
+        let table = ProcessTable::now();
+        self.adopt_orphans(&table);
         let mut usage = Usage::default();
-        let mut total_pages = 0;
+        let mut total = 0;
         for (pid, attempt) in &mut self.attempts {
             // A cgroup keeps every descendant, however it daemonised.
             if let Some(cgroup) = attempt.cgroup.as_ref().filter(|_| deep) {
                 for member in cgroup.pids() {
                     if !attempt.tree.contains(member) {
-                        if let Some(stat) = proc_table::stat(member) {
+                        if let Some(stat) = table.stat(member) {
                             attempt.tree.adopt(&stat);
                         }
                     }
                 }
             }
-            let pages: u64 = attempt.tree.refresh().iter().map(|s| s.rss_pages).sum();
-            total_pages += pages;
+            let bytes: u64 = attempt.tree.refresh(&table).iter().map(|s| s.rss).sum();
+            total += bytes;
             usage
                 .attempts
-                .push((AttemptKey::Local { pid: *pid }, pages * self.page_size));
+                .push((AttemptKey::Local { pid: *pid }, bytes));
         }
-        total_pages += self.leftovers.rss_pages();
-        usage.total = total_pages * self.page_size;
+        usage.total = total + self.leftovers.rss(&table);
         usage
     }
 
@@ -256,7 +252,7 @@ impl Executor for LocalExecutor<'_> {
     }
 
     fn sweep(&mut self, agents: &HashSet<String>) -> Vec<Swept> {
-        self.adopt_orphans();
+        self.adopt_orphans(&ProcessTable::now());
         self.leftovers
             .sweep(&self.run_root, agents, self.grace)
             .into_iter()

@@ -4,7 +4,6 @@
 pub mod agent_log;
 mod executor;
 pub mod launch;
-pub mod proc_table;
 pub mod reaper;
 mod spawn;
 pub mod sweep;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::executor::local::proc_table::{self, ProcStat};
+use crate::platform::{self, ProcStat, ProcessTable};
 
 /// An agent process group to look for: members started after its leader.
 #[derive(Debug, Clone)]
@@ -40,35 +40,37 @@ pub fn find_leftovers(
     // A group id names our agent's group only while the group is that agent's:
     // its leader is the recorded process, or gone (the kernel does not reuse a
     // pid while a process group of that id still has members).
+    let table = ProcessTable::now();
     let groups: Vec<&Group> = groups
         .iter()
         .filter(|g| {
-            proc_table::stat(g.pgid).is_none_or(|leader| leader.start_ticks == g.leader_start)
+            table
+                .stat(g.pgid)
+                .is_none_or(|leader| leader.start == g.leader_start)
         })
         .collect();
     let mut found = Vec::new();
-    for pid in proc_table::all_pids() {
+    for pid in table.pids() {
         if pid == me {
             continue;
         }
-        let Some(stat) = proc_table::stat(pid) else {
+        let Some(stat) = table.stat(pid) else {
             continue;
         };
         if stat.is_gone() {
             continue;
         }
-        let by_group = groups.iter().find(|g| {
-            (stat.pgid == g.pgid || stat.sid == g.pgid) && stat.start_ticks >= g.leader_start
-        });
+        let by_group = groups
+            .iter()
+            .find(|g| (stat.pgid == g.pgid || stat.sid == g.pgid) && stat.start >= g.leader_start);
         if let Some(group) = by_group {
             found.push((group.agent.clone(), stat));
             continue;
         }
-        if proc_table::environ_var(pid, "NIGHTSHIFT_RUN_DIR").as_deref() != Some(run_root.as_ref())
-        {
+        if platform::environ_var(pid, "NIGHTSHIFT_RUN_DIR").as_deref() != Some(run_root.as_ref()) {
             continue;
         }
-        if let Some(agent) = proc_table::environ_var(pid, "NIGHTSHIFT_AGENT") {
+        if let Some(agent) = platform::environ_var(pid, "NIGHTSHIFT_AGENT") {
             let wanted = match agents {
                 Agents::Named(names) => names.contains(&agent),
                 Agents::All => true,
@@ -81,14 +83,9 @@ pub fn find_leftovers(
     found
 }
 
-fn still_alive(stat: &ProcStat) -> bool {
-    proc_table::stat(stat.pid)
-        .is_some_and(|now| now.start_ticks == stat.start_ticks && !now.is_gone())
-}
-
 fn signal_all(targets: &[ProcStat], signal: Signal) {
     for target in targets {
-        if still_alive(target) {
+        if platform::still_alive(target) {
             let _ = kill(Pid::from_raw(target.pid), signal);
         }
     }
@@ -98,7 +95,11 @@ fn signal_all(targets: &[ProcStat], signal: Signal) {
 fn wait_gone(targets: &[ProcStat], limit: Duration) -> Vec<ProcStat> {
     let started = Instant::now();
     loop {
-        let alive: Vec<ProcStat> = targets.iter().filter(|t| still_alive(t)).copied().collect();
+        let alive: Vec<ProcStat> = targets
+            .iter()
+            .filter(|t| platform::still_alive(t))
+            .copied()
+            .collect();
         if alive.is_empty() || started.elapsed() >= limit {
             return alive;
         }
@@ -126,7 +127,7 @@ pub struct EndedTree {
     pub agent: String,
     pub leader_start: u64,
     pub tree: crate::executor::local::tree::Tree,
-    pub cgroup: Option<crate::watchdog::cgroup::AgentCgroup>,
+    pub cgroup: Option<crate::platform::cgroup::AgentCgroup>,
 }
 
 /// What may outlive the agents of the current segment: the trees of ended
@@ -138,15 +139,15 @@ pub struct Leftovers {
 }
 
 impl Leftovers {
-    /// Resident memory of every leftover process still alive, in pages.
-    pub fn rss_pages(&mut self) -> u64 {
+    /// Resident memory of every leftover process still alive, bytes.
+    pub fn rss(&mut self, table: &ProcessTable) -> u64 {
         let ended: u64 = self
             .ended
             .iter_mut()
-            .flat_map(|e| e.tree.refresh())
-            .map(|s| s.rss_pages)
+            .flat_map(|e| e.tree.refresh(table))
+            .map(|s| s.rss)
             .sum();
-        ended + self.strays.iter().map(|s| s.rss_pages).sum::<u64>()
+        ended + self.strays.iter().map(|s| s.rss).sum::<u64>()
     }
 
     pub fn knows(&self, pid: i32) -> bool {
@@ -188,8 +189,9 @@ impl Leftovers {
         for _ in 0..SWEEP_ROUNDS {
             let mut targets: std::collections::HashMap<i32, (String, ProcStat)> =
                 std::collections::HashMap::new();
+            let table = ProcessTable::now();
             for ended in &mut self.ended {
-                for stat in ended.tree.refresh() {
+                for stat in ended.tree.refresh(&table) {
                     targets.insert(stat.pid, (ended.agent.clone(), stat));
                 }
             }

@@ -1,5 +1,5 @@
 //! Process-tree tracking: an agent's tree is every process it started, directly
-//! or not. Members are found by walking /proc children from every known member
+//! or not. Members are found by walking the process table's children from every known member
 //! (so a daemon that double-forks or calls setsid stays known once seen), and
 //! remembered by (pid, start time) so a reused pid is never taken for a member.
 
@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::executor::local::proc_table::{self, ProcStat};
 use crate::executor::local::unix::signal_group;
+use crate::platform::{self, ProcStat, ProcessTable};
 
 #[derive(Debug, Clone)]
 pub struct Tree {
@@ -22,8 +22,8 @@ pub struct Tree {
 impl Tree {
     pub fn new(leader: i32) -> Self {
         let mut members = HashMap::new();
-        if let Some(stat) = proc_table::stat(leader) {
-            members.insert(leader, stat.start_ticks);
+        if let Some(stat) = platform::process(leader) {
+            members.insert(leader, stat.start);
         }
         Self { leader, members }
     }
@@ -34,17 +34,12 @@ impl Tree {
 
     /// Adds a process found some other way (an orphan adopted by the supervisor).
     pub fn adopt(&mut self, stat: &ProcStat) {
-        self.members.insert(stat.pid, stat.start_ticks);
-    }
-
-    /// The live member with this pid, if it is still the same process.
-    fn live(&self, pid: i32, start_ticks: u64) -> Option<ProcStat> {
-        proc_table::stat(pid).filter(|s| s.start_ticks == start_ticks && !s.is_gone())
+        self.members.insert(stat.pid, stat.start);
     }
 
     /// Walks children from every live member, adds new descendants, and forgets
     /// members that are gone. Returns the live members.
-    pub fn refresh(&mut self) -> Vec<ProcStat> {
+    pub fn refresh(&mut self, table: &ProcessTable) -> Vec<ProcStat> {
         let mut live = Vec::new();
         let mut queue: Vec<i32> = self.members.keys().copied().collect();
         let mut seen: HashMap<i32, u64> = HashMap::with_capacity(self.members.len());
@@ -52,48 +47,41 @@ impl Tree {
             if seen.contains_key(&pid) {
                 continue;
             }
-            let Some(stat) = proc_table::stat(pid) else {
+            let Some(stat) = table.stat(pid) else {
                 continue;
             };
             match self.members.get(&pid) {
                 // A known pid that now names another process: not ours.
-                Some(start) if *start != stat.start_ticks => continue,
+                Some(start) if *start != stat.start => continue,
                 _ => {}
             }
             if stat.is_gone() {
                 continue;
             }
-            seen.insert(pid, stat.start_ticks);
+            seen.insert(pid, stat.start);
             live.push(stat);
-            // The stat just read says how many threads to look under.
-            if stat.threads <= 1 {
-                queue.extend(proc_table::thread_children(pid, pid));
-            } else {
-                queue.extend(proc_table::children(pid));
-            }
+            table.push_children(&stat, &mut queue);
         }
         self.members = seen;
         // Keep the leader's identity even after it is gone, for the record.
         live
     }
 
-    /// Live members, without looking for new ones.
-    pub fn live_members(&self) -> Vec<ProcStat> {
-        self.members
-            .iter()
-            .filter_map(|(pid, start)| self.live(*pid, *start))
-            .collect()
-    }
-
     /// True when no member is alive and the process group is empty.
     pub fn is_empty(&self) -> bool {
-        self.live_members().is_empty() && !group_has_live_members(self.leader)
+        let table = ProcessTable::now();
+        let member_alive = self.members.iter().any(|(pid, start)| {
+            table
+                .stat(*pid)
+                .is_some_and(|s| s.start == *start && !s.is_gone())
+        });
+        !member_alive && !group_has_live_members(&table, self.leader)
     }
 
     /// Signals the process group and every known member (those that left the
     /// group too). Refreshes first, so members that appeared since are included.
     pub fn signal(&mut self, signal: Signal) -> usize {
-        let live = self.refresh();
+        let live = self.refresh(&ProcessTable::now());
         signal_group(self.leader, signal);
         for member in &live {
             if member.pgid != self.leader {
@@ -106,13 +94,14 @@ impl Tree {
 
 /// The group exists as long as any process (zombies included) is in it; a
 /// group of zombies only is as good as empty.
-fn group_has_live_members(pgid: i32) -> bool {
+fn group_has_live_members(table: &ProcessTable, pgid: i32) -> bool {
     if !signal_group_probe(pgid) {
         return false;
     }
-    proc_table::all_pids()
+    table
+        .pids()
         .into_iter()
-        .filter_map(proc_table::stat)
+        .filter_map(|pid| table.stat(pid))
         .any(|s| s.pgid == pgid && !s.is_gone())
 }
 

@@ -1,15 +1,8 @@
-//! Platform calls with `unsafe` inside: signalling process groups, the page
-//! size and the local clock.
+//! POSIX calls with `unsafe` inside: signalling process groups and the local
+//! clock (the process table and memory are the `platform` module's).
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-
-/// Bytes per memory page (for /proc's page counts).
-pub fn page_size() -> u64 {
-    // SAFETY: sysconf reads a constant of the system; no memory is passed.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
-}
 
 /// Sends `signal` to every process of the group `pgid`. Returns false when the
 /// group is empty (no process left).

@@ -65,8 +65,7 @@ pub fn missing_commands() -> Vec<&'static str> {
 /// The kind of filesystem `path` is on, when it is one that only this machine
 /// sees (the nodes must read task files and write agent files there).
 pub fn node_local_filesystem(path: &Path) -> Option<&'static str> {
-    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
-    (statfs(path).ok()?.filesystem_type() == TMPFS_MAGIC).then_some("tmpfs")
+    crate::platform::files::is_tmpfs(path).then_some("tmpfs")
 }
 
 /// FNV-1a (32 bits) of the path: stable across builds, unlike std's hasher.

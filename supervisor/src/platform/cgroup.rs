@@ -85,6 +85,12 @@ fn write_file(path: &Path, text: &str) -> io::Result<()> {
 impl CgroupRoot {
     /// Creates this run's cgroup, or says why memory cgroups are not available.
     pub fn create() -> Result<Self, String> {
+        if super::current() != super::Implementation::Linux {
+            return Err(format!(
+                "the {} platform implementation has no memory cgroups",
+                super::current().name()
+            ));
+        }
         let (parent, flavor) =
             own_memory_cgroup().ok_or("no memory cgroup in /proc/self/cgroup")?;
         let dir = parent.join(format!("nightshift-{}", std::process::id()));

@@ -1,31 +1,13 @@
-//! Reading the Linux process table (/proc): a process's parent, group, session
-//! and start time, its children, and its environment. Start times make a pid
-//! an identity: a pid reused by another process has another start time.
+//! The Linux implementation: the process table read from /proc (a process's
+//! parent, group, session, start time and resident memory, its children, its
+//! environment), MemAvailable, the boot id, and the child subreaper. Start
+//! times make a pid an identity: a pid reused by another process has another
+//! start time.
 
 use std::fs;
-use std::path::Path;
+use std::sync::OnceLock;
 
-/// What /proc/PID/stat says about a process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcStat {
-    pub pid: i32,
-    pub ppid: i32,
-    pub pgid: i32,
-    pub sid: i32,
-    pub state: char,
-    /// Clock ticks after boot at which the process started.
-    pub start_ticks: u64,
-    /// Resident pages.
-    pub rss_pages: u64,
-    pub threads: u32,
-}
-
-impl ProcStat {
-    /// A zombie or dead process holds no memory and runs no code.
-    pub fn is_gone(&self) -> bool {
-        matches!(self.state, 'Z' | 'X' | 'x')
-    }
-}
+use super::ProcStat;
 
 pub fn stat(pid: i32) -> Option<ProcStat> {
     let text = read_small(&format!("/proc/{pid}/stat"))?;
@@ -58,14 +40,16 @@ fn parse_stat(pid: i32, text: &str) -> Option<ProcStat> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // fields[0] is field 3 of proc(5): state; ppid 4, pgrp 5, session 6,
     // starttime 22, rss 24.
+    let state = fields.first()?.chars().next()?;
+    let rss_pages: u64 = fields.get(21)?.parse().ok()?;
     Some(ProcStat {
         pid,
-        state: fields.first()?.chars().next()?,
+        gone: matches!(state, 'Z' | 'X' | 'x'),
         ppid: fields.get(1)?.parse().ok()?,
         pgid: fields.get(2)?.parse().ok()?,
         sid: fields.get(3)?.parse().ok()?,
-        start_ticks: fields.get(19)?.parse().ok()?,
-        rss_pages: fields.get(21)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+        rss: rss_pages * page_size(),
         threads: fields.get(17)?.parse().ok()?,
     })
 }
@@ -151,9 +135,14 @@ pub fn mem_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// True when /proc is the Linux process table (it is where we read everything).
-pub fn available() -> bool {
-    Path::new("/proc/self/stat").exists()
+/// Bytes per memory page (/proc counts resident memory in pages), asked once.
+fn page_size() -> u64 {
+    static SIZE: OnceLock<u64> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: sysconf reads a constant of the system; no memory is passed.
+        let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        u64::try_from(size).ok().filter(|s| *s > 0).unwrap_or(4096)
+    })
 }
 
 #[cfg(test)]
@@ -167,9 +156,9 @@ mod tests {
         assert_eq!(stat.ppid, 1);
         assert_eq!(stat.pgid, 4242);
         assert_eq!(stat.sid, 4242);
-        assert_eq!(stat.start_ticks, 987654);
-        assert_eq!(stat.rss_pages, 321);
-        assert_eq!(stat.state, 'S');
+        assert_eq!(stat.start, 987654);
+        assert_eq!(stat.rss, 321 * page_size());
+        assert!(!stat.is_gone());
         assert_eq!(stat.threads, 1);
     }
 

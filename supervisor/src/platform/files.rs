@@ -1,0 +1,38 @@
+//! File system calls whose system call differs by OS. Chosen when compiling,
+//! not by NIGHTSHIFT_PLATFORM: they are not about processes or memory, and
+//! each OS has one right call.
+
+use std::fs::File;
+use std::io;
+use std::path::Path;
+
+/// Writes everything cached for the filesystem holding `file` to disk.
+/// Linux: syncfs (that filesystem only). Elsewhere: sync (every filesystem;
+/// POSIX does not say it waits, macOS starts the writes and returns).
+pub fn sync_filesystem(file: &File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        nix::unistd::syncfs(file).map_err(io::Error::from)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = file;
+        nix::unistd::sync();
+        Ok(())
+    }
+}
+
+/// True when `path` is on a tmpfs (memory only, this machine only).
+pub fn is_tmpfs(path: &Path) -> bool {
+    let Ok(stat) = nix::sys::statfs::statfs(path) else {
+        return false;
+    };
+    #[cfg(target_os = "linux")]
+    {
+        stat.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        stat.filesystem_type_name() == "tmpfs"
+    }
+}
