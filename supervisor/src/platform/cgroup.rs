@@ -5,10 +5,8 @@
 //! tree. Everything here is best effort: what cannot be set up falls back to
 //! sampling, and the supervisor says which mode is in force.
 
-use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +27,6 @@ pub struct CgroupRoot {
 pub struct AgentCgroup {
     dir: PathBuf,
     flavor: Flavor,
-    /// cgroup.procs, ready for the child to join itself between fork and exec.
-    procs: CString,
 }
 
 /// Where the supervisor's memory cgroup lives, and which flavour it is.
@@ -139,8 +135,6 @@ impl CgroupRoot {
             Err(e) => return Err(e),
         }
         let group = AgentCgroup {
-            procs: CString::new(dir.join("cgroup.procs").as_os_str().as_bytes())
-                .map_err(io::Error::other)?,
             dir,
             flavor: self.flavor,
         };
@@ -172,9 +166,12 @@ impl CgroupRoot {
 }
 
 impl AgentCgroup {
-    /// The path a child writes "0" to, to join this cgroup.
-    pub fn join_path(&self) -> &std::ffi::CStr {
-        &self.procs
+    /// Moves process `pid` into this cgroup. The executor calls it the
+    /// moment posix_spawn returns, which is after the exec (spawn resumes
+    /// the parent then) and before the agent's program has done more than
+    /// load: what it starts later is born inside.
+    pub fn join(&self, pid: i32) -> io::Result<()> {
+        fs::write(self.dir.join("cgroup.procs"), pid.to_string())
     }
 
     /// Every process in the cgroup.

@@ -169,9 +169,9 @@ impl RateServer {
     /// This host's name, for nodes to reach the broker by (executor.broker_host
     /// overrides it); "localhost" when the kernel does not say.
     pub fn host_name() -> String {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
+        nix::unistd::gethostname()
             .ok()
-            .map(|name| name.trim().to_owned())
+            .map(|name| name.to_string_lossy().trim().to_owned())
             .filter(|name| !name.is_empty())
             .unwrap_or_else(|| "localhost".to_owned())
     }

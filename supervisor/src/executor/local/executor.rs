@@ -127,18 +127,16 @@ impl Executor for LocalExecutor<'_> {
 
     fn start(&mut self, agent: &AgentPlan, attempt: u32) -> Result<Started, String> {
         let cgroup = self.agent_cgroup(agent, attempt);
-        match self
-            .launcher
-            .launch(agent, attempt, cgroup.as_ref().map(|c| c.join_path()))
-        {
-            Ok((pid, joined)) => {
-                let cgroup = match cgroup {
-                    Some(group) if !joined => {
+        match self.launcher.launch(agent, attempt) {
+            Ok(pid) => {
+                let cgroup = cgroup.and_then(|group| match group.join(pid) {
+                    Ok(()) => Some(group),
+                    Err(error) => {
+                        tracing::warn!("{} runs outside its memory cgroup: {error}", agent.name);
                         group.remove();
                         None
                     }
-                    other => other,
-                };
+                });
                 let leader_start = platform::process(pid).map_or(0, |s| s.start);
                 self.attempts.insert(
                     pid,

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use shared::plan::AgentPlan;
@@ -49,18 +48,8 @@ pub fn contract_env(
 }
 
 impl Launcher<'_> {
-    /// Spawns the agent; returns its pid, which is also its process group id,
-    /// and whether it is in `cgroup` (the cgroup.procs file of its memory
-    /// cgroup): the supervisor moves it there the moment posix_spawn returns,
-    /// which is before the agent's program has done more than load (spawn
-    /// resumes the parent after the exec); where the move fails the attempt
-    /// runs under sampling alone.
-    pub fn launch(
-        &self,
-        agent: &AgentPlan,
-        attempt: u32,
-        cgroup: Option<&std::ffi::CStr>,
-    ) -> io::Result<(i32, bool)> {
+    /// Spawns the agent; returns its pid, which is also its process group id.
+    pub fn launch(&self, agent: &AgentPlan, attempt: u32) -> io::Result<i32> {
         let (log_reader, log_writer) = open_pipe()?;
         let contract = contract_env(self.run, agent, attempt);
         let socket = self
@@ -94,21 +83,8 @@ impl Launcher<'_> {
         // The agent holds the write end now: ours must go, so the pump sees
         // end-of-file when the agent and its tree are done.
         drop(log_writer);
-        let joined = cgroup.is_some_and(|procs| match join_cgroup(procs, pid) {
-            Ok(()) => true,
-            Err(error) => {
-                tracing::warn!("{} runs outside its memory cgroup: {error}", agent.name);
-                false
-            }
-        });
         self.logs
             .add(log_reader, self.run.agent_log(agent.at), self.log_limit)?;
-        Ok((pid, joined))
+        Ok(pid)
     }
-}
-
-/// Moves `pid` into the cgroup whose cgroup.procs file is `procs`.
-fn join_cgroup(procs: &std::ffi::CStr, pid: i32) -> io::Result<()> {
-    let path = Path::new(OsStr::from_bytes(procs.to_bytes()));
-    std::fs::write(path, pid.to_string())
 }
