@@ -109,7 +109,7 @@ def measure(argv, n, duration, cwd, own_group):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = argparse.ArgumentParser(description="time until N agents all run, against GNU parallel and xargs")
     parser.add_argument("--json")
     args = parser.parse_args()
     build()

@@ -36,3 +36,24 @@ pub fn is_tmpfs(path: &Path) -> bool {
         stat.filesystem_type_name() == "tmpfs"
     }
 }
+
+/// Raises this process's soft limit of open files to its hard limit: every
+/// live agent holds a pipe and a log open, and every broker connection a
+/// socket, so a thousand agents outgrow the usual soft limit of 1,024. Where
+/// the system refuses the hard limit (macOS caps the soft one at OPEN_MAX),
+/// 10,240 is asked for instead. Returns the limit in force.
+pub fn raise_open_file_limit() -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return 0;
+    };
+    for wanted in [hard, hard.min(10_240)] {
+        if wanted <= soft {
+            return soft;
+        }
+        if setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).is_ok() {
+            return wanted;
+        }
+    }
+    soft
+}

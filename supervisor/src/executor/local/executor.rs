@@ -53,6 +53,8 @@ impl<'a> LocalExecutor<'a> {
         if let Err(error) = platform::become_subreaper() {
             tracing::warn!("cannot become a child subreaper ({error}); daemonised descendants are found by the segment-end scan only");
         }
+        let open_files = platform::files::raise_open_file_limit();
+        tracing::debug!("open files: up to {open_files}");
         Self {
             run_root: launcher.run.root().to_path_buf(),
             launcher,

@@ -1,0 +1,77 @@
+//! Scale: the supervisor's own threads and memory stay bounded by design, not
+//! by the number of agents alive or of items. Read from /proc while the run
+//! goes; these are resource bounds, not timings.
+
+use std::time::{Duration, Instant};
+
+use nightshift_tests::{json_array_ids, Job, JobDir};
+use serde_json::Value;
+
+const MIB: u64 = 1024 * 1024;
+
+/// A field of /proc/PID/status (kB fields in bytes), if the process is there.
+fn status_field(pid: u32, name: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let value: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(if line.ends_with("kB") {
+        value * 1024
+    } else {
+        value
+    })
+}
+
+/// The most agents alive at once, from events.jsonl.
+fn most_alive(run: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(run.join("events.jsonl")).expect("events.jsonl");
+    let (mut alive, mut most) = (0usize, 0usize);
+    for event in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+    {
+        match event["event"].as_str() {
+            Some("launched") => alive += 1,
+            Some("exited") => alive = alive.saturating_sub(1),
+            _ => {}
+        }
+        most = most.max(alive);
+    }
+    most
+}
+
+#[test]
+fn a_thousand_agents_at_once_keep_the_supervisor_under_64_threads_and_30_mib() {
+    let job = JobDir::new();
+    let ids = job.items(1000);
+    // One item per agent: sleep, then save the item's record (its id, read
+    // from the task file, whose items are the input lines verbatim).
+    let agent = r#"sleep 4; id=$(sed -n 's/.*"items":\[{"id": "\([^"]*\)".*/\1/p' "$NIGHTSHIFT_TASK"); printf '{"id": "%s", "done": true}\n' "$id" >> "$NIGHTSHIFT_OUTPUT""#;
+    Job::new("items.jsonl")
+        .layout(1, 1, 1000)
+        .program(["sh", "-c", agent])
+        .max_parallel(1000)
+        .write(job.path());
+    let mut child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
+    let pid = child.id();
+    let (mut threads, mut rss) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for nightshift") {
+            break status;
+        }
+        threads = threads.max(status_field(pid, "Threads:").unwrap_or(0));
+        rss = rss.max(status_field(pid, "VmRSS:").unwrap_or(0));
+        assert!(Instant::now() < deadline, "the run took too long");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(json_array_ids(&job.run_dir().join("final.json")), ids);
+    let alive = most_alive(&job.run_dir());
+    assert!(alive >= 900, "most agents alive at once: {alive}");
+    assert!(threads > 0 && threads < 64, "supervisor threads: {threads}");
+    assert!(
+        rss > 0 && rss < 30 * MIB,
+        "supervisor RSS: {} MiB",
+        rss / MIB
+    );
+}
