@@ -177,7 +177,7 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         &setup.agent,
         &setup.output,
     );
-    pool::run(&pending, workers, |finished| writer.save(finished))?;
+    pool::run(&pending, workers, &mut writer)?;
     let written = writer.finish();
     if let Some(reason) = written.stopped {
         return Err(AgentError::CannotGoOn {

@@ -232,10 +232,20 @@ impl RecordAppender {
 
     /// Writes one record as one line and fsyncs it.
     pub fn append(&mut self, record: &Value) -> io::Result<()> {
+        self.write(record)?;
+        self.sync()
+    }
+
+    /// Writes one record as one line, durable once `sync` returns: records
+    /// that finish together share one fsync.
+    pub fn write(&mut self, record: &Value) -> io::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, record)?;
         self.line.push(b'\n');
-        self.file.write_all(&self.line)?;
+        self.file.write_all(&self.line)
+    }
+
+    pub fn sync(&mut self) -> io::Result<()> {
         self.file.sync_data()
     }
 }

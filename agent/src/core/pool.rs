@@ -39,15 +39,36 @@ impl Worker for ItemRunner<'_> {
 /// worker that says "saved".
 type Handover = (Finished, SyncSender<()>);
 
+/// Where endings go: `save` each, then `flush` makes everything saved since
+/// the last flush durable. Items that finish while the writer is busy are
+/// saved together and flushed once (group commit: at 64 in flight, one fsync
+/// for many records), and no worker hears "saved" before that flush.
+pub trait Sink {
+    type Error;
+    fn save(&mut self, finished: Finished) -> Result<(), Self::Error>;
+    fn flush(&mut self) -> Result<(), Self::Error>;
+}
+
+/// A closure saves durably by itself: its flush has nothing to do.
+impl<E, F: FnMut(Finished) -> Result<(), E>> Sink for F {
+    type Error = E;
+    fn save(&mut self, finished: Finished) -> Result<(), E> {
+        self(finished)
+    }
+    fn flush(&mut self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
 /// Runs every pending item on one of `workers` (one thread each, so their
 /// number is the bound on items in flight) and gives each ending to `save`,
 /// one at a time, on this thread. The first error of `save` stops the pool
 /// and is returned once the items in flight have ended.
-pub fn run<W: Worker, E>(
+pub fn run<W: Worker, S: Sink>(
     pending: &[Pending<'_>],
     workers: Vec<W>,
-    mut save: impl FnMut(Finished) -> Result<(), E>,
-) -> Result<(), E> {
+    mut sink: S,
+) -> Result<(), S::Error> {
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let (sender, handovers) = mpsc::channel::<Handover>();
@@ -75,15 +96,32 @@ pub fn run<W: Worker, E>(
         }
         // The writer's loop ends when every worker has dropped its sender.
         drop(sender);
-        for (finished, saved) in handovers {
-            if let Err(error) = save(finished) {
-                // Dropping `saved` and, on leaving, the receiver wakes every
-                // worker waiting on the writer; the rest see `stop`.
+        // Owned here, so that leaving on an error drops the handovers still
+        // queued, and with them the lines their workers wait on.
+        let handovers = handovers;
+        let mut batch: Vec<SyncSender<()>> = Vec::new();
+        while let Ok(first) = handovers.recv() {
+            let mut next = Some(first);
+            let mut result = Ok(());
+            // Everything that finished meanwhile goes in this batch.
+            while let Some((finished, saved)) = next.take() {
+                batch.push(saved);
+                result = sink.save(finished);
+                if result.is_err() {
+                    break;
+                }
+                next = handovers.try_recv().ok();
+            }
+            if let Err(error) = result.and_then(|()| sink.flush()) {
+                // Dropping the batch's senders and, on leaving, the receiver
+                // wakes every worker waiting on the writer; the rest see `stop`.
                 stop.store(true, Ordering::Relaxed);
                 return Err(error);
             }
-            // The worker is gone only if it panicked; the scope reports that.
-            let _ = saved.send(());
+            for saved in batch.drain(..) {
+                // The worker is gone only if it panicked; the scope reports that.
+                let _ = saved.send(());
+            }
         }
         Ok(())
     })
@@ -156,7 +194,7 @@ mod tests {
         run(
             &pending(&items, &ids),
             echoes(4, true, &Arc::default()),
-            |finished| {
+            |finished: Finished| {
                 assert_eq!(
                     thread::current().id(),
                     writer,
@@ -178,13 +216,89 @@ mod tests {
         run(
             &pending(&items, &ids),
             echoes(1, false, &Arc::default()),
-            |finished| {
+            |finished: Finished| {
                 seen.push(finished.index);
                 Ok::<(), ()>(())
             },
         )
         .expect("no write fails");
         assert_eq!(seen, (0..30).collect::<Vec<_>>());
+    }
+
+    /// Keeps what was saved and what was made durable by a flush.
+    #[derive(Default)]
+    struct Durable {
+        saved: Vec<usize>,
+        durable: std::collections::HashSet<usize>,
+        flushes: usize,
+    }
+
+    struct DurableSink(Arc<std::sync::Mutex<Durable>>);
+
+    impl Sink for &DurableSink {
+        type Error = ();
+        fn save(&mut self, finished: Finished) -> Result<(), ()> {
+            let mut state = self.0.lock().map_err(drop)?;
+            state.saved.push(finished.index);
+            Ok(())
+        }
+        fn flush(&mut self) -> Result<(), ()> {
+            let mut state = self.0.lock().map_err(drop)?;
+            let saved = std::mem::take(&mut state.saved);
+            state.durable.extend(saved);
+            state.flushes += 1;
+            Ok(())
+        }
+    }
+
+    /// Checks, as it takes each item, that its previous one is durable.
+    struct Checker {
+        state: Arc<std::sync::Mutex<Durable>>,
+        previous: Option<usize>,
+        violations: Arc<AtomicUsize>,
+    }
+
+    impl Worker for Checker {
+        fn run(&mut self, item: &Value, _id: &IdKey) -> Ending {
+            if let Some(previous) = self.previous {
+                let durable = self
+                    .state
+                    .lock()
+                    .is_ok_and(|state| state.durable.contains(&previous));
+                if !durable {
+                    self.violations.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.previous = item["id"].as_u64().and_then(|i| usize::try_from(i).ok());
+            let mut record = Map::new();
+            record.insert("id".into(), item["id"].clone());
+            Ending::Saved(record)
+        }
+    }
+
+    #[test]
+    fn no_worker_goes_on_before_its_item_is_flushed_and_every_item_is() {
+        let (items, ids) = items(500);
+        let state = Arc::new(std::sync::Mutex::new(Durable::default()));
+        let violations = Arc::new(AtomicUsize::new(0));
+        let workers: Vec<Checker> = (0..8)
+            .map(|_| Checker {
+                state: Arc::clone(&state),
+                previous: None,
+                violations: Arc::clone(&violations),
+            })
+            .collect();
+        let sink = DurableSink(Arc::clone(&state));
+        run(&pending(&items, &ids), workers, &sink).expect("no error");
+        assert_eq!(violations.load(Ordering::Relaxed), 0);
+        let state = state.lock().expect("state");
+        assert_eq!(state.durable.len(), 500);
+        assert!(state.saved.is_empty(), "nothing left unflushed");
+        assert!(
+            state.flushes >= 1 && state.flushes <= 500,
+            "{}",
+            state.flushes
+        );
     }
 
     #[test]

@@ -15,13 +15,17 @@ use crate::AgentError;
 
 /// Where saved records go: the agent file, or a stand-in in tests.
 pub trait Append {
-    /// Writes one record as one line, durably, before returning.
+    /// Writes one record as one line; durable once `sync` returns.
     fn append(&mut self, record: &Value) -> io::Result<()>;
+    fn sync(&mut self) -> io::Result<()>;
 }
 
 impl Append for RecordAppender {
     fn append(&mut self, record: &Value) -> io::Result<()> {
-        RecordAppender::append(self, record)
+        self.write(record)
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        RecordAppender::sync(self)
     }
 }
 
@@ -53,6 +57,8 @@ pub struct Writer<'a, A> {
     failed: Vec<(usize, IdKey)>,
     /// Why the agent cannot go on, once an item said so.
     stopped: Option<String>,
+    /// The last record written since the last sync, for its error message.
+    unsynced: Option<IdKey>,
 }
 
 impl<'a, A: Append> Writer<'a, A> {
@@ -67,7 +73,22 @@ impl<'a, A: Append> Writer<'a, A> {
             written: 0,
             failed: Vec::new(),
             stopped: None,
+            unsynced: None,
         }
+    }
+
+    /// Makes every record written since the last call durable (one fsync).
+    pub fn sync(&mut self) -> Result<(), AgentError> {
+        let Some(id) = self.unsynced.take() else {
+            return Ok(());
+        };
+        self.records
+            .sync()
+            .map_err(|source| AgentError::WriteOutput {
+                id,
+                path: self.output.to_owned(),
+                source,
+            })
     }
 
     /// Saves one finished item. A record that cannot be written stops the
@@ -83,6 +104,7 @@ impl<'a, A: Append> Writer<'a, A> {
                         path: self.output.to_owned(),
                         source,
                     })?;
+                self.unsynced = Some(id);
                 self.written += 1;
             }
             Ending::Failed { reason, attempts } => {
@@ -121,6 +143,16 @@ impl<'a, A: Append> Writer<'a, A> {
     }
 }
 
+impl<A: Append> crate::core::pool::Sink for &mut Writer<'_, A> {
+    type Error = AgentError;
+    fn save(&mut self, finished: Finished) -> Result<(), AgentError> {
+        Writer::save(self, finished)
+    }
+    fn flush(&mut self) -> Result<(), AgentError> {
+        self.sync()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +171,9 @@ mod tests {
                 return Err(io::Error::other("disk full"));
             }
             self.lines.push(record.clone());
+            Ok(())
+        }
+        fn sync(&mut self) -> io::Result<()> {
             Ok(())
         }
     }
