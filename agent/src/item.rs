@@ -14,7 +14,8 @@ use shared::ids::IdKey;
 use crate::backend::llm::{pause_before_retry, Retry};
 use crate::backend::{AttemptError, Backend, Call, Meter};
 use crate::hash::StableHasher;
-use crate::permit::{used_tokens, Permits};
+use crate::permit::{used_tokens, Grant, Permits};
+use shared::money::Spend;
 use crate::validate::Validator;
 
 /// Rate-limit answers retried for free per item; past them, a rate-limit
@@ -30,11 +31,20 @@ const MAX_LOCAL_WAIT: Duration = Duration::from_secs(24 * 3600);
 pub enum Ending {
     /// A record that passed every check, id and produced_by in place.
     Saved(Map<String, Value>),
-    /// Every attempt with every command failed; `reason` is the last one's.
-    Failed { reason: String, attempts: u32 },
+    /// Every attempt with every command failed; `reason` is the last one's,
+    /// `spend` what the attempts' answers used and cost (LLM backends).
+    Failed {
+        reason: String,
+        attempts: u32,
+        spend: Option<Spend>,
+    },
     /// No usable API key is left: the item did not fail, the agent cannot
     /// go on (exit code 5) and leaves it for a resume.
     Stopped { reason: String },
+    /// The run's budget cannot cover another request (the broker said so):
+    /// the item did not fail, the agent stops (exit code 4) and leaves it
+    /// for a resume with a larger budget.
+    OutOfBudget { reason: String },
 }
 
 /// What every worker shares while it runs items: the backend, the checks,
@@ -54,6 +64,8 @@ pub struct ItemContext<'a> {
     /// Set when no usable API key is left: later items end at once,
     /// without a request, while the items in flight still get saved.
     stopped: AtomicBool,
+    /// Set when the run's budget is spent: the same.
+    spent: AtomicBool,
 }
 
 impl<'a> ItemContext<'a> {
@@ -74,6 +86,7 @@ impl<'a> ItemContext<'a> {
             attempts: item_retries.saturating_add(1),
             choice: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            spent: AtomicBool::new(false),
         }
     }
 }
@@ -82,11 +95,18 @@ impl<'a> ItemContext<'a> {
 pub struct ItemRunner<'a> {
     context: &'a ItemContext<'a>,
     permits: Permits,
+    /// What the answers of the item in hand used and cost, over all its
+    /// attempts (None: no answer told).
+    spend: Option<Spend>,
 }
 
 impl<'a> ItemRunner<'a> {
     pub fn new(context: &'a ItemContext<'a>, permits: Permits) -> Self {
-        Self { context, permits }
+        Self {
+            context,
+            permits,
+            spend: None,
+        }
     }
 
     pub fn run(&mut self, item: &Value, id: &IdKey) -> Ending {
@@ -96,9 +116,15 @@ impl<'a> ItemRunner<'a> {
         let mut choice = context.choice.load(Ordering::Relaxed);
         let mut counted = 0u32;
         let mut rate_limited = 0u32;
+        self.spend = None;
         if context.stopped.load(Ordering::Relaxed) {
             return Ending::Stopped {
                 reason: "the agent is stopping".to_owned(),
+            };
+        }
+        if context.spent.load(Ordering::Relaxed) {
+            return Ending::OutOfBudget {
+                reason: "the run's budget is spent".to_owned(),
             };
         }
         'choices: loop {
@@ -114,7 +140,11 @@ impl<'a> ItemRunner<'a> {
                 let result = loop {
                     let (error, key) = match self.attempt(call, choice) {
                         Ok(record) => break Ok(record),
-                        Err(failed) => failed,
+                        Err(Failed::OutOfBudget(reason)) => {
+                            context.spent.store(true, Ordering::Relaxed);
+                            return Ending::OutOfBudget { reason };
+                        }
+                        Err(Failed::Attempt(error, key)) => (error, key),
                     };
                     match free_retry(&error) {
                         Some(FreeRetry::RateLimited(retry_after)) => {
@@ -156,6 +186,11 @@ impl<'a> ItemRunner<'a> {
                 counted = counted.saturating_add(1);
                 match result {
                     Ok(mut record) => {
+                        // Every paid answer at the item counts: a retried
+                        // or refused one's tokens are in the record's too.
+                        if let Some(spend) = self.spend {
+                            spend.stamp(&mut record);
+                        }
                         if choices > 1 && backend.marks_producer() {
                             record.insert(
                                 "produced_by".to_owned(),
@@ -180,6 +215,7 @@ impl<'a> ItemRunner<'a> {
                                 return Ending::Failed {
                                     reason: error.to_string(),
                                     attempts: counted,
+                                    spend: self.spend,
                                 }
                             }
                             Some(Retry::AfterPause) if item_attempt < context.attempts => {
@@ -195,6 +231,7 @@ impl<'a> ItemRunner<'a> {
                 return Ending::Failed {
                     reason: last_error.map(|e| e.to_string()).unwrap_or_default(),
                     attempts: counted,
+                    spend: self.spend,
                 };
             }
             choice += 1;
@@ -212,17 +249,19 @@ impl<'a> ItemRunner<'a> {
 
     /// One backend call and the checks of its result; a failure comes with
     /// the API key the call used, for the broker's backoff.
-    fn attempt(
-        &mut self,
-        call: Call<'_>,
-        choice: usize,
-    ) -> Result<Map<String, Value>, (AttemptError, Option<String>)> {
+    fn attempt(&mut self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, Failed> {
         let backend = self.context.backend;
         let key = backend.permit_key(choice);
         let estimate = backend.estimate(call, choice);
+        let cost_estimate = backend.estimate_cost(call, choice);
         // Every call waits for its permit, retries included: each one is a
-        // request the rate limit must account for.
-        self.permits.permit_for(key.as_deref(), estimate);
+        // request the rate limit and the budget must account for.
+        if let Grant::Spent(reason) =
+            self.permits
+                .permit_within(key.as_deref(), estimate, cost_estimate)
+        {
+            return Err(Failed::OutOfBudget(reason));
+        }
         let mut meter = Meter::default();
         let result = backend.call(call, choice, &mut meter);
         // The key the request really used (another worker may have moved
@@ -235,8 +274,19 @@ impl<'a> ItemRunner<'a> {
         let used = meter
             .used_tokens
             .or_else(|| result.as_ref().ok().and_then(used_tokens));
-        if let Some(used) = used {
-            self.permits.report_for(key.as_deref(), used, estimate);
+        if let Some(spend) = meter.spend {
+            *self.spend.get_or_insert_with(Spend::default) += spend;
+        }
+        let cost = meter.spend.and_then(|spend| spend.cost);
+        // A permit that reserved money is always settled, even by a call
+        // that got no answer (it cost nothing; its tokens are not given back).
+        match (used, cost_estimate) {
+            (Some(used), _) => self.permits.report_spend(key.as_deref(), used, estimate, cost),
+            (None, Some(_)) => {
+                self.permits
+                    .report_spend(key.as_deref(), estimate, estimate, Some(0.0))
+            }
+            (None, None) => {}
         }
         let checked = result.and_then(|record| {
             let record = with_id(record, call)?;
@@ -245,7 +295,7 @@ impl<'a> ItemRunner<'a> {
             }
             Ok(record)
         });
-        checked.map_err(|error| (error, key))
+        checked.map_err(|error| Failed::Attempt(error, key))
     }
 
     /// After a rate-limit answer: the broker pauses the permits of every
@@ -282,6 +332,14 @@ impl<'a> ItemRunner<'a> {
             self.context.agent
         );
     }
+}
+
+/// Why an attempt gave no record.
+enum Failed {
+    /// The call failed (with the API key it used, for the broker's backoff).
+    Attempt(AttemptError, Option<String>),
+    /// The budget could not cover the call: it was not made.
+    OutOfBudget(String),
 }
 
 /// A retry that does not count against item_retries.

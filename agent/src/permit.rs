@@ -82,6 +82,18 @@ impl<T: Read + Write + Send> Stream for T {}
 
 type Connection = BufReader<Box<dyn Stream>>;
 
+/// What a permit request came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grant {
+    /// Granted after waiting this many milliseconds.
+    Granted(f64),
+    /// No broker: the call goes ahead without a permit.
+    Off,
+    /// The run's budget cannot cover the call (the broker's words): it is
+    /// not made, and the agent stops.
+    Spent(String),
+}
+
 /// What every client of one agent shares: the broker, and whether it has
 /// been given up on (then no client bothers it again).
 #[derive(Debug)]
@@ -147,10 +159,27 @@ impl Permits {
     /// A permit for a call with API key `key` (see `shared::broker::key_id`):
     /// each key is paced apart, to the limits learned for it.
     pub fn permit_for(&mut self, key: Option<&str>, tokens: u64) -> Option<f64> {
+        match self.permit_within(key, tokens, None) {
+            Grant::Granted(waited_ms) => Some(waited_ms),
+            Grant::Off | Grant::Spent(_) => None,
+        }
+    }
+
+    /// `permit_for` a call that may cost `cost` USD at most: the broker
+    /// holds the run's budget, and refuses the permit when it cannot cover it.
+    pub fn permit_within(&mut self, key: Option<&str>, tokens: u64, cost: Option<f64>) -> Grant {
         let agent = self.broker.agent.clone();
         let key = key.map(str::to_owned);
-        let reply = self.request(&Request::Permit { tokens, agent, key })?;
-        Some(reply.waited_ms.unwrap_or(0.0))
+        match self.request(&Request::Permit {
+            tokens,
+            agent,
+            key,
+            cost,
+        }) {
+            Some(reply) if reply.spent => Grant::Spent(reply.reason().to_owned()),
+            Some(reply) => Grant::Granted(reply.waited_ms.unwrap_or(0.0)),
+            None => Grant::Off,
+        }
     }
 
     /// Tells the broker what a call really used, so it can correct its count.
@@ -160,12 +189,24 @@ impl Permits {
 
     /// `report` for a call with API key `key`.
     pub fn report_for(&mut self, key: Option<&str>, tokens: u64, estimated: u64) {
+        self.report_spend(key, tokens, estimated, None);
+    }
+
+    /// `report_for` a call that cost `cost` USD (None: no price is known).
+    pub fn report_spend(
+        &mut self,
+        key: Option<&str>,
+        tokens: u64,
+        estimated: u64,
+        cost: Option<f64>,
+    ) {
         let agent = self.broker.agent.clone();
         self.request(&Request::Report {
             tokens,
             estimated: Some(estimated),
             agent,
             key: key.map(str::to_owned),
+            cost,
         });
     }
 
@@ -201,7 +242,8 @@ impl Permits {
         });
     }
 
-    /// Sends one request and reads its reply: `Some` only for `"ok": true`.
+    /// Sends one request and reads its reply: `Some` only for `"ok": true`
+    /// or a budget refusal.
     /// A broken connection is reopened once and the request sent again; if
     /// that fails too, permits are off for the rest of the agent's life.
     fn request(&mut self, request: &Request) -> Option<Reply> {
@@ -220,7 +262,8 @@ impl Permits {
         };
         let op = request.op();
         match result {
-            Ok(reply) if reply.ok => Some(reply),
+            // A budget refusal is an answer the caller acts on.
+            Ok(reply) if reply.ok || reply.spent => Some(reply),
             Ok(reply) => {
                 eprintln!(
                     "{agent}: the rate broker refused {op}: {}; going on",

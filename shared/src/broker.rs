@@ -9,6 +9,9 @@
 //!   {"op":"backoff","seconds":S,…}                     → {"ok":true,"paused_ms":F}  (S = 0: rate.backoff)
 //!   {"op":"learned","key":K,"requests":{…},…}          → {"ok":true}  (limits from an answer's headers)
 //!   permit, report and backoff may name a "key" (see `key_id`): each key is paced apart
+//!   permit may carry "cost" (USD at most) and report "cost" (USD spent): the
+//!   broker holds the run's budget; a permit it cannot cover is refused
+//!   with {"ok":false,"spent":true,"error":TEXT} (and so is every later one)
 //!   {"op":"hello","secret":S}                          → {"ok":true}
 //!   anything refused                                   → {"ok":false,"error":TEXT}
 
@@ -43,8 +46,13 @@ pub enum Request {
         agent: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// USD the call may cost at most (its prompt and max_tokens at the
+        /// price), for the run's budget.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<f64>,
     },
-    /// A call used `tokens`; it was granted for `estimated` (default: the same).
+    /// A call used `tokens`; it was granted for `estimated` (default: the
+    /// same) and cost `cost` USD (a call that got no answer: 0).
     Report {
         #[serde(default)]
         tokens: u64,
@@ -54,6 +62,8 @@ pub enum Request {
         agent: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<f64>,
     },
     /// A rate-limit answer: pause every permit (of `key`, when named)
     /// `seconds` (0: the broker's default).
@@ -193,6 +203,10 @@ pub struct Reply {
     /// A backoff's pause, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_ms: Option<f64>,
+    /// A permit refused because the run's budget is spent (with `ok`
+    /// false): the agent stops asking and exits, its items left for a resume.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spent: bool,
     /// How long a permit waited, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waited_ms: Option<f64>,
@@ -218,6 +232,14 @@ impl Reply {
         Self {
             paused_ms: Some(paused_ms),
             ..Self::ok()
+        }
+    }
+
+    /// A permit the run's budget cannot cover.
+    pub fn spent(error: impl Into<String>) -> Self {
+        Self {
+            spent: true,
+            ..Self::refused(error)
         }
     }
 
@@ -340,6 +362,7 @@ mod tests {
             tokens: 5,
             agent: "a".into(),
             key: None,
+            cost: None,
         };
         assert_eq!(
             permit.to_line(),
@@ -383,6 +406,7 @@ mod tests {
             tokens: 3,
             agent: "a".into(),
             key: Some("k".into()),
+            cost: Some(0.25),
         };
         assert_eq!(parsed(&permit.to_line())["key"], json!("k"));
         assert_eq!(
@@ -399,6 +423,7 @@ mod tests {
                 tokens: 1,
                 agent: String::new(),
                 key: None,
+                cost: None,
             }
         );
         assert_eq!(
@@ -408,6 +433,7 @@ mod tests {
                 estimated: None,
                 agent: String::new(),
                 key: None,
+                cost: None,
             }
         );
         assert_eq!(
@@ -451,6 +477,10 @@ mod tests {
         );
         let paused = Reply::from_line("{\"ok\":true,\"paused_ms\":30000}").expect("a reply");
         assert_eq!(paused, Reply::paused(30000.0));
+        assert_eq!(
+            Reply::spent("budget").to_line(),
+            "{\"error\":\"budget\",\"ok\":false,\"spent\":true}\n"
+        );
         assert_eq!(Reply::from_line("[1]"), None);
         assert_eq!(Reply::from_line("{}").map(|r| r.ok), Some(false));
     }

@@ -14,6 +14,7 @@ pub mod input;
 pub mod job;
 pub mod journal;
 pub mod merge;
+pub mod money;
 pub mod plan;
 pub mod records;
 pub mod rundir;

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use shared::broker::LearnedLimits;
 use shared::ids::IdKey;
 use shared::job::{AgentSettings, Backend as BackendKind, HumanDuration};
+use shared::money::Spend;
 
 use crate::permit::estimate_tokens;
 use crate::process::RunError;
@@ -91,6 +92,8 @@ pub struct Meter {
     pub key: Option<String>,
     pub learned: Option<LearnedLimits>,
     pub used_tokens: Option<u64>,
+    /// The answer's usage and cost (an LLM answer, even one refused below).
+    pub spend: Option<Spend>,
 }
 
 impl From<RunError> for AttemptError {
@@ -166,6 +169,12 @@ pub trait Backend: Send + Sync {
     /// The tokens a permit for this call reserves.
     fn estimate(&self, call: Call<'_>, _choice: usize) -> u64 {
         estimate_tokens(call.item)
+    }
+
+    /// The USD this call may cost at most, for the run's budget (None: no
+    /// price is known).
+    fn estimate_cost(&self, _call: Call<'_>, _choice: usize) -> Option<f64> {
+        None
     }
 
     /// Runs one attempt at one item with alternative `choice`; the record is

@@ -41,6 +41,8 @@ pub struct Written {
     pub failed: Vec<IdKey>,
     /// Why the agent cannot go on (no usable API key), if so.
     pub stopped: Option<String>,
+    /// Why the run's budget stopped the agent, if it did.
+    pub out_of_budget: Option<String>,
 }
 
 pub struct Writer<'a, A> {
@@ -53,6 +55,7 @@ pub struct Writer<'a, A> {
     failed: Vec<(usize, IdKey)>,
     /// Why the agent cannot go on, once an item said so.
     stopped: Option<String>,
+    out_of_budget: Option<String>,
 }
 
 impl<'a, A: Append> Writer<'a, A> {
@@ -67,6 +70,7 @@ impl<'a, A: Append> Writer<'a, A> {
             written: 0,
             failed: Vec::new(),
             stopped: None,
+            out_of_budget: None,
         }
     }
 
@@ -85,7 +89,11 @@ impl<'a, A: Append> Writer<'a, A> {
                     })?;
                 self.written += 1;
             }
-            Ending::Failed { reason, attempts } => {
+            Ending::Failed {
+                reason,
+                attempts,
+                spend,
+            } => {
                 eprintln!(
                     "{}: item {id} failed after {attempts} attempts: {reason}",
                     self.agent
@@ -93,7 +101,7 @@ impl<'a, A: Append> Writer<'a, A> {
                 // The failures file only explains; the item's absence from the
                 // output file is what counts, so a failed write here is reported
                 // and the agent goes on.
-                if let Err(write_error) = self.failures.record(&id, &reason, attempts) {
+                if let Err(write_error) = self.failures.record(&id, &reason, attempts, spend) {
                     eprintln!(
                         "{}: cannot write {}: {write_error}",
                         self.agent,
@@ -107,6 +115,9 @@ impl<'a, A: Append> Writer<'a, A> {
             Ending::Stopped { reason } => {
                 self.stopped.get_or_insert(reason);
             }
+            Ending::OutOfBudget { reason } => {
+                self.out_of_budget.get_or_insert(reason);
+            }
         }
         Ok(())
     }
@@ -117,6 +128,7 @@ impl<'a, A: Append> Writer<'a, A> {
             written: self.written,
             failed: self.failed.into_iter().map(|(_, id)| id).collect(),
             stopped: self.stopped,
+            out_of_budget: self.out_of_budget,
         }
     }
 }
@@ -158,6 +170,7 @@ mod tests {
             ending: Ending::Failed {
                 reason: "no".into(),
                 attempts: 3,
+                spend: None,
             },
             ..saved(n)
         }

@@ -126,6 +126,9 @@ pub struct AgentSettings {
     /// of task files when absent, so other backends' stay as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSettings>,
+    /// `[agent.price]`: USD per million tokens, for the cost of each record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::money::Price>,
 }
 
 /// `command = ["python3", "gen.py"]`, or a fallback list
@@ -225,6 +228,7 @@ impl Default for AgentSettings {
             demo: DemoSettings::default(),
             validate: None,
             llm: None,
+            price: None,
         }
     }
 }
@@ -292,6 +296,12 @@ pub struct LimitsSettings {
     /// "0B" turns the check off.
     #[serde(default = "default_min_disk")]
     pub min_disk: ByteSize,
+    /// USD the whole run may spend, resumes included (needs [agent.price]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+    /// Tokens the whole run may use, resumes included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
 }
 
 fn default_min_disk() -> ByteSize {
@@ -333,6 +343,8 @@ impl Default for LimitsSettings {
             agent_log_limit: default_agent_log_limit(),
             min_disk: default_min_disk(),
             memory_enforcement: MemoryEnforcement::default(),
+            max_cost: None,
+            max_tokens: None,
         }
     }
 }

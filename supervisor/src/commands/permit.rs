@@ -76,6 +76,7 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             estimated: Some(request.tokens),
             agent,
             key,
+            cost: None,
         },
         (None, None, Some(key)) if !request.learned.is_empty() => Request::Learned {
             key: key.clone(),
@@ -86,6 +87,7 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             tokens: request.tokens,
             agent,
             key,
+            cost: None,
         },
     };
     let mut connection = connect(&broker)?;

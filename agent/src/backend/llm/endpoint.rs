@@ -11,6 +11,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use shared::broker::key_id;
 use shared::job::{Backend as BackendKind, FallbackSettings, LlmSettings};
+use shared::money::Price;
 
 use super::{anthropic, openai};
 
@@ -39,6 +40,8 @@ pub struct Endpoint {
     pub temperature: Option<f64>,
     pub extra: Map<String, Value>,
     pub timeout: Duration,
+    /// USD per million tokens: the fallback's own, else `[agent.price]`.
+    pub price: Option<Price>,
     pub client: reqwest::Client,
     keys: Vec<Key>,
     /// The first key not rejected; keys.len() when none is left.
@@ -52,6 +55,7 @@ impl Endpoint {
         kind: BackendKind,
         llm: &LlmSettings,
         fallback: Option<&FallbackSettings>,
+        main_price: Option<Price>,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
         let provider = match fallback.and_then(|f| f.backend).unwrap_or(kind) {
@@ -122,6 +126,7 @@ impl Endpoint {
                 .and_then(|f| f.extra.clone())
                 .unwrap_or_else(|| llm.extra.clone()),
             timeout,
+            price: fallback.and_then(|f| f.price).or(main_price),
             client,
             keys,
             current: AtomicUsize::new(0),

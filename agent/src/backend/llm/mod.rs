@@ -24,6 +24,7 @@ use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 use shared::job::{AgentSettings, Backend as BackendKind, LlmSettings};
+use shared::money::Spend;
 
 use super::{AttemptError, Backend, Call, Meter};
 use crate::setup::SetupError;
@@ -64,10 +65,10 @@ impl LlmBackend {
             )
         })?;
         let mut endpoints =
-            vec![Endpoint::new(settings.backend, llm, None, lookup).map_err(SetupError::Llm)?];
+            vec![Endpoint::new(settings.backend, llm, None, settings.price, lookup).map_err(SetupError::Llm)?];
         for fallback in &llm.fallback {
             endpoints.push(
-                Endpoint::new(settings.backend, llm, Some(fallback), lookup)
+                Endpoint::new(settings.backend, llm, Some(fallback), settings.price, lookup)
                     .map_err(SetupError::Llm)?,
             );
         }
@@ -184,6 +185,7 @@ impl LlmBackend {
                     Provider::Anthropic => anthropic::parse(&value)?,
                 };
                 meter.used_tokens = Some(reply.usage.total());
+                meter.spend = Some(Spend::of(reply.usage, endpoint.price.as_ref()));
                 let shape = Shape {
                     json: self.json,
                     schema: self.validator.as_ref(),
@@ -205,6 +207,21 @@ impl LlmBackend {
             Verdict::ServerError(message) => Err(LlmError::Server { status, message }),
             Verdict::Unreadable(reason) => Err(LlmError::BadBody(reason)),
         }
+    }
+}
+
+impl LlmBackend {
+    /// The tokens of a call's prompt (system prompt included: characters /
+    /// 4) and the most output it may be given.
+    fn estimate_parts(&self, call: Call<'_>, choice: usize) -> (u64, u64) {
+        let prompt = self.render(call).map(|p| p.len()).unwrap_or(0);
+        let system = self.system.as_ref().map_or(0, String::len);
+        let output = self
+            .endpoints
+            .get(choice)
+            .and_then(|e| e.max_tokens)
+            .map_or(DEFAULT_OUTPUT_ESTIMATE, u64::from);
+        (((prompt + system) as u64).div_ceil(4), output)
     }
 }
 
@@ -238,14 +255,15 @@ impl Backend for LlmBackend {
 
     /// The prompt's characters / 4, plus the output it may be given.
     fn estimate(&self, call: Call<'_>, choice: usize) -> u64 {
-        let prompt = self.render(call).map(|p| p.len()).unwrap_or(0);
-        let system = self.system.as_ref().map_or(0, String::len);
-        let output = self
-            .endpoints
-            .get(choice)
-            .and_then(|e| e.max_tokens)
-            .map_or(DEFAULT_OUTPUT_ESTIMATE, u64::from);
-        ((prompt + system) as u64).div_ceil(4) + output
+        let (prompt, output) = self.estimate_parts(call, choice);
+        prompt + output
+    }
+
+    /// The estimate's prompt and output at the endpoint's price.
+    fn estimate_cost(&self, call: Call<'_>, choice: usize) -> Option<f64> {
+        let price = self.endpoints.get(choice)?.price?;
+        let (prompt, output) = self.estimate_parts(call, choice);
+        Some(price.estimate(prompt, output))
     }
 
     fn call(
