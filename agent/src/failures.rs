@@ -6,8 +6,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
-use shared::money::Spend;
 use shared::ids::IdKey;
+use shared::money::Spend;
 
 pub use shared::failures::failures_path;
 
@@ -82,7 +82,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = FailureLog::beside(&dir.path().join("agent_01.jsonl"));
         let id = IdKey::from_value(&json!("x")).expect("string id");
-        log.record(&id, "demo failure", 3, None).expect("first line");
+        log.record(&id, "demo failure", 3, None)
+            .expect("first line");
         log.record(&id, "again", 1, None).expect("second line");
         let text = std::fs::read_to_string(log.path()).expect("read back");
         assert_eq!(

@@ -15,8 +15,8 @@ use crate::backend::llm::{pause_before_retry, Retry};
 use crate::backend::{AttemptError, Backend, Call, Meter};
 use crate::hash::StableHasher;
 use crate::permit::{used_tokens, Grant, Permits};
-use shared::money::Spend;
 use crate::validate::Validator;
+use shared::money::Spend;
 
 /// Rate-limit answers retried for free per item; past them, a rate-limit
 /// answer is an ordinary failed attempt.
@@ -277,17 +277,14 @@ impl<'a> ItemRunner<'a> {
         if let Some(spend) = meter.spend {
             *self.spend.get_or_insert_with(Spend::default) += spend;
         }
+        // Every permit is settled, even by a call that got no answer (it
+        // used nothing the server told of), so that the broker's budget and
+        // rate limits let go of what the permit reserved.
         let cost = meter.spend.and_then(|spend| spend.cost);
-        // A permit that reserved money is always settled, even by a call
-        // that got no answer (it cost nothing; its tokens are not given back).
-        match (used, cost_estimate) {
-            (Some(used), _) => self.permits.report_spend(key.as_deref(), used, estimate, cost),
-            (None, Some(_)) => {
-                self.permits
-                    .report_spend(key.as_deref(), estimate, estimate, Some(0.0))
-            }
-            (None, None) => {}
-        }
+        let cost = cost.or(cost_estimate.map(|_| 0.0));
+        let tokens = used.unwrap_or(0);
+        self.permits
+            .report_spend(key.as_deref(), (tokens, estimate), (cost, cost_estimate));
         let checked = result.and_then(|record| {
             let record = with_id(record, call)?;
             if let Some(validator) = self.context.validator {

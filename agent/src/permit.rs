@@ -189,16 +189,16 @@ impl Permits {
 
     /// `report` for a call with API key `key`.
     pub fn report_for(&mut self, key: Option<&str>, tokens: u64, estimated: u64) {
-        self.report_spend(key, tokens, estimated, None);
+        self.report_spend(key, (tokens, estimated), (None, None));
     }
 
-    /// `report_for` a call that cost `cost` USD (None: no price is known).
+    /// `report_for` a call: its (actual, estimated) tokens, and the USD it
+    /// cost and its permit reserved (None: no price is known).
     pub fn report_spend(
         &mut self,
         key: Option<&str>,
-        tokens: u64,
-        estimated: u64,
-        cost: Option<f64>,
+        (tokens, estimated): (u64, u64),
+        (cost, estimated_cost): (Option<f64>, Option<f64>),
     ) {
         let agent = self.broker.agent.clone();
         self.request(&Request::Report {
@@ -207,6 +207,7 @@ impl Permits {
             agent,
             key: key.map(str::to_owned),
             cost,
+            estimated_cost,
         });
     }
 

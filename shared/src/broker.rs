@@ -64,6 +64,9 @@ pub enum Request {
         key: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cost: Option<f64>,
+        /// The USD its permit reserved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimated_cost: Option<f64>,
     },
     /// A rate-limit answer: pause every permit (of `key`, when named)
     /// `seconds` (0: the broker's default).
@@ -434,6 +437,7 @@ mod tests {
                 agent: String::new(),
                 key: None,
                 cost: None,
+                estimated_cost: None,
             }
         );
         assert_eq!(

@@ -111,12 +111,25 @@ mod tests {
     #[test]
     fn bad_prices_and_budgets_name_line_and_key() {
         let negative = refused(&format!("{LLM}[agent.price]\ninput = 1\noutput = -2\n"));
-        assert!(negative.contains(":9:") && negative.contains("agent.price.output"), "{negative}");
+        assert!(
+            negative.contains(":10:") && negative.contains("agent.price.output"),
+            "{negative}"
+        );
         let no_price = refused(&format!("{LLM}[limits]\nmax_cost = 1.0\n"));
-        assert!(no_price.contains("limits.max_cost") && no_price.contains("[agent.price]"), "{no_price}");
-        let zero = refused(&format!("{LLM}[agent.price]\ninput = 1\noutput = 2\n[limits]\nmax_cost = 0\n"));
+        assert!(
+            no_price.contains("limits.max_cost") && no_price.contains("[agent.price]"),
+            "{no_price}"
+        );
+        let zero = refused(&format!(
+            "{LLM}[agent.price]\ninput = 1\noutput = 2\n[limits]\nmax_cost = 0\n"
+        ));
         assert!(zero.contains("limits.max_cost"), "{zero}");
-        let unknown = format!("{:?}", load(&format!("{LLM}[agent.price]\ninput = 1\noutput = 2\nreasoning = 3\n")));
+        let unknown = format!(
+            "{:?}",
+            load(&format!(
+                "{LLM}[agent.price]\ninput = 1\noutput = 2\nreasoning = 3\n"
+            ))
+        );
         assert!(unknown.contains("reasoning"), "{unknown}");
     }
 }

@@ -77,6 +77,7 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             agent,
             key,
             cost: None,
+            estimated_cost: None,
         },
         (None, None, Some(key)) if !request.learned.is_empty() => Request::Learned {
             key: key.clone(),

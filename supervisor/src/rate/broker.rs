@@ -21,6 +21,7 @@ use shared::job::RateSettings;
 use crate::rate::budget::Limiter;
 use crate::rate::key_pacer::{KeyPacer, KeyPacers};
 use crate::rate::learned::Dimension;
+use crate::rate::spend::SpendLimit;
 
 struct State {
     /// `nightshift control --pause`: no permit is granted until --continue.
@@ -32,6 +33,8 @@ struct State {
     /// The same per key.
     keyed: HashMap<String, VecDeque<u64>>,
     next_ticket: u64,
+    /// The run's budgets (`limits.max_cost`, `limits.max_tokens`).
+    spend: SpendLimit,
     log: BufWriter<File>,
 }
 
@@ -79,6 +82,7 @@ impl Broker {
                 unkeyed: VecDeque::new(),
                 keyed: HashMap::new(),
                 next_ticket: 0,
+                spend: SpendLimit::default(),
                 log,
             }),
             changed: Condvar::new(),
@@ -89,19 +93,29 @@ impl Broker {
     /// The reply to one request; a permit's comes once it is granted.
     pub fn answer(&self, request: &Request) -> Reply {
         match request {
-            Request::Permit { tokens, agent, key } => {
-                let waited = self.permit(agent, *tokens, key.as_deref());
-                Reply::granted(waited * 1000.0)
-            }
+            Request::Permit {
+                tokens,
+                agent,
+                key,
+                cost,
+            } => match self.permit(agent, *tokens, key.as_deref(), *cost) {
+                Ok(waited) => Reply::granted(waited * 1000.0),
+                Err(why) => Reply::spent(why),
+            },
             Request::Report {
                 tokens,
                 estimated,
                 key,
+                cost,
+                estimated_cost,
                 ..
             } => {
                 let now = Instant::now();
                 let estimated = estimated.unwrap_or(*tokens);
                 let mut state = self.lock();
+                state
+                    .spend
+                    .settle(estimated, *tokens, *estimated_cost, *cost);
                 state.limiter.report(estimated, *tokens, now);
                 if let Some(key) = key {
                     state.keys.get(key, now).report(estimated, *tokens, now);
@@ -127,6 +141,18 @@ impl Broker {
         }
     }
 
+    /// Holds the run's budgets from now on (what earlier sessions spent
+    /// is in `limit`).
+    pub fn set_budget(&self, limit: SpendLimit) {
+        self.lock().spend = limit;
+        self.changed.notify_all();
+    }
+
+    /// Why the budget refuses permits, once it does.
+    pub fn budget_spent(&self) -> Option<String> {
+        self.lock().spend.exhausted().map(str::to_owned)
+    }
+
     /// Holds every permit, keyed or not, until called again with false.
     pub fn set_paused(&self, paused: bool) {
         self.lock().paused = paused;
@@ -143,8 +169,15 @@ impl Broker {
         now.duration_since(self.started).as_secs_f64()
     }
 
-    /// Blocks until a permit is granted; returns the seconds waited.
-    fn permit(&self, agent: &str, tokens: u64, key: Option<&str>) -> f64 {
+    /// Blocks until a permit is granted; returns the seconds waited, or why
+    /// the run's budget cannot cover it.
+    fn permit(
+        &self,
+        agent: &str,
+        tokens: u64,
+        key: Option<&str>,
+        cost: Option<f64>,
+    ) -> Result<f64, String> {
         let asked = Instant::now();
         let mut state = self.lock();
         let ticket = state.next_ticket;
@@ -162,16 +195,30 @@ impl Broker {
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                     continue;
                 }
-                (true, None) => state.limiter.try_grant(tokens, now).err(),
-                (true, Some(key)) => {
-                    let ready = state.ready_at(key, tokens, now);
-                    if ready.is_none() {
-                        state.limiter.take(tokens);
-                        state.keys.get(key, now).take(tokens);
-                    }
-                    ready
-                }
+                (true, None) => state.limiter.ready_at(tokens, now),
+                (true, Some(key)) => state.ready_at(key, tokens, now),
             };
+            // A spent budget refuses at once, without waiting for the pace.
+            let refused = match ready {
+                Some(_) if state.spend.exhausted().is_none() => None,
+                _ => state.spend.reserve(tokens, cost).err(),
+            };
+            if let Some(why) = refused {
+                state.queue_mut(key).pop_front();
+                let t = self.since_start(now);
+                state.log(
+                    &json!({"t": t, "op": "spent", "agent": agent, "tokens": tokens, "cost": cost}),
+                );
+                drop(state);
+                self.changed.notify_all();
+                return Err(why);
+            }
+            if ready.is_none() {
+                state.limiter.take(tokens);
+                if let Some(key) = key {
+                    state.keys.get(key, now).take(tokens);
+                }
+            }
             if let Some(ready) = ready {
                 let wait = ready.saturating_duration_since(now);
                 state = self
@@ -191,7 +238,7 @@ impl Broker {
             state.log(&line);
             drop(state);
             self.changed.notify_all();
-            return waited;
+            return Ok(waited);
         }
     }
 

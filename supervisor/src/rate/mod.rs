@@ -7,3 +7,4 @@ pub mod budget;
 pub mod key_pacer;
 pub mod learned;
 pub mod server;
+pub mod spend;

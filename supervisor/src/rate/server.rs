@@ -141,6 +141,11 @@ impl RateServer {
         self.broker.set_paused(paused);
     }
 
+    /// The run's budgets (`rate::spend`), held by the broker.
+    pub fn budget(&self) -> &Broker {
+        &self.broker
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

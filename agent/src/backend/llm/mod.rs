@@ -65,11 +65,20 @@ impl LlmBackend {
             )
         })?;
         let mut endpoints =
-            vec![Endpoint::new(settings.backend, llm, None, settings.price, lookup).map_err(SetupError::Llm)?];
+            vec![
+                Endpoint::new(settings.backend, llm, None, settings.price, lookup)
+                    .map_err(SetupError::Llm)?,
+            ];
         for fallback in &llm.fallback {
             endpoints.push(
-                Endpoint::new(settings.backend, llm, Some(fallback), settings.price, lookup)
-                    .map_err(SetupError::Llm)?,
+                Endpoint::new(
+                    settings.backend,
+                    llm,
+                    Some(fallback),
+                    settings.price,
+                    lookup,
+                )
+                .map_err(SetupError::Llm)?,
             );
         }
         let prompt = Template::parse(llm.prompt.as_deref().unwrap_or("{{item}}"))
