@@ -66,6 +66,13 @@ pub enum Command {
         /// without it they stay failed and only untried items run.
         #[arg(long)]
         retry_failed: bool,
+        /// Raise (or set) the run's budget, limits.max_cost: USD for the whole run,
+        /// earlier sessions included. Holds for later resumes too.
+        #[arg(long, value_name = "USD")]
+        max_cost: Option<f64>,
+        /// Raise (or set) limits.max_tokens: tokens for the whole run.
+        #[arg(long, value_name = "N")]
+        max_tokens: Option<u64>,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {

@@ -46,6 +46,8 @@ pub fn execute(cli: Cli) -> Result<i32> {
             until,
             notify,
             retry_failed,
+            max_cost,
+            max_tokens,
         } => commands::resume::resume(
             &commands::resume::ResumeRequest {
                 dir: &dir,
@@ -53,6 +55,10 @@ pub fn execute(cli: Cli) -> Result<i32> {
                 until,
                 notify: notify.as_ref(),
                 retry_failed,
+                budget: crate::run::budget::BudgetChange {
+                    max_cost,
+                    max_tokens,
+                },
             },
             &console,
         ),
