@@ -115,7 +115,10 @@ pub fn describe(usage: &Usage, cost: Option<f64>, projected: Option<f64>) -> Opt
     };
     Some(format!(
         "{money}tokens: {} in, {} out, {} cached, {} cache writes",
-        usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cached_input_tokens,
+        usage.cache_write_tokens
     ))
 }
 

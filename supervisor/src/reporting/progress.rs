@@ -137,7 +137,9 @@ impl Progress {
 
     /// What the records of one agent file cost so far.
     pub fn spend(&self, path: &Path) -> Spend {
-        self.tails.get(path).map_or_else(Spend::default, |t| t.spend)
+        self.tails
+            .get(path)
+            .map_or_else(Spend::default, |t| t.spend)
     }
 
     /// What every record counted so far cost.
