@@ -122,6 +122,34 @@ pub fn describe(usage: &Usage, cost: Option<f64>, projected: Option<f64>) -> Opt
     ))
 }
 
+/// The HTML report's "Tokens and money" section: the run's line and a
+/// row per segment; nothing when nothing was spent.
+pub fn html_section(
+    usage: &Usage,
+    cost: Option<f64>,
+    projected: Option<f64>,
+    segments: &[SegmentCost],
+) -> String {
+    let Some(line) = describe(usage, cost, projected) else {
+        return String::new();
+    };
+    let mut html = format!("<h2>Tokens and money</h2>\n<p>{line}</p>\n<table><tr><th>segment</th><th>input</th><th>output</th><th>cached input</th><th>cache writes</th><th>USD</th></tr>\n");
+    for segment in segments {
+        let u = &segment.spent.usage;
+        let usd = segment.spent.cost.map_or_else(|| "–".to_owned(), dollars);
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{usd}</td></tr>\n",
+            segment.segment,
+            u.input_tokens,
+            u.output_tokens,
+            u.cached_input_tokens,
+            u.cache_write_tokens
+        ));
+    }
+    html.push_str("</table>\n");
+    html
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
