@@ -277,14 +277,16 @@ impl<'a> ItemRunner<'a> {
         if let Some(spend) = meter.spend {
             *self.spend.get_or_insert_with(Spend::default) += spend;
         }
-        // Every permit is settled, even by a call that got no answer (it
-        // used nothing the server told of), so that the broker's budget and
-        // rate limits let go of what the permit reserved.
+        // An LLM call's permit is settled even when the call got no answer
+        // (it used nothing the server told of), so that the broker's budget
+        // lets go of what the permit reserved.
         let cost = meter.spend.and_then(|spend| spend.cost);
         let cost = cost.or(cost_estimate.map(|_| 0.0));
-        let tokens = used.unwrap_or(0);
-        self.permits
-            .report_spend(key.as_deref(), (tokens, estimate), (cost, cost_estimate));
+        let settled = used.or_else(|| backend.settles_permits().then_some(0));
+        if let Some(tokens) = settled {
+            self.permits
+                .report_spend(key.as_deref(), (tokens, estimate), (cost, cost_estimate));
+        }
         let checked = result.and_then(|record| {
             let record = with_id(record, call)?;
             if let Some(validator) = self.context.validator {

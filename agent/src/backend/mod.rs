@@ -171,6 +171,14 @@ pub trait Backend: Send + Sync {
         estimate_tokens(call.item)
     }
 
+    /// Whether a call that got no answer settles its permit all the same
+    /// (with nothing used), so that the broker's budget lets go of what the
+    /// permit reserved: the LLM backends do; the others report only what
+    /// their records say they used, as they always have.
+    fn settles_permits(&self) -> bool {
+        false
+    }
+
     /// The USD this call may cost at most, for the run's budget (None: no
     /// price is known).
     fn estimate_cost(&self, _call: Call<'_>, _choice: usize) -> Option<f64> {

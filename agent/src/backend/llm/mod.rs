@@ -268,6 +268,10 @@ impl Backend for LlmBackend {
         prompt + output
     }
 
+    fn settles_permits(&self) -> bool {
+        true
+    }
+
     /// The estimate's prompt and output at the endpoint's price.
     fn estimate_cost(&self, call: Call<'_>, choice: usize) -> Option<f64> {
         let price = self.endpoints.get(choice)?.price?;
