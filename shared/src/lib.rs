@@ -16,6 +16,7 @@ pub mod journal;
 pub mod merge;
 pub mod money;
 pub mod plan;
+pub mod prompt;
 pub mod records;
 pub mod rundir;
 pub mod task;

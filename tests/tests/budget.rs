@@ -112,8 +112,14 @@ fn a_tiny_budget_stops_the_run_with_exit_4_and_resume_with_more_completes_it() {
         .limit("max_cost", max_cost)
         .write(job.path());
 
+    // 30 prompts of 28 characters (7 tokens) and 20 output tokens at most:
+    // 30 × (7 × $1000 + 20 × $2000) / 1M.
+    let estimate = "estimated cost: at most $1.41 for 30 items (210 prompt tokens, 600 output tokens at most); budget limits.max_cost = $0.30";
+    let plan = nightshift(&job, &["plan", "job.toml"]);
+    assert!(plan.stdout.contains(estimate), "{}", plan.stdout);
     let stopped = nightshift(&job, &["run", "job.toml", "--run-dir", "run"]);
     stopped.expect_code(4);
+    assert!(stopped.stdout.contains(estimate), "{}", stopped.stdout);
     assert!(
         stopped.stdout.contains("budget spent"),
         "{}",

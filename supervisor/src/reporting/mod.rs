@@ -2,6 +2,7 @@
 //! report.json, the HTML page and its timeline.
 
 pub mod cost;
+pub mod estimate;
 pub mod failure_feed;
 pub mod failures;
 pub mod file_watch;

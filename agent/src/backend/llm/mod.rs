@@ -14,7 +14,6 @@ mod error;
 mod headers;
 mod http;
 mod openai;
-mod prompt;
 mod reply;
 mod request;
 
@@ -30,9 +29,9 @@ use super::{AttemptError, Backend, Call, Meter};
 use crate::setup::SetupError;
 use endpoint::{Endpoint, Provider};
 use http::{SendError, Verdict};
-use prompt::Template;
 use reply::Shape;
 use request::Request;
+use shared::prompt::Template;
 
 /// How many threads drive the connections: requests are I/O-bound, and the
 /// workers themselves poll their own futures.
