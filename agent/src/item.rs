@@ -157,6 +157,10 @@ impl<'a> ItemRunner<'a> {
                         }
                         Some(FreeRetry::KeyRejected) => {
                             eprintln!("{}: item {id}: {error}", context.agent);
+                            // No permit of any agent chooses it again.
+                            if let Some(key) = &key {
+                                self.permits.rejected(key);
+                            }
                             match (choice..choices).find(|c| backend.usable(*c)) {
                                 // Another key of the same endpoint.
                                 Some(next) if next == choice => continue,
@@ -251,18 +255,23 @@ impl<'a> ItemRunner<'a> {
     /// the API key the call used, for the broker's backoff.
     fn attempt(&mut self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, Failed> {
         let backend = self.context.backend;
-        let key = backend.permit_key(choice);
+        let keys = backend.permit_keys(choice);
         let estimate = backend.estimate(call, choice);
         let cost_estimate = backend.estimate_cost(call, choice);
         // Every call waits for its permit, retries included: each one is a
-        // request the rate limit and the budget must account for.
-        if let Grant::Spent(reason) =
-            self.permits
-                .permit_within(key.as_deref(), estimate, cost_estimate)
-        {
-            return Err(Failed::OutOfBudget(reason));
-        }
-        let mut meter = Meter::default();
+        // request the rate limit and the budget must account for. With a
+        // pool of keys, the broker chooses the key.
+        let key = match self.permits.permit_within(&keys, estimate, cost_estimate) {
+            Grant::Spent(reason) => return Err(Failed::OutOfBudget(reason)),
+            Grant::Granted {
+                key: Some(chosen), ..
+            } => Some(chosen),
+            Grant::Granted { key: None, .. } | Grant::Off => keys.first().cloned(),
+        };
+        let mut meter = Meter {
+            key: key.clone(),
+            ..Meter::default()
+        };
         let result = backend.call(call, choice, &mut meter);
         // The key the request really used (another worker may have moved
         // on from the one the permit was for).

@@ -85,8 +85,9 @@ type Connection = BufReader<Box<dyn Stream>>;
 /// What a permit request came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grant {
-    /// Granted after waiting this many milliseconds.
-    Granted(f64),
+    /// Granted after waiting this many milliseconds, for `key` when the
+    /// broker chose one of a pool.
+    Granted { waited_ms: f64, key: Option<String> },
     /// No broker: the call goes ahead without a permit.
     Off,
     /// The run's budget cannot cover the call (the broker's words): it is
@@ -159,27 +160,46 @@ impl Permits {
     /// A permit for a call with API key `key` (see `shared::broker::key_id`):
     /// each key is paced apart, to the limits learned for it.
     pub fn permit_for(&mut self, key: Option<&str>, tokens: u64) -> Option<f64> {
-        match self.permit_within(key, tokens, None) {
-            Grant::Granted(waited_ms) => Some(waited_ms),
+        let keys: Vec<String> = key.into_iter().map(str::to_owned).collect();
+        match self.permit_within(&keys, tokens, None) {
+            Grant::Granted { waited_ms, .. } => Some(waited_ms),
             Grant::Off | Grant::Spent(_) => None,
         }
     }
 
-    /// `permit_for` a call that may cost `cost` USD at most: the broker
-    /// holds the run's budget, and refuses the permit when it cannot cover it.
-    pub fn permit_within(&mut self, key: Option<&str>, tokens: u64, cost: Option<f64>) -> Grant {
+    /// A permit for a call with one of `keys` (none: the run's shared
+    /// permits; several: a pool, of which the broker chooses the key with
+    /// the most left) that may cost `cost` USD at most: the broker holds the
+    /// run's budget, and refuses the permit when it cannot cover it.
+    pub fn permit_within(&mut self, keys: &[String], tokens: u64, cost: Option<f64>) -> Grant {
         let agent = self.broker.agent.clone();
-        let key = key.map(str::to_owned);
+        let (key, keys) = match keys {
+            [one] => (Some(one.clone()), Vec::new()),
+            many => (None, many.to_vec()),
+        };
         match self.request(&Request::Permit {
             tokens,
             agent,
             key,
             cost,
+            keys,
         }) {
             Some(reply) if reply.spent => Grant::Spent(reply.reason().to_owned()),
-            Some(reply) => Grant::Granted(reply.waited_ms.unwrap_or(0.0)),
+            Some(reply) => Grant::Granted {
+                waited_ms: reply.waited_ms.unwrap_or(0.0),
+                key: reply.key,
+            },
             None => Grant::Off,
         }
+    }
+
+    /// Tells the broker the server rejected `key`: no permit chooses it again.
+    pub fn rejected(&mut self, key: &str) {
+        let agent = self.broker.agent.clone();
+        self.request(&Request::Rejected {
+            key: key.to_owned(),
+            agent,
+        });
     }
 
     /// Tells the broker what a call really used, so it can correct its count.

@@ -9,6 +9,9 @@
 //!   {"op":"backoff","seconds":S,…}                     → {"ok":true,"paused_ms":F}  (S = 0: rate.backoff)
 //!   {"op":"learned","key":K,"requests":{…},…}          → {"ok":true}  (limits from an answer's headers)
 //!   permit, report and backoff may name a "key" (see `key_id`): each key is paced apart
+//!   permit may name "keys" instead (a pool): the broker chooses the key
+//!   with the most left by its learned limits and answers it as "key"
+//!   {"op":"rejected","key":K}                          → {"ok":true}  (the server refused K: it is dropped)
 //!   permit may carry "cost" (USD at most) and report "cost" (USD spent): the
 //!   broker holds the run's budget; a permit it cannot cover is refused
 //!   with {"ok":false,"spent":true,"error":TEXT} (and so is every later one)
@@ -50,6 +53,16 @@ pub enum Request {
         /// price), for the run's budget.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         cost: Option<f64>,
+        /// A pool of keys (without `key`): the broker chooses one of them
+        /// and names it in the reply.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keys: Vec<String>,
+    },
+    /// The server rejected `key` (401/403): no permit chooses it again.
+    Rejected {
+        key: String,
+        #[serde(default)]
+        agent: String,
     },
     /// A call used `tokens`; it was granted for `estimated` (default: the
     /// same) and cost `cost` USD (a call that got no answer: 0).
@@ -152,7 +165,7 @@ impl LearnedLimits {
 pub enum BadRequest {
     #[error("not a JSON object: {0}")]
     NotJson(#[source] serde_json::Error),
-    #[error("unknown op; use permit, report, backoff or learned")]
+    #[error("unknown op; use permit, report, backoff, learned or rejected")]
     UnknownOp,
     #[error("bad {op} request: {source}")]
     Invalid {
@@ -175,7 +188,11 @@ impl Request {
     pub fn from_line(line: &str) -> Result<Self, BadRequest> {
         let value: Value = serde_json::from_str(line).map_err(BadRequest::NotJson)?;
         let op = value.get("op").and_then(Value::as_str).unwrap_or_default();
-        if !["permit", "report", "backoff", "learned", "hello"].contains(&op) {
+        if ![
+            "permit", "report", "backoff", "learned", "rejected", "hello",
+        ]
+        .contains(&op)
+        {
             return Err(BadRequest::UnknownOp);
         }
         let op = op.to_owned();
@@ -189,6 +206,7 @@ impl Request {
             Self::Report { .. } => "report",
             Self::Backoff { .. } => "backoff",
             Self::Learned { .. } => "learned",
+            Self::Rejected { .. } => "rejected",
             Self::Hello { .. } => "hello",
         }
     }
@@ -201,6 +219,9 @@ pub struct Reply {
     /// Why the request was refused (with `ok` false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The key a permit for a pool of keys was granted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     #[serde(default)]
     pub ok: bool,
     /// A backoff's pause, in milliseconds.
@@ -366,6 +387,7 @@ mod tests {
             agent: "a".into(),
             key: None,
             cost: None,
+            keys: Vec::new(),
         };
         assert_eq!(
             permit.to_line(),
@@ -410,6 +432,7 @@ mod tests {
             agent: "a".into(),
             key: Some("k".into()),
             cost: Some(0.25),
+            keys: Vec::new(),
         };
         assert_eq!(parsed(&permit.to_line())["key"], json!("k"));
         assert_eq!(
@@ -427,6 +450,7 @@ mod tests {
                 agent: String::new(),
                 key: None,
                 cost: None,
+                keys: Vec::new(),
             }
         );
         assert_eq!(

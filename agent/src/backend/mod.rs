@@ -87,8 +87,9 @@ pub enum AttemptError {
 /// the call fails (a rejected reply still cost its tokens).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Meter {
-    /// The broker's name of the key (`shared::broker::key_id`); None: the
-    /// run's shared permits.
+    /// In: the key the broker chose from a pool (None: the backend's own
+    /// choice). Out: the broker's name of the key the call used
+    /// (`shared::broker::key_id`); None: the run's shared permits.
     pub key: Option<String>,
     pub learned: Option<LearnedLimits>,
     pub used_tokens: Option<u64>,
@@ -158,6 +159,12 @@ pub trait Backend: Send + Sync {
     /// (None: the run's shared permits).
     fn permit_key(&self, _choice: usize) -> Option<String> {
         None
+    }
+
+    /// The keys a call with `choice` may use, for the broker to choose
+    /// from (empty: the run's shared permits; one: that key's).
+    fn permit_keys(&self, choice: usize) -> Vec<String> {
+        self.permit_key(choice).into_iter().collect()
     }
 
     /// Whether `choice` can still be called at all (an LLM endpoint whose

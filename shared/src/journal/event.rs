@@ -132,6 +132,12 @@ pub enum Event {
     BudgetSpent {
         reason: String,
     },
+    /// The server rejected an API key (401/403): it is dropped and the run
+    /// goes on with the others. `key` is the broker's name for it (the
+    /// endpoint and the variable, never the key).
+    KeyRejected {
+        key: String,
+    },
     /// `nightshift resume --max-cost / --max-tokens` set the run's budget
     /// (for this session and the ones after it).
     Budget {
@@ -192,6 +198,7 @@ impl Event {
         "drain-over",
         "cannot-go-on",
         "budget-spent",
+        "key-rejected",
         "budget",
         "control",
         "run-finished",
@@ -222,6 +229,7 @@ impl Event {
             Self::DrainOver { .. } => "drain-over",
             Self::CannotGoOn { .. } => "cannot-go-on",
             Self::BudgetSpent { .. } => "budget-spent",
+            Self::KeyRejected { .. } => "key-rejected",
             Self::Budget { .. } => "budget",
             Self::Control { .. } => "control",
             Self::RunFinished { .. } => "run-finished",

@@ -89,6 +89,7 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             agent,
             key,
             cost: None,
+            keys: Vec::new(),
         },
     };
     let mut connection = connect(&broker)?;

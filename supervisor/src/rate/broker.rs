@@ -19,6 +19,7 @@ use shared::broker::{LearnedLimits, Reply, Request};
 use shared::job::RateSettings;
 
 use crate::rate::budget::Limiter;
+use crate::rate::key_choice::{self, Rejected};
 use crate::rate::key_pacer::{KeyPacer, KeyPacers};
 use crate::rate::learned::Dimension;
 use crate::rate::spend::SpendLimit;
@@ -35,6 +36,10 @@ struct State {
     next_ticket: u64,
     /// The run's budgets (`limits.max_cost`, `limits.max_tokens`).
     spend: SpendLimit,
+    /// Keys the servers rejected: no pool's permit goes to them.
+    rejected: Rejected,
+    /// Rejected keys the supervisor has not journaled yet.
+    unannounced: Vec<String>,
     log: BufWriter<File>,
 }
 
@@ -83,6 +88,8 @@ impl Broker {
                 keyed: HashMap::new(),
                 next_ticket: 0,
                 spend: SpendLimit::default(),
+                rejected: Rejected::default(),
+                unannounced: Vec::new(),
                 log,
             }),
             changed: Condvar::new(),
@@ -98,10 +105,25 @@ impl Broker {
                 agent,
                 key,
                 cost,
-            } => match self.permit(agent, *tokens, key.as_deref(), *cost) {
-                Ok(waited) => Reply::granted(waited * 1000.0),
-                Err(why) => Reply::spent(why),
-            },
+                keys,
+            } => {
+                let key = match key {
+                    Some(key) => Some(key.clone()),
+                    None => self.choose(keys, *tokens),
+                };
+                match self.permit(agent, *tokens, key.as_deref(), *cost) {
+                    Ok(waited) if keys.is_empty() => Reply::granted(waited * 1000.0),
+                    Ok(waited) => Reply {
+                        key,
+                        ..Reply::granted(waited * 1000.0)
+                    },
+                    Err(why) => Reply::spent(why),
+                }
+            }
+            Request::Rejected { key, agent } => {
+                self.reject(agent, key);
+                Reply::ok()
+            }
             Request::Report {
                 tokens,
                 estimated,
@@ -139,6 +161,44 @@ impl Broker {
             // `serve` answers hellos itself; a repeated one is harmless.
             Request::Hello { .. } => Reply::ok(),
         }
+    }
+
+    /// The key of `pool` a permit goes to (None: an empty pool).
+    fn choose(&self, pool: &[String], tokens: u64) -> Option<String> {
+        if pool.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut state = self.lock();
+        let state = &mut *state;
+        let rotation = state.next_ticket;
+        key_choice::choose(
+            pool,
+            &mut state.keys,
+            &state.keyed,
+            &state.rejected,
+            tokens,
+            rotation,
+            now,
+        )
+    }
+
+    /// The server rejected `key`: said once, in rate.log and the supervisor's
+    /// log, and no pool's permit goes to it again.
+    fn reject(&self, agent: &str, key: &str) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if state.rejected.add(key) {
+            let t = self.since_start(now);
+            state.log(&json!({"t": t, "op": "rejected", "agent": agent, "key": key}));
+            state.unannounced.push(key.to_owned());
+            tracing::warn!("the server rejected the key {key} (reported by {agent}); the run goes on with the others");
+        }
+    }
+
+    /// Keys rejected since the last call, for the journal.
+    pub fn newly_rejected(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().unannounced)
     }
 
     /// Holds the run's budgets from now on (what earlier sessions spent

@@ -39,6 +39,8 @@ pub struct RunStatus {
     pub projected_cost: Option<f64>,
     /// The same per segment.
     pub segments: Vec<SegmentCost>,
+    /// API keys their servers rejected (the endpoint and the variable).
+    pub rejected_keys: Vec<String>,
     /// Failed items by reason, and the last few (while the run is live: the
     /// items agents gave up on; after it: every missing item).
     pub failures: FailureSummary,
@@ -239,6 +241,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         cost: Cost::from(spent.total).cost,
         projected_cost: projected(&spent.total, done_total, plan.items_total),
         segments: spent.segment_costs(),
+        rejected_keys: journal.history.rejected_keys.clone(),
         failures: FailureSummary {
             by_reason: by_reason(failed),
             last: failed[failed.len().saturating_sub(LAST_FAILURES)..].to_vec(),

@@ -24,6 +24,22 @@ pub(super) fn hold_budget(rate: &RateServer, limits: &LimitsSettings, spent: Spe
 }
 
 impl Supervisor<'_> {
+    /// Journals the keys the broker dropped since the last look, each once.
+    pub(super) fn journal_rejected_keys(&mut self) -> Result<()> {
+        let keys = self
+            .rate
+            .as_ref()
+            .map(|rate| rate.budget().newly_rejected())
+            .unwrap_or_default();
+        for key in keys {
+            self.console.line(&format!(
+                "key rejected by its server: {key}; going on with the others"
+            ));
+            self.event(None, Event::KeyRejected { key })?;
+        }
+        Ok(())
+    }
+
     /// An agent exited with BUDGET_SPENT: no more launches, the running
     /// agents finish their requests in flight (the broker refuses them the
     /// next), and the run ends with exit code 4.

@@ -3,7 +3,7 @@
 //! headers, and speak Anthropic's Messages API.
 //!
 //! ```text
-//! fault_server --log FILE [--mode M[,M…]] [--good-key K] [--rpm N]
+//! fault_server --log FILE [--mode M[,M…]] [--good-key K[,K…]] [--rpm N]
 //!              [--hang 30s] [--delay 0ms] [--lifetime 300s] [--item-prefix item-]
 //!              [--reply text|json]
 //! ```
@@ -13,7 +13,7 @@
 //! whose body is not JSON). Each item meets each fault mode once, in that
 //! order, one per request, then gets its answer: `--mode error500:1,hang`
 //! gives an item a 500, then a hang, then a reply.
-//! `unauthorized` (401 unless the key is `--good-key`), `ratelimit` (per-key
+//! `unauthorized` (401 unless the key is one of `--good-key`), `ratelimit` (per-key
 //! rate-limit headers on every answer, 429 with retry-after past `--rpm` a
 //! minute), `anthropic` (only `POST …/messages` is served, with
 //! `anthropic-ratelimit-*` headers). Without modes: OpenAI-shaped chat
@@ -53,7 +53,8 @@ struct Config {
     hang: Option<Duration>,
     garbled: bool,
     reset: bool,
-    good_key: Option<String>,
+    /// `unauthorized` mode: the keys answered (others get 401).
+    good_keys: Vec<String>,
     /// `ratelimit` mode: requests a minute per key.
     rpm: Option<u32>,
     anthropic: bool,
@@ -162,7 +163,10 @@ fn config(args: &Args) -> Config {
         hang: None,
         garbled: false,
         reset: false,
-        good_key: args.text("--good-key").map(str::to_owned),
+        good_keys: args
+            .text("--good-key")
+            .map(|keys| keys.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
         rpm: None,
         anthropic: false,
         truncate: false,
@@ -193,7 +197,7 @@ fn config(args: &Args) -> Config {
             None if mode == "anthropic" => config.anthropic = true,
             None if mode == "truncate" => config.truncate = true,
             None if mode == "unauthorized" => {
-                if config.good_key.is_none() {
+                if config.good_keys.is_empty() {
                     fail("mode unauthorized needs --good-key K");
                 }
             }
@@ -209,7 +213,7 @@ fn config(args: &Args) -> Config {
         }
     }
     if !modes.split(',').any(|m| m == "unauthorized") {
-        config.good_key = None;
+        config.good_keys.clear();
     }
     config
 }
@@ -323,7 +327,7 @@ impl Server {
                 return (Outcome::Answer(answer), None);
             }
         };
-        if config.good_key.as_deref().is_some_and(|good| good != key) {
+        if !config.good_keys.is_empty() && !config.good_keys.iter().any(|good| good == key) {
             let (kind, message) = match api {
                 Api::OpenAi => ("invalid_api_key", "Incorrect API key provided."),
                 Api::Anthropic => ("authentication_error", "invalid x-api-key"),

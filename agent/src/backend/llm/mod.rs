@@ -151,7 +151,7 @@ impl LlmBackend {
                 vars: String::new(),
             })?;
         let prompt = self.render(call)?;
-        let Some((index, key)) = endpoint.key() else {
+        let Some((index, key)) = endpoint.key_for(meter.key.as_deref()) else {
             return Err(LlmError::NoUsableKey {
                 endpoint: endpoint.base_url.clone(),
                 vars: endpoint.rejected_vars(),
@@ -253,6 +253,13 @@ impl Backend for LlmBackend {
     fn permit_key(&self, choice: usize) -> Option<String> {
         let endpoint = self.endpoints.get(choice)?;
         endpoint.key().map(|(_, key)| key.id.clone())
+    }
+
+    fn permit_keys(&self, choice: usize) -> Vec<String> {
+        self.endpoints
+            .get(choice)
+            .map(Endpoint::usable_ids)
+            .unwrap_or_default()
     }
 
     fn usable(&self, choice: usize) -> bool {
