@@ -14,7 +14,7 @@ use shared::ids::IdKey;
 use crate::backend::llm::{pause_before_retry, Retry};
 use crate::backend::{AttemptError, Backend, Call, Meter};
 use crate::hash::StableHasher;
-use crate::permit::{used_tokens, Grant, Permits};
+use crate::permit::{used_tokens, Grant, Need, Permits};
 use crate::validate::Validator;
 use shared::money::Spend;
 
@@ -256,12 +256,15 @@ impl<'a> ItemRunner<'a> {
     fn attempt(&mut self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, Failed> {
         let backend = self.context.backend;
         let keys = backend.permit_keys(choice);
-        let estimate = backend.estimate(call, choice);
-        let cost_estimate = backend.estimate_cost(call, choice);
+        let need = Need {
+            tokens: backend.estimate(call, choice),
+            cost: backend.estimate_cost(call, choice),
+            prefix: backend.cache_prefix(choice),
+        };
         // Every call waits for its permit, retries included: each one is a
         // request the rate limit and the budget must account for. With a
         // pool of keys, the broker chooses the key.
-        let key = match self.permits.permit_within(&keys, estimate, cost_estimate) {
+        let key = match self.permits.permit_within(&keys, &need) {
             Grant::Spent(reason) => return Err(Failed::OutOfBudget(reason)),
             Grant::Granted {
                 key: Some(chosen), ..
@@ -290,11 +293,11 @@ impl<'a> ItemRunner<'a> {
         // (it used nothing the server told of), so that the broker's budget
         // lets go of what the permit reserved.
         let cost = meter.spend.and_then(|spend| spend.cost);
-        let cost = cost.or(cost_estimate.map(|_| 0.0));
+        let cost = cost.or(need.cost.map(|_| 0.0));
         let settled = used.or_else(|| backend.settles_permits().then_some(0));
         if let Some(tokens) = settled {
             self.permits
-                .report_spend(key.as_deref(), (tokens, estimate), (cost, cost_estimate));
+                .report_spend(key.as_deref(), &need, tokens, cost);
         }
         let checked = result.and_then(|record| {
             let record = with_id(record, call)?;

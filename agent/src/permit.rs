@@ -82,6 +82,15 @@ impl<T: Read + Write + Send> Stream for T {}
 
 type Connection = BufReader<Box<dyn Stream>>;
 
+/// What one call asks a permit for: its estimated tokens, the USD it may
+/// cost at most, and the cacheable prefix it carries (`shared::broker::prefix_id`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Need {
+    pub tokens: u64,
+    pub cost: Option<f64>,
+    pub prefix: Option<String>,
+}
+
 /// What a permit request came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Grant {
@@ -161,7 +170,11 @@ impl Permits {
     /// each key is paced apart, to the limits learned for it.
     pub fn permit_for(&mut self, key: Option<&str>, tokens: u64) -> Option<f64> {
         let keys: Vec<String> = key.into_iter().map(str::to_owned).collect();
-        match self.permit_within(&keys, tokens, None) {
+        let need = Need {
+            tokens,
+            ..Need::default()
+        };
+        match self.permit_within(&keys, &need) {
             Grant::Granted { waited_ms, .. } => Some(waited_ms),
             Grant::Off | Grant::Spent(_) => None,
         }
@@ -169,20 +182,21 @@ impl Permits {
 
     /// A permit for a call with one of `keys` (none: the run's shared
     /// permits; several: a pool, of which the broker chooses the key with
-    /// the most left) that may cost `cost` USD at most: the broker holds the
-    /// run's budget, and refuses the permit when it cannot cover it.
-    pub fn permit_within(&mut self, keys: &[String], tokens: u64, cost: Option<f64>) -> Grant {
+    /// the most left) that needs `need`: the broker holds the run's budget,
+    /// and refuses the permit when it cannot cover it.
+    pub fn permit_within(&mut self, keys: &[String], need: &Need) -> Grant {
         let agent = self.broker.agent.clone();
         let (key, keys) = match keys {
             [one] => (Some(one.clone()), Vec::new()),
             many => (None, many.to_vec()),
         };
         match self.request(&Request::Permit {
-            tokens,
+            tokens: need.tokens,
             agent,
             key,
-            cost,
+            cost: need.cost,
             keys,
+            prefix: need.prefix.clone(),
         }) {
             Some(reply) if reply.spent => Grant::Spent(reply.reason().to_owned()),
             Some(reply) => Grant::Granted {
@@ -209,25 +223,25 @@ impl Permits {
 
     /// `report` for a call with API key `key`.
     pub fn report_for(&mut self, key: Option<&str>, tokens: u64, estimated: u64) {
-        self.report_spend(key, (tokens, estimated), (None, None));
+        let need = Need {
+            tokens: estimated,
+            ..Need::default()
+        };
+        self.report_spend(key, &need, tokens, None);
     }
 
-    /// `report_for` a call: its (actual, estimated) tokens, and the USD it
-    /// cost and its permit reserved (None: no price is known).
-    pub fn report_spend(
-        &mut self,
-        key: Option<&str>,
-        (tokens, estimated): (u64, u64),
-        (cost, estimated_cost): (Option<f64>, Option<f64>),
-    ) {
+    /// Settles the permit of a call that needed `need` and used `tokens`,
+    /// costing `cost` USD (None: no price is known).
+    pub fn report_spend(&mut self, key: Option<&str>, need: &Need, tokens: u64, cost: Option<f64>) {
         let agent = self.broker.agent.clone();
         self.request(&Request::Report {
             tokens,
-            estimated: Some(estimated),
+            estimated: Some(need.tokens),
             agent,
             key: key.map(str::to_owned),
             cost,
-            estimated_cost,
+            estimated_cost: need.cost,
+            prefix: need.prefix.clone(),
         });
     }
 

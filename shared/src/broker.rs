@@ -11,6 +11,9 @@
 //!   permit, report and backoff may name a "key" (see `key_id`): each key is paced apart
 //!   permit may name "keys" instead (a pool): the broker chooses the key
 //!   with the most left by its learned limits and answers it as "key"
+//!   permit and report may name a cacheable "prefix" (a hash of it): the first
+//!   permit with a prefix goes alone, the others with it wait for its report
+//!   (prompt-cache warm-up: the cache is written once, then read)
 //!   {"op":"rejected","key":K}                          → {"ok":true}  (the server refused K: it is dropped)
 //!   permit may carry "cost" (USD at most) and report "cost" (USD spent): the
 //!   broker holds the run's budget; a permit it cannot cover is refused
@@ -57,6 +60,9 @@ pub enum Request {
         /// and names it in the reply.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         keys: Vec<String>,
+        /// The request carries this cacheable prefix (`prefix_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
     },
     /// The server rejected `key` (401/403): no permit chooses it again.
     Rejected {
@@ -80,6 +86,9 @@ pub enum Request {
         /// The USD its permit reserved.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         estimated_cost: Option<f64>,
+        /// The permit's cacheable prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
     },
     /// A rate-limit answer: pause every permit (of `key`, when named)
     /// `seconds` (0: the broker's default).
@@ -126,6 +135,18 @@ fn whole_as_integer<S: Serializer>(seconds: &f64, serializer: S) -> Result<S::Ok
 /// (`"<base_url> <API_KEY_ENV>"`).
 pub fn key_id(base_url: &str, api_key_env: &str) -> String {
     format!("{base_url} {api_key_env}")
+}
+
+/// The broker's name of a cacheable prompt prefix: the endpoint, the model
+/// and a hash of the prefix's text (the prompt itself never leaves the agent).
+pub fn prefix_id(base_url: &str, model: &str, prefix: &str) -> String {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let hash = prefix
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{base_url} {model} {hash:016x}")
 }
 
 /// One rate-limit window a server announced: its size, what is left of it,
@@ -388,6 +409,7 @@ mod tests {
             key: None,
             cost: None,
             keys: Vec::new(),
+            prefix: None,
         };
         assert_eq!(
             permit.to_line(),
@@ -433,6 +455,7 @@ mod tests {
             key: Some("k".into()),
             cost: Some(0.25),
             keys: Vec::new(),
+            prefix: Some(prefix_id("http://x/v1", "m", "Be brief.")),
         };
         assert_eq!(parsed(&permit.to_line())["key"], json!("k"));
         assert_eq!(
@@ -451,6 +474,7 @@ mod tests {
                 key: None,
                 cost: None,
                 keys: Vec::new(),
+                prefix: None,
             }
         );
         assert_eq!(
@@ -462,6 +486,7 @@ mod tests {
                 key: None,
                 cost: None,
                 estimated_cost: None,
+                prefix: None,
             }
         );
         assert_eq!(

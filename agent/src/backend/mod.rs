@@ -178,6 +178,13 @@ pub trait Backend: Send + Sync {
         estimate_tokens(call.item)
     }
 
+    /// The cacheable prefix a call with `choice` carries
+    /// (`shared::broker::prefix_id`): the broker lets the first such call go
+    /// alone, so that the prompt cache is written once.
+    fn cache_prefix(&self, _choice: usize) -> Option<String> {
+        None
+    }
+
     /// Whether a call that got no answer settles its permit all the same
     /// (with nothing used), so that the broker's budget lets go of what the
     /// permit reserved: the LLM backends do; the others report only what

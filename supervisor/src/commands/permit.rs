@@ -78,6 +78,7 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             key,
             cost: None,
             estimated_cost: None,
+            prefix: None,
         },
         (None, None, Some(key)) if !request.learned.is_empty() => Request::Learned {
             key: key.clone(),
@@ -90,6 +91,7 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             key,
             cost: None,
             keys: Vec::new(),
+            prefix: None,
         },
     };
     let mut connection = connect(&broker)?;

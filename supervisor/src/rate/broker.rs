@@ -23,6 +23,7 @@ use crate::rate::key_choice::{self, Rejected};
 use crate::rate::key_pacer::{KeyPacer, KeyPacers};
 use crate::rate::learned::Dimension;
 use crate::rate::spend::SpendLimit;
+use crate::rate::warmup::Warmup;
 
 struct State {
     /// `nightshift control --pause`: no permit is granted until --continue.
@@ -40,6 +41,8 @@ struct State {
     rejected: Rejected,
     /// Rejected keys the supervisor has not journaled yet.
     unannounced: Vec<String>,
+    /// Prompt-cache warm-up, per cacheable prefix.
+    warmup: Warmup,
     log: BufWriter<File>,
 }
 
@@ -71,6 +74,15 @@ impl State {
     }
 }
 
+/// What one permit asks for: its estimated tokens, the USD it may cost at
+/// most, and the cacheable prefix its request carries.
+#[derive(Debug, Clone, Copy)]
+struct Ask<'a> {
+    tokens: u64,
+    cost: Option<f64>,
+    prefix: Option<&'a str>,
+}
+
 pub struct Broker {
     state: Mutex<State>,
     changed: Condvar,
@@ -90,6 +102,7 @@ impl Broker {
                 spend: SpendLimit::default(),
                 rejected: Rejected::default(),
                 unannounced: Vec::new(),
+                warmup: Warmup::default(),
                 log,
             }),
             changed: Condvar::new(),
@@ -106,12 +119,18 @@ impl Broker {
                 key,
                 cost,
                 keys,
+                prefix,
             } => {
                 let key = match key {
                     Some(key) => Some(key.clone()),
                     None => self.choose(keys, *tokens),
                 };
-                match self.permit(agent, *tokens, key.as_deref(), *cost) {
+                let ask = Ask {
+                    tokens: *tokens,
+                    cost: *cost,
+                    prefix: prefix.as_deref(),
+                };
+                match self.permit(agent, key.as_deref(), &ask) {
                     Ok(waited) if keys.is_empty() => Reply::granted(waited * 1000.0),
                     Ok(waited) => Reply {
                         key,
@@ -130,11 +149,13 @@ impl Broker {
                 key,
                 cost,
                 estimated_cost,
+                prefix,
                 ..
             } => {
                 let now = Instant::now();
                 let estimated = estimated.unwrap_or(*tokens);
                 let mut state = self.lock();
+                state.warmup.reported(prefix.as_deref(), *tokens > 0);
                 state
                     .spend
                     .settle(estimated, *tokens, *estimated_cost, *cost);
@@ -231,13 +252,12 @@ impl Broker {
 
     /// Blocks until a permit is granted; returns the seconds waited, or why
     /// the run's budget cannot cover it.
-    fn permit(
-        &self,
-        agent: &str,
-        tokens: u64,
-        key: Option<&str>,
-        cost: Option<f64>,
-    ) -> Result<f64, String> {
+    fn permit(&self, agent: &str, key: Option<&str>, ask: &Ask<'_>) -> Result<f64, String> {
+        let Ask {
+            tokens,
+            cost,
+            prefix,
+        } = *ask;
         let asked = Instant::now();
         let mut state = self.lock();
         let ticket = state.next_ticket;
@@ -258,6 +278,8 @@ impl Broker {
                 (true, None) => state.limiter.ready_at(tokens, now),
                 (true, Some(key)) => state.ready_at(key, tokens, now),
             };
+            // Another request with the same prefix may be writing the cache.
+            let ready = ready.max(state.warmup.ready_at(prefix, now));
             // A spent budget refuses at once, without waiting for the pace.
             let refused = match ready {
                 Some(_) if state.spend.exhausted().is_none() => None,
@@ -294,6 +316,9 @@ impl Broker {
             let mut line = json!({"t": t, "op": "grant", "agent": agent, "tokens": tokens, "waited_ms": waited * 1000.0});
             if let Some(key) = key {
                 line["key"] = json!(key);
+            }
+            if state.warmup.granted(prefix, now) {
+                line["warmup"] = json!(true);
             }
             state.log(&line);
             drop(state);

@@ -9,3 +9,4 @@ pub mod key_pacer;
 pub mod learned;
 pub mod server;
 pub mod spend;
+pub mod warmup;

@@ -16,7 +16,10 @@
 //! `unauthorized` (401 unless the key is one of `--good-key`), `ratelimit` (per-key
 //! rate-limit headers on every answer, 429 with retry-after past `--rpm` a
 //! minute), `anthropic` (only `POST …/messages` is served, with
-//! `anthropic-ratelimit-*` headers). Without modes: OpenAI-shaped chat
+//! `anthropic-ratelimit-*` headers), `cache` (Anthropic's prompt caching:
+//! a system block marked cache_control is written by the requests that find
+//! it unwritten, read by those after the first writer's answer went out).
+//! Without modes: OpenAI-shaped chat
 //! completions (`POST …/chat/completions`) naming the item they answer.
 //!
 //! It binds 127.0.0.1 on a free port and prints the port as its first line.
@@ -29,6 +32,8 @@
 // A binary's root finds modules beside it, not in a folder named after it.
 #[path = "fault_server/answer.rs"]
 mod answer;
+#[path = "fault_server/cache.rs"]
+mod cache;
 #[path = "fault_server/http.rs"]
 mod http;
 
@@ -64,6 +69,8 @@ struct Config {
     json_reply: bool,
     /// Every answer waits this long: a slow model, so a run can be caught mid-way.
     delay: Duration,
+    /// `cache` mode: prompt caching played.
+    cache: bool,
 }
 
 /// What the server remembers between requests.
@@ -74,6 +81,7 @@ struct State {
     /// When each key's recent requests came, for the per-minute window.
     windows: HashMap<String, VecDeque<Instant>>,
     serial: u64,
+    cache: cache::PromptCache,
 }
 
 struct Server {
@@ -170,6 +178,7 @@ fn config(args: &Args) -> Config {
         rpm: None,
         anthropic: false,
         truncate: false,
+        cache: false,
         item_prefix: args.text("--item-prefix").unwrap_or("item-").to_owned(),
         delay: args
             .text("--delay")
@@ -196,6 +205,7 @@ fn config(args: &Args) -> Config {
             None if mode == "reset" => config.reset = true,
             None if mode == "anthropic" => config.anthropic = true,
             None if mode == "truncate" => config.truncate = true,
+            None if mode == "cache" => config.cache = true,
             None if mode == "unauthorized" => {
                 if config.good_keys.is_empty() {
                     fail("mode unauthorized needs --good-key K");
@@ -208,7 +218,7 @@ fn config(args: &Args) -> Config {
                 );
             }
             _ => fail(format!(
-                "unknown mode {mode} (error500:N, hang, garbled, reset, unauthorized, ratelimit, anthropic, truncate)"
+                "unknown mode {mode} (error500:N, hang, garbled, reset, unauthorized, ratelimit, anthropic, truncate, cache)"
             )),
         }
     }
@@ -358,6 +368,11 @@ impl Server {
             *seen += 1;
             *seen - 1
         });
+        let cache_use = if config.cache {
+            state.cache.serve(body, config.delay)
+        } else {
+            None
+        };
         drop(state);
         let limited = |answer: Answer| match &window {
             Some(Ok(window)) => answer::with_limits(answer, api, window),
@@ -399,6 +414,7 @@ impl Server {
             answer::requested_model(body),
             &text,
             config.truncate,
+            cache_use,
         );
         (Outcome::Answer(limited(answer)), None)
     }

@@ -22,6 +22,7 @@ pub use error::{pause_before_retry, LlmError, Retry};
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
+use shared::broker::prefix_id;
 use shared::job::{AgentSettings, Backend as BackendKind, LlmSettings};
 use shared::money::Spend;
 
@@ -276,6 +277,13 @@ impl Backend for LlmBackend {
 
     fn settles_permits(&self) -> bool {
         true
+    }
+
+    /// With cache_prefix, the system prompt of the endpoint's model.
+    fn cache_prefix(&self, choice: usize) -> Option<String> {
+        let system = self.system.as_deref().filter(|_| self.cache_prefix)?;
+        let endpoint = self.endpoints.get(choice)?;
+        Some(prefix_id(&endpoint.base_url, &endpoint.model, system))
     }
 
     /// The estimate's prompt and output at the endpoint's price.
