@@ -129,7 +129,7 @@ pub enum Command {
         json: bool,
     },
     /// For shell agents: wait for a rate-limit permit (or report a backoff, tokens
-    /// or learned limits).
+    /// or learned limits). Exits 4 when the run's budget is spent: stop too.
     Permit {
         /// Tokens the call is expected to use.
         #[arg(long, default_value_t = 1)]
