@@ -10,6 +10,8 @@
 # For each: permits per second for AGENTS (50) agents x IN_FLIGHT (64) connections
 # asking as fast as they can (supervisor/examples/permit_load.rs; all permits / first
 # launch .. last exit), and the median round trip of one agent with one connection.
+# And the broker's decisions alone, no socket (supervisor/examples/broker_path.rs): us
+# per permit (with its report when settled) on each path.
 # Goal: money no more than 20% slower than landed. Medians of RUNS runs.
 #
 # Run:  scripts/bench_budget.py [--json FILE]
@@ -26,6 +28,7 @@ IN_FLIGHT = int(os.environ.get("IN_FLIGHT", "64"))
 PERMITS = int(os.environ.get("PERMITS", "6400"))
 KEYS = int(os.environ.get("KEYS", "3"))
 LOAD = ROOT / "target/release/examples/permit_load"
+PATH_ALONE = ROOT / "target/release/examples/broker_path"
 MODES = ("landed", "settled", "money")
 
 
@@ -73,10 +76,12 @@ def main():
     parser.add_argument("--json", metavar="FILE", help="write the JSON summary to FILE instead of stdout")
     args = parser.parse_args()
     build()
-    if subprocess.run(["cargo", "build", "--release", "--example", "permit_load"], cwd=ROOT).returncode != 0:
-        sys.exit("cargo build --release --example permit_load failed: nothing measured")
+    for example in ("permit_load", "broker_path"):
+        if subprocess.run(["cargo", "build", "--release", "--example", example], cwd=ROOT).returncode != 0:
+            sys.exit(f"cargo build --release --example {example} failed: nothing measured")
     throughput = {mode: [] for mode in MODES}
     latency = {mode: [] for mode in MODES}
+    alone = {mode: [] for mode in MODES}
     with workdir("nightshift-bench-budget-") as tmp:
         for i in range(RUNS):
             for mode in MODES:
@@ -86,18 +91,25 @@ def main():
                 latency[mode].append(round_trip)
                 print(f"run {i + 1}/{RUNS} {mode:8}: {AGENTS}x{IN_FLIGHT} {per_s:,.0f} permits/s; "
                       f"one connection: median round trip {round_trip:.1f} us", flush=True)
+            path = json.loads(subprocess.run([str(PATH_ALONE)], check=True, capture_output=True, text=True).stdout)
+            for mode in MODES:
+                alone[mode].append(path[mode])
+            print(f"run {i + 1}/{RUNS} broker decisions alone: " +
+                  ", ".join(f"{mode} {path[mode]:.2f} us" for mode in MODES), flush=True)
     t = {mode: stats(throughput[mode]) for mode in MODES}
     l = {mode: stats(latency[mode]) for mode in MODES}
+    a = {mode: stats(alone[mode]) for mode in MODES}
     ratio = t["money"]["median"] / t["landed"]["median"]
     ratio_settled = t["money"]["median"] / t["settled"]["median"]
     print()
     print(f"rate broker, {AGENTS} agents x {IN_FLIGHT} in flight x {PERMITS // IN_FLIGHT} permits each, {RUNS} runs, medians")
     for mode in MODES:
-        print(f"  {mode:8} {t[mode]['median']:>10,.0f} permits/s   round trip {l[mode]['median']:.1f} us")
+        print(f"  {mode:8} {t[mode]['median']:>10,.0f} permits/s   round trip {l[mode]['median']:.1f} us"
+              f"   broker decisions alone {a[mode]['median']:.2f} us")
     print(f"  money / landed  {ratio:.2f} of the throughput   goal >= 0.80: {'met' if ratio >= 0.8 else 'MISSED'}")
     print(f"  money / settled {ratio_settled:.2f} (the same two round trips: budget and key choice alone)")
     emit_json({"benchmark": "budget", "agents": AGENTS, "in_flight": IN_FLIGHT, "permits_per_agent": PERMITS,
-               "keys": KEYS, "runs": RUNS, "permits_per_s": t, "round_trip_us": l,
+               "keys": KEYS, "runs": RUNS, "permits_per_s": t, "round_trip_us": l, "decisions_alone_us": a,
                "money_over_landed": ratio, "money_over_settled": ratio_settled,
                "goals": {"money_over_landed_min": 0.8}}, args.json)
 

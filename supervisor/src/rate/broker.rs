@@ -121,19 +121,15 @@ impl Broker {
                 keys,
                 prefix,
             } => {
-                let key = match key {
-                    Some(key) => Some(key.clone()),
-                    None => self.choose(keys, *tokens),
-                };
                 let ask = Ask {
                     tokens: *tokens,
                     cost: *cost,
                     prefix: prefix.as_deref(),
                 };
-                match self.permit(agent, key.as_deref(), &ask) {
-                    Ok(waited) if keys.is_empty() => Reply::granted(waited * 1000.0),
-                    Ok(waited) => Reply {
-                        key,
+                match self.permit(agent, key.as_deref(), keys, &ask) {
+                    Ok((waited, _)) if keys.is_empty() => Reply::granted(waited * 1000.0),
+                    Ok((waited, chosen)) => Reply {
+                        key: chosen,
                         ..Reply::granted(waited * 1000.0)
                     },
                     Err(why) => Reply::spent(why),
@@ -184,26 +180,6 @@ impl Broker {
         }
     }
 
-    /// The key of `pool` a permit goes to (None: an empty pool).
-    fn choose(&self, pool: &[String], tokens: u64) -> Option<String> {
-        if pool.is_empty() {
-            return None;
-        }
-        let now = Instant::now();
-        let mut state = self.lock();
-        let state = &mut *state;
-        let rotation = state.next_ticket;
-        key_choice::choose(
-            pool,
-            &mut state.keys,
-            &state.keyed,
-            &state.rejected,
-            tokens,
-            rotation,
-            now,
-        )
-    }
-
     /// The server rejected `key`: said once, in rate.log and the supervisor's
     /// log, and no pool's permit goes to it again.
     fn reject(&self, agent: &str, key: &str) {
@@ -250,9 +226,16 @@ impl Broker {
         now.duration_since(self.started).as_secs_f64()
     }
 
-    /// Blocks until a permit is granted; returns the seconds waited, or why
-    /// the run's budget cannot cover it.
-    fn permit(&self, agent: &str, key: Option<&str>, ask: &Ask<'_>) -> Result<f64, String> {
+    /// Blocks until a permit for `key` — or, without one, for the key it
+    /// chooses of `pool` — is granted; returns the seconds waited and the
+    /// key, or why the run's budget cannot cover it.
+    fn permit(
+        &self,
+        agent: &str,
+        key: Option<&str>,
+        pool: &[String],
+        ask: &Ask<'_>,
+    ) -> Result<(f64, Option<String>), String> {
         let Ask {
             tokens,
             cost,
@@ -260,6 +243,23 @@ impl Broker {
         } = *ask;
         let asked = Instant::now();
         let mut state = self.lock();
+        let chosen = match key {
+            Some(_) => None,
+            None => {
+                let state = &mut *state;
+                let rotation = state.next_ticket;
+                key_choice::choose(
+                    pool,
+                    &mut state.keys,
+                    &state.keyed,
+                    &state.rejected,
+                    tokens,
+                    rotation,
+                    asked,
+                )
+            }
+        };
+        let key = key.or(chosen.as_deref());
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue_mut(key).push_back(ticket);
@@ -323,7 +323,7 @@ impl Broker {
             state.log(&line);
             drop(state);
             self.changed.notify_all();
-            return Ok(waited);
+            return Ok((waited, chosen));
         }
     }
 
