@@ -5,8 +5,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
+use serde_json::{json, Map, Value};
 use shared::ids::IdKey;
+use shared::money::Spend;
 
 pub use shared::failures::failures_path;
 
@@ -28,8 +29,15 @@ impl FailureLog {
         &self.path
     }
 
-    /// Writes `{"id", "reason", "attempts"}` as one line and fsyncs it.
-    pub fn record(&mut self, id: &IdKey, reason: &str, attempts: u32) -> io::Result<()> {
+    /// Writes `{"id", "reason", "attempts"}` (and the `usage` and `cost` of
+    /// the attempts' answers, when there were any) as one line and fsyncs it.
+    pub fn record(
+        &mut self,
+        id: &IdKey,
+        reason: &str,
+        attempts: u32,
+        spend: Option<Spend>,
+    ) -> io::Result<()> {
         let file = match &mut self.file {
             Some(file) => file,
             None => self.file.insert(
@@ -39,11 +47,14 @@ impl FailureLog {
                     .open(&self.path)?,
             ),
         };
-        let mut line = serde_json::to_vec(&json!({
-            "id": id.to_value(),
-            "reason": reason,
-            "attempts": attempts,
-        }))?;
+        let mut fields = Map::new();
+        fields.insert("id".into(), id.to_value());
+        fields.insert("reason".into(), json!(reason));
+        fields.insert("attempts".into(), json!(attempts));
+        if let Some(spend) = spend {
+            spend.stamp(&mut fields);
+        }
+        let mut line = serde_json::to_vec(&Value::Object(fields))?;
         line.push(b'\n');
         file.write_all(&line)?;
         file.sync_data()
@@ -71,8 +82,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut log = FailureLog::beside(&dir.path().join("agent_01.jsonl"));
         let id = IdKey::from_value(&json!("x")).expect("string id");
-        log.record(&id, "demo failure", 3).expect("first line");
-        log.record(&id, "again", 1).expect("second line");
+        log.record(&id, "demo failure", 3, None)
+            .expect("first line");
+        log.record(&id, "again", 1, None).expect("second line");
         let text = std::fs::read_to_string(log.path()).expect("read back");
         assert_eq!(
             text,

@@ -14,8 +14,9 @@ use shared::ids::IdKey;
 use crate::backend::llm::{pause_before_retry, Retry};
 use crate::backend::{AttemptError, Backend, Call, Meter};
 use crate::hash::StableHasher;
-use crate::permit::{used_tokens, Permits};
+use crate::permit::{used_tokens, Grant, Need, Permits};
 use crate::validate::Validator;
+use shared::money::Spend;
 
 /// Rate-limit answers retried for free per item; past them, a rate-limit
 /// answer is an ordinary failed attempt.
@@ -30,11 +31,20 @@ const MAX_LOCAL_WAIT: Duration = Duration::from_secs(24 * 3600);
 pub enum Ending {
     /// A record that passed every check, id and produced_by in place.
     Saved(Map<String, Value>),
-    /// Every attempt with every command failed; `reason` is the last one's.
-    Failed { reason: String, attempts: u32 },
+    /// Every attempt with every command failed; `reason` is the last one's,
+    /// `spend` what the attempts' answers used and cost (LLM backends).
+    Failed {
+        reason: String,
+        attempts: u32,
+        spend: Option<Spend>,
+    },
     /// No usable API key is left: the item did not fail, the agent cannot
     /// go on (exit code 5) and leaves it for a resume.
     Stopped { reason: String },
+    /// The run's budget cannot cover another request (the broker said so):
+    /// the item did not fail, the agent stops (exit code 4) and leaves it
+    /// for a resume with a larger budget.
+    OutOfBudget { reason: String },
 }
 
 /// What every worker shares while it runs items: the backend, the checks,
@@ -54,6 +64,8 @@ pub struct ItemContext<'a> {
     /// Set when no usable API key is left: later items end at once,
     /// without a request, while the items in flight still get saved.
     stopped: AtomicBool,
+    /// Set when the run's budget is spent: the same.
+    spent: AtomicBool,
 }
 
 impl<'a> ItemContext<'a> {
@@ -74,6 +86,7 @@ impl<'a> ItemContext<'a> {
             attempts: item_retries.saturating_add(1),
             choice: AtomicUsize::new(0),
             stopped: AtomicBool::new(false),
+            spent: AtomicBool::new(false),
         }
     }
 }
@@ -82,11 +95,18 @@ impl<'a> ItemContext<'a> {
 pub struct ItemRunner<'a> {
     context: &'a ItemContext<'a>,
     permits: Permits,
+    /// What the answers of the item in hand used and cost, over all its
+    /// attempts (None: no answer told).
+    spend: Option<Spend>,
 }
 
 impl<'a> ItemRunner<'a> {
     pub fn new(context: &'a ItemContext<'a>, permits: Permits) -> Self {
-        Self { context, permits }
+        Self {
+            context,
+            permits,
+            spend: None,
+        }
     }
 
     pub fn run(&mut self, item: &Value, id: &IdKey) -> Ending {
@@ -96,9 +116,15 @@ impl<'a> ItemRunner<'a> {
         let mut choice = context.choice.load(Ordering::Relaxed);
         let mut counted = 0u32;
         let mut rate_limited = 0u32;
+        self.spend = None;
         if context.stopped.load(Ordering::Relaxed) {
             return Ending::Stopped {
                 reason: "the agent is stopping".to_owned(),
+            };
+        }
+        if context.spent.load(Ordering::Relaxed) {
+            return Ending::OutOfBudget {
+                reason: "the run's budget is spent".to_owned(),
             };
         }
         'choices: loop {
@@ -114,7 +140,11 @@ impl<'a> ItemRunner<'a> {
                 let result = loop {
                     let (error, key) = match self.attempt(call, choice) {
                         Ok(record) => break Ok(record),
-                        Err(failed) => failed,
+                        Err(Failed::OutOfBudget(reason)) => {
+                            context.spent.store(true, Ordering::Relaxed);
+                            return Ending::OutOfBudget { reason };
+                        }
+                        Err(Failed::Attempt(error, key)) => (error, key),
                     };
                     match free_retry(&error) {
                         Some(FreeRetry::RateLimited(retry_after)) => {
@@ -127,6 +157,10 @@ impl<'a> ItemRunner<'a> {
                         }
                         Some(FreeRetry::KeyRejected) => {
                             eprintln!("{}: item {id}: {error}", context.agent);
+                            // No permit of any agent chooses it again.
+                            if let Some(key) = &key {
+                                self.permits.rejected(key);
+                            }
                             match (choice..choices).find(|c| backend.usable(*c)) {
                                 // Another key of the same endpoint.
                                 Some(next) if next == choice => continue,
@@ -156,6 +190,11 @@ impl<'a> ItemRunner<'a> {
                 counted = counted.saturating_add(1);
                 match result {
                     Ok(mut record) => {
+                        // Every paid answer at the item counts: a retried
+                        // or refused one's tokens are in the record's too.
+                        if let Some(spend) = self.spend {
+                            spend.stamp(&mut record);
+                        }
                         if choices > 1 && backend.marks_producer() {
                             record.insert(
                                 "produced_by".to_owned(),
@@ -180,6 +219,7 @@ impl<'a> ItemRunner<'a> {
                                 return Ending::Failed {
                                     reason: error.to_string(),
                                     attempts: counted,
+                                    spend: self.spend,
                                 }
                             }
                             Some(Retry::AfterPause) if item_attempt < context.attempts => {
@@ -195,6 +235,7 @@ impl<'a> ItemRunner<'a> {
                 return Ending::Failed {
                     reason: last_error.map(|e| e.to_string()).unwrap_or_default(),
                     attempts: counted,
+                    spend: self.spend,
                 };
             }
             choice += 1;
@@ -212,18 +253,31 @@ impl<'a> ItemRunner<'a> {
 
     /// One backend call and the checks of its result; a failure comes with
     /// the API key the call used, for the broker's backoff.
-    fn attempt(
-        &mut self,
-        call: Call<'_>,
-        choice: usize,
-    ) -> Result<Map<String, Value>, (AttemptError, Option<String>)> {
+    fn attempt(&mut self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, Failed> {
         let backend = self.context.backend;
-        let key = backend.permit_key(choice);
-        let estimate = backend.estimate(call, choice);
+        let keys = backend.permit_keys(choice);
+        let need = Need {
+            tokens: backend.estimate(call, choice),
+            cost: backend.estimate_cost(call, choice),
+            prefix: backend.cache_prefix(choice),
+        };
         // Every call waits for its permit, retries included: each one is a
-        // request the rate limit must account for.
-        let permitted = self.permits.permit_for(key.as_deref(), estimate).is_some();
-        let mut meter = Meter::default();
+        // request the rate limit and the budget must account for. With a
+        // pool of keys, the broker chooses the key.
+        let grant = self.permits.permit_within(&keys, &need);
+        // Only a call that had a permit is reported (no limit applies yet: none).
+        let permitted = matches!(grant, Grant::Granted { .. });
+        let key = match grant {
+            Grant::Spent(reason) => return Err(Failed::OutOfBudget(reason)),
+            Grant::Granted {
+                key: Some(chosen), ..
+            } => Some(chosen),
+            Grant::Granted { key: None, .. } | Grant::Off => keys.first().cloned(),
+        };
+        let mut meter = Meter {
+            key: key.clone(),
+            ..Meter::default()
+        };
         let result = backend.call(call, choice, &mut meter);
         // The key the request really used (another worker may have moved
         // on from the one the permit was for).
@@ -235,8 +289,18 @@ impl<'a> ItemRunner<'a> {
         let used = meter
             .used_tokens
             .or_else(|| result.as_ref().ok().and_then(used_tokens));
-        if let (Some(used), true) = (used, permitted) {
-            self.permits.report_for(key.as_deref(), used, estimate);
+        if let Some(spend) = meter.spend {
+            *self.spend.get_or_insert_with(Spend::default) += spend;
+        }
+        // An LLM call's permit is settled even when the call got no answer
+        // (it used nothing the server told of), so that the broker's budget
+        // lets go of what the permit reserved.
+        let cost = meter.spend.and_then(|spend| spend.cost);
+        let cost = cost.or(need.cost.map(|_| 0.0));
+        let settled = used.or_else(|| backend.settles_permits().then_some(0));
+        if let (Some(tokens), true) = (settled, permitted) {
+            self.permits
+                .report_spend(key.as_deref(), &need, tokens, cost);
         }
         let checked = result.and_then(|record| {
             let record = with_id(record, call)?;
@@ -245,7 +309,7 @@ impl<'a> ItemRunner<'a> {
             }
             Ok(record)
         });
-        checked.map_err(|error| (error, key))
+        checked.map_err(|error| Failed::Attempt(error, key))
     }
 
     /// After a rate-limit answer: the broker pauses the permits of every
@@ -282,6 +346,14 @@ impl<'a> ItemRunner<'a> {
             self.context.agent
         );
     }
+}
+
+/// Why an attempt gave no record.
+enum Failed {
+    /// The call failed (with the API key it used, for the broker's backoff).
+    Attempt(AttemptError, Option<String>),
+    /// The budget could not cover the call: it was not made.
+    OutOfBudget(String),
 }
 
 /// A retry that does not count against item_retries.
@@ -354,43 +426,4 @@ fn with_id(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn call<'a>(item: &'a Value, id: &'a IdKey) -> Call<'a> {
-        Call {
-            item,
-            id,
-            id_field: "id",
-            launch_attempt: 1,
-            item_attempt: 1,
-        }
-    }
-
-    #[test]
-    fn missing_id_is_added_and_wrong_id_refused() {
-        let item = json!({"id": 7});
-        let id = IdKey::from_value(&item["id"]).expect("integer id");
-        let Value::Object(record) = json!({"output": "x"}) else {
-            panic!("object literal")
-        };
-        let fixed = with_id(record, call(&item, &id)).expect("id added");
-        assert_eq!(fixed["id"], json!(7));
-        let Value::Object(wrong) = json!({"id": "7"}) else {
-            panic!("object literal")
-        };
-        assert!(matches!(
-            with_id(wrong, call(&item, &id)),
-            Err(AttemptError::WrongId { .. })
-        ));
-    }
-
-    #[test]
-    fn local_wait_follows_retry_after_or_doubles() {
-        assert_eq!(local_wait(Some(0.25), 1), Duration::from_millis(250));
-        assert_eq!(local_wait(Some(1e300), 1), MAX_LOCAL_WAIT);
-        let waits: Vec<u64> = (1..=8).map(|n| local_wait(None, n).as_secs()).collect();
-        assert_eq!(waits, [1, 2, 4, 8, 16, 30, 30, 30]);
-    }
-}
+mod tests;

@@ -45,6 +45,13 @@ pub enum AgentError {
         saved: usize,
         left: usize,
     },
+    /// The run's budget is spent; the items not saved did not fail.
+    #[error("budget spent: {reason}; {saved} items saved, {left} left for a resume with a larger budget")]
+    BudgetSpent {
+        reason: String,
+        saved: usize,
+        left: usize,
+    },
     #[error("cannot save the record of item {id} to {path}")]
     WriteOutput {
         id: IdKey,
@@ -66,6 +73,7 @@ impl AgentError {
             }
             Self::WriteOutput { .. } => exit_codes::INCOMPLETE,
             Self::CannotGoOn { .. } => exit_codes::CANNOT_GO_ON,
+            Self::BudgetSpent { .. } => exit_codes::BUDGET_SPENT,
         }
     }
 }
@@ -181,6 +189,13 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     let written = writer.finish();
     if let Some(reason) = written.stopped {
         return Err(AgentError::CannotGoOn {
+            reason,
+            saved: saved.len() + written.written,
+            left: pending.len() - written.written - written.failed.len(),
+        });
+    }
+    if let Some(reason) = written.out_of_budget {
+        return Err(AgentError::BudgetSpent {
             reason,
             saved: saved.len() + written.written,
             left: pending.len() - written.written - written.failed.len(),

@@ -83,6 +83,28 @@ impl<T: Read + Write + Send> Stream for T {}
 
 type Connection = BufReader<Box<dyn Stream>>;
 
+/// What one call asks a permit for: its estimated tokens, the USD it may
+/// cost at most, and the cacheable prefix it carries (`shared::broker::prefix_id`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Need {
+    pub tokens: u64,
+    pub cost: Option<f64>,
+    pub prefix: Option<String>,
+}
+
+/// What a permit request came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Grant {
+    /// Granted after waiting this many milliseconds, for `key` when the
+    /// broker chose one of a pool.
+    Granted { waited_ms: f64, key: Option<String> },
+    /// No broker: the call goes ahead without a permit.
+    Off,
+    /// The run's budget cannot cover the call (the broker's words): it is
+    /// not made, and the agent stops.
+    Spent(String),
+}
+
 /// What every client of one agent shares: the broker, and whether it has
 /// been given up on (then no client bothers it again).
 #[derive(Debug)]
@@ -181,13 +203,54 @@ impl Permits {
     /// A permit for a call with API key `key` (see `shared::broker::key_id`):
     /// each key is paced apart, to the limits learned for it.
     pub fn permit_for(&mut self, key: Option<&str>, tokens: u64) -> Option<f64> {
+        let keys: Vec<String> = key.into_iter().map(str::to_owned).collect();
+        let need = Need {
+            tokens,
+            ..Need::default()
+        };
+        match self.permit_within(&keys, &need) {
+            Grant::Granted { waited_ms, .. } => Some(waited_ms),
+            Grant::Off | Grant::Spent(_) => None,
+        }
+    }
+
+    /// A permit for a call with one of `keys` (none: the run's shared
+    /// permits; several: a pool, of which the broker chooses the key with
+    /// the most left) that needs `need`: the broker holds the run's budget,
+    /// and refuses the permit when it cannot cover it.
+    pub fn permit_within(&mut self, keys: &[String], need: &Need) -> Grant {
         if !self.asking() {
-            return None;
+            return Grant::Off;
         }
         let agent = self.broker.agent.clone();
-        let key = key.map(str::to_owned);
-        let reply = self.request(&Request::Permit { tokens, agent, key })?;
-        Some(reply.waited_ms.unwrap_or(0.0))
+        let (key, keys) = match keys {
+            [one] => (Some(one.clone()), Vec::new()),
+            many => (None, many.to_vec()),
+        };
+        match self.request(&Request::Permit {
+            tokens: need.tokens,
+            agent,
+            key,
+            cost: need.cost,
+            keys,
+            prefix: need.prefix.clone(),
+        }) {
+            Some(reply) if reply.spent => Grant::Spent(reply.reason().to_owned()),
+            Some(reply) => Grant::Granted {
+                waited_ms: reply.waited_ms.unwrap_or(0.0),
+                key: reply.key,
+            },
+            None => Grant::Off,
+        }
+    }
+
+    /// Tells the broker the server rejected `key`: no permit chooses it again.
+    pub fn rejected(&mut self, key: &str) {
+        let agent = self.broker.agent.clone();
+        self.request(&Request::Rejected {
+            key: key.to_owned(),
+            agent,
+        });
     }
 
     /// Tells the broker what a call really used, so it can correct its count
@@ -198,12 +261,25 @@ impl Permits {
 
     /// `report` for a call with API key `key`.
     pub fn report_for(&mut self, key: Option<&str>, tokens: u64, estimated: u64) {
+        let need = Need {
+            tokens: estimated,
+            ..Need::default()
+        };
+        self.report_spend(key, &need, tokens, None);
+    }
+
+    /// Settles the permit of a call that needed `need` and used `tokens`,
+    /// costing `cost` USD (None: no price is known).
+    pub fn report_spend(&mut self, key: Option<&str>, need: &Need, tokens: u64, cost: Option<f64>) {
         let agent = self.broker.agent.clone();
         self.request(&Request::Report {
             tokens,
-            estimated: Some(estimated),
+            estimated: Some(need.tokens),
             agent,
             key: key.map(str::to_owned),
+            cost,
+            estimated_cost: need.cost,
+            prefix: need.prefix.clone(),
         });
     }
 
@@ -242,7 +318,8 @@ impl Permits {
         });
     }
 
-    /// Sends one request and reads its reply: `Some` only for `"ok": true`.
+    /// Sends one request and reads its reply: `Some` only for `"ok": true`
+    /// or a budget refusal.
     /// A broken connection is reopened once and the request sent again; if
     /// that fails too, permits are off for the rest of the agent's life.
     fn request(&mut self, request: &Request) -> Option<Reply> {
@@ -261,7 +338,8 @@ impl Permits {
         };
         let op = request.op();
         match result {
-            Ok(reply) if reply.ok => Some(reply),
+            // A budget refusal is an answer the caller acts on.
+            Ok(reply) if reply.ok || reply.spent => Some(reply),
             Ok(reply) => {
                 eprintln!(
                     "{agent}: the rate broker refused {op}: {}; going on",

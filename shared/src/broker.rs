@@ -9,6 +9,15 @@
 //!   {"op":"backoff","seconds":S,…}                     → {"ok":true,"paused_ms":F}  (S = 0: rate.backoff)
 //!   {"op":"learned","key":K,"requests":{…},…}          → {"ok":true}  (limits from an answer's headers)
 //!   permit, report and backoff may name a "key" (see `key_id`): each key is paced apart
+//!   permit may name "keys" instead (a pool): the broker chooses the key
+//!   with the most left by its learned limits and answers it as "key"
+//!   permit and report may name a cacheable "prefix" (a hash of it): the first
+//!   permit with a prefix goes alone, the others with it wait for its report
+//!   (prompt-cache warm-up: the cache is written once, then read)
+//!   {"op":"rejected","key":K}                          → {"ok":true}  (the server refused K: it is dropped)
+//!   permit may carry "cost" (USD at most) and report "cost" (USD spent): the
+//!   broker holds the run's budget; a permit it cannot cover is refused
+//!   with {"ok":false,"spent":true,"error":TEXT} (and so is every later one)
 //!   {"op":"hello","secret":S}                          → {"ok":true}
 //!   anything refused                                   → {"ok":false,"error":TEXT}
 
@@ -51,8 +60,26 @@ pub enum Request {
         agent: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        /// USD the call may cost at most (its prompt and max_tokens at the
+        /// price), for the run's budget.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<f64>,
+        /// A pool of keys (without `key`): the broker chooses one of them
+        /// and names it in the reply.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        keys: Vec<String>,
+        /// The request carries this cacheable prefix (`prefix_id`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
     },
-    /// A call used `tokens`; it was granted for `estimated` (default: the same).
+    /// The server rejected `key` (401/403): no permit chooses it again.
+    Rejected {
+        key: String,
+        #[serde(default)]
+        agent: String,
+    },
+    /// A call used `tokens`; it was granted for `estimated` (default: the
+    /// same) and cost `cost` USD (a call that got no answer: 0).
     Report {
         #[serde(default)]
         tokens: u64,
@@ -62,6 +89,14 @@ pub enum Request {
         agent: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cost: Option<f64>,
+        /// The USD its permit reserved.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        estimated_cost: Option<f64>,
+        /// The permit's cacheable prefix.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prefix: Option<String>,
     },
     /// A rate-limit answer: pause every permit (of `key`, when named)
     /// `seconds` (0: the broker's default).
@@ -110,6 +145,18 @@ pub fn key_id(base_url: &str, api_key_env: &str) -> String {
     format!("{base_url} {api_key_env}")
 }
 
+/// The broker's name of a cacheable prompt prefix: the endpoint, the model
+/// and a hash of the prefix's text (the prompt itself never leaves the agent).
+pub fn prefix_id(base_url: &str, model: &str, prefix: &str) -> String {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let hash = prefix
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("{base_url} {model} {hash:016x}")
+}
+
 /// One rate-limit window a server announced: its size, what is left of it,
 /// and when it is full again.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -147,7 +194,7 @@ impl LearnedLimits {
 pub enum BadRequest {
     #[error("not a JSON object: {0}")]
     NotJson(#[source] serde_json::Error),
-    #[error("unknown op; use permit, report, backoff or learned")]
+    #[error("unknown op; use permit, report, backoff, learned or rejected")]
     UnknownOp,
     #[error("bad {op} request: {source}")]
     Invalid {
@@ -170,7 +217,11 @@ impl Request {
     pub fn from_line(line: &str) -> Result<Self, BadRequest> {
         let value: Value = serde_json::from_str(line).map_err(BadRequest::NotJson)?;
         let op = value.get("op").and_then(Value::as_str).unwrap_or_default();
-        if !["permit", "report", "backoff", "learned", "hello"].contains(&op) {
+        if ![
+            "permit", "report", "backoff", "learned", "rejected", "hello",
+        ]
+        .contains(&op)
+        {
             return Err(BadRequest::UnknownOp);
         }
         let op = op.to_owned();
@@ -184,6 +235,7 @@ impl Request {
             Self::Report { .. } => "report",
             Self::Backoff { .. } => "backoff",
             Self::Learned { .. } => "learned",
+            Self::Rejected { .. } => "rejected",
             Self::Hello { .. } => "hello",
         }
     }
@@ -196,11 +248,18 @@ pub struct Reply {
     /// Why the request was refused (with `ok` false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The key a permit for a pool of keys was granted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     #[serde(default)]
     pub ok: bool,
     /// A backoff's pause, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused_ms: Option<f64>,
+    /// A permit refused because the run's budget is spent (with `ok`
+    /// false): the agent stops asking and exits, its items left for a resume.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub spent: bool,
     /// How long a permit waited, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waited_ms: Option<f64>,
@@ -226,6 +285,14 @@ impl Reply {
         Self {
             paused_ms: Some(paused_ms),
             ..Self::ok()
+        }
+    }
+
+    /// A permit the run's budget cannot cover.
+    pub fn spent(error: impl Into<String>) -> Self {
+        Self {
+            spent: true,
+            ..Self::refused(error)
         }
     }
 
@@ -334,145 +401,4 @@ pub fn connect_tcp(address: &str) -> io::Result<TcpStream> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn parsed(line: &str) -> Value {
-        serde_json::from_str(line).expect("a JSON line")
-    }
-
-    #[test]
-    fn requests_keep_the_wire_format() {
-        let permit = Request::Permit {
-            tokens: 5,
-            agent: "a".into(),
-            key: None,
-        };
-        assert_eq!(
-            permit.to_line(),
-            "{\"agent\":\"a\",\"op\":\"permit\",\"tokens\":5}\n"
-        );
-        let backoff = |seconds| Request::Backoff {
-            seconds,
-            agent: "a".into(),
-            key: None,
-        };
-        assert_eq!(parsed(&backoff(0.0).to_line())["seconds"], json!(0));
-        assert_eq!(parsed(&backoff(7.0).to_line())["seconds"], json!(7));
-        assert_eq!(parsed(&backoff(2.5).to_line())["seconds"], json!(2.5));
-        let hello = Request::Hello { secret: "s".into() };
-        assert_eq!(hello.to_line(), "{\"op\":\"hello\",\"secret\":\"s\"}\n");
-        for request in [permit, backoff(2.5), hello] {
-            let back = Request::from_line(&request.to_line()).expect("reads back");
-            assert_eq!(back, request);
-        }
-    }
-
-    #[test]
-    fn a_key_and_learned_limits_travel_with_their_requests() {
-        let learned = Request::Learned {
-            key: key_id("http://127.0.0.1:4000/v1", "OPENAI_API_KEY"),
-            agent: "a".into(),
-            limits: LearnedLimits {
-                requests: Some(Window {
-                    limit: 120,
-                    remaining: 119,
-                    reset_seconds: 0.5,
-                }),
-                ..LearnedLimits::default()
-            },
-        };
-        let line = learned.to_line();
-        assert_eq!(parsed(&line)["requests"]["limit"], json!(120));
-        assert!(parsed(&line).get("tokens").is_none(), "{line}");
-        assert_eq!(Request::from_line(&line).expect("reads back"), learned);
-        let permit = Request::Permit {
-            tokens: 3,
-            agent: "a".into(),
-            key: Some("k".into()),
-        };
-        assert_eq!(parsed(&permit.to_line())["key"], json!("k"));
-        assert_eq!(
-            Request::from_line(&permit.to_line()).expect("reads back"),
-            permit
-        );
-    }
-
-    #[test]
-    fn missing_fields_take_the_brokers_defaults() {
-        assert_eq!(
-            Request::from_line(r#"{"op":"permit"}"#).expect("a permit"),
-            Request::Permit {
-                tokens: 1,
-                agent: String::new(),
-                key: None,
-            }
-        );
-        assert_eq!(
-            Request::from_line(r#"{"op":"report","tokens":9}"#).expect("a report"),
-            Request::Report {
-                tokens: 9,
-                estimated: None,
-                agent: String::new(),
-                key: None,
-            }
-        );
-        assert_eq!(
-            Request::from_line(r#"{"op":"hello"}"#).expect("a hello"),
-            Request::Hello {
-                secret: String::new()
-            }
-        );
-    }
-
-    #[test]
-    fn bad_lines_say_what_is_wrong() {
-        assert!(matches!(
-            Request::from_line("not json"),
-            Err(BadRequest::NotJson(_))
-        ));
-        assert!(matches!(
-            Request::from_line(r#"{"op":"stop"}"#),
-            Err(BadRequest::UnknownOp)
-        ));
-        assert!(matches!(
-            Request::from_line("5"),
-            Err(BadRequest::UnknownOp)
-        ));
-        assert!(matches!(
-            Request::from_line(r#"{"op":"permit","tokens":"many"}"#),
-            Err(BadRequest::Invalid { .. })
-        ));
-    }
-
-    #[test]
-    fn replies_keep_the_wire_format() {
-        assert_eq!(Reply::ok().to_line(), "{\"ok\":true}\n");
-        assert_eq!(
-            Reply::granted(1.5).to_line(),
-            "{\"ok\":true,\"waited_ms\":1.5}\n"
-        );
-        assert_eq!(
-            Reply::refused("no").to_line(),
-            "{\"error\":\"no\",\"ok\":false}\n"
-        );
-        let paused = Reply::from_line("{\"ok\":true,\"paused_ms\":30000}").expect("a reply");
-        assert_eq!(paused, Reply::paused(30000.0));
-        assert_eq!(Reply::from_line("[1]"), None);
-        assert_eq!(Reply::from_line("{}").map(|r| r.ok), Some(false));
-    }
-
-    #[test]
-    fn the_broker_file_reads_back() {
-        let file = BrokerFile {
-            secret: "s".into(),
-            tcp: "node1:4000".into(),
-        };
-        assert_eq!(
-            file.to_text(),
-            "{\"secret\":\"s\",\"tcp\":\"node1:4000\"}\n"
-        );
-        assert_eq!(BrokerFile::from_text(&file.to_text()), Some(file));
-    }
-}
+mod tests;

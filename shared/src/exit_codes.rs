@@ -8,6 +8,10 @@ pub const INCOMPLETE: i32 = 1;
 pub const USAGE: i32 = 2;
 /// The run stopped at its deadline before it was complete; resumable.
 pub const DEADLINE: i32 = 3;
+/// The run's budget (limits.max_cost / max_tokens) is spent; resumable
+/// with a larger one. An agent exits with it too when the broker refused
+/// it a permit for the budget: its items did not fail.
+pub const BUDGET_SPENT: i32 = 4;
 /// Cannot go on: no usable API key (every key was rejected), or the disk is
 /// full. Resumable once fixed. An agent exits with it too, to tell the
 /// supervisor that its items did not fail: the run cannot go on.

@@ -66,6 +66,13 @@ pub enum Command {
         /// without it they stay failed and only untried items run.
         #[arg(long)]
         retry_failed: bool,
+        /// Raise (or set) the run's budget, limits.max_cost: USD for the whole run,
+        /// earlier sessions included. Holds for later resumes too.
+        #[arg(long, value_name = "USD")]
+        max_cost: Option<f64>,
+        /// Raise (or set) limits.max_tokens: tokens for the whole run.
+        #[arg(long, value_name = "N")]
+        max_tokens: Option<u64>,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {
@@ -122,7 +129,7 @@ pub enum Command {
         json: bool,
     },
     /// For shell agents: wait for a rate-limit permit (or report a backoff, tokens
-    /// or learned limits).
+    /// or learned limits). Exits 4 when the run's budget is spent: stop too.
     Permit {
         /// Tokens the call is expected to use.
         #[arg(long, default_value_t = 1)]

@@ -50,6 +50,8 @@ pub fn execute(cli: Cli) -> Result<i32> {
             until,
             notify,
             retry_failed,
+            max_cost,
+            max_tokens,
         } => commands::resume::resume(
             &commands::resume::ResumeRequest {
                 dir: &dir,
@@ -57,6 +59,10 @@ pub fn execute(cli: Cli) -> Result<i32> {
                 until,
                 notify: notify.as_ref(),
                 retry_failed,
+                budget: crate::run::budget::BudgetChange {
+                    max_cost,
+                    max_tokens,
+                },
             },
             &console,
         ),

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use shared::broker::LearnedLimits;
 use shared::ids::IdKey;
 use shared::job::{AgentSettings, Backend as BackendKind, HumanDuration};
+use shared::money::Spend;
 
 use crate::permit::estimate_tokens;
 use crate::process::RunError;
@@ -86,11 +87,14 @@ pub enum AttemptError {
 /// the call fails (a rejected reply still cost its tokens).
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Meter {
-    /// The broker's name of the key (`shared::broker::key_id`); None: the
-    /// run's shared permits.
+    /// In: the key the broker chose from a pool (None: the backend's own
+    /// choice). Out: the broker's name of the key the call used
+    /// (`shared::broker::key_id`); None: the run's shared permits.
     pub key: Option<String>,
     pub learned: Option<LearnedLimits>,
     pub used_tokens: Option<u64>,
+    /// The answer's usage and cost (an LLM answer, even one refused below).
+    pub spend: Option<Spend>,
 }
 
 impl From<RunError> for AttemptError {
@@ -157,6 +161,12 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// The keys a call with `choice` may use, for the broker to choose
+    /// from (empty: the run's shared permits; one: that key's).
+    fn permit_keys(&self, choice: usize) -> Vec<String> {
+        self.permit_key(choice).into_iter().collect()
+    }
+
     /// Whether `choice` can still be called at all (an LLM endpoint whose
     /// keys were all rejected cannot).
     fn usable(&self, _choice: usize) -> bool {
@@ -166,6 +176,27 @@ pub trait Backend: Send + Sync {
     /// The tokens a permit for this call reserves.
     fn estimate(&self, call: Call<'_>, _choice: usize) -> u64 {
         estimate_tokens(call.item)
+    }
+
+    /// The cacheable prefix a call with `choice` carries
+    /// (`shared::broker::prefix_id`): the broker lets the first such call go
+    /// alone, so that the prompt cache is written once.
+    fn cache_prefix(&self, _choice: usize) -> Option<String> {
+        None
+    }
+
+    /// Whether a call that got no answer settles its permit all the same
+    /// (with nothing used), so that the broker's budget lets go of what the
+    /// permit reserved: the LLM backends do; the others report only what
+    /// their records say they used, as they always have.
+    fn settles_permits(&self) -> bool {
+        false
+    }
+
+    /// The USD this call may cost at most, for the run's budget (None: no
+    /// price is known).
+    fn estimate_cost(&self, _call: Call<'_>, _choice: usize) -> Option<f64> {
+        None
     }
 
     /// Runs one attempt at one item with alternative `choice`; the record is

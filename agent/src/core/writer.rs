@@ -45,6 +45,8 @@ pub struct Written {
     pub failed: Vec<IdKey>,
     /// Why the agent cannot go on (no usable API key), if so.
     pub stopped: Option<String>,
+    /// Why the run's budget stopped the agent, if it did.
+    pub out_of_budget: Option<String>,
 }
 
 pub struct Writer<'a, A> {
@@ -59,6 +61,7 @@ pub struct Writer<'a, A> {
     stopped: Option<String>,
     /// The last record written since the last sync, for its error message.
     unsynced: Option<IdKey>,
+    out_of_budget: Option<String>,
 }
 
 impl<'a, A: Append> Writer<'a, A> {
@@ -74,6 +77,7 @@ impl<'a, A: Append> Writer<'a, A> {
             failed: Vec::new(),
             stopped: None,
             unsynced: None,
+            out_of_budget: None,
         }
     }
 
@@ -107,7 +111,11 @@ impl<'a, A: Append> Writer<'a, A> {
                 self.unsynced = Some(id);
                 self.written += 1;
             }
-            Ending::Failed { reason, attempts } => {
+            Ending::Failed {
+                reason,
+                attempts,
+                spend,
+            } => {
                 eprintln!(
                     "{}: item {id} failed after {attempts} attempts: {reason}",
                     self.agent
@@ -115,7 +123,7 @@ impl<'a, A: Append> Writer<'a, A> {
                 // The failures file only explains; the item's absence from the
                 // output file is what counts, so a failed write here is reported
                 // and the agent goes on.
-                if let Err(write_error) = self.failures.record(&id, &reason, attempts) {
+                if let Err(write_error) = self.failures.record(&id, &reason, attempts, spend) {
                     eprintln!(
                         "{}: cannot write {}: {write_error}",
                         self.agent,
@@ -129,6 +137,9 @@ impl<'a, A: Append> Writer<'a, A> {
             Ending::Stopped { reason } => {
                 self.stopped.get_or_insert(reason);
             }
+            Ending::OutOfBudget { reason } => {
+                self.out_of_budget.get_or_insert(reason);
+            }
         }
         Ok(())
     }
@@ -139,6 +150,7 @@ impl<'a, A: Append> Writer<'a, A> {
             written: self.written,
             failed: self.failed.into_iter().map(|(_, id)| id).collect(),
             stopped: self.stopped,
+            out_of_budget: self.out_of_budget,
         }
     }
 }
@@ -193,6 +205,7 @@ mod tests {
             ending: Ending::Failed {
                 reason: "no".into(),
                 attempts: 3,
+                spend: None,
             },
             ..saved(n)
         }

@@ -63,6 +63,9 @@ pub struct FallbackSettings {
     pub temperature: Option<f64>,
     pub extra: Option<Map<String, Value>>,
     pub request_timeout: Option<HumanDuration>,
+    /// This endpoint's price; default: `[agent.price]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::money::Price>,
 }
 
 /// `api_key_env = "OPENAI_API_KEY"`, or a list of names used in order: when

@@ -188,11 +188,13 @@ impl Job {
             }
         }
         let env_names: Vec<&String> = a.env.keys().collect();
-        llm::check(a.backend, a.llm.as_ref(), &env_names).map_err(|p| {
-            JobError::Invalid(Box::new(locate_key(
-                &self.path, &self.text, &p.table, p.key, p.message,
-            )))
-        })?;
+        llm::check(a.backend, a.llm.as_ref(), &env_names)
+            .and_then(|()| super::price::check(s))
+            .map_err(|p| {
+                JobError::Invalid(Box::new(locate_key(
+                    &self.path, &self.text, &p.table, p.key, p.message,
+                )))
+            })?;
         if let Some(rate) = &s.rate {
             if rate.requests_per_minute.is_none() && rate.tokens_per_minute.is_none() {
                 return Err(invalid(

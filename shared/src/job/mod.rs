@@ -6,6 +6,7 @@ mod llm;
 mod load;
 mod notify;
 mod positive;
+mod price;
 mod settings;
 mod values;
 

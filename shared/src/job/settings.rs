@@ -36,11 +36,14 @@ pub struct JobSettings {
 
 impl JobSettings {
     /// Whether agents take a permit for every call from the first one on:
-    /// the job sets rate limits, or the backend talks to an LLM server whose
-    /// limits are learned from its answers (and whose keys start slowly until
-    /// they are). Otherwise no limit applies until a call is rate limited.
+    /// the job sets rate limits or a budget (`budget_applies`), or the backend
+    /// talks to an LLM server whose limits are learned from its answers (and
+    /// whose keys start slowly until they are). Otherwise no limit applies
+    /// until a call is rate limited.
     pub fn permits_from_start(&self) -> bool {
-        self.rate.is_some() || matches!(self.agent.backend, Backend::Openai | Backend::Anthropic)
+        self.rate.is_some()
+            || self.budget_applies()
+            || matches!(self.agent.backend, Backend::Openai | Backend::Anthropic)
     }
 }
 
@@ -136,6 +139,9 @@ pub struct AgentSettings {
     /// of task files when absent, so other backends' stay as they were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSettings>,
+    /// `[agent.price]`: USD per million tokens, for the cost of each record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::money::Price>,
 }
 
 /// `command = ["python3", "gen.py"]`, or a fallback list
@@ -235,6 +241,7 @@ impl Default for AgentSettings {
             demo: DemoSettings::default(),
             validate: None,
             llm: None,
+            price: None,
         }
     }
 }
@@ -302,6 +309,12 @@ pub struct LimitsSettings {
     /// "0B" turns the check off.
     #[serde(default = "default_min_disk")]
     pub min_disk: ByteSize,
+    /// USD the whole run may spend, resumes included (needs [agent.price]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost: Option<f64>,
+    /// Tokens the whole run may use, resumes included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
 }
 
 fn default_min_disk() -> ByteSize {
@@ -343,6 +356,8 @@ impl Default for LimitsSettings {
             agent_log_limit: default_agent_log_limit(),
             min_disk: default_min_disk(),
             memory_enforcement: MemoryEnforcement::default(),
+            max_cost: None,
+            max_tokens: None,
         }
     }
 }

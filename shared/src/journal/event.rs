@@ -130,6 +130,26 @@ pub enum Event {
     CannotGoOn {
         reason: String,
     },
+    /// The run's budget (limits.max_cost / max_tokens) cannot cover another
+    /// request: nothing more starts, requests in flight finish and are
+    /// saved, then the run stops (exit code 4, resumable with a larger one).
+    BudgetSpent {
+        reason: String,
+    },
+    /// The server rejected an API key (401/403): it is dropped and the run
+    /// goes on with the others. `key` is the broker's name for it (the
+    /// endpoint and the variable, never the key).
+    KeyRejected {
+        key: String,
+    },
+    /// `nightshift resume --max-cost / --max-tokens` set the run's budget
+    /// (for this session and the ones after it).
+    Budget {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_cost: Option<f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_tokens: Option<u64>,
+    },
     /// `nightshift control` changed the live run (`action`: max-parallel,
     /// pause, continue, stop; `max_parallel` for the first).
     Control {
@@ -181,6 +201,9 @@ impl Event {
         "deadline",
         "drain-over",
         "cannot-go-on",
+        "budget-spent",
+        "key-rejected",
+        "budget",
         "control",
         "run-finished",
         "notified",
@@ -209,6 +232,9 @@ impl Event {
             Self::Deadline { .. } => "deadline",
             Self::DrainOver { .. } => "drain-over",
             Self::CannotGoOn { .. } => "cannot-go-on",
+            Self::BudgetSpent { .. } => "budget-spent",
+            Self::KeyRejected { .. } => "key-rejected",
+            Self::Budget { .. } => "budget",
             Self::Control { .. } => "control",
             Self::RunFinished { .. } => "run-finished",
             Self::Notified { .. } => "notified",
@@ -329,6 +355,9 @@ pub enum RunEnd {
     Halted,
     /// Stopped because it cannot go on (exit code 5); resumable once fixed.
     Stopped,
+    /// Stopped because its budget is spent (exit code 4); resumable with a
+    /// larger one.
+    Budget,
 }
 
 impl RunEnd {
@@ -340,6 +369,7 @@ impl RunEnd {
             Self::Deadline => "deadline",
             Self::Halted => "halted",
             Self::Stopped => "stopped",
+            Self::Budget => "budget",
         }
     }
 
@@ -351,6 +381,7 @@ impl RunEnd {
             Self::Failed | Self::Halted => crate::exit_codes::INCOMPLETE,
             Self::Deadline => crate::exit_codes::DEADLINE,
             Self::Stopped => crate::exit_codes::CANNOT_GO_ON,
+            Self::Budget => crate::exit_codes::BUDGET_SPENT,
             Self::Interrupted => crate::exit_codes::INTERRUPTED,
         }
     }

@@ -30,6 +30,8 @@ pub struct History {
     /// The earliest and latest `ts` of the journal.
     pub first: Option<SystemTime>,
     pub last: Option<SystemTime>,
+    /// API keys the servers rejected (`key-rejected`), in order.
+    pub rejected_keys: Vec<String>,
     /// Attempts of all agents so far, to number the next one's `seq`.
     attempts_seen: usize,
 }
@@ -184,6 +186,9 @@ impl History {
             },
             Event::Merged { segment, stamp, .. } => {
                 self.segment_stamps.insert(*segment, *stamp);
+            }
+            Event::KeyRejected { key } if !self.rejected_keys.contains(key) => {
+                self.rejected_keys.push(key.clone());
             }
             _ => {}
         }

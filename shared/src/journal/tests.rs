@@ -112,6 +112,16 @@ fn one_of_each() -> Vec<Event> {
         Event::CannotGoOn {
             reason: "no usable API key".into(),
         },
+        Event::BudgetSpent {
+            reason: "limits.max_cost = $1.00 is spent".into(),
+        },
+        Event::KeyRejected {
+            key: "https://api.example/v1 KEY_B".into(),
+        },
+        Event::Budget {
+            max_cost: Some(2.5),
+            max_tokens: None,
+        },
         Event::Control {
             action: "max-parallel".into(),
             max_parallel: Some(4),

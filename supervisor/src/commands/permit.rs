@@ -76,6 +76,9 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             estimated: Some(request.tokens),
             agent,
             key,
+            cost: None,
+            estimated_cost: None,
+            prefix: None,
         },
         (None, None, Some(key)) if !request.learned.is_empty() => Request::Learned {
             key: key.clone(),
@@ -86,6 +89,9 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             tokens: request.tokens,
             agent,
             key,
+            cost: None,
+            keys: Vec::new(),
+            prefix: None,
         },
     };
     let mut connection = connect(&broker)?;
@@ -95,9 +101,18 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
         };
         ask(&mut connection, &hello)?;
     }
-    ask(&mut connection, &message)?;
-    Ok(exit_codes::SUCCESS)
+    match ask(&mut connection, &message) {
+        // The run's budget is spent: the shell agent stops like ours (exit 4).
+        Err(SupervisorError::Unsupported(why)) if why.starts_with(SPENT) => {
+            eprintln!("nightshift permit: {why}");
+            Ok(exit_codes::BUDGET_SPENT)
+        }
+        other => other.map(|()| exit_codes::SUCCESS),
+    }
 }
+
+/// How a refusal for the run's budget starts.
+const SPENT: &str = "budget spent: ";
 
 /// The broker named by NIGHTSHIFT_SOCKET (and NIGHTSHIFT_SECRET), else by
 /// RUN/broker.json.
@@ -179,6 +194,11 @@ fn ask(connection: &mut BufReader<Box<dyn Stream>>, request: &Request) -> Result
     })?;
     if reply.ok {
         Ok(())
+    } else if reply.spent {
+        Err(SupervisorError::Unsupported(format!(
+            "{SPENT}{}",
+            reply.reason()
+        )))
     } else {
         Err(SupervisorError::Unsupported(format!(
             "the rate broker refused: {}",

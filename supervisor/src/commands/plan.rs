@@ -6,6 +6,7 @@ use shared::ids::IdKey;
 use shared::plan::Plan;
 
 use crate::error::{Result, SupervisorError};
+use crate::reporting::estimate::estimate_line;
 use crate::run::setup::plan_job;
 
 pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
@@ -23,6 +24,9 @@ pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
             planned.plan.id_field
         );
         print!("{}", describe(&planned.plan));
+        if let Some(line) = estimate_line(&planned.job.settings, &planned.items) {
+            println!("{line}");
+        }
     }
     Ok(shared::exit_codes::SUCCESS)
 }

@@ -20,6 +20,7 @@ use shared::rundir::RunDir;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::merge::final_up_to_date;
+use crate::run::budget::{apply_budget, BudgetChange};
 use crate::run::existing::{frozen_job, open_run};
 use crate::run::journal::EventLog;
 use crate::run::lock::RunLock;
@@ -40,6 +41,8 @@ pub struct ResumeRequest<'a> {
     pub notify: Option<&'a NotifyCommand>,
     /// Items that failed every attempt are tried again.
     pub retry_failed: bool,
+    /// --max-cost / --max-tokens.
+    pub budget: BudgetChange,
 }
 
 pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
@@ -49,12 +52,14 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
         until,
         notify,
         retry_failed,
+        budget,
     } = *request;
     let started = Instant::now();
     let (run, plan) = open_run(dir)?;
     println!("run directory: {}", dir.display());
     let _lock = RunLock::acquire(&run)?;
-    let job = frozen_job(&run)?;
+    let mut job = frozen_job(&run)?;
+    apply_budget(&run, &mut job, budget)?;
     let notifier = Notifier::for_run(&job, notify);
     let taken_over = take_over(&run, &plan, &job, retry_failed);
     // From here the run has started: whatever ends it, the notify command is told.

@@ -9,6 +9,7 @@ use shared::job::Deadline;
 
 use crate::console::Console;
 use crate::error::Result;
+use crate::reporting::estimate::estimate_line;
 use crate::run::lock::RunLock;
 use crate::run::notify::{Notifier, NotifyCommand};
 use crate::run::session::drive;
@@ -28,6 +29,9 @@ pub fn run(
     let dir = choose_run_dir(run_dir, &checked.job.name)?;
     make_run_dir(&dir)?;
     println!("run directory: {}", dir.display());
+    if let Some(line) = estimate_line(&checked.job.settings, &checked.items) {
+        println!("{line}");
+    }
     let run = create_run_dir(&dir, &checked)?;
     let _lock = RunLock::acquire(&run)?;
     // The items now live in the task files; the supervisor does not need them.

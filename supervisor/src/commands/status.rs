@@ -61,6 +61,15 @@ fn describe(s: &RunStatus) -> String {
         "items: {} of {} done ({percent:.0}%), {} failed\n",
         s.items.done, s.items.total, s.items.failed
     ));
+    if let Some(spent) = crate::reporting::cost::describe(&s.usage, s.cost, s.projected_cost) {
+        text.push_str(&format!("{spent}\n"));
+    }
+    if !s.rejected_keys.is_empty() {
+        text.push_str(&format!(
+            "keys rejected by their servers (dropped): {}\n",
+            s.rejected_keys.join(", ")
+        ));
+    }
     if s.items.truncated > 0 {
         text.push_str(&format!(
             "truncated: {} saved repl(ies) cut by max_tokens (kept; raise agent.llm.max_tokens to get them whole)\n",

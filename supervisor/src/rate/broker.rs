@@ -5,7 +5,12 @@
 //! none); each key queues apart, so a paused key holds up no other. A backoff
 //! naming a key pauses that key; one naming none pauses every permit. Every
 //! grant, backoff, change of a key's pace and hold is a line of RUN/rate.log.
-//! Keys are only ever their `key_id` (a URL and a variable's name).
+//! Keys are only ever their `key_id` (a URL and a variable's name). A permit
+//! may name a pool of keys instead of one: the broker chooses the key
+//! (`key_choice`). It also holds the run's budgets (`spend`: a permit the
+//! budget cannot cover is refused, and every one after it) and the prompt
+//! cache's warm-up (`warmup`: the first request with a cacheable prefix goes
+//! alone).
 //!
 //! Nothing here blocks or keeps a thread: a permit is queued under a ticket,
 //! and the server's one I/O thread calls `grant_due` after every request it
@@ -22,9 +27,12 @@ use shared::broker::{LearnedLimits, Reply, Request};
 use shared::job::RateSettings;
 
 use crate::rate::budget::Limiter;
+use crate::rate::key_choice::{self, Rejected};
 use crate::rate::key_pacer::{KeyPacer, KeyPacers};
 use crate::rate::learned::Dimension;
 use crate::rate::log::RateLog;
+use crate::rate::spend::SpendLimit;
+use crate::rate::warmup::Warmup;
 
 /// The handle of a queued permit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,6 +50,12 @@ pub enum Answer {
 struct Waiting {
     agent: String,
     tokens: u64,
+    /// The USD it may cost at most (for the budget).
+    cost: Option<f64>,
+    /// The cacheable prefix its request carries (for the warm-up).
+    prefix: Option<String>,
+    /// The key the broker chose of the permit's pool, for the reply.
+    chosen: Option<String>,
     asked: Instant,
 }
 
@@ -58,6 +72,14 @@ pub struct Broker {
     next_ticket: u64,
     /// When the first permit that could not go may go.
     next_due: Option<Instant>,
+    /// The run's budgets (`limits.max_cost`, `limits.max_tokens`).
+    spend: SpendLimit,
+    /// Keys the servers rejected: no pool's permit goes to them.
+    rejected: Rejected,
+    /// Rejected keys the supervisor has not journaled yet.
+    unannounced: Vec<String>,
+    /// Prompt-cache warm-up, per cacheable prefix.
+    warmup: Warmup,
     log: RateLog,
     started: Instant,
     /// RUN/rate.limited, made at the first limit an agent reports.
@@ -81,6 +103,10 @@ impl Broker {
             waiting: HashMap::new(),
             next_ticket: 0,
             next_due: None,
+            spend: SpendLimit::default(),
+            rejected: Rejected::default(),
+            unannounced: Vec::new(),
+            warmup: Warmup::default(),
             log,
             started: now,
             limited_file,
@@ -104,27 +130,61 @@ impl Broker {
     /// (then `grant_due` says when it is granted — at once, when it can be).
     pub fn answer(&mut self, request: &Request, now: Instant) -> Answer {
         match request {
-            Request::Permit { tokens, agent, key } => {
+            Request::Permit {
+                tokens,
+                agent,
+                key,
+                cost,
+                keys,
+                prefix,
+            } => {
                 let ticket = Ticket(self.next_ticket);
                 self.next_ticket += 1;
-                self.queue_mut(key.as_deref()).push_back(ticket);
+                // A pool's key is chosen now: the permit then queues for it.
+                let chosen = match key {
+                    Some(_) => None,
+                    None => key_choice::choose(
+                        keys,
+                        &mut self.keys,
+                        &self.keyed,
+                        &self.rejected,
+                        *tokens,
+                        ticket.0,
+                        now,
+                    ),
+                };
+                let queue = key.as_deref().or(chosen.as_deref()).map(str::to_owned);
+                self.queue_mut(queue.as_deref()).push_back(ticket);
                 self.waiting.insert(
                     ticket,
                     Waiting {
                         agent: agent.clone(),
                         tokens: *tokens,
+                        cost: *cost,
+                        prefix: prefix.clone(),
+                        chosen,
                         asked: now,
                     },
                 );
                 Answer::Later(ticket)
             }
+            Request::Rejected { key, agent } => {
+                self.reject(agent, key, now);
+                Answer::Now(Reply::ok())
+            }
             Request::Report {
                 tokens,
                 estimated,
                 key,
+                cost,
+                estimated_cost,
+                prefix,
                 ..
             } => {
                 let estimated = estimated.unwrap_or(*tokens);
+                self.warmup.reported(prefix.as_deref(), *tokens > 0);
+                self.spend
+                    .settle(estimated, *tokens, *estimated_cost, *cost);
                 self.limiter.report(estimated, *tokens, now);
                 if let Some(key) = key {
                     self.keys.get(key, now).report(estimated, *tokens, now);
@@ -152,49 +212,81 @@ impl Broker {
         }
     }
 
-    /// Grants every permit that may go now, oldest first within each queue;
-    /// the ticket and reply of each.
+    /// Grants every permit that may go now, oldest first within each queue,
+    /// and refuses those the budget cannot cover; the ticket and reply of each.
     pub fn grant_due(&mut self, now: Instant) -> Vec<(Ticket, Reply)> {
-        let mut granted = Vec::new();
+        let mut answered = Vec::new();
         self.next_due = None;
         if self.paused {
-            return granted;
+            return answered;
         }
         let mut next_due: Option<Instant> = None;
-        while let Some(&ticket) = self.unkeyed.front() {
-            let tokens = self.waiting.get(&ticket).map_or(0, |w| w.tokens);
-            if let Err(ready) = self.limiter.try_grant(tokens, now) {
-                next_due = earliest(next_due, ready);
-                break;
-            }
-            self.unkeyed.pop_front();
-            granted.push((ticket, self.granted(ticket, None, now)));
-        }
-        let keys: Vec<String> = self
-            .keyed
-            .iter()
-            .filter(|(_, queue)| !queue.is_empty())
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in keys {
-            while let Some(&ticket) = self.keyed.get(&key).and_then(VecDeque::front) {
-                let tokens = self.waiting.get(&ticket).map_or(0, |w| w.tokens);
-                // The run's budget and the key's pace both.
-                let run = self.limiter.ready_at(tokens, now);
-                if let Some(ready) = run.max(self.keys.get(&key, now).ready_at(tokens, now)) {
-                    next_due = earliest(next_due, ready);
-                    break;
+        let mut queues: Vec<Option<String>> = vec![None];
+        queues.extend(
+            self.keyed
+                .iter()
+                .filter(|(_, queue)| !queue.is_empty())
+                .map(|(key, _)| Some(key.clone())),
+        );
+        for key in queues {
+            while let Some(ticket) = self.front(key.as_deref()) {
+                match self.decide(ticket, key.as_deref(), now) {
+                    Decision::Wait(until) => {
+                        next_due = earliest(next_due, until);
+                        break;
+                    }
+                    Decision::Answer(reply) => {
+                        self.queue_mut(key.as_deref()).pop_front();
+                        answered.push((ticket, reply));
+                    }
                 }
-                self.limiter.take(tokens);
-                self.keys.get(&key, now).take(tokens);
-                if let Some(queue) = self.keyed.get_mut(&key) {
-                    queue.pop_front();
-                }
-                granted.push((ticket, self.granted(ticket, Some(&key), now)));
             }
         }
         self.next_due = next_due;
-        granted
+        answered
+    }
+
+    fn front(&self, key: Option<&str>) -> Option<Ticket> {
+        match key {
+            None => self.unkeyed.front().copied(),
+            Some(key) => self.keyed.get(key).and_then(|q| q.front().copied()),
+        }
+    }
+
+    /// What the permit at the front of `key`'s queue gets now.
+    fn decide(&mut self, ticket: Ticket, key: Option<&str>, now: Instant) -> Decision {
+        let (tokens, cost, prefix) = match self.waiting.get(&ticket) {
+            Some(w) => (w.tokens, w.cost, w.prefix.clone()),
+            None => (0, None, None),
+        };
+        // The run's pace, the key's, and a warm-up of the same prefix.
+        let mut ready = self.limiter.ready_at(tokens, now);
+        if let Some(key) = key {
+            ready = ready.max(self.keys.get(key, now).ready_at(tokens, now));
+        }
+        ready = ready.max(self.warmup.ready_at(prefix.as_deref(), now));
+        // A spent budget refuses at once, without waiting for the pace.
+        let refused = match ready {
+            Some(_) if self.spend.exhausted().is_none() => None,
+            _ => self.spend.reserve(tokens, cost).err(),
+        };
+        if let Some(why) = refused {
+            let agent = self.waiting.remove(&ticket).map(|w| w.agent);
+            let t = self.since_start(now);
+            self.log.write(
+                &json!({"t": t, "op": "spent", "agent": agent, "tokens": tokens, "cost": cost}),
+            );
+            return Decision::Answer(Reply::spent(why));
+        }
+        if let Some(until) = ready {
+            return Decision::Wait(until);
+        }
+        self.limiter.take(tokens);
+        if let Some(key) = key {
+            self.keys.get(key, now).take(tokens);
+        }
+        let warming = self.warmup.granted(prefix.as_deref(), now);
+        Decision::Answer(self.granted(ticket, key, warming, now))
     }
 
     /// When `grant_due` may grant a permit that cannot go now (None: none
@@ -237,7 +329,7 @@ impl Broker {
     }
 
     /// The reply to a permit just granted, and its line in rate.log.
-    fn granted(&mut self, ticket: Ticket, key: Option<&str>, now: Instant) -> Reply {
+    fn granted(&mut self, ticket: Ticket, key: Option<&str>, warming: bool, now: Instant) -> Reply {
         let Some(waiting) = self.waiting.remove(&ticket) else {
             return Reply::granted(0.0);
         };
@@ -247,8 +339,42 @@ impl Broker {
         if let Some(key) = key {
             line["key"] = json!(key);
         }
+        if warming {
+            line["warmup"] = json!(true);
+        }
         self.log.write(&line);
-        Reply::granted(waited * 1000.0)
+        Reply {
+            key: waiting.chosen,
+            ..Reply::granted(waited * 1000.0)
+        }
+    }
+
+    /// The server rejected `key`: said once, in rate.log and the supervisor's
+    /// log, and no pool's permit goes to it again.
+    fn reject(&mut self, agent: &str, key: &str, now: Instant) {
+        if self.rejected.add(key) {
+            let t = self.since_start(now);
+            self.log
+                .write(&json!({"t": t, "op": "rejected", "agent": agent, "key": key}));
+            self.unannounced.push(key.to_owned());
+            tracing::warn!("the server rejected the key {key} (reported by {agent}); the run goes on with the others");
+        }
+    }
+
+    /// Keys rejected since the last call, for the journal.
+    pub fn newly_rejected(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.unannounced)
+    }
+
+    /// Holds the run's budgets from now on (what earlier sessions spent
+    /// is in `limit`).
+    pub fn set_budget(&mut self, limit: SpendLimit) {
+        self.spend = limit;
+    }
+
+    /// Why the budget refuses permits, once it does.
+    pub fn budget_spent(&self) -> Option<String> {
+        self.spend.exhausted().map(str::to_owned)
     }
 
     /// Pauses `key`'s permits, or without a key every permit.
@@ -305,6 +431,12 @@ impl Broker {
             );
         }
     }
+}
+
+/// What the permit at the front of a queue gets.
+enum Decision {
+    Wait(Instant),
+    Answer(Reply),
 }
 
 fn earliest(current: Option<Instant>, candidate: Instant) -> Option<Instant> {

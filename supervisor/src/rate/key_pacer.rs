@@ -342,10 +342,14 @@ impl KeyPacers {
     }
 
     pub fn get(&mut self, key: &str, now: Instant) -> &mut KeyPacer {
-        let cap = self.cap;
+        // No allocation for a key seen before: this is every permit's path.
+        if !self.pacers.contains_key(key) {
+            self.pacers
+                .insert(key.to_owned(), KeyPacer::new(self.cap, now));
+        }
         self.pacers
-            .entry(key.to_owned())
-            .or_insert_with(|| KeyPacer::new(cap, now))
+            .get_mut(key)
+            .expect("the key's pacer was inserted above")
     }
 }
 

@@ -40,6 +40,7 @@ use shared::rundir::RunDir;
 use crate::rate::broker::Broker;
 use crate::rate::io_loop::{self, Listeners, TCP, UNIX, WAKER};
 use crate::rate::log::RateLog;
+use crate::rate::spend::SpendLimit;
 
 /// Longest socket path a sockaddr_un holds, with its terminating NUL.
 const MAX_SOCKET_PATH: usize = 107;
@@ -142,6 +143,23 @@ impl RateServer {
                 tracing::warn!("cannot wake the rate broker: {error}");
             }
         }
+    }
+
+    /// Hands the broker the run's budgets (`rate::spend`); permits waiting
+    /// are looked at again under them.
+    pub fn set_budget(&self, limit: SpendLimit) {
+        io_loop::lock(&self.broker).set_budget(limit);
+        self.wake();
+    }
+
+    /// Keys the servers rejected since the last call, for the journal.
+    pub fn newly_rejected(&self) -> Vec<String> {
+        io_loop::lock(&self.broker).newly_rejected()
+    }
+
+    /// Why the budget refuses permits, once it does.
+    pub fn budget_spent(&self) -> Option<String> {
+        io_loop::lock(&self.broker).budget_spent()
     }
 
     pub fn path(&self) -> &Path {

@@ -196,6 +196,9 @@ fn attempt_reason(
         Outcome::Killed(KillReason::Deadline) => "stopped at the deadline".to_owned(),
         Outcome::Killed(reason) => format!("killed to make room ({reason})"),
         Outcome::Crashed { signal } => format!("crashed: signal {signal}"),
+        Outcome::Failed {
+            code: shared::exit_codes::BUDGET_SPENT,
+        } => "not tried: the run's budget is spent (resume --max-cost)".to_owned(),
         Outcome::Failed { code } => match last_log_line(&run.agent_log(at)) {
             Some(line) => format!("exit code {code}; its log ends with: {line}"),
             None => format!("exit code {code}"),

@@ -47,6 +47,12 @@ pub fn render(
         failed = status.items.failed,
         dir = escape(&status.run_dir),
     );
+    page.push_str(&crate::reporting::cost::html_section(
+        &status.usage,
+        status.cost,
+        status.projected_cost,
+        &status.segments,
+    ));
     page.push_str(&timeline_svg(plan, timeline));
     if let Some(memory) = report.map(|r| &r["memory"]) {
         page.push_str(&memory_svg(memory, timeline));

@@ -1,6 +1,7 @@
 //! How far a run is: saved records per agent, counted as they land by reading
 //! only what was appended to each agent file since the last look (complete
-//! lines; a line still being written is counted once its newline arrives).
+//! lines; a line still being written is counted once its newline arrives),
+//! and the tokens and money their records say they cost.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -8,6 +9,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use shared::money::Spend;
 use shared::plan::{AgentRef, Plan};
 use shared::records::Lines;
 use shared::rundir::RunDir;
@@ -18,6 +20,21 @@ use shared::rundir::RunDir;
 pub struct FileSeen {
     pub offset: u64,
     pub lines: usize,
+    /// What the records in those bytes cost.
+    pub spend: Spend,
+}
+
+/// The summed `usage` and `cost` of the complete lines of `bytes` (only
+/// lines that mention a usage are parsed: others cost nothing).
+pub fn spend_of_lines(bytes: &[u8], lines: &Lines<'_>) -> Spend {
+    let mut total = Spend::default();
+    for (_, range) in lines.iter() {
+        let line = &bytes[range];
+        if line.windows(7).any(|w| w == b"\"usage\"") {
+            total += Spend::from_line(line);
+        }
+    }
+    total
 }
 
 struct Tail {
@@ -26,6 +43,8 @@ struct Tail {
     /// Bytes read so far, up to the last complete line.
     offset: u64,
     lines: usize,
+    /// The `usage` and `cost` of the records read so far.
+    spend: Spend,
 }
 
 pub struct Progress {
@@ -54,6 +73,7 @@ impl Progress {
                         items: a.ids.len(),
                         offset: 0,
                         lines: 0,
+                        spend: Spend::default(),
                     };
                     (run.agent_output(a.at), tail)
                 })
@@ -69,6 +89,7 @@ impl Progress {
                 Some(file) => {
                     tail.offset = file.offset;
                     tail.lines = file.lines;
+                    tail.spend = file.spend;
                     progress.done += file.lines.min(tail.items);
                 }
                 None => unread.push(path.clone()),
@@ -91,6 +112,7 @@ impl Progress {
                 // Truncated (a torn line cut off): count again from the start.
                 tail.offset = 0;
                 tail.lines = 0;
+                tail.spend = Spend::default();
             }
             if len > tail.offset && file.seek(SeekFrom::Start(tail.offset)).is_ok() {
                 let mut appended =
@@ -98,6 +120,7 @@ impl Progress {
                 if file.read_to_end(&mut appended).is_ok() {
                     let lines = Lines::new(&appended);
                     tail.lines += lines.count();
+                    tail.spend += spend_of_lines(&appended, &lines);
                     tail.offset += lines.complete_len() as u64;
                 }
             }
@@ -110,6 +133,22 @@ impl Progress {
     /// Records counted in one agent file so far (capped at its items).
     pub fn saved(&self, path: &Path) -> usize {
         self.tails.get(path).map_or(0, |t| t.lines.min(t.items))
+    }
+
+    /// What the records of one agent file cost so far.
+    pub fn spend(&self, path: &Path) -> Spend {
+        self.tails
+            .get(path)
+            .map_or_else(Spend::default, |t| t.spend)
+    }
+
+    /// What every record counted so far cost.
+    pub fn total_spend(&self) -> Spend {
+        let mut total = Spend::default();
+        for tail in self.tails.values() {
+            total += tail.spend;
+        }
+        total
     }
 
     pub fn done(&self) -> usize {

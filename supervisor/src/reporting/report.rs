@@ -10,6 +10,7 @@ use shared::rundir::RunDir;
 use shared::validate::Problem;
 
 use crate::outcome::Outcome;
+use crate::reporting::cost::Cost;
 
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
@@ -85,12 +86,31 @@ pub struct ReportInput<'a> {
     pub problems: &'a [Problem],
     pub seconds: f64,
     pub memory: &'a crate::outcome::MemoryReport,
+    /// Tokens and USD per agent, segment and run.
+    pub spent: &'a crate::reporting::cost::RunCost,
+    /// Agent names, for the per-agent costs.
+    pub plan: &'a shared::plan::Plan,
 }
 
 pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
     let attempts: Vec<AttemptJson<'_>> = input.attempts.iter().map(AttemptJson::from).collect();
+    let total = Cost::from(input.spent.total);
+    let agents: Vec<serde_json::Value> = input
+        .plan
+        .agents()
+        .map(|agent| (agent, input.spent.agent(agent.at)))
+        .filter(|(_, spend)| !spend.is_zero())
+        .map(|(agent, spend)| {
+            let cost = Cost::from(spend);
+            json!({"agent": agent.name, "usage": cost.usage, "cost": cost.cost})
+        })
+        .collect();
     let report = json!({
         "state": input.state,
+        "usage": total.usage,
+        "cost": total.cost,
+        "cost_by_segment": input.spent.segment_costs(),
+        "cost_by_agent": agents,
         "seconds": input.seconds,
         "items": {
             "total": input.items_total,

@@ -8,11 +8,13 @@ use serde::Serialize;
 
 use shared::exit_codes;
 use shared::journal::{AgentHistory, Journal, KillReason, Outcome, RunEnd};
+use shared::money::Usage;
 use shared::plan::Plan;
 use shared::rundir::RunDir;
 
 use crate::executor::local::sweep::{find_leftovers, Agents, Group};
 use crate::merge::{final_up_to_date, segment_up_to_date};
+use crate::reporting::cost::{projected, run_cost, Cost, SegmentCost};
 use crate::reporting::failures::{self, by_reason, FailedItem, Scope};
 use crate::reporting::progress::Progress;
 use crate::run::live::LiveAgents;
@@ -29,6 +31,16 @@ pub struct RunStatus {
     pub paused: bool,
     pub max_parallel: Option<usize>,
     pub items: ItemCounts,
+    /// Tokens and USD spent by the whole run (every session), records and
+    /// failure lines; `cost` null when no price is known.
+    pub usage: Usage,
+    pub cost: Option<f64>,
+    /// The cost of the whole run at the cost per saved item so far.
+    pub projected_cost: Option<f64>,
+    /// The same per segment.
+    pub segments: Vec<SegmentCost>,
+    /// API keys their servers rejected (the endpoint and the variable).
+    pub rejected_keys: Vec<String>,
     /// Failed items by reason, and the last few (while the run is live: the
     /// items agents gave up on; after it: every missing item).
     pub failures: FailureSummary,
@@ -68,6 +80,8 @@ pub struct AgentStatus {
     pub rss: Option<u64>,
     pub reason: Option<String>,
     pub attempts: u32,
+    pub usage: Usage,
+    pub cost: Option<f64>,
 }
 
 /// What `nightshift resume` would do now.
@@ -81,14 +95,17 @@ pub struct ResumePlan {
 }
 
 /// The latest attempt was stopped because the run stopped (Ctrl-C, deadline),
-/// or said that the run cannot go on (exit code 5): not its items' fault.
+/// or said that the run cannot go on (exit code 5) or that its budget is
+/// spent (exit code 4): not its items' fault.
 fn stopped(history: &AgentHistory) -> bool {
     history.last().is_some_and(|attempt| {
         attempt.kill.is_some_and(KillReason::stops_run)
-            || attempt.outcome()
-                == (Outcome::Failed {
-                    code: exit_codes::CANNOT_GO_ON,
-                })
+            || matches!(
+                attempt.outcome(),
+                Outcome::Failed {
+                    code: exit_codes::CANNOT_GO_ON | exit_codes::BUDGET_SPENT
+                }
+            )
     })
 }
 
@@ -117,6 +134,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
     let live_by_name: HashMap<&str, _> =
         live.agents.iter().map(|a| (a.agent.as_str(), a)).collect();
     let progress = Progress::new(run, plan);
+    let spent = run_cost(run, plan, &progress);
     let mut agents = Vec::new();
     let (mut done_total, mut failed_items, mut to_run) = (0, 0, 0);
     for agent in plan.agents() {
@@ -156,6 +174,8 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
             rss: now_live.map(|l| l.rss),
             reason: failure.filter(|_| state != "done"),
             attempts: past.map_or(0, AgentHistory::launches),
+            usage: spent.agent(agent.at).usage,
+            cost: Cost::from(spent.agent(agent.at)).cost,
         });
     }
     let state = if alive {
@@ -166,6 +186,8 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
             Some(RunEnd::Failed | RunEnd::Halted) => "failed",
             // Cannot go on until someone fixes it (a key, the disk); resumable.
             Some(RunEnd::Stopped) => "stopped",
+            // Its budget is spent; resumable with a larger one.
+            Some(RunEnd::Budget) => "budget",
             // Stopped at its deadline, resumable: the same as an interrupted run.
             _ => "interrupted",
         }
@@ -213,6 +235,11 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
             failed: failed_items,
             truncated: items.truncated,
         },
+        usage: spent.total.usage,
+        cost: Cost::from(spent.total).cost,
+        projected_cost: projected(&spent.total, done_total, plan.items_total),
+        segments: spent.segment_costs(),
+        rejected_keys: journal.history.rejected_keys.clone(),
         failures: FailureSummary {
             by_reason: by_reason(failed),
             last: failed[failed.len().saturating_sub(LAST_FAILURES)..].to_vec(),

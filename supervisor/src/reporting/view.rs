@@ -16,6 +16,7 @@ use crate::executor::AttemptKey;
 use crate::reporting::progress::Progress;
 use crate::schedule::scheduler::Scheduler;
 use crate::supervise::slot::Slot;
+use shared::money::dollars;
 use shared::plan::AgentPlan;
 
 /// Lines the display keeps for itself beyond agent lines: the overall bar,
@@ -130,13 +131,14 @@ impl Bars {
         let (rate, eta) = snapshot.progress.rate_and_eta();
         self.overall.set_position(snapshot.progress.done() as u64);
         self.overall.set_message(format!(
-            "· {rate:.1}/s · ETA {} · segment {}/{} · {} running · {} failed · {}",
+            "· {rate:.1}/s · ETA {} · segment {}/{} · {} running · {} failed · {}{}",
             eta.map_or_else(|| "?".to_owned(), short_duration),
             snapshot.segment,
             snapshot.segments,
             snapshot.slots.len(),
             snapshot.failed,
-            size(snapshot.total_rss)
+            size(snapshot.total_rss),
+            money(snapshot.progress)
         ));
         // Never taller than the terminal (read each time: it may be resized).
         let rows = console::Term::stderr()
@@ -246,15 +248,29 @@ fn plain_line(s: &RunSnapshot<'_, '_>) -> String {
     let done = s.progress.done();
     let percent = percent(done, s.progress.total);
     format!(
-        "[{h:02}:{m:02}:{sec:02}] {done}/{} items ({percent:.0}%) · {rate:.1}/s · ETA {} · segment {}/{} · {} running · {} failed · {}",
+        "[{h:02}:{m:02}:{sec:02}] {done}/{} items ({percent:.0}%) · {rate:.1}/s · ETA {} · segment {}/{} · {} running · {} failed · {}{}",
         s.progress.total,
         eta.map_or_else(|| "?".to_owned(), short_duration),
         s.segment,
         s.segments,
         s.slots.len(),
         s.failed,
-        size(s.total_rss)
+        size(s.total_rss),
+        money(s.progress)
     )
+}
+
+/// " · $0.42 so far, ≈$1.20 for the run" (the projection at the cost per
+/// saved item so far); nothing when no record has a cost.
+fn money(progress: &Progress) -> String {
+    let spent = progress.total_spend();
+    let Some(cost) = spent.cost else {
+        return String::new();
+    };
+    match crate::reporting::cost::projected(&spent, progress.done(), progress.total) {
+        Some(all) => format!(" · {} so far, ≈{} for the run", dollars(cost), dollars(all)),
+        None => format!(" · {} so far", dollars(cost)),
+    }
 }
 
 pub fn short_duration(d: Duration) -> String {

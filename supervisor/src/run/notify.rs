@@ -267,7 +267,9 @@ pub fn is_failure(outcome: &Outcome) -> bool {
     match outcome {
         Outcome::Succeeded => false,
         Outcome::Killed(reason) => !(reason.makes_room() || reason.stops_run()),
-        Outcome::Failed(code) => *code != exit_codes::CANNOT_GO_ON,
+        Outcome::Failed(code) => {
+            *code != exit_codes::CANNOT_GO_ON && *code != exit_codes::BUDGET_SPENT
+        }
         Outcome::Crashed(_) | Outcome::LaunchFailed(_) | Outcome::Slurm(_) => true,
     }
 }

@@ -50,6 +50,7 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
         let seen = FileSeen {
             offset: lines.complete_len() as u64,
             lines: lines.count(),
+            spend: crate::reporting::progress::spend_of_lines(&checked.bytes, &lines),
         };
         files.insert(agent.at, seen);
         let saved_here: HashSet<&shared::ids::IdKey> = checked

@@ -17,7 +17,9 @@ use shared::validate::{Problem, ProblemKind};
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::merge::merge_final;
+use crate::reporting::cost::{describe, projected, run_cost};
 use crate::reporting::failures::{item_report, Scope};
+use crate::reporting::progress::Progress;
 use crate::reporting::report::{write_report, ReportInput};
 use crate::run::journal::{read_journal, EventLog};
 use crate::run::notify::{self, Notifier, RunSummary};
@@ -100,6 +102,7 @@ fn session(
             let (done, missing) = saved_so_far(run, plan)?;
             let end = match stopped {
                 Ending::CannotGoOn(_) => RunEnd::Stopped,
+                Ending::BudgetSpent(_) => RunEnd::Budget,
                 Ending::Interrupted => RunEnd::Interrupted,
                 Ending::Deadline => RunEnd::Deadline,
                 _ => RunEnd::Halted,
@@ -119,6 +122,7 @@ fn session(
     let items = read_journal(&run.events())
         .map(|journal| item_report(run, plan, &journal, Some(&job.settings), Scope::Missing))
         .unwrap_or_default();
+    let spent = run_cost(run, plan, &Progress::new(run, plan));
     let report = ReportInput {
         state,
         items_total: plan.items_total,
@@ -130,6 +134,8 @@ fn session(
         problems: &problems,
         seconds: started.elapsed().as_secs_f64(),
         memory: &result.memory,
+        spent: &spent,
+        plan,
     };
     // The run is over either way: a journal or report that cannot be written
     // (a full disk) is said, and the summary still printed.
@@ -142,6 +148,13 @@ fn session(
     }
     if let Ending::CannotGoOn(reason) = &result.ending {
         println!("cannot go on: {reason}");
+    }
+    if let Ending::BudgetSpent(reason) = &result.ending {
+        println!("budget spent: {reason}");
+    }
+    let projection = projected(&spent.total, done, plan.items_total);
+    if let Some(line) = describe(&spent.total.usage, spent.total.cost, projection) {
+        println!("{line}");
     }
     summarise(
         run,
@@ -159,7 +172,7 @@ fn session(
         items,
         failures,
         duration_seconds: started.elapsed().as_secs_f64(),
-        cost: None,
+        cost: spent.total.cost.map(shared::money::round_usd),
         run_dir: run.root().display().to_string(),
         job: job.name.clone(),
         error: None,
@@ -248,6 +261,10 @@ fn summarise(
         "interrupted" | "halted" | "deadline" | "stopped" => {
             println!("resumable: nightshift resume {}", run.root().display())
         }
+        "budget" => println!(
+            "resumable with a larger budget: nightshift resume {} --max-cost USD (or --max-tokens N)",
+            run.root().display()
+        ),
         _ => {
             println!("final output: {}", run.final_json().display());
             if let Some(path) = &job.settings.output.path {

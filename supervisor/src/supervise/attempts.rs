@@ -232,6 +232,8 @@ impl<'a> Supervisor<'a> {
             Outcome::Killed(reason) if reason.stops_run() => return Ok(()),
             // Not the items' fault: nothing more can run until someone fixes it.
             Outcome::Failed(exit_codes::CANNOT_GO_ON) => return self.cannot_go_on(agent),
+            // The run's budget is spent: not the items' fault either.
+            Outcome::Failed(exit_codes::BUDGET_SPENT) => return self.budget_spent(agent),
             // Killed to make room: back in the queue, not counted as a failure.
             Outcome::Killed(reason) if reason.makes_room() => {
                 self.scheduler.requeue(agent);

@@ -27,6 +27,7 @@ use crate::merge;
 use crate::outcome::{KillReason, MemoryReport};
 use crate::platform;
 use crate::rate::server::RateServer;
+use crate::reporting::cost::run_cost;
 use crate::reporting::failure_feed::FailureFeed;
 use crate::reporting::file_watch::FileWatch;
 use crate::reporting::progress::{FileSeen, Progress};
@@ -42,6 +43,7 @@ use crate::watchdog::checks::Watchdog;
 use crate::watchdog::disk::DiskWatch;
 
 mod attempts;
+mod budget;
 pub mod slot;
 mod watch;
 
@@ -77,6 +79,8 @@ pub enum Ending {
     Deadline,
     /// An agent said the run cannot go on (exit code 5); the reason it gave.
     CannotGoOn(String),
+    /// The run's budget is spent (exit code 4); the broker's reason.
+    BudgetSpent(String),
 }
 
 pub struct RunResult {
@@ -194,6 +198,11 @@ impl<'a> Supervisor<'a> {
             .map(|c| c.get())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let launches = std::mem::take(&mut inputs.launches);
+        let progress = Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen);
+        if let (Some(rate), true) = (&rate, settings.budget_applies()) {
+            let before = run_cost(inputs.run, inputs.plan, &progress).total;
+            budget::hold_budget(rate, &settings.limits, before);
+        }
         Ok(Self {
             console,
             events,
@@ -216,7 +225,7 @@ impl<'a> Supervisor<'a> {
             live,
             live_dirty: false,
             memory_mode: setup.memory_mode,
-            progress: Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen),
+            progress,
             failure_feed: FailureFeed::new(inputs.run.root()),
             view: ProgressView::new(
                 console,

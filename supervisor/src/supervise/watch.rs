@@ -93,6 +93,7 @@ impl<'a> Supervisor<'a> {
             self.tick(now, deep)?;
         }
         self.watch_deadline(now)?;
+        self.journal_rejected_keys()?;
         for change in self.executor.poll(now) {
             match change {
                 Change::Running(key) => {

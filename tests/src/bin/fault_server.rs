@@ -3,7 +3,7 @@
 //! headers, and speak Anthropic's Messages API.
 //!
 //! ```text
-//! fault_server --log FILE [--mode M[,M…]] [--good-key K] [--rpm N]
+//! fault_server --log FILE [--mode M[,M…]] [--good-key K[,K…]] [--rpm N]
 //!              [--hang 30s] [--delay 0ms] [--lifetime 300s] [--item-prefix item-]
 //!              [--reply text|json]
 //! ```
@@ -13,10 +13,13 @@
 //! whose body is not JSON). Each item meets each fault mode once, in that
 //! order, one per request, then gets its answer: `--mode error500:1,hang`
 //! gives an item a 500, then a hang, then a reply.
-//! `unauthorized` (401 unless the key is `--good-key`), `ratelimit` (per-key
+//! `unauthorized` (401 unless the key is one of `--good-key`), `ratelimit` (per-key
 //! rate-limit headers on every answer, 429 with retry-after past `--rpm` a
 //! minute), `anthropic` (only `POST …/messages` is served, with
-//! `anthropic-ratelimit-*` headers). Without modes: OpenAI-shaped chat
+//! `anthropic-ratelimit-*` headers), `cache` (Anthropic's prompt caching:
+//! a system block marked cache_control is written by the requests that find
+//! it unwritten, read by those after the first writer's answer went out).
+//! Without modes: OpenAI-shaped chat
 //! completions (`POST …/chat/completions`) naming the item they answer.
 //!
 //! It binds 127.0.0.1 on a free port and prints the port as its first line.
@@ -29,6 +32,8 @@
 // A binary's root finds modules beside it, not in a folder named after it.
 #[path = "fault_server/answer.rs"]
 mod answer;
+#[path = "fault_server/cache.rs"]
+mod cache;
 #[path = "fault_server/http.rs"]
 mod http;
 
@@ -53,7 +58,8 @@ struct Config {
     hang: Option<Duration>,
     garbled: bool,
     reset: bool,
-    good_key: Option<String>,
+    /// `unauthorized` mode: the keys answered (others get 401).
+    good_keys: Vec<String>,
     /// `ratelimit` mode: requests a minute per key.
     rpm: Option<u32>,
     anthropic: bool,
@@ -63,6 +69,8 @@ struct Config {
     json_reply: bool,
     /// Every answer waits this long: a slow model, so a run can be caught mid-way.
     delay: Duration,
+    /// `cache` mode: prompt caching played.
+    cache: bool,
 }
 
 /// What the server remembers between requests.
@@ -73,6 +81,7 @@ struct State {
     /// When each key's recent requests came, for the per-minute window.
     windows: HashMap<String, VecDeque<Instant>>,
     serial: u64,
+    cache: cache::PromptCache,
 }
 
 struct Server {
@@ -162,10 +171,14 @@ fn config(args: &Args) -> Config {
         hang: None,
         garbled: false,
         reset: false,
-        good_key: args.text("--good-key").map(str::to_owned),
+        good_keys: args
+            .text("--good-key")
+            .map(|keys| keys.split(',').map(str::to_owned).collect())
+            .unwrap_or_default(),
         rpm: None,
         anthropic: false,
         truncate: false,
+        cache: false,
         item_prefix: args.text("--item-prefix").unwrap_or("item-").to_owned(),
         delay: args
             .text("--delay")
@@ -192,8 +205,9 @@ fn config(args: &Args) -> Config {
             None if mode == "reset" => config.reset = true,
             None if mode == "anthropic" => config.anthropic = true,
             None if mode == "truncate" => config.truncate = true,
+            None if mode == "cache" => config.cache = true,
             None if mode == "unauthorized" => {
-                if config.good_key.is_none() {
+                if config.good_keys.is_empty() {
                     fail("mode unauthorized needs --good-key K");
                 }
             }
@@ -204,12 +218,12 @@ fn config(args: &Args) -> Config {
                 );
             }
             _ => fail(format!(
-                "unknown mode {mode} (error500:N, hang, garbled, reset, unauthorized, ratelimit, anthropic, truncate)"
+                "unknown mode {mode} (error500:N, hang, garbled, reset, unauthorized, ratelimit, anthropic, truncate, cache)"
             )),
         }
     }
     if !modes.split(',').any(|m| m == "unauthorized") {
-        config.good_key = None;
+        config.good_keys.clear();
     }
     config
 }
@@ -323,7 +337,7 @@ impl Server {
                 return (Outcome::Answer(answer), None);
             }
         };
-        if config.good_key.as_deref().is_some_and(|good| good != key) {
+        if !config.good_keys.is_empty() && !config.good_keys.iter().any(|good| good == key) {
             let (kind, message) = match api {
                 Api::OpenAi => ("invalid_api_key", "Incorrect API key provided."),
                 Api::Anthropic => ("authentication_error", "invalid x-api-key"),
@@ -354,6 +368,11 @@ impl Server {
             *seen += 1;
             *seen - 1
         });
+        let cache_use = if config.cache {
+            state.cache.serve(body, config.delay)
+        } else {
+            None
+        };
         drop(state);
         let limited = |answer: Answer| match &window {
             Some(Ok(window)) => answer::with_limits(answer, api, window),
@@ -395,6 +414,7 @@ impl Server {
             answer::requested_model(body),
             &text,
             config.truncate,
+            cache_use,
         );
         (Outcome::Answer(limited(answer)), None)
     }

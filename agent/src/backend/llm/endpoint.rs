@@ -1,16 +1,18 @@
 //! One endpoint of `[agent.llm]` (the main one or a fallback): provider,
 //! address, model, parameters, its HTTP client, and its keys — read from
-//! the environment once, used in order, a rejected one dropped for every
-//! worker at once. Key values live only here, in memory; everything that is
+//! the environment once, a pool the broker chooses from per request (the
+//! first one without a broker), a rejected one dropped for every worker at
+//! once. Key values live only here, in memory; everything that is
 //! printed or sent to the broker names the variable.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 use shared::broker::key_id;
 use shared::job::{Backend as BackendKind, FallbackSettings, LlmSettings};
+use shared::money::Price;
 
 use super::{anthropic, openai};
 
@@ -39,10 +41,12 @@ pub struct Endpoint {
     pub temperature: Option<f64>,
     pub extra: Map<String, Value>,
     pub timeout: Duration,
+    /// USD per million tokens: the fallback's own, else `[agent.price]`.
+    pub price: Option<Price>,
     pub client: reqwest::Client,
     keys: Vec<Key>,
-    /// The first key not rejected; keys.len() when none is left.
-    current: AtomicUsize,
+    /// Per key: the server rejected it (401/403).
+    rejected: Vec<AtomicBool>,
 }
 
 impl Endpoint {
@@ -52,6 +56,7 @@ impl Endpoint {
         kind: BackendKind,
         llm: &LlmSettings,
         fallback: Option<&FallbackSettings>,
+        main_price: Option<Price>,
         lookup: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
         let provider = match fallback.and_then(|f| f.backend).unwrap_or(kind) {
@@ -122,29 +127,65 @@ impl Endpoint {
                 .and_then(|f| f.extra.clone())
                 .unwrap_or_else(|| llm.extra.clone()),
             timeout,
+            price: fallback.and_then(|f| f.price).or(main_price),
             client,
+            rejected: keys.iter().map(|_| AtomicBool::new(false)).collect(),
             keys,
-            current: AtomicUsize::new(0),
         })
     }
 
-    /// The key in use and its place in the list; None when all were rejected.
+    /// The first key not rejected and its place in the list; None when all
+    /// were rejected.
     pub fn key(&self) -> Option<(usize, &Key)> {
-        let index = self.current.load(Ordering::Relaxed);
-        self.keys.get(index).map(|key| (index, key))
+        self.key_for(None)
     }
 
-    /// Drops key `index` for every worker (later keys stay).
+    /// The key named `id` (as the broker chose it) when it is still usable,
+    /// else the first usable one.
+    pub fn key_for(&self, id: Option<&str>) -> Option<(usize, &Key)> {
+        let mut usable = self
+            .keys
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !self.is_rejected(*index));
+        let first = usable.clone().next();
+        match id {
+            Some(id) => usable.find(|(_, key)| key.id == id).or(first),
+            None => first,
+        }
+    }
+
+    /// The broker's names of the keys still usable: the pool it chooses from.
+    pub fn usable_ids(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| !self.is_rejected(*index))
+            .map(|(_, key)| key.id.clone())
+            .collect()
+    }
+
+    fn is_rejected(&self, index: usize) -> bool {
+        self.rejected
+            .get(index)
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
+    }
+
+    /// Drops key `index` for every worker (the others stay).
     pub fn reject(&self, index: usize) {
-        self.current.fetch_max(index + 1, Ordering::Relaxed);
+        if let Some(flag) = self.rejected.get(index) {
+            flag.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The rejected keys' variables, for messages.
     pub fn rejected_vars(&self) -> String {
-        let upto = self.current.load(Ordering::Relaxed).min(self.keys.len());
-        let names: Vec<String> = self.keys[..upto]
+        let names: Vec<String> = self
+            .keys
             .iter()
-            .map(|key| match &key.var {
+            .enumerate()
+            .filter(|(index, _)| self.is_rejected(*index))
+            .map(|(_, key)| match &key.var {
                 Some(var) => format!("${var}"),
                 None => "no key".to_owned(),
             })

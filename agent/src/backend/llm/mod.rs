@@ -14,7 +14,6 @@ mod error;
 mod headers;
 mod http;
 mod openai;
-mod prompt;
 mod reply;
 mod request;
 
@@ -23,15 +22,17 @@ pub use error::{pause_before_retry, LlmError, Retry};
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
+use shared::broker::prefix_id;
 use shared::job::{AgentSettings, Backend as BackendKind, LlmSettings};
+use shared::money::Spend;
 
 use super::{AttemptError, Backend, Call, Meter};
 use crate::setup::SetupError;
 use endpoint::{Endpoint, Provider};
 use http::{SendError, Verdict};
-use prompt::Template;
 use reply::Shape;
 use request::Request;
+use shared::prompt::Template;
 
 /// How many threads drive the connections: requests are I/O-bound, and the
 /// workers themselves poll their own futures.
@@ -64,11 +65,20 @@ impl LlmBackend {
             )
         })?;
         let mut endpoints =
-            vec![Endpoint::new(settings.backend, llm, None, lookup).map_err(SetupError::Llm)?];
+            vec![
+                Endpoint::new(settings.backend, llm, None, settings.price, lookup)
+                    .map_err(SetupError::Llm)?,
+            ];
         for fallback in &llm.fallback {
             endpoints.push(
-                Endpoint::new(settings.backend, llm, Some(fallback), lookup)
-                    .map_err(SetupError::Llm)?,
+                Endpoint::new(
+                    settings.backend,
+                    llm,
+                    Some(fallback),
+                    settings.price,
+                    lookup,
+                )
+                .map_err(SetupError::Llm)?,
             );
         }
         let prompt = Template::parse(llm.prompt.as_deref().unwrap_or("{{item}}"))
@@ -142,7 +152,7 @@ impl LlmBackend {
                 vars: String::new(),
             })?;
         let prompt = self.render(call)?;
-        let Some((index, key)) = endpoint.key() else {
+        let Some((index, key)) = endpoint.key_for(meter.key.as_deref()) else {
             return Err(LlmError::NoUsableKey {
                 endpoint: endpoint.base_url.clone(),
                 vars: endpoint.rejected_vars(),
@@ -184,6 +194,7 @@ impl LlmBackend {
                     Provider::Anthropic => anthropic::parse(&value)?,
                 };
                 meter.used_tokens = Some(reply.usage.total());
+                meter.spend = Some(Spend::of(reply.usage, endpoint.price.as_ref()));
                 let shape = Shape {
                     json: self.json,
                     schema: self.validator.as_ref(),
@@ -205,6 +216,21 @@ impl LlmBackend {
             Verdict::ServerError(message) => Err(LlmError::Server { status, message }),
             Verdict::Unreadable(reason) => Err(LlmError::BadBody(reason)),
         }
+    }
+}
+
+impl LlmBackend {
+    /// The tokens of a call's prompt (system prompt included: characters /
+    /// 4) and the most output it may be given.
+    fn estimate_parts(&self, call: Call<'_>, choice: usize) -> (u64, u64) {
+        let prompt = self.render(call).map(|p| p.len()).unwrap_or(0);
+        let system = self.system.as_ref().map_or(0, String::len);
+        let output = self
+            .endpoints
+            .get(choice)
+            .and_then(|e| e.max_tokens)
+            .map_or(DEFAULT_OUTPUT_ESTIMATE, u64::from);
+        (((prompt + system) as u64).div_ceil(4), output)
     }
 }
 
@@ -230,6 +256,13 @@ impl Backend for LlmBackend {
         endpoint.key().map(|(_, key)| key.id.clone())
     }
 
+    fn permit_keys(&self, choice: usize) -> Vec<String> {
+        self.endpoints
+            .get(choice)
+            .map(Endpoint::usable_ids)
+            .unwrap_or_default()
+    }
+
     fn usable(&self, choice: usize) -> bool {
         self.endpoints
             .get(choice)
@@ -238,14 +271,26 @@ impl Backend for LlmBackend {
 
     /// The prompt's characters / 4, plus the output it may be given.
     fn estimate(&self, call: Call<'_>, choice: usize) -> u64 {
-        let prompt = self.render(call).map(|p| p.len()).unwrap_or(0);
-        let system = self.system.as_ref().map_or(0, String::len);
-        let output = self
-            .endpoints
-            .get(choice)
-            .and_then(|e| e.max_tokens)
-            .map_or(DEFAULT_OUTPUT_ESTIMATE, u64::from);
-        ((prompt + system) as u64).div_ceil(4) + output
+        let (prompt, output) = self.estimate_parts(call, choice);
+        prompt + output
+    }
+
+    fn settles_permits(&self) -> bool {
+        true
+    }
+
+    /// With cache_prefix, the system prompt of the endpoint's model.
+    fn cache_prefix(&self, choice: usize) -> Option<String> {
+        let system = self.system.as_deref().filter(|_| self.cache_prefix)?;
+        let endpoint = self.endpoints.get(choice)?;
+        Some(prefix_id(&endpoint.base_url, &endpoint.model, system))
+    }
+
+    /// The estimate's prompt and output at the endpoint's price.
+    fn estimate_cost(&self, call: Call<'_>, choice: usize) -> Option<f64> {
+        let price = self.endpoints.get(choice)?.price?;
+        let (prompt, output) = self.estimate_parts(call, choice);
+        Some(price.estimate(prompt, output))
     }
 
     fn call(

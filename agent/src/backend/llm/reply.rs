@@ -5,34 +5,11 @@
 //! fields, checked against the schema when there is one.
 
 use jsonschema::Validator;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::error::LlmError;
 
-/// Tokens of one answer, normalised across providers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-    pub cached_input_tokens: u64,
-    pub cache_write_tokens: u64,
-}
-
-impl Usage {
-    /// Every token the server counted, for the rate broker.
-    pub fn total(&self) -> u64 {
-        self.input_tokens + self.output_tokens + self.cached_input_tokens + self.cache_write_tokens
-    }
-
-    fn to_json(self) -> Value {
-        json!({
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cached_input_tokens": self.cached_input_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-        })
-    }
-}
+pub use shared::money::Usage;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
@@ -157,6 +134,7 @@ pub fn check_schema(schema: &Validator, object: &Map<String, Value>) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn reply(text: &str) -> Reply {
         Reply {

@@ -15,6 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
+use crate::cache::CacheUse;
 use crate::http::Answer;
 
 /// The usage every successful answer reports, so a test can check how the
@@ -51,7 +52,20 @@ impl Api {
 
 /// A successful reply. `text` is the assistant's message; `cut`: it stopped
 /// at max_tokens (finish_reason "length" / stop_reason "max_tokens").
-pub fn success(api: Api, serial: u64, model: &str, text: &str, cut: bool) -> Answer {
+/// A successful answer; `cache`: the prompt cache's use (Anthropic, `cache`
+/// mode) instead of the fixed cache figures.
+pub fn success(
+    api: Api,
+    serial: u64,
+    model: &str,
+    text: &str,
+    cut: bool,
+    cache: Option<CacheUse>,
+) -> Answer {
+    let (cache_write, cache_read) = cache.map_or(
+        (usage::ANTHROPIC_CACHE_WRITE, usage::ANTHROPIC_CACHE_READ),
+        |cache| (cache.write, cache.read),
+    );
     let body = match api {
         Api::OpenAi => json!({
             "id": format!("chatcmpl-fault{serial}"),
@@ -81,8 +95,8 @@ pub fn success(api: Api, serial: u64, model: &str, text: &str, cut: bool) -> Ans
             "usage": {
                 "input_tokens": usage::ANTHROPIC_INPUT,
                 "output_tokens": usage::COMPLETION,
-                "cache_creation_input_tokens": usage::ANTHROPIC_CACHE_WRITE,
-                "cache_read_input_tokens": usage::ANTHROPIC_CACHE_READ,
+                "cache_creation_input_tokens": cache_write,
+                "cache_read_input_tokens": cache_read,
             },
         }),
     };

@@ -1,0 +1,95 @@
+//! The estimated cost of a whole LLM run, before anything is spent
+//! (`nightshift plan`, and the line `run` prints at its start): every item's
+//! prompt rendered and counted (about four characters a token, the system
+//! prompt included), its output at most max_tokens, at the main endpoint's
+//! price. With `cache_prefix` the system prompt is written to the cache once
+//! and read from it by every later request.
+
+use serde_json::Value;
+
+use shared::input::Items;
+use shared::job::JobSettings;
+use shared::money::{dollars, Price, Usage};
+use shared::prompt::Template;
+
+/// The output a request may be given when the job sets no max_tokens (the
+/// agent reserves as much per permit).
+const DEFAULT_MAX_TOKENS: u64 = 1024;
+
+/// The tokens a run's requests may use at most, and their price.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Estimate {
+    pub items: usize,
+    /// Tokens at most, split as the price splits them.
+    pub usage: Usage,
+    pub cost: f64,
+}
+
+impl Estimate {
+    /// "estimated cost: at most $23.93 for 668 items (1,234,567 prompt
+    /// tokens, 534,400 output tokens at most)".
+    pub fn line(&self) -> String {
+        let u = &self.usage;
+        let cached = if u.cached_input_tokens + u.cache_write_tokens > 0 {
+            format!(
+                ", {} of them read from the prompt cache and {} written to it",
+                u.cached_input_tokens, u.cache_write_tokens
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "estimated cost: at most {} for {} items ({} prompt tokens{cached}, {} output tokens at most)",
+            dollars(self.cost),
+            self.items,
+            u.input_tokens + u.cached_input_tokens + u.cache_write_tokens,
+            u.output_tokens
+        )
+    }
+}
+
+/// The line `plan` and `run` print: the estimate, and the budget beside it.
+pub fn estimate_line(settings: &JobSettings, items: &Items) -> Option<String> {
+    let estimate = estimate(settings, items)?;
+    let mut line = estimate.line();
+    if let Some(max_cost) = settings.limits.max_cost {
+        line.push_str(&format!("; budget limits.max_cost = {}", dollars(max_cost)));
+        if estimate.cost > max_cost {
+            line.push_str(" (the run may stop with exit code 4 before its end)");
+        }
+    }
+    Some(line)
+}
+
+/// Characters to tokens, as the agent's permits count them.
+fn tokens(chars: usize) -> u64 {
+    (chars as u64).div_ceil(4)
+}
+
+/// The estimate of an LLM job with a price; None for other jobs.
+pub fn estimate(settings: &JobSettings, items: &Items) -> Option<Estimate> {
+    let llm = settings.agent.llm.as_ref()?;
+    let price: Price = settings.agent.price?;
+    let template = Template::parse(llm.prompt.as_deref().unwrap_or("{{item}}")).ok()?;
+    let system = tokens(llm.system.as_ref().map_or(0, String::len));
+    let max_output = llm
+        .max_tokens
+        .map_or(DEFAULT_MAX_TOKENS, |n| n.get() as u64);
+    let mut usage = Usage::default();
+    for (index, raw) in items.items.iter().enumerate() {
+        let item: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        let prompt = template.render(&item).map_or(0, |text| text.len());
+        usage.input_tokens += tokens(prompt);
+        match (llm.cache_prefix, index) {
+            (false, _) => usage.input_tokens += system,
+            (true, 0) => usage.cache_write_tokens += system,
+            (true, _) => usage.cached_input_tokens += system,
+        }
+        usage.output_tokens += max_output;
+    }
+    Some(Estimate {
+        items: items.len(),
+        cost: price.cost(&usage),
+        usage,
+    })
+}

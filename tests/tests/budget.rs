@@ -1,0 +1,261 @@
+//! Money against tests/src/bin/fault_server.rs (whose answers carry a usage
+//! the tests know): every record's cost is its usage at the four prices; a
+//! run with a tiny limits.max_cost stops with exit 4, the records' costs
+//! summing to no more than the budget and to what status --json and
+//! report.json say; `resume --max-cost` goes on and completes it without
+//! asking again for a saved item; limits.max_tokens likewise.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nightshift_tests::litellm::{files_under, final_records, spawn_nightshift_with, FaultServer};
+use nightshift_tests::{wait_with_deadline, Job, JobDir};
+use serde_json::Value;
+
+const KEY_VAR: &str = "NIGHTSHIFT_TEST_BUDGET_KEY";
+const KEY: &str = "sk-budget-test-key-0000abcd";
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// USD per million tokens: large, so that a few requests cost cents.
+const INPUT: f64 = 1000.0;
+const OUTPUT: f64 = 2000.0;
+const CACHED: f64 = 500.0;
+const CACHE_WRITE: f64 = 1250.0;
+
+fn fault_server(job: &JobDir, args: &[&str]) -> FaultServer {
+    FaultServer::start(
+        &PathBuf::from(env!("CARGO_BIN_EXE_fault_server")),
+        &job.path().join("requests.jsonl"),
+        args,
+    )
+}
+
+/// A priced openai (or anthropic) job over `items` items, two agents of
+/// two requests in flight each, plus `limits` lines.
+fn priced_job(job: &JobDir, server: &FaultServer, items: usize, anthropic: bool) -> Job {
+    job.items(items);
+    let job = Job::new("items.jsonl").layout(1, 1, 2);
+    let job = if anthropic {
+        job.anthropic(&server.base_url(), "fault-model")
+    } else {
+        job.openai(&server.base_url(), "fault-model")
+    };
+    job.llm("api_key_env", KEY_VAR)
+        .llm("prompt", "{{prompt}}")
+        .llm("max_tokens", 20)
+        .llm("request_timeout", "5s")
+        .concurrency(2)
+        .item_retries(2)
+        .timeout("5m")
+        .raw(
+            "agent.price",
+            &format!("input = {INPUT}\noutput = {OUTPUT}\ncached_input = {CACHED}\ncache_write = {CACHE_WRITE}"),
+        )
+}
+
+fn nightshift(job: &JobDir, args: &[&str]) -> nightshift_tests::Finished {
+    wait_with_deadline(
+        spawn_nightshift_with(job.path(), args, &[(KEY_VAR, KEY)]),
+        DEADLINE,
+    )
+}
+
+/// The cost of a record's usage at the test's prices.
+fn priced(usage: &Value) -> f64 {
+    let n = |key: &str| usage[key].as_u64().unwrap_or(0) as f64;
+    (n("input_tokens") * INPUT
+        + n("output_tokens") * OUTPUT
+        + n("cached_input_tokens") * CACHED
+        + n("cache_write_tokens") * CACHE_WRITE)
+        / 1e6
+}
+
+/// Every record in the run's agent files.
+fn saved_records(job: &JobDir) -> Vec<Value> {
+    files_under(&job.run_dir())
+        .into_iter()
+        .filter(|path| {
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.starts_with("agent_") && name.ends_with(".jsonl") && !name.contains("failures")
+        })
+        .flat_map(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn status_json(job: &JobDir) -> Value {
+    let status = nightshift(job, &["status", "run", "--json"]);
+    serde_json::from_str(&status.stdout).expect("status --json is JSON")
+}
+
+fn report_json(job: &JobDir) -> Value {
+    let text = std::fs::read_to_string(job.run_dir().join("report.json")).expect("report.json");
+    serde_json::from_str(&text).expect("report.json is JSON")
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() < 1e-6
+}
+
+#[test]
+fn a_tiny_budget_stops_the_run_with_exit_4_and_resume_with_more_completes_it() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &["--delay", "50ms"]);
+    let max_cost = 0.3;
+    priced_job(&job, &server, 30, false)
+        .limit("max_cost", max_cost)
+        .write(job.path());
+
+    // 30 prompts of 28 characters (7 tokens) and 20 output tokens at most:
+    // 30 × (7 × $1000 + 20 × $2000) / 1M.
+    let estimate = "estimated cost: at most $1.41 for 30 items (210 prompt tokens, 600 output tokens at most); budget limits.max_cost = $0.30";
+    let plan = nightshift(&job, &["plan", "job.toml"]);
+    assert!(plan.stdout.contains(estimate), "{}", plan.stdout);
+    let stopped = nightshift(&job, &["run", "job.toml", "--run-dir", "run"]);
+    stopped.expect_code(4);
+    assert!(stopped.stdout.contains(estimate), "{}", stopped.stdout);
+    assert!(
+        stopped.stdout.contains("budget spent"),
+        "{}",
+        stopped.stdout
+    );
+    let records = saved_records(&job);
+    assert!(
+        !records.is_empty(),
+        "nothing was saved before the budget ran out"
+    );
+    assert!(records.len() < 30, "the budget stopped nothing");
+    let mut sum = 0.0;
+    for record in &records {
+        let cost = record["cost"].as_f64().expect("every record has a cost");
+        assert!(close(cost, priced(&record["usage"])), "{record}");
+        sum += cost;
+    }
+    assert!(
+        sum <= max_cost + 1e-9,
+        "records cost {sum}, above the budget {max_cost}"
+    );
+
+    let status = status_json(&job);
+    assert_eq!(status["state"], "budget", "{status}");
+    let status_cost = status["cost"].as_f64().expect("status carries the cost");
+    assert!(
+        close(status_cost, sum),
+        "status says {status_cost}, records {sum}"
+    );
+    assert_eq!(
+        status["usage"]["output_tokens"].as_u64(),
+        Some(5 * records.len() as u64),
+        "{status}"
+    );
+    let report_cost = report_json(&job)["cost"]
+        .as_f64()
+        .expect("report.json has the cost");
+    assert!(close(report_cost, sum), "report.json says {report_cost}");
+
+    // A larger budget: the run goes on and completes, asking for no item saved.
+    let saved: HashSet<String> = records
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    let before = server.requests().len();
+    nightshift(&job, &["resume", "run", "--max-cost", "50"]).expect_code(0);
+    assert_eq!(final_records(&job.run_dir()).len(), 30);
+    let again: Vec<String> = server.requests()[before..]
+        .iter()
+        .filter_map(|r| r["item"].as_str())
+        .filter(|id| saved.contains(*id))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        again.is_empty(),
+        "resume asked again for saved items {again:?}"
+    );
+    let total: f64 = saved_records(&job)
+        .iter()
+        .filter_map(|r| r["cost"].as_f64())
+        .sum();
+    let report_cost = report_json(&job)["cost"]
+        .as_f64()
+        .expect("report.json has the cost");
+    assert!(
+        close(report_cost, total),
+        "report.json says {report_cost}, records {total}"
+    );
+    let status = status_json(&job);
+    assert_eq!(status["state"], "finished", "{status}");
+    assert!(
+        close(status["cost"].as_f64().unwrap_or(-1.0), total),
+        "{status}"
+    );
+}
+
+#[test]
+fn a_token_budget_stops_the_run_too() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &[]);
+    // Each answer uses 25 tokens; a permit reserves its prompt and max_tokens.
+    let max_tokens = 200;
+    priced_job(&job, &server, 30, false)
+        .limit("max_tokens", i64::try_from(max_tokens).expect("small"))
+        .write(job.path());
+    nightshift(&job, &["run", "job.toml", "--run-dir", "run"]).expect_code(4);
+    let records = saved_records(&job);
+    let used: u64 = records
+        .iter()
+        .map(|r| {
+            let usage = &r["usage"];
+            [
+                "input_tokens",
+                "output_tokens",
+                "cached_input_tokens",
+                "cache_write_tokens",
+            ]
+            .iter()
+            .map(|k| usage[*k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+        })
+        .sum();
+    assert!(
+        !records.is_empty() && used <= max_tokens,
+        "{used} tokens used"
+    );
+    nightshift(&job, &["resume", "run", "--max-tokens", "100000"]).expect_code(0);
+    assert_eq!(final_records(&job.run_dir()).len(), 30);
+}
+
+#[test]
+fn anthropic_records_are_priced_at_the_four_prices_and_a_bad_price_is_refused() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &["--mode", "anthropic"]);
+    priced_job(&job, &server, 6, true).write(job.path());
+    nightshift(&job, &["run", "job.toml", "--run-dir", "run"]).expect_code(0);
+    let records = final_records(&job.run_dir());
+    assert_eq!(records.len(), 6);
+    for record in &records {
+        // 12 in, 5 out, 8 cache reads, 3 cache writes.
+        let expected = (12.0 * INPUT + 5.0 * OUTPUT + 8.0 * CACHED + 3.0 * CACHE_WRITE) / 1e6;
+        let cost = record["cost"].as_f64().expect("a cost");
+        assert!(close(cost, expected), "{record}");
+    }
+
+    let bad = JobDir::new();
+    bad.items(1);
+    Job::new("items.jsonl")
+        .openai("http://127.0.0.1:9/v1", "m")
+        .raw("agent.price", "input = 1\noutput = -3")
+        .write(bad.path());
+    let refused = bad.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    refused.expect_code(2);
+    assert!(
+        refused.stderr.contains("job.toml") && refused.stderr.contains("agent.price.output"),
+        "{}",
+        refused.stderr
+    );
+}
