@@ -282,6 +282,9 @@ impl<'a> ItemRunner<'a> {
         // The key the request really used (another worker may have moved
         // on from the one the permit was for).
         let key = meter.key.or(key);
+        if result.is_ok() && meter.learned.is_none() {
+            self.permits.no_limit_announced();
+        }
         if let (Some(key), Some(limits)) = (&key, meter.learned) {
             self.permits.learned(key, limits);
         }

@@ -27,7 +27,7 @@ use crate::core::pool::{self, Pending};
 use crate::core::writer::Writer;
 use failures::FailureLog;
 use item::{ItemContext, ItemRunner};
-use permit::Permits;
+use permit::{PermitPolicy, Permits};
 pub use setup::{Setup, SetupError};
 use validate::Validator;
 
@@ -175,7 +175,18 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         settings.item_retries,
     );
     // No more workers than items: each may open a broker connection.
-    let permits = Permits::new(setup.socket.clone(), &setup.agent).asking_from_start(task.permits);
+    // A pool of keys needs the broker to choose each call's key.
+    let policy = if task.permits || backend.permit_keys(0).len() > 1 {
+        PermitPolicy::Always
+    } else if matches!(
+        settings.backend,
+        shared::job::Backend::Openai | shared::job::Backend::Anthropic
+    ) {
+        PermitPolicy::Probe
+    } else {
+        PermitPolicy::OnLimit
+    };
+    let permits = Permits::new(setup.socket.clone(), &setup.agent, policy);
     let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
         .map(|_| ItemRunner::new(&context, permits.another()))
         .collect();

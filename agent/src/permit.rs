@@ -105,6 +105,23 @@ pub enum Grant {
     Spent(String),
 }
 
+/// When an agent asks the broker for permits: a run without limits sends
+/// the broker nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermitPolicy {
+    /// Before every call: the job sets limits (`[rate]`, a budget), or the
+    /// broker chooses the key of a pool.
+    Always,
+    /// Before every call, until an answer comes back that announces no
+    /// rate limit while none was ever seen (a local server: vLLM, llama.cpp,
+    /// Ollama); then as `OnLimit`. An LLM server's first requests start
+    /// slowly through the broker, so that no 429 storm greets a real API.
+    Probe,
+    /// None until a limit shows: a rate-limit answer or an announced limit,
+    /// this agent's or (through RUN/rate.limited) another's.
+    OnLimit,
+}
+
 /// What every client of one agent shares: the broker, and whether it has
 /// been given up on (then no client bothers it again).
 #[derive(Debug)]
@@ -112,11 +129,11 @@ struct Broker {
     address: Option<BrokerAddress>,
     agent: String,
     gone: AtomicBool,
-    /// Whether calls take permits: from the start when a limit applies
-    /// (the task's `permits`), else from the first rate-limit answer or
-    /// announced limit on, this agent's or (through RUN/rate.limited)
-    /// another's — until then the broker hears nothing.
+    policy: PermitPolicy,
+    /// Whether calls take permits now (see `PermitPolicy`).
     asking: AtomicBool,
+    /// A limit showed: permits from now on, whatever the policy.
+    limited: AtomicBool,
     /// RUN/rate.limited, from NIGHTSHIFT_RUN_DIR.
     limited_file: Option<PathBuf>,
 }
@@ -135,34 +152,35 @@ impl Permits {
     ///
     /// `socket` is NIGHTSHIFT_SOCKET's value; a `tcp:` one takes its secret
     /// from NIGHTSHIFT_SECRET.
-    pub fn new(socket: Option<PathBuf>, agent: &str) -> Self {
+    pub fn new(socket: Option<PathBuf>, agent: &str, policy: PermitPolicy) -> Self {
         let secret = std::env::var(SECRET_VAR).ok();
-        Self::at(
+        Self::with_policy(
             socket.map(|socket| BrokerAddress::parse(socket.as_os_str(), secret)),
             agent,
+            policy,
         )
     }
 
     /// Permits from the broker at `broker` (`None`: permits are off).
     pub fn at(broker: Option<BrokerAddress>, agent: &str) -> Self {
+        Self::with_policy(broker, agent, PermitPolicy::Always)
+    }
+
+    /// Permits from the broker at `broker`, asked as `policy` says.
+    pub fn with_policy(broker: Option<BrokerAddress>, agent: &str, policy: PermitPolicy) -> Self {
         Self {
             broker: Arc::new(Broker {
                 gone: AtomicBool::new(broker.is_none()),
                 address: broker,
                 agent: agent.to_owned(),
-                asking: AtomicBool::new(true),
+                policy,
+                asking: AtomicBool::new(policy != PermitPolicy::OnLimit),
+                limited: AtomicBool::new(false),
                 limited_file: std::env::var_os(RUN_DIR_VAR)
                     .map(|run| PathBuf::from(run).join(LIMITED_FILE)),
             }),
             connection: None,
         }
-    }
-
-    /// Takes permits only once a limit shows (see `Broker::asking`), unless
-    /// `from_start`.
-    pub fn asking_from_start(self, from_start: bool) -> Self {
-        self.broker.asking.store(from_start, Ordering::Relaxed);
-        self
     }
 
     /// A client for another worker: the same broker, a connection of its own.
@@ -184,9 +202,25 @@ impl Permits {
             .as_ref()
             .is_some_and(|f| f.exists());
         if limited {
-            self.broker.asking.store(true, Ordering::Relaxed);
+            self.limit_shows();
         }
         limited
+    }
+
+    /// A limit showed: every call takes a permit from now on.
+    fn limit_shows(&self) {
+        self.broker.limited.store(true, Ordering::Relaxed);
+        self.broker.asking.store(true, Ordering::Relaxed);
+    }
+
+    /// An answer came back that announced no rate limit: under
+    /// `PermitPolicy::Probe`, while no limit ever showed, calls go on
+    /// without permits.
+    pub fn no_limit_announced(&self) {
+        if self.broker.policy == PermitPolicy::Probe && !self.broker.limited.load(Ordering::Relaxed)
+        {
+            self.broker.asking.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Whether requests still go to a broker.
@@ -293,7 +327,7 @@ impl Permits {
     /// `backoff` for the permits of API key `key` only.
     pub fn backoff_for(&mut self, key: Option<&str>, seconds: f64) -> Option<f64> {
         // A limit shows: from now on every call of this agent takes a permit.
-        self.broker.asking.store(true, Ordering::Relaxed);
+        self.limit_shows();
         let agent = self.broker.agent.clone();
         let key = key.map(str::to_owned);
         let reply = self.request(&Request::Backoff {
@@ -309,7 +343,7 @@ impl Permits {
         if limits.is_empty() {
             return;
         }
-        self.broker.asking.store(true, Ordering::Relaxed);
+        self.limit_shows();
         let agent = self.broker.agent.clone();
         self.request(&Request::Learned {
             key: key.to_owned(),

@@ -15,10 +15,11 @@ pub struct TaskFile {
     pub items: Vec<Value>,
     /// The job's [agent] section.
     pub settings: AgentSettings,
-    /// Whether every call asks the rate broker for a permit from the first
-    /// one on (`JobSettings::permits_from_start`). When false, an agent asks
-    /// only once a call was rate limited or an answer announced a limit: a
-    /// run without limits sends the broker nothing.
+    /// Whether every call asks the rate broker for a permit
+    /// (`JobSettings::permits_from_start`: the job sets limits). When false,
+    /// an agent asks only where a limit may show or once one has
+    /// (nightshift-agent's `PermitPolicy`): a run without limits sends the
+    /// broker nothing.
     #[serde(default)]
     pub permits: bool,
 }

@@ -62,7 +62,7 @@ fn used_tokens_come_from_usage_or_tokens() {
 
 #[test]
 fn no_socket_means_no_permits() {
-    let mut permits = Permits::new(None, "a");
+    let mut permits = Permits::new(None, "a", PermitPolicy::Always);
     assert!(!permits.is_on());
     assert_eq!(permits.permit(10), None);
     assert_eq!(permits.backoff(0.0), None);
@@ -71,7 +71,11 @@ fn no_socket_means_no_permits() {
 #[test]
 fn an_unreachable_broker_turns_permits_off() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut permits = Permits::new(Some(dir.path().join("none.sock")), "a");
+    let mut permits = Permits::new(
+        Some(dir.path().join("none.sock")),
+        "a",
+        PermitPolicy::Always,
+    );
     assert_eq!(permits.permit(10), None);
     assert!(!permits.is_on());
 }
@@ -83,7 +87,7 @@ fn requests_share_one_connection_and_a_lost_one_is_reopened_once() {
     let listener = UnixListener::bind(&path).expect("bind");
     // The first connection answers two requests, then hangs up.
     let seen = broker(listener, 2, 2);
-    let mut permits = Permits::new(Some(path), "seg/agent");
+    let mut permits = Permits::new(Some(path), "seg/agent", PermitPolicy::Always);
     assert_eq!(permits.permit(3), Some(1.5));
     assert_eq!(permits.backoff(2.5), Some(30000.0));
     // Sent on the dead connection, then again on a new one.
@@ -121,10 +125,51 @@ fn a_refusal_is_not_a_grant_but_keeps_the_connection() {
             line.clear();
         }
     });
-    let mut permits = Permits::new(Some(path), "a");
+    let mut permits = Permits::new(Some(path), "a", PermitPolicy::Always);
     assert_eq!(permits.permit(1), None);
     assert!(permits.is_on());
     assert_eq!(permits.permit(1), None);
     drop(permits);
     server.join().expect("broker thread");
+}
+
+#[test]
+fn probing_stops_asking_when_the_server_announces_no_limit_until_one_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broker.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let seen = broker(listener, 1, 3);
+    let mut permits = Permits::new(Some(path), "a", PermitPolicy::Probe);
+    // The first call of an LLM agent asks: its server's limits are unknown.
+    assert_eq!(permits.permit(3), Some(1.5));
+    // Its answer announced none (a local server): the next calls do not ask.
+    permits.no_limit_announced();
+    assert_eq!(permits.permit(3), None);
+    assert_eq!(permits.permit(3), None);
+    // A rate-limit answer: every call asks again, whatever answers say after.
+    assert_eq!(permits.backoff(1.0), Some(30000.0));
+    permits.no_limit_announced();
+    assert_eq!(permits.permit(4), Some(1.5));
+    drop(permits);
+    let ops: Vec<Value> = seen
+        .join()
+        .expect("broker thread")
+        .iter()
+        .map(|request| request["op"].clone())
+        .collect();
+    assert_eq!(ops, [json!("permit"), json!("backoff"), json!("permit")]);
+}
+
+#[test]
+fn on_limit_asks_nothing_until_a_limit_shows() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broker.sock");
+    let listener = UnixListener::bind(&path).expect("bind");
+    let seen = broker(listener, 1, 2);
+    let mut permits = Permits::new(Some(path), "a", PermitPolicy::OnLimit);
+    assert_eq!(permits.permit(3), None);
+    assert_eq!(permits.backoff(1.0), Some(30000.0));
+    assert_eq!(permits.permit(3), Some(1.5));
+    drop(permits);
+    assert_eq!(seen.join().expect("broker thread").len(), 2);
 }

@@ -35,15 +35,12 @@ pub struct JobSettings {
 }
 
 impl JobSettings {
-    /// Whether agents take a permit for every call from the first one on:
-    /// the job sets rate limits or a budget (`budget_applies`), or the backend
-    /// talks to an LLM server whose limits are learned from its answers (and
-    /// whose keys start slowly until they are). Otherwise no limit applies
-    /// until a call is rate limited.
+    /// Whether agents take a permit for every call: the job sets rate limits
+    /// or a budget (`budget_applies`). Otherwise an agent asks only where a
+    /// limit may show (an LLM backend probes its server's first answers) or
+    /// once one has (the agent's `PermitPolicy`).
     pub fn permits_from_start(&self) -> bool {
-        self.rate.is_some()
-            || self.budget_applies()
-            || matches!(self.agent.backend, Backend::Openai | Backend::Anthropic)
+        self.rate.is_some() || self.budget_applies()
     }
 }
 
