@@ -17,6 +17,11 @@
 # agents), max_parallel = N, agent.program = ["/bin/sleep", "20.<tag>"] (a custom
 # agent that saves nothing: the run is ended before it could finish).
 #
+# nightshift creates files as it ramps up (a task file and a log per agent): on an
+# ext4 without a journal after many deletes, each creation scans recently freed inodes
+# (see benchlib.filesystem), which is the filesystem's cost, not the launch's --
+# TMPDIR=/dev/shm measures the launch alone.
+#
 # Run:  scripts/bench_scale.py [--json FILE]      (from any folder)
 # Env:  RUNS=3 timed runs per side and N, SIZES=100,500,1000, TMPDIR.
 # Needs GNU parallel (Debian: apt-get install parallel); without it that column
