@@ -19,22 +19,22 @@
 import argparse, json, os, subprocess, sys
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import NIGHTSHIFT, ROOT, build, emit_json, event_time, stats, workdir  # noqa: E402
+import bench_rate  # noqa: E402 (the permit_load run both benchmarks make)
+from benchlib import ROOT, build, emit_json, stats, workdir  # noqa: E402
 
 RUNS = int(os.environ.get("RUNS", "3"))
 AGENTS = int(os.environ.get("AGENTS", "50"))
 IN_FLIGHT = int(os.environ.get("IN_FLIGHT", "64"))
 PERMITS = int(os.environ.get("PERMITS", "6400"))
 KEYS = int(os.environ.get("KEYS", "3"))
-LOAD = ROOT / "target/release/examples/permit_load"
 PATH_ALONE = ROOT / "target/release/examples/broker_path"
 MODES = ("landed", "settled", "money")
 
 
 def one_run(folder, mode, agents, in_flight, permits):
-    folder.mkdir()
-    (folder / "items.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(agents)))
+    """bench_rate's run of permit_load agents, asking the way `mode` says."""
     env = {"PERMITS": str(permits), "IN_FLIGHT": str(in_flight)}
     budget = ""
     if mode in ("settled", "money"):
@@ -43,32 +43,7 @@ def one_run(folder, mode, agents, in_flight, permits):
         env["KEYS"] = str(KEYS)
         # Far above what the load spends: every permit is granted.
         budget = "max_cost = 1000000.0\n[agent.price]\ninput = 1.0\noutput = 1.0\n"
-    env_toml = ", ".join(f'{k} = "{v}"' for k, v in env.items())
-    (folder / "job.toml").write_text(f"""
-[input]
-path = "items.jsonl"
-[layout]
-segments = 1
-orchestrators = 1
-agents = {agents}
-[agent]
-program = ["{LOAD}"]
-env = {{ {env_toml} }}
-[limits]
-max_parallel = {agents}
-{budget}""")
-    done = subprocess.run([str(NIGHTSHIFT), "run", "job.toml", "--run-dir", "run", "-q"], cwd=folder,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{mode} run failed ({done.returncode}): {done.stderr[-2000:]}")
-    run = folder / "run"
-    records = json.loads((run / "final.json").read_text())
-    events = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines()]
-    first = min(event_time(e["ts"]) for e in events if e["event"] == "launched")
-    last = max(event_time(e["ts"]) for e in events if e["event"] == "exited")
-    permits_total = sum(r["permits"] for r in records)
-    medians = sorted(r["median_us"] for r in records)
-    return permits_total / max(last - first, 1e-6), medians[len(medians) // 2]
+    return bench_rate.one_run(folder, agents, env, budget)
 
 
 def main():

@@ -19,7 +19,12 @@ PERMITS = int(os.environ.get("PERMITS", "4000"))
 LOAD = ROOT / "target/release/examples/permit_load"
 
 
-def one_run(folder, agents):
+def one_run(folder, agents, env=None, limits=""):
+    """One `nightshift run` of `agents` permit_load agents (their environment `env`, default
+    PERMITS only; `limits`: more lines for the job's [limits] and after): (permits per second
+    from the first launch to the last exit, the agents' median round trip in us)."""
+    env = env or {"PERMITS": str(PERMITS)}
+    env_toml = ", ".join(f'{k} = "{v}"' for k, v in env.items())
     folder.mkdir()
     (folder / "items.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in range(agents)))
     (folder / "job.toml").write_text(f"""
@@ -31,14 +36,14 @@ orchestrators = 1
 agents = {agents}
 [agent]
 program = ["{LOAD}"]
-env = {{ PERMITS = "{PERMITS}" }}
+env = {{ {env_toml} }}
 [limits]
 max_parallel = {agents}
-""")
+{limits}""")
     done = subprocess.run([str(NIGHTSHIFT), "run", "job.toml", "--run-dir", "run", "-q"], cwd=folder,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
-        sys.exit(f"run failed ({done.returncode}): {done.stderr[-2000:]}")
+        sys.exit(f"run in {folder.name} failed ({done.returncode}): {done.stderr[-2000:]}")
     run = folder / "run"
     records = json.loads((run / "final.json").read_text())
     events = [json.loads(l) for l in (run / "events.jsonl").read_text().splitlines()]

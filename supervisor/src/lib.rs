@@ -2,6 +2,7 @@
 //! group, keeps the run directory, merges and validates. `main.rs` only parses
 //! arguments and maps the outcome to an exit code.
 
+pub mod bounded_log;
 pub mod cli;
 pub mod commands;
 pub mod console;

@@ -8,6 +8,7 @@
 //! Without it the LLM tests skip, saying how to get it; with
 //! `NIGHTSHIFT_LLM_TESTS` set (as `.ci/run` does) they fail instead.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -221,6 +222,18 @@ impl FaultServer {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The items of `saved` that requests after the first `before` named:
+    /// what a resume asked for again.
+    pub fn asked_again(&self, before: usize, saved: &HashSet<String>) -> Vec<String> {
+        self.requests()
+            .iter()
+            .skip(before)
+            .filter_map(|r| r["item"].as_str())
+            .filter(|id| saved.contains(*id))
+            .map(str::to_owned)
             .collect()
     }
 

@@ -167,12 +167,7 @@ fn a_tiny_budget_stops_the_run_with_exit_4_and_resume_with_more_completes_it() {
     let before = server.requests().len();
     nightshift(&job, &["resume", "run", "--max-cost", "50"]).expect_code(0);
     assert_eq!(final_records(&job.run_dir()).len(), 30);
-    let again: Vec<String> = server.requests()[before..]
-        .iter()
-        .filter_map(|r| r["item"].as_str())
-        .filter(|id| saved.contains(*id))
-        .map(str::to_owned)
-        .collect();
+    let again = server.asked_again(before, &saved);
     assert!(
         again.is_empty(),
         "resume asked again for saved items {again:?}"

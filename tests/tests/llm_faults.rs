@@ -192,12 +192,7 @@ fn resume_after_a_supervisor_kill_asks_for_no_saved_item() {
     wait_with_deadline(child, DEADLINE).expect_code(0);
     let records = final_records(&job.run_dir());
     assert_eq!(records.len(), ids.len());
-    let again: Vec<String> = server.requests()[before..]
-        .iter()
-        .filter_map(|r| r["item"].as_str())
-        .filter(|id| saved.contains(*id))
-        .map(str::to_owned)
-        .collect();
+    let again = server.asked_again(before, &saved);
     assert!(
         again.is_empty(),
         "resume asked again for saved items {again:?}"

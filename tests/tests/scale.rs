@@ -4,8 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use nightshift_tests::{json_array_ids, Job, JobDir};
-use serde_json::Value;
+use nightshift_tests::{events, json_array_ids, Job, JobDir};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -23,12 +22,8 @@ fn status_field(pid: u32, name: &str) -> Option<u64> {
 
 /// The most agents alive at once, from events.jsonl.
 fn most_alive(run: &std::path::Path) -> usize {
-    let text = std::fs::read_to_string(run.join("events.jsonl")).expect("events.jsonl");
     let (mut alive, mut most) = (0usize, 0usize);
-    for event in text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-    {
+    for event in events(run) {
         match event["event"].as_str() {
             Some("launched") => alive += 1,
             Some("exited") => alive = alive.saturating_sub(1),

@@ -68,15 +68,17 @@ pub fn for_run<'a>(
     }
     let (cgroups, memory_mode) = memory::choose_mode(settings)?;
     let memory = MemoryWatch::new(settings);
-    let launcher = Launcher {
-        argv: agent_argv,
-        job_dir: &job.dir,
-        env: &settings.agent.env,
+    let logs =
+        LogPump::start().map_err(SupervisorError::io("cannot start the agent log thread"))?;
+    let launcher = Launcher::new(
+        agent_argv,
+        &job.dir,
         run,
-        log_limit: settings.limits.agent_log_limit.bytes(),
-        socket: rate.map(|r| r.path().to_path_buf()),
-        logs: LogPump::start().map_err(SupervisorError::io("cannot start the agent log thread"))?,
-    };
+        &settings.agent.env,
+        rate.map(RateServer::path),
+        settings.limits.agent_log_limit.bytes(),
+        logs,
+    );
     let executor = LocalExecutor::new(launcher, cgroups, memory.per_agent_limit(), grace);
     Ok(ExecutorSetup {
         executor: Box::new(executor),

@@ -1,18 +1,15 @@
 //! RUN/rate.log: one JSON line per grant, backoff, change of a key's pace and
 //! hold. Created at the first line (a run without limits takes no permits and
-//! writes none), and bounded like an agent's log: past the limit it is
-//! rotated to rate.log.1 (replacing the older one) and started afresh.
+//! writes none), and bounded like an agent's log (`BoundedLog`).
 
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
 use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::bounded_log::BoundedLog;
+
 pub struct RateLog {
-    path: PathBuf,
-    limit: u64,
-    open: Option<(BufWriter<File>, u64)>,
+    log: BoundedLog,
     /// A write failed: said once, then lines are dropped.
     failed: bool,
 }
@@ -20,52 +17,27 @@ pub struct RateLog {
 impl RateLog {
     pub fn new(path: PathBuf, limit: u64) -> Self {
         Self {
-            path,
-            limit: limit.max(1),
-            open: None,
+            log: BoundedLog::new(path, limit),
             failed: false,
         }
     }
 
-    /// Writes one line. The log is a record, not a duty: a full disk must not
-    /// stop permits, so an error is reported once and the line is dropped.
+    /// Writes one line, whole, in one write (`tail -f rate.log` and a crash
+    /// both see it whole). The log is a record, not a duty: a full disk must
+    /// not stop permits, so an error is reported once and the line is dropped.
     pub fn write(&mut self, line: &Value) {
         if self.failed {
             return;
         }
-        if let Err(error) = self.append(line) {
-            self.failed = true;
-            self.open = None;
-            tracing::warn!("{}: {error}; no more rate.log lines", self.path.display());
-        }
-    }
-
-    fn append(&mut self, line: &Value) -> io::Result<()> {
         let mut text = line.to_string();
         text.push('\n');
-        let (mut writer, mut written) = match self.open.take() {
-            Some(open) => open,
-            None => self.open_log()?,
-        };
-        if written > 0 && written + text.len() as u64 > self.limit {
-            writer.flush()?;
-            drop(writer);
-            let mut rotated = self.path.as_os_str().to_owned();
-            rotated.push(".1");
-            std::fs::rename(&self.path, PathBuf::from(rotated))?;
-            (writer, written) = self.open_log()?;
+        if let Err(error) = self.log.append(text.as_bytes()) {
+            self.failed = true;
+            tracing::warn!(
+                "{}: {error}; no more rate.log lines",
+                self.log.path().display()
+            );
         }
-        writer.write_all(text.as_bytes())?;
-        // Flushed per line: `tail -f rate.log` and a crash both see it whole.
-        writer.flush()?;
-        self.open = Some((writer, written + text.len() as u64));
-        Ok(())
-    }
-
-    fn open_log(&self) -> io::Result<(BufWriter<File>, u64)> {
-        let file = File::options().create(true).append(true).open(&self.path)?;
-        let len = file.metadata()?.len();
-        Ok((BufWriter::new(file), len))
     }
 }
 

@@ -30,7 +30,7 @@ pub fn spend_of_lines(bytes: &[u8], lines: &Lines<'_>) -> Spend {
     let mut total = Spend::default();
     for (_, range) in lines.iter() {
         let line = &bytes[range];
-        if line.windows(7).any(|w| w == b"\"usage\"") {
+        if memchr::memmem::find(line, b"\"usage\"").is_some() {
             total += Spend::from_line(line);
         }
     }

@@ -2,18 +2,20 @@
 //! (`LogPump`) reads every agent's pipe as it becomes readable (epoll through
 //! mio), so the supervisor's threads do not grow with the agents alive, and a
 //! child that floods its output, or closes it early, never stalls the event
-//! loop. The log is bounded: past the limit it is rotated to agent_NN.log.1
-//! (replacing the older one) and started afresh.
+//! loop. The log is bounded (`BoundedLog`): past the limit it is rotated to
+//! agent_NN.log.1 and started afresh.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{channel, Receiver, Sender};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::bounded_log::BoundedLog;
 
 /// The write end goes to the child as stdout and stderr; the read end to the
 /// log pump.
@@ -26,11 +28,7 @@ pub fn open_pipe() -> io::Result<(File, OwnedFd)> {
 /// One agent's pipe and where it goes.
 struct PipeLog {
     pipe: File,
-    path: PathBuf,
-    limit: u64,
-    /// Opened on the first bytes: an agent that says nothing makes no file
-    /// beyond the one `add` touched.
-    log: Option<(File, u64)>,
+    log: BoundedLog,
 }
 
 const WAKER: Token = Token(0);
@@ -62,15 +60,10 @@ impl LogPump {
             nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
         )
         .map_err(io::Error::from)?;
-        // The log exists from the launch on, as readers expect.
-        drop(open_log(&path)?);
+        // Opened here, so the log exists from the launch on, as readers expect.
+        let log = BoundedLog::create(path, limit)?;
         self.new_pipes
-            .send(PipeLog {
-                pipe,
-                path,
-                limit,
-                log: None,
-            })
+            .send(PipeLog { pipe, log })
             .map_err(|_| io::Error::other("the agent log thread has stopped"))?;
         self.waker.wake()
     }
@@ -123,7 +116,7 @@ fn pump(mut poll: Poll, incoming: &Receiver<PipeLog>) {
                             pipes.insert(token, pipe);
                         }
                         Err(error) => {
-                            tracing::warn!("agent log {}: {error}", pipe.path.display());
+                            tracing::warn!("agent log {}: {error}", pipe.log.path().display());
                         }
                     }
                 }
@@ -146,38 +139,15 @@ fn drain(pipe: &mut PipeLog, buffer: &mut [u8]) -> bool {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
             Err(e) => {
-                tracing::warn!("agent log {}: {e}", pipe.path.display());
+                tracing::warn!("agent log {}: {e}", pipe.log.path().display());
                 return true;
             }
         };
-        if let Err(error) = append(pipe, &buffer[..n]) {
+        if let Err(error) = pipe.log.append(&buffer[..n]) {
             // Closing the pipe tells the agent (EPIPE) rather than leaving it
             // blocked on a pipe nobody reads.
-            tracing::warn!("agent log {}: {error}", pipe.path.display());
+            tracing::warn!("agent log {}: {error}", pipe.log.path().display());
             return true;
         }
     }
-}
-
-fn append(pipe: &mut PipeLog, bytes: &[u8]) -> io::Result<()> {
-    let (mut log, mut written) = match pipe.log.take() {
-        Some(open) => open,
-        None => open_log(&pipe.path)?,
-    };
-    if written + bytes.len() as u64 > pipe.limit.max(1) && written > 0 {
-        drop(log);
-        let mut rotated = pipe.path.as_os_str().to_owned();
-        rotated.push(".1");
-        std::fs::rename(&pipe.path, PathBuf::from(rotated))?;
-        (log, written) = open_log(&pipe.path)?;
-    }
-    log.write_all(bytes)?;
-    pipe.log = Some((log, written + bytes.len() as u64));
-    Ok(())
-}
-
-fn open_log(path: &Path) -> io::Result<(File, u64)> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
-    let len = file.metadata()?.len();
-    Ok((file, len))
 }

@@ -4,29 +4,29 @@
 //! for the log).
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::ffi::OsString;
 use std::io;
 use std::path::Path;
 
+use shared::broker::{RUN_DIR_VAR, SOCKET_VAR};
 use shared::plan::AgentPlan;
 use shared::rundir::RunDir;
 
 use crate::executor::local::agent_log::{open_pipe, LogPump};
 use crate::executor::local::reaper::SPAWN_LOCK;
-use crate::executor::local::spawn::{child_environment, spawn, SpawnRequest};
+use crate::executor::local::spawn::{spawn, SpawnRequest};
 
 /// What every launch of this run shares.
 pub struct Launcher<'a> {
     pub argv: &'a [OsString],
     pub job_dir: &'a Path,
-    pub env: &'a BTreeMap<String, String>,
     pub run: &'a RunDir,
     pub log_limit: u64,
-    /// The rate broker's socket (NIGHTSHIFT_SOCKET).
-    pub socket: Option<std::path::PathBuf>,
     /// The thread that copies every agent's output into its log.
     pub logs: LogPump,
+    /// Every agent's environment but the contract's per-attempt variables:
+    /// the supervisor's own, agent.env over it, and NIGHTSHIFT_SOCKET.
+    base_env: BTreeMap<OsString, OsString>,
 }
 
 /// The agent contract's environment for one attempt (any executor).
@@ -43,29 +43,44 @@ pub fn contract_env(
         ),
         ("NIGHTSHIFT_AGENT", agent.name.clone().into()),
         ("NIGHTSHIFT_ATTEMPT", attempt.to_string().into()),
-        ("NIGHTSHIFT_RUN_DIR", run.root().as_os_str().to_owned()),
+        (RUN_DIR_VAR, run.root().as_os_str().to_owned()),
     ]
 }
 
-impl Launcher<'_> {
+impl<'a> Launcher<'a> {
+    /// `env`: the job's agent.env; `socket`: the rate broker's, if any.
+    pub fn new(
+        argv: &'a [OsString],
+        job_dir: &'a Path,
+        run: &'a RunDir,
+        env: &BTreeMap<String, String>,
+        socket: Option<&Path>,
+        log_limit: u64,
+        logs: LogPump,
+    ) -> Self {
+        let mut base_env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        base_env.extend(env.iter().map(|(n, v)| (n.into(), v.into())));
+        if let Some(socket) = socket {
+            base_env.insert(SOCKET_VAR.into(), socket.into());
+        }
+        Self {
+            argv,
+            job_dir,
+            run,
+            log_limit,
+            logs,
+            base_env,
+        }
+    }
+
     /// Spawns the agent; returns its pid, which is also its process group id.
     pub fn launch(&self, agent: &AgentPlan, attempt: u32) -> io::Result<i32> {
         let (log_reader, log_writer) = open_pipe()?;
-        let contract = contract_env(self.run, agent, attempt);
-        let socket = self
-            .socket
-            .as_ref()
-            .map(|path| (OsStr::new("NIGHTSHIFT_SOCKET"), path.as_os_str()));
-        let env = child_environment(
-            self.env
-                .iter()
-                .map(|(name, value)| (OsStr::new(name), OsStr::new(value)))
-                .chain(
-                    contract
-                        .iter()
-                        .map(|(n, v)| (OsStr::new(*n), v.as_os_str())),
-                )
-                .chain(socket),
+        let mut env = self.base_env.clone();
+        env.extend(
+            contract_env(self.run, agent, attempt)
+                .into_iter()
+                .map(|(name, value)| (OsString::from(name), value)),
         );
         let pid = {
             // glibc reaps a child whose exec failed itself: the reaper must

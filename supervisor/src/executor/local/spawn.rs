@@ -9,7 +9,7 @@
 //! sharing memory until the exec: its cost does not grow with the supervisor.
 
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsStr, OsString};
+use std::ffi::{CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -181,16 +181,4 @@ pub fn spawn(request: &SpawnRequest<'_>) -> io::Result<i32> {
         ))?;
         Ok(pid)
     }
-}
-
-/// This process's environment with `overrides` laid over it, in order (a
-/// later map wins).
-pub fn child_environment<'a>(
-    overrides: impl IntoIterator<Item = (&'a OsStr, &'a OsStr)>,
-) -> BTreeMap<OsString, OsString> {
-    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-    for (name, value) in overrides {
-        env.insert(name.to_owned(), value.to_owned());
-    }
-    env
 }

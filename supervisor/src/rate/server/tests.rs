@@ -301,3 +301,37 @@ fn a_paused_broker_holds_every_permit_until_it_goes_on() {
     assert_eq!(keyed.map(|r| r["ok"].clone()), Some(json!(true)));
     assert!(granted >= released);
 }
+
+#[test]
+fn a_permit_whose_asker_hung_up_is_given_up_not_granted() {
+    let (dir, server) = unix_server();
+    server.set_paused(true);
+    // Agent a asks, then dies before its permit could be granted.
+    let mut gone = unix_client(&server);
+    gone.get_mut()
+        .write_all(b"{\"op\":\"permit\",\"tokens\":5,\"agent\":\"a\"}\n")
+        .expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(200));
+    let path = server.path().to_path_buf();
+    let asker = std::thread::spawn(move || {
+        let stream = UnixStream::connect(&path).expect("connect");
+        ask(
+            &mut BufReader::new(stream),
+            r#"{"op":"permit","tokens":5,"agent":"b"}"#,
+        )
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    server.set_paused(false);
+    let reply = asker.join().expect("the asking thread").expect("a reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    let log = std::fs::read_to_string(dir.path().join("rate.log")).expect("rate.log");
+    let granted: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["op"] == "grant")
+        .map(|l| l["agent"].clone())
+        .collect();
+    assert_eq!(granted, [json!("b")], "only the agent still there");
+}
