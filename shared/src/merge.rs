@@ -68,10 +68,17 @@ fn size_and_time(path: &Path) -> io::Result<(u64, u64)> {
     ))
 }
 
+/// Where a merge input's ids come from: read only when the file must be
+/// checked record by record (a stamped, unchanged file is copied as it is), so
+/// a merge holds at most one input's ids at a time.
+pub type IdSource<'a> = Box<dyn Fn() -> io::Result<Vec<IdKey>> + Send + Sync + 'a>;
+
 /// One input of a merge: a JSONL file and the ids it must hold, in input order.
 pub struct MergeInput<'a> {
     pub path: PathBuf,
-    pub ids: &'a [IdKey],
+    /// How many ids `ids` gives.
+    pub items: usize,
+    pub ids: IdSource<'a>,
     /// Set when this file was written by an earlier merge (see the module docs).
     pub stamp: Option<FileStamp>,
 }
@@ -112,13 +119,14 @@ pub fn merge_files(
         for input in inputs {
             let trusted = input
                 .stamp
-                .filter(|s| s.records == input.ids.len() && s.matches(&input.path));
+                .filter(|s| s.records == input.items && s.matches(&input.path));
             if trusted.is_some() {
                 copy_records(&input.path, out, framing, &mut first)?;
-                summary.records += input.ids.len();
+                summary.records += input.items;
                 continue;
             }
-            let checked = check_jsonl(&input.path, input.ids, id_field, false)?;
+            let ids = (input.ids)()?;
+            let checked = check_jsonl(&input.path, &ids, id_field, false)?;
             for record in checked.record_bytes() {
                 write_record(out, record, framing, &mut first)?;
             }
@@ -204,8 +212,9 @@ fn copy_records(
 mod tests {
     use super::*;
 
-    fn ids(range: std::ops::RangeInclusive<usize>) -> Vec<IdKey> {
-        range.map(IdKey::from_line_number).collect()
+    fn ids(range: std::ops::RangeInclusive<usize>) -> (usize, IdSource<'static>) {
+        let ids: Vec<IdKey> = range.map(IdKey::from_line_number).collect();
+        (ids.len(), Box::new(move || Ok(ids.clone())))
     }
 
     #[test]
@@ -215,16 +224,18 @@ mod tests {
         let b = dir.path().join("b.jsonl");
         std::fs::write(&a, "{\"id\":2,\"x\":\"b\"}\n{\"id\":1,\"x\":\"a\"}\n").expect("write");
         std::fs::write(&b, "{\"id\":4}\n").expect("write");
-        let ids = ids(1..=4);
+        let (first, second) = (ids(1..=2), ids(3..=4));
         let inputs = [
             MergeInput {
                 path: a,
-                ids: &ids[..2],
+                items: first.0,
+                ids: first.1,
                 stamp: None,
             },
             MergeInput {
                 path: b,
-                ids: &ids[2..],
+                items: second.0,
+                ids: second.1,
                 stamp: None,
             },
         ];
@@ -246,11 +257,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let lower = dir.path().join("lower.jsonl");
         std::fs::write(&lower, "{\"id\":1}\n{\"id\":2}\n").expect("write");
-        let ids = ids(1..=2);
+        let (items, source) = ids(1..=2);
         let first = merge_files(
             &[MergeInput {
                 path: lower.clone(),
-                ids: &ids,
+                items,
+                ids: source,
                 stamp: None,
             }],
             "id",
@@ -262,7 +274,8 @@ mod tests {
         let top = dir.path().join("top.json");
         let trusted = MergeInput {
             path: mid.clone(),
-            ids: &ids,
+            items,
+            ids: Box::new(|| Err(io::Error::other("a trusted file is not checked"))),
             stamp: first.stamp,
         };
         merge_files(&[trusted], "id", &top, Framing::JsonArray).expect("merge");
@@ -275,7 +288,8 @@ mod tests {
         std::fs::write(&mid, "{\"id\":1}\nnot json\n").expect("tamper");
         let checked = MergeInput {
             path: mid,
-            ids: &ids,
+            items,
+            ids: ids(1..=2).1,
             stamp: first.stamp,
         };
         let summary = merge_files(&[checked], "id", &top, Framing::JsonArray).expect("merge");

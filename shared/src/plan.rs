@@ -5,6 +5,7 @@
 //! items_per_agent fills orchestrators up to `agents` before opening another.
 
 use std::fmt;
+use std::io::{self, Write};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,7 +37,7 @@ impl fmt::Display for AgentRef {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Plan {
     pub job: String,
     pub id_field: String,
@@ -44,28 +45,32 @@ pub struct Plan {
     pub segments: Vec<SegmentPlan>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct SegmentPlan {
     pub number: usize,
     pub orchestrators: Vec<OrchestratorPlan>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct OrchestratorPlan {
     pub segment: usize,
     pub number: usize,
     pub agents: Vec<AgentPlan>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct AgentPlan {
     pub name: String,
     #[serde(flatten)]
     pub at: AgentRef,
     /// Index of the agent's first item in the input.
     pub first_item: usize,
-    #[serde(with = "id_values")]
-    pub ids: Vec<IdKey>,
+    /// How many items the agent has. The plan in memory keeps counts only, so
+    /// the supervisor's memory grows with agents, not items: the ids are in
+    /// plan.json and in the agent's task file (`task::read_task_ids`), read
+    /// where one agent's or one merge's ids are needed.
+    #[serde(rename = "ids", deserialize_with = "count_ids")]
+    pub items: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -107,18 +112,14 @@ impl SegmentPlan {
         self.orchestrators.iter().flat_map(|o| &o.agents)
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = &IdKey> {
-        self.agents().flat_map(|a| &a.ids)
-    }
-
     pub fn item_count(&self) -> usize {
-        self.agents().map(|a| a.ids.len()).sum()
+        self.agents().map(|a| a.items).sum()
     }
 }
 
 impl OrchestratorPlan {
     pub fn item_count(&self) -> usize {
-        self.agents.iter().map(|a| a.ids.len()).sum()
+        self.agents.iter().map(|a| a.items).sum()
     }
 }
 
@@ -193,14 +194,14 @@ fn balanced(n: usize, parts: usize) -> Vec<usize> {
         .collect()
 }
 
-/// Builds the plan of a job over its item ids.
+/// Builds the plan of a job over its `items` items.
 pub fn build_plan(
     job: &str,
     id_field: &str,
-    ids: &[IdKey],
+    items: usize,
     layout: &LayoutSettings,
 ) -> Result<Plan, PlanError> {
-    if ids.is_empty() {
+    if items == 0 {
         return Err(PlanError::NoItems);
     }
     // With only some counts given, segments are a request that must be met
@@ -209,15 +210,12 @@ pub fn build_plan(
     if let Some(segments) = layout
         .segments
         .map(|c| c.get())
-        .filter(|s| *s > ids.len() && !all_counts)
+        .filter(|s| *s > items && !all_counts)
     {
-        return Err(PlanError::MoreSegmentsThanItems {
-            segments,
-            items: ids.len(),
-        });
+        return Err(PlanError::MoreSegmentsThanItems { segments, items });
     }
-    let shape = shape(ids.len(), layout);
-    let agent_sizes = balanced(ids.len(), shape.total_agents);
+    let shape = shape(items, layout);
+    let agent_sizes = balanced(items, shape.total_agents);
     let mut sizes = agent_sizes.into_iter();
     let mut next_item = 0;
     let mut segments = Vec::new();
@@ -247,7 +245,7 @@ pub fn build_plan(
                     name: at.to_string(),
                     at,
                     first_item: next_item,
-                    ids: ids[next_item..next_item + size].to_vec(),
+                    items: size,
                 });
                 next_item += size;
             }
@@ -262,44 +260,103 @@ pub fn build_plan(
             orchestrators,
         });
     }
-    debug_assert_eq!(next_item, ids.len());
+    debug_assert_eq!(next_item, items);
     Ok(Plan {
         job: job.to_owned(),
         id_field: id_field.to_owned(),
-        items_total: ids.len(),
+        items_total: items,
         segments,
     })
 }
 
-/// plan.json writes ids as the JSON values they are in the input.
-mod id_values {
-    use super::IdKey;
-    use serde::de::Error;
-    use serde::{Deserialize, Deserializer, Serializer};
-    use serde_json::Value;
-
-    pub fn serialize<S: Serializer>(ids: &[IdKey], serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(ids.iter().map(IdKey::to_value))
+/// plan.json's `ids` of an agent, read as their count: a million ids would
+/// otherwise be a million strings held for the whole run.
+fn count_ids<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<usize, D::Error> {
+    struct Count;
+    impl<'de> serde::de::Visitor<'de> for Count {
+        type Value = usize;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an array of ids")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+            let mut n = 0;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                n += 1;
+            }
+            Ok(n)
+        }
     }
+    deserializer.deserialize_seq(Count)
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<IdKey>, D::Error> {
-        Vec::<Value>::deserialize(deserializer)?
-            .iter()
-            .map(|v| {
-                IdKey::from_value(v).ok_or_else(|| D::Error::custom(format!("{v} is not an id")))
-            })
-            .collect()
+/// Writes plan.json: the plan with every agent's ids, which `ids_of` gives
+/// one agent at a time (in plan order), so the whole list is never held.
+/// Ids are written as the JSON values they are in the input.
+pub fn write_plan_json(
+    plan: &Plan,
+    out: &mut impl Write,
+    mut ids_of: impl FnMut(&AgentPlan) -> io::Result<Vec<IdKey>>,
+) -> io::Result<()> {
+    let text = |s: &str| serde_json::to_string(s).map_err(io::Error::from);
+    write!(
+        out,
+        "{{\n  \"job\": {},\n  \"id_field\": {},\n  \"items_total\": {},\n  \"segments\": [",
+        text(&plan.job)?,
+        text(&plan.id_field)?,
+        plan.items_total
+    )?;
+    for (s, segment) in plan.segments.iter().enumerate() {
+        let comma = if s == 0 { "" } else { "," };
+        write!(
+            out,
+            "{comma}\n    {{\"number\": {}, \"orchestrators\": [",
+            segment.number
+        )?;
+        for (o, orchestrator) in segment.orchestrators.iter().enumerate() {
+            let comma = if o == 0 { "" } else { "," };
+            write!(
+                out,
+                "{comma}\n      {{\"segment\": {}, \"number\": {}, \"agents\": [",
+                orchestrator.segment, orchestrator.number
+            )?;
+            for (a, agent) in orchestrator.agents.iter().enumerate() {
+                let ids = ids_of(agent)?;
+                if ids.len() != agent.items {
+                    return Err(io::Error::other(format!(
+                        "{}: {} ids for {} planned items",
+                        agent.name,
+                        ids.len(),
+                        agent.items
+                    )));
+                }
+                let comma = if a == 0 { "" } else { "," };
+                write!(
+                    out,
+                    "{comma}\n        {{\"name\": {}, \"segment\": {}, \"orchestrator\": {}, \"agent\": {}, \"first_item\": {}, \"ids\": [",
+                    text(&agent.name)?,
+                    agent.at.segment,
+                    agent.at.orchestrator,
+                    agent.at.agent,
+                    agent.first_item
+                )?;
+                for (i, id) in ids.iter().enumerate() {
+                    // An IdKey is the id's canonical JSON text already.
+                    out.write_all(if i == 0 { b"" } else { b", " })?;
+                    out.write_all(id.as_str().as_bytes())?;
+                }
+                out.write_all(b"]}")?;
+            }
+            out.write_all(b"\n      ]}")?;
+        }
+        out.write_all(b"\n    ]}")?;
     }
+    out.write_all(b"\n  ]\n}\n")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::Count;
-
-    fn ids(n: usize) -> Vec<IdKey> {
-        (1..=n).map(IdKey::from_line_number).collect()
-    }
 
     fn layout(
         s: Option<usize>,
@@ -316,10 +373,14 @@ mod tests {
     }
 
     fn check_invariants(plan: &Plan, n: usize) {
-        let all: Vec<&IdKey> = plan.agents().flat_map(|a| &a.ids).collect();
-        assert_eq!(all.len(), n, "every item exactly once");
-        assert!(all.windows(2).all(|w| w[0] != w[1]));
-        let sizes: Vec<usize> = plan.agents().map(|a| a.ids.len()).collect();
+        let mut next = 0;
+        for agent in plan.agents() {
+            assert_eq!(agent.first_item, next, "agents follow input order");
+            next += agent.items;
+        }
+        assert_eq!(next, n, "every item exactly once");
+        assert_eq!(plan.items_total, n);
+        let sizes: Vec<usize> = plan.agents().map(|a| a.items).collect();
         assert!(sizes.iter().all(|s| *s > 0), "no empty agent: {sizes:?}");
         let (min, max) = (sizes.iter().min(), sizes.iter().max());
         assert!(
@@ -330,13 +391,8 @@ mod tests {
 
     #[test]
     fn explicit_counts_are_honoured_and_balanced() {
-        let plan = build_plan(
-            "j",
-            "id",
-            &ids(1000),
-            &layout(Some(3), Some(3), Some(10), None),
-        )
-        .expect("plan");
+        let plan =
+            build_plan("j", "id", 1000, &layout(Some(3), Some(3), Some(10), None)).expect("plan");
         assert_eq!(plan.segments.len(), 3);
         assert_eq!(plan.agent_count(), 90);
         check_invariants(&plan, 1000);
@@ -344,13 +400,8 @@ mod tests {
 
     #[test]
     fn too_few_items_never_make_empty_agents() {
-        let plan = build_plan(
-            "j",
-            "id",
-            &ids(7),
-            &layout(Some(3), Some(3), Some(10), None),
-        )
-        .expect("plan");
+        let plan =
+            build_plan("j", "id", 7, &layout(Some(3), Some(3), Some(10), None)).expect("plan");
         assert_eq!(plan.agent_count(), 7);
         assert!(plan.segments.iter().all(|s| !s.orchestrators.is_empty()));
         check_invariants(&plan, 7);
@@ -358,7 +409,7 @@ mod tests {
 
     #[test]
     fn defaults_give_twenty_items_per_agent() {
-        let plan = build_plan("j", "id", &ids(1000), &LayoutSettings::default()).expect("plan");
+        let plan = build_plan("j", "id", 1000, &LayoutSettings::default()).expect("plan");
         assert_eq!(plan.agent_count(), 50);
         assert_eq!(plan.segments.len(), 2);
         check_invariants(&plan, 1000);
@@ -366,13 +417,8 @@ mod tests {
 
     #[test]
     fn items_per_agent_derives_the_missing_count() {
-        let plan = build_plan(
-            "j",
-            "id",
-            &ids(100),
-            &layout(Some(2), Some(1), None, Some(10)),
-        )
-        .expect("plan");
+        let plan =
+            build_plan("j", "id", 100, &layout(Some(2), Some(1), None, Some(10))).expect("plan");
         assert_eq!(plan.segments.len(), 2);
         assert_eq!(plan.agent_count(), 10);
         check_invariants(&plan, 100);
@@ -380,11 +426,10 @@ mod tests {
 
     #[test]
     fn derived_layouts_fill_orchestrators_first() {
-        let plan =
-            build_plan("j", "id", &ids(10), &layout(None, None, None, Some(4))).expect("plan");
+        let plan = build_plan("j", "id", 10, &layout(None, None, None, Some(4))).expect("plan");
         assert_eq!(plan.orchestrator_count(), 1);
         assert_eq!(plan.agent_count(), 3);
-        let plan = build_plan("j", "id", &ids(250), &LayoutSettings::default()).expect("plan");
+        let plan = build_plan("j", "id", 250, &LayoutSettings::default()).expect("plan");
         let per_orchestrator: Vec<usize> = plan.segments[0]
             .orchestrators
             .iter()
@@ -396,9 +441,21 @@ mod tests {
 
     #[test]
     fn plan_json_round_trips() {
-        let plan = build_plan("j", "id", &ids(5), &LayoutSettings::default()).expect("plan");
-        let text = serde_json::to_string(&plan).expect("serialize");
-        assert!(text.contains("\"ids\":[1,2,3,4,5]"), "{text}");
-        assert_eq!(serde_json::from_str::<Plan>(&text).expect("parse"), plan);
+        let plan = build_plan("j", "id", 5, &LayoutSettings::default()).expect("plan");
+        let mut text = Vec::new();
+        write_plan_json(&plan, &mut text, |agent| {
+            Ok((agent.first_item + 1..=agent.first_item + agent.items)
+                .map(IdKey::from_line_number)
+                .collect())
+        })
+        .expect("write");
+        let value: serde_json::Value = serde_json::from_slice(&text).expect("plan.json is JSON");
+        assert_eq!(
+            value["segments"][0]["orchestrators"][0]["agents"][0]["ids"],
+            serde_json::json!([1, 2, 3, 4, 5])
+        );
+        assert_eq!(serde_json::from_slice::<Plan>(&text).expect("parse"), plan);
+        let short = write_plan_json(&plan, &mut Vec::new(), |_| Ok(Vec::new()));
+        assert!(short.is_err(), "ids that do not match the plan are refused");
     }
 }

@@ -81,6 +81,11 @@ impl RunDir {
     }
 
     /// The agent's results, appended progressively.
+    /// The ids of an agent's items, in input order, from its task file.
+    pub fn agent_ids(&self, at: AgentRef) -> std::io::Result<Vec<crate::ids::IdKey>> {
+        crate::task::read_task_ids(&self.agent_task(at))
+    }
+
     pub fn agent_output(&self, at: AgentRef) -> PathBuf {
         self.agent_path(at, "jsonl")
     }

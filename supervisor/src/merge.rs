@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use shared::ids::IdKey;
 use shared::job::{Job, OutputFormat};
 use shared::merge::{merge_files, FileStamp, Framing, MergeInput, MergeSummary};
-use shared::plan::{OrchestratorPlan, Plan, SegmentPlan};
+use shared::plan::{AgentPlan, OrchestratorPlan, Plan, SegmentPlan};
 use shared::rundir::RunDir;
 use shared::validate::{Problem, ProblemKind};
 
@@ -60,15 +60,14 @@ pub fn merge_segment(
             stamps.push(summary.stamp);
         }
     }
-    let ids: Vec<Vec<IdKey>> = segment.orchestrators.iter().map(orchestrator_ids).collect();
     let inputs: Vec<MergeInput<'_>> = segment
         .orchestrators
         .iter()
-        .zip(&ids)
         .zip(stamps)
-        .map(|((o, ids), stamp)| MergeInput {
+        .map(|(o, stamp)| MergeInput {
             path: run.orchestrator_file(segment.number, o.number),
-            ids,
+            items: o.item_count(),
+            ids: Box::new(move || ids_of(run, o.agents.iter())),
             stamp,
         })
         .collect();
@@ -87,12 +86,16 @@ pub fn merge_segment(
     Ok((problems, stamp))
 }
 
-fn orchestrator_ids(orchestrator: &OrchestratorPlan) -> Vec<IdKey> {
-    orchestrator
-        .agents
-        .iter()
-        .flat_map(|a| a.ids.iter().cloned())
-        .collect()
+/// The ids of some agents' items, in plan order, from their task files.
+pub fn ids_of<'p>(
+    run: &RunDir,
+    agents: impl Iterator<Item = &'p AgentPlan>,
+) -> io::Result<Vec<IdKey>> {
+    let mut ids = Vec::new();
+    for agent in agents {
+        ids.extend(run.agent_ids(agent.at)?);
+    }
+    Ok(ids)
 }
 
 /// Agent files → orch_NN.jsonl. Agent files are always checked record by record.
@@ -106,7 +109,8 @@ pub fn merge_orchestrator(
         .iter()
         .map(|a| MergeInput {
             path: run.agent_output(a.at),
-            ids: &a.ids,
+            items: a.items,
+            ids: Box::new(move || run.agent_ids(a.at)),
             stamp: None,
         })
         .collect();
@@ -132,18 +136,13 @@ pub fn merge_final(
         .as_ref()
         .map(|p| (job.resolve(p), job.settings.output.format));
     let stamps = segment_stamps(run)?;
-    let ids: Vec<Vec<IdKey>> = plan
-        .segments
-        .iter()
-        .map(|s| s.ids().cloned().collect())
-        .collect();
     let inputs: Vec<MergeInput<'_>> = plan
         .segments
         .iter()
-        .zip(&ids)
-        .map(|(s, ids)| MergeInput {
+        .map(|s| MergeInput {
             path: run.segment_file(s.number),
-            ids,
+            items: s.item_count(),
+            ids: Box::new(move || ids_of(run, s.agents())),
             stamp: stamps.get(&s.number).copied(),
         })
         .collect();

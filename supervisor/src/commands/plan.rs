@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use shared::ids::IdKey;
-use shared::plan::Plan;
+use shared::plan::{write_plan_json, Plan};
 
 use crate::error::{Result, SupervisorError};
 use crate::reporting::estimate::estimate_line;
@@ -12,9 +12,13 @@ use crate::run::setup::plan_job;
 pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
     let planned = plan_job(job_path)?;
     if as_json {
-        let text = serde_json::to_string_pretty(&planned.plan)
-            .map_err(|e| SupervisorError::io("cannot encode the plan")(e.into()))?;
-        println!("{text}");
+        let ids = &planned.items.ids;
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        write_plan_json(&planned.plan, &mut out, |agent| {
+            Ok(ids[agent.first_item..agent.first_item + agent.items].to_vec())
+        })
+        .and_then(|()| std::io::Write::flush(&mut out))
+        .map_err(SupervisorError::io("cannot write the plan"))?;
     } else {
         println!(
             "job {}: {} items from {} (id field `{}`)",
@@ -23,7 +27,7 @@ pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
             planned.items.path.display(),
             planned.plan.id_field
         );
-        print!("{}", describe(&planned.plan));
+        print!("{}", describe(&planned.plan, &planned.items.ids));
         if let Some(line) = estimate_line(&planned.job.settings, &planned.items) {
             println!("{line}");
         }
@@ -32,8 +36,8 @@ pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
 }
 
 /// A readable plan: totals, then one line per segment and per orchestrator.
-pub fn describe(plan: &Plan) -> String {
-    let sizes: Vec<usize> = plan.agents().map(|a| a.ids.len()).collect();
+pub fn describe(plan: &Plan, ids: &[IdKey]) -> String {
+    let sizes: Vec<usize> = plan.agents().map(|a| a.items).collect();
     let (min, max) = (
         sizes.iter().min().unwrap_or(&0),
         sizes.iter().max().unwrap_or(&0),
@@ -61,12 +65,12 @@ pub fn describe(plan: &Plan) -> String {
             let first = orchestrator
                 .agents
                 .first()
-                .and_then(|a| a.ids.first())
+                .and_then(|a| ids.get(a.first_item))
                 .map(IdKey::as_str);
             let last = orchestrator
                 .agents
                 .last()
-                .and_then(|a| a.ids.last())
+                .and_then(|a| ids.get((a.first_item + a.items).checked_sub(1)?))
                 .map(IdKey::as_str);
             text.push_str(&format!(
                 "  orch_{:02}: {} agents, {} items, ids {} … {}\n",

@@ -14,6 +14,7 @@ use shared::validate::{check_json_array, check_jsonl, Problem, ProblemKind};
 
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
+use crate::merge::ids_of;
 use crate::run::existing::open_run;
 
 pub fn validate(path: &Path, id_field: &str, console: &Console) -> Result<i32> {
@@ -69,7 +70,10 @@ fn validate_run(dir: &Path, console: &Console) -> Result<i32> {
     let mut saved = 0;
     for agent in plan.agents() {
         let path = run.agent_output(agent.at);
-        let checked = check_jsonl(&path, &agent.ids, id_field, false).map_err(io_error(&path))?;
+        let ids = run
+            .agent_ids(agent.at)
+            .map_err(io_error(&run.agent_task(agent.at)))?;
+        let checked = check_jsonl(&path, &ids, id_field, false).map_err(io_error(&path))?;
         saved += checked.records.len();
         problems.extend(checked.problems);
     }
@@ -79,11 +83,7 @@ fn validate_run(dir: &Path, console: &Console) -> Result<i32> {
         for orchestrator in &segment.orchestrators {
             let path = run.orchestrator_file(segment.number, orchestrator.number);
             if path.exists() {
-                let ids: Vec<IdKey> = orchestrator
-                    .agents
-                    .iter()
-                    .flat_map(|a| a.ids.iter().cloned())
-                    .collect();
+                let ids = ids_of(&run, orchestrator.agents.iter()).map_err(io_error(&path))?;
                 problems.extend(
                     check_jsonl(&path, &ids, id_field, true)
                         .map_err(io_error(&path))?
@@ -94,7 +94,7 @@ fn validate_run(dir: &Path, console: &Console) -> Result<i32> {
         }
         let path = run.segment_file(segment.number);
         if path.exists() {
-            let ids: Vec<IdKey> = segment.ids().cloned().collect();
+            let ids = ids_of(&run, segment.agents()).map_err(io_error(&path))?;
             problems.extend(
                 check_jsonl(&path, &ids, id_field, true)
                     .map_err(io_error(&path))?
@@ -106,7 +106,7 @@ fn validate_run(dir: &Path, console: &Console) -> Result<i32> {
     println!("merged files checked: {merged_files}");
     let final_path = run.final_json();
     if final_path.exists() {
-        let all: Vec<IdKey> = plan.agents().flat_map(|a| a.ids.iter().cloned()).collect();
+        let all = ids_of(&run, plan.agents()).map_err(io_error(&final_path))?;
         problems
             .extend(check_json_array(&final_path, &all, id_field).map_err(io_error(&final_path))?);
     } else {
@@ -126,7 +126,7 @@ fn validate_run(dir: &Path, console: &Console) -> Result<i32> {
 fn check_run_file(run: &RunDir, plan: &Plan, path: &Path) -> Result<Option<Vec<Problem>>> {
     let id_field = plan.id_field.as_str();
     if path == run.final_json() {
-        let all: Vec<IdKey> = plan.agents().flat_map(|a| a.ids.iter().cloned()).collect();
+        let all = ids_of(run, plan.agents()).map_err(io_error(path))?;
         return Ok(Some(
             check_json_array(path, &all, id_field).map_err(io_error(path))?,
         ));
@@ -134,22 +134,17 @@ fn check_run_file(run: &RunDir, plan: &Plan, path: &Path) -> Result<Option<Vec<P
     let mut expected: Option<(Vec<IdKey>, bool)> = None;
     for segment in &plan.segments {
         if path == run.segment_file(segment.number) {
-            expected = Some((segment.ids().cloned().collect(), true));
+            expected = Some((ids_of(run, segment.agents()).map_err(io_error(path))?, true));
         }
         for orchestrator in &segment.orchestrators {
             if path == run.orchestrator_file(segment.number, orchestrator.number) {
-                expected = Some((
-                    orchestrator
-                        .agents
-                        .iter()
-                        .flat_map(|a| a.ids.iter().cloned())
-                        .collect(),
-                    true,
-                ));
+                let ids = ids_of(run, orchestrator.agents.iter()).map_err(io_error(path))?;
+                expected = Some((ids, true));
             }
             for agent in &orchestrator.agents {
                 if path == run.agent_output(agent.at) {
-                    expected = Some((agent.ids.clone(), false));
+                    let ids = run.agent_ids(agent.at).map_err(io_error(path))?;
+                    expected = Some((ids, false));
                 }
             }
         }

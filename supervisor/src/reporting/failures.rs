@@ -73,7 +73,8 @@ pub fn item_report(
             .collect();
         let history = journal.history.agents.get(&agent.name);
         let last_attempt = history.and_then(AgentHistory::last).map(|a| a.number);
-        for key in agent.ids.iter().filter(|id| !saved.contains(*id)) {
+        let ids = run.agent_ids(agent.at).unwrap_or_default();
+        for key in ids.iter().filter(|id| !saved.contains(*id)) {
             let item = match reported.get(key) {
                 Some(line) => FailedItem {
                     id: key.to_value(),
@@ -124,11 +125,14 @@ pub fn untried(run: &RunDir, agent: &shared::plan::AgentPlan, id_field: &str) ->
         .into_iter()
         .map(|(id, _)| id)
         .collect();
-    agent
-        .ids
-        .iter()
-        .filter(|id| !saved.contains(*id) && !failed.contains(*id))
-        .count()
+    match run.agent_ids(agent.at) {
+        Ok(ids) => ids
+            .iter()
+            .filter(|id| !saved.contains(*id) && !failed.contains(*id))
+            .count(),
+        // Without its task file the agent cannot run at all: all its unsaved items are left.
+        Err(_) => agent.items.saturating_sub(saved.len()),
+    }
 }
 
 /// One agent file, read once: the ids it holds, and its truncated replies.

@@ -70,7 +70,7 @@ impl Progress {
                 .map(|a| {
                     let tail = Tail {
                         agent: a.at,
-                        items: a.ids.len(),
+                        items: a.items,
                         offset: 0,
                         lines: 0,
                         spend: Spend::default(),

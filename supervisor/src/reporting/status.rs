@@ -139,7 +139,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
     let (mut done_total, mut failed_items, mut to_run) = (0, 0, 0);
     for agent in plan.agents() {
         let done = progress.saved(&run.agent_output(agent.at));
-        let total = agent.ids.len();
+        let total = agent.items;
         done_total += done;
         let past = history.get(&agent.name);
         let failure = past.and_then(last_failure);

@@ -16,8 +16,10 @@ use crate::executor::AttemptKey;
 use crate::reporting::progress::Progress;
 use crate::schedule::scheduler::Scheduler;
 use crate::supervise::slot::Slot;
+use shared::ids::IdKey;
 use shared::money::dollars;
 use shared::plan::AgentPlan;
+use shared::rundir::RunDir;
 
 /// Lines the display keeps for itself beyond agent lines: the overall bar,
 /// the "+N more" line, and room for the lines printed above it.
@@ -27,6 +29,7 @@ const RESERVED_ROWS: usize = 4;
 const REDRAW: Duration = Duration::from_millis(200);
 
 pub struct RunSnapshot<'s, 'p> {
+    pub run: &'s RunDir,
     pub progress: &'s Progress,
     pub slots: &'s HashMap<AttemptKey, Slot<'p>>,
     pub segment: usize,
@@ -47,7 +50,10 @@ pub enum ProgressView {
 pub struct Bars {
     multi: MultiProgress,
     overall: ProgressBar,
-    agents: HashMap<AttemptKey, ProgressBar>,
+    /// The agents on screen, each with its ids (read from its task file when
+    /// it comes on screen, for the id of the item it works on): ids are held
+    /// for the few agents shown, never for the whole run.
+    agents: HashMap<AttemptKey, (ProgressBar, Vec<IdKey>)>,
     /// "+N more running, M waiting to retry", and the waiting agents.
     more: ProgressBar,
     last_draw: Option<Instant>,
@@ -116,7 +122,7 @@ impl ProgressView {
 
     pub fn finish(&mut self) {
         if let Self::Bars(bars) = self {
-            for bar in bars.agents.values() {
+            for (bar, _) in bars.agents.values() {
                 bar.finish_and_clear();
             }
             bars.more.finish_and_clear();
@@ -160,7 +166,7 @@ impl Bars {
             })
         });
         let (shown, hidden) = keys.split_at(room.min(keys.len()));
-        self.agents.retain(|key, bar| {
+        self.agents.retain(|key, (bar, _)| {
             let keep = shown.contains(&key);
             if !keep {
                 bar.finish_and_clear();
@@ -173,12 +179,15 @@ impl Bars {
             };
             let multi = &self.multi;
             let more = &self.more;
-            let bar = self.agents.entry(**key).or_insert_with(|| {
+            let (bar, ids) = self.agents.entry(**key).or_insert_with(|| {
                 let bar = multi.insert_before(more, ProgressBar::new_spinner());
                 bar.set_style(line_style());
-                bar
+                (
+                    bar,
+                    snapshot.run.agent_ids(slot.agent.at).unwrap_or_default(),
+                )
             });
-            bar.set_message(agent_line(slot));
+            bar.set_message(agent_line(slot, ids));
         }
         self.more.set_message(more_line(
             hidden.len(),
@@ -192,16 +201,14 @@ fn line_style() -> ProgressStyle {
 }
 
 /// `segment_01/orch_02/agent_03 #2  5/20  item-045  153 MiB  1m02s`
-fn agent_line(slot: &Slot<'_>) -> String {
+fn agent_line(slot: &Slot<'_>, ids: &[IdKey]) -> String {
     let state = match slot.kill {
         Some(kill) => format!(" · stopping ({})", kill.reason),
         None => String::new(),
     };
     // The next item without a record is the one it works on (one at a time;
     // with agent.concurrency it is the first of those in flight).
-    let current = slot
-        .agent
-        .ids
+    let current = ids
         .get(slot.done)
         .map(|id| format!("  {}", id.plain()))
         .unwrap_or_default();
@@ -210,7 +217,7 @@ fn agent_line(slot: &Slot<'_>) -> String {
         slot.agent.name,
         slot.attempt,
         slot.done,
-        slot.agent.ids.len(),
+        slot.agent.items,
         size(slot.rss),
         short_duration(slot.started.elapsed())
     )

@@ -276,6 +276,7 @@ pub fn is_failure(outcome: &Outcome) -> bool {
 
 /// The summary's counts from what the session knows.
 pub fn count(
+    run: &RunDir,
     plan: &Plan,
     done: usize,
     missing: &[IdKey],
@@ -290,11 +291,11 @@ pub fn count(
         .agents()
         .filter(|agent| last.get(agent.name.as_str()).is_some_and(|o| is_failure(o)))
         .map(|agent| {
-            agent
-                .ids
-                .iter()
-                .filter(|id| missing_set.contains(id))
-                .count()
+            // One failed agent's ids at a time, from its task file; one that
+            // cannot be read counts its items as failed.
+            run.agent_ids(agent.at).map_or(agent.items, |ids| {
+                ids.iter().filter(|id| missing_set.contains(id)).count()
+            })
         })
         .sum();
     let failures = attempts.iter().filter(|a| is_failure(&a.outcome)).count();

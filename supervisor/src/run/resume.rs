@@ -42,7 +42,14 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
     let mut files = HashMap::new();
     for agent in plan.agents() {
         let path = run.agent_output(agent.at);
-        let checked = check_jsonl(&path, &agent.ids, &plan.id_field, false).map_err(
+        // One agent's ids at a time, from its task file: the plan keeps counts.
+        let ids = run
+            .agent_ids(agent.at)
+            .map_err(SupervisorError::io(format!(
+                "cannot read {}",
+                run.agent_task(agent.at).display()
+            )))?;
+        let checked = check_jsonl(&path, &ids, &plan.id_field, false).map_err(
             SupervisorError::io(format!("cannot read {}", path.display())),
         )?;
         saved += checked.records.len();
@@ -56,14 +63,19 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
         let saved_here: HashSet<&shared::ids::IdKey> = checked
             .records
             .iter()
-            .filter_map(|(index, _)| agent.ids.get(*index))
+            .filter_map(|(index, _)| ids.get(*index))
             .collect();
-        let failed = shared::failures::read_failures(&run.agent_failures(agent.at))
+        let failures = shared::failures::read_failures(&run.agent_failures(agent.at));
+        let planned: HashSet<&shared::ids::IdKey> = match failures.is_empty() {
+            true => HashSet::new(),
+            false => ids.iter().collect(),
+        };
+        let failed = failures
             .into_iter()
-            .filter(|(id, _)| agent.ids.contains(id) && !saved_here.contains(id))
+            .filter(|(id, _)| planned.contains(id) && !saved_here.contains(id))
             .count();
         failed_total += failed;
-        if checked.records.len() + failed >= agent.ids.len() {
+        if checked.records.len() + failed >= agent.items {
             complete.insert(agent.at);
         }
         for problem in checked.problems {
@@ -124,8 +136,7 @@ pub fn restore_missing_tasks(run: &RunDir, plan: &Plan, job: &shared::job::Job) 
     }
     let input = &job.settings.input;
     let items = shared::input::load_items(&job.resolve(&input.path), input.format, &input.id)?;
-    let planned: Vec<&shared::ids::IdKey> = plan.agents().flat_map(|a| &a.ids).collect();
-    if items.ids.iter().ne(planned.iter().copied()) {
+    if items.ids != planned_ids(run)? {
         return Err(SupervisorError::Unsupported(format!(
             "{}: task files are missing and the input no longer holds the planned items; the run cannot be resumed",
             run.root().display()
@@ -158,4 +169,25 @@ pub fn set_failures_aside(run: &RunDir, plan: &Plan) -> Result<(usize, usize)> {
         agents += 1;
     }
     Ok((items, agents))
+}
+
+/// Every planned id, in input order, as plan.json lists them (only for the
+/// rare restore of lost task files: the plan in memory keeps counts).
+fn planned_ids(run: &RunDir) -> Result<Vec<shared::ids::IdKey>> {
+    let unreadable = |e: std::io::Error| {
+        SupervisorError::io(format!("cannot read {}", run.plan_json().display()))(e)
+    };
+    let text = std::fs::read(run.plan_json()).map_err(unreadable)?;
+    let plan: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| unreadable(e.into()))?;
+    let agents = plan["segments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["orchestrators"].as_array().into_iter().flatten())
+        .flat_map(|o| o["agents"].as_array().into_iter().flatten());
+    Ok(agents
+        .flat_map(|a| a["ids"].as_array().into_iter().flatten())
+        .filter_map(shared::ids::IdKey::from_value)
+        .collect())
 }

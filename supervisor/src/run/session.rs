@@ -165,7 +165,7 @@ fn session(
         &missing_ids,
         started,
     );
-    let (items, failures) = notify::count(plan, done, &missing_ids, &result.attempts);
+    let (items, failures) = notify::count(run, plan, done, &missing_ids, &result.attempts);
     let summary = RunSummary {
         state: state.to_owned(),
         exit_code: code,

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use shared::atomic::write_bytes_atomic;
 use shared::input::{load_items, InputError, Items};
 use shared::job::{Backend, ExecutorKind, Job};
-use shared::plan::{build_plan, Plan};
+use shared::plan::{build_plan, write_plan_json, Plan};
 use shared::rundir::{RunDir, RunInfo};
 
 use crate::error::{Result, SupervisorError};
@@ -42,7 +42,7 @@ pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
                 other => other.into(),
             }
         })?;
-    let plan = build_plan(&job.name, &settings.input.id, &items.ids, &settings.layout)?;
+    let plan = build_plan(&job.name, &settings.input.id, items.len(), &settings.layout)?;
     Ok(PlannedJob { job, items, plan })
 }
 
@@ -160,7 +160,12 @@ pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
         started: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     };
     write(run.run_json(), &to_json(&info)?)?;
-    write(run.plan_json(), &to_json(&checked.plan)?)?;
+    let mut plan_json = Vec::new();
+    write_plan_json(&checked.plan, &mut plan_json, |agent| {
+        Ok(checked.items.ids[agent.first_item..agent.first_item + agent.items].to_vec())
+    })
+    .map_err(SupervisorError::io("cannot encode the plan"))?;
+    write(run.plan_json(), &plan_json)?;
     for segment in &checked.plan.segments {
         for orchestrator in &segment.orchestrators {
             let folder = run.orchestrator_dir(segment.number, orchestrator.number);

@@ -38,7 +38,7 @@ pub fn write_all_tasks(
         let task = TaskRef {
             agent: &agent.name,
             id_field,
-            items: &items[agent.first_item..agent.first_item + agent.ids.len()],
+            items: &items[agent.first_item..agent.first_item + agent.items],
             settings: &job.agent,
             permits: job.permits_from_start(),
         };

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use shared::ids::IdKey;
 use shared::job::{AgentSettings, Count, HumanDuration, ScheduleSettings};
 use shared::plan::{AgentPlan, AgentRef};
 
@@ -19,7 +18,7 @@ fn agent(orchestrator: usize, number: usize) -> AgentPlan {
         name: at.to_string(),
         at,
         first_item: 0,
-        ids: vec![IdKey::from_line_number(orchestrator * 100 + number)],
+        items: 1,
     }
 }
 

@@ -57,7 +57,7 @@ impl<'a> Supervisor<'a> {
         };
         let launched = Event::Launched {
             attempt,
-            items: agent.ids.len(),
+            items: agent.items,
             already_saved: saved_at_launch,
             phase,
             pid: started.key.pid(),
@@ -126,7 +126,7 @@ impl<'a> Supervisor<'a> {
                 exit: None,
                 deadline: self.watchdog.fixed_timeout().map(|limit| now + limit),
                 saved_at_launch,
-                done: saved_at_launch.min(agent.ids.len()),
+                done: saved_at_launch.min(agent.items),
                 output_len: std::fs::metadata(&output).map_or(0, |m| m.len()),
                 last_progress: now,
                 kill: None,
@@ -156,7 +156,7 @@ impl<'a> Supervisor<'a> {
                     job_id: s.key.job_id(),
                     attempt: s.attempt,
                     done: s.done,
-                    items: s.agent.ids.len(),
+                    items: s.agent.items,
                     rss: s.rss,
                 })
                 .collect(),

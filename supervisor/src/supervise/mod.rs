@@ -450,6 +450,7 @@ impl<'a> Supervisor<'a> {
     /// Redraws the progress display (`segment_end`: the line of a segment's end).
     fn refresh_view(&mut self, now: Instant, segment_end: bool) {
         let snapshot = RunSnapshot {
+            run: self.inputs.run,
             progress: &self.progress,
             slots: &self.slots,
             segment: self.segment_number,

@@ -349,11 +349,7 @@ impl<'a> Supervisor<'a> {
         };
         if let Some(slot) = self.slots.values_mut().find(|s| s.agent.at == agent) {
             if done != slot.done {
-                tracing::debug!(
-                    "counted {} {done}/{}",
-                    slot.agent.name,
-                    slot.agent.ids.len()
-                );
+                tracing::debug!("counted {} {done}/{}", slot.agent.name, slot.agent.items);
                 slot.done = done;
                 slot.last_progress = now;
             }

@@ -95,7 +95,7 @@ impl Watchdog {
         if slot.deadline.is_some() {
             return None;
         }
-        let items = slot.agent.ids.len().saturating_sub(slot.saved_at_launch);
+        let items = slot.agent.items.saturating_sub(slot.saved_at_launch);
         let limit = self.per_item.limit(percent, items)?;
         Some(slot.started + limit)
     }

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use shared::ids::IdKey;
 use shared::job::{AgentTimeout, ByteSize, HumanDuration, JobSettings};
 use shared::plan::{AgentPlan, AgentRef};
 
@@ -21,7 +20,7 @@ fn plan(number: usize) -> AgentPlan {
         name: at.to_string(),
         at,
         first_item: 0,
-        ids: vec![IdKey::from_line_number(number)],
+        items: 1,
     }
 }
 
