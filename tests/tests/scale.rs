@@ -4,6 +4,9 @@
 
 use std::time::{Duration, Instant};
 
+use std::path::Path;
+use std::process::Child;
+
 use nightshift_tests::{events, json_array_ids, Job, JobDir};
 
 const MIB: u64 = 1024 * 1024;
@@ -69,4 +72,95 @@ fn a_thousand_agents_at_once_keep_the_supervisor_under_64_threads_and_30_mib() {
         "supervisor RSS: {} MiB",
         rss / MIB
     );
+}
+
+/// Waits for a supervisor while sampling its peak RSS (VmHWM); its exit code
+/// and the peak seen.
+fn peak_rss_until_exit(mut child: Child) -> (Option<i32>, u64) {
+    let pid = child.id();
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait for nightshift") {
+            return (status.code(), peak);
+        }
+        peak = peak.max(status_field(pid, "VmHWM:").unwrap_or(0));
+        assert!(Instant::now() < deadline, "the run took too long");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn supervisor_memory_goes_with_agents_not_items_in_a_run_and_its_resume() {
+    // 150,000 items of ~170 bytes: 25 MB of input. Held whole (as before the
+    // plan kept counts and the input was streamed) they took over 120 MiB.
+    const ITEMS: usize = 150_000;
+    let job = JobDir::new();
+    let filler = "x".repeat(120);
+    let text: String = (0..ITEMS)
+        .map(|i| format!("{{\"id\": \"item-{i:06}\", \"prompt\": \"{filler}\"}}\n"))
+        .collect();
+    job.write("items.jsonl", &text);
+    drop(text);
+    Job::new("items.jsonl")
+        .items_per_agent(5000)
+        .demo()
+        .latency("0ms")
+        .max_parallel(4)
+        .write(job.path());
+    let run = job.run_dir();
+    let started = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run", "-q"]);
+    let (code, peak) = peak_rss_until_exit(started);
+    assert_eq!(code, Some(0));
+    assert!(
+        peak > 0 && peak < 64 * MIB,
+        "run: supervisor peak RSS {} MiB",
+        peak / MIB
+    );
+    let expected = std::fs::read(run.join("final.json")).expect("final.json");
+
+    // Lose the last agent's records and every merged file, then resume.
+    let last = last_agent_output(&run);
+    std::fs::write(&last, b"").expect("empty the last agent file");
+    std::fs::remove_file(run.join("final.json")).expect("remove final.json");
+    let resumed = job.spawn_nightshift(&["resume", "run", "-q"]);
+    let (code, peak) = peak_rss_until_exit(resumed);
+    assert_eq!(code, Some(0));
+    assert!(
+        peak > 0 && peak < 64 * MIB,
+        "resume: supervisor peak RSS {} MiB",
+        peak / MIB
+    );
+    assert_eq!(
+        std::fs::read(run.join("final.json")).expect("final.json"),
+        expected,
+        "the resumed run's final.json is the uninterrupted one"
+    );
+}
+
+/// The agent file that comes last in plan order.
+fn last_agent_output(run: &Path) -> std::path::PathBuf {
+    let mut files: Vec<_> = walk(run)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("agent_") && n.ends_with(".jsonl"))
+        })
+        .collect();
+    files.sort();
+    files.pop().expect("an agent file")
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
 }

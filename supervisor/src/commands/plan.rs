@@ -1,5 +1,6 @@
 //! `nightshift plan JOB.toml [--json]`: the plan of a job; nothing is started.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use shared::ids::IdKey;
@@ -7,15 +8,21 @@ use shared::plan::{write_plan_json, Plan};
 
 use crate::error::{Result, SupervisorError};
 use crate::reporting::estimate::estimate_line;
-use crate::run::setup::plan_job;
+use crate::run::setup::{plan_job, PlannedJob};
 
 pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
     let planned = plan_job(job_path)?;
     if as_json {
-        let ids = &planned.items.ids;
+        let mut ids = planned
+            .input
+            .items_with_ids()?
+            .map(|item| item.map(|(id, _)| id));
         let mut out = std::io::BufWriter::new(std::io::stdout().lock());
         write_plan_json(&planned.plan, &mut out, |agent| {
-            Ok(ids[agent.first_item..agent.first_item + agent.items].to_vec())
+            ids.by_ref()
+                .take(agent.items)
+                .collect::<std::result::Result<Vec<IdKey>, _>>()
+                .map_err(std::io::Error::other)
         })
         .and_then(|()| std::io::Write::flush(&mut out))
         .map_err(SupervisorError::io("cannot write the plan"))?;
@@ -24,11 +31,14 @@ pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
             "job {}: {} items from {} (id field `{}`)",
             planned.job.name,
             planned.plan.items_total,
-            planned.items.path.display(),
+            planned.input.path.display(),
             planned.plan.id_field
         );
-        print!("{}", describe(&planned.plan, &planned.items.ids));
-        if let Some(line) = estimate_line(&planned.job.settings, &planned.items) {
+        print!(
+            "{}",
+            describe(&planned.plan, &ends_of_orchestrators(&planned)?)
+        );
+        if let Some(line) = estimate_line(&planned.job.settings, &planned.input) {
             println!("{line}");
         }
     }
@@ -36,7 +46,7 @@ pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
 }
 
 /// A readable plan: totals, then one line per segment and per orchestrator.
-pub fn describe(plan: &Plan, ids: &[IdKey]) -> String {
+pub fn describe(plan: &Plan, ids: &HashMap<usize, IdKey>) -> String {
     let sizes: Vec<usize> = plan.agents().map(|a| a.items).collect();
     let (min, max) = (
         sizes.iter().min().unwrap_or(&0),
@@ -65,12 +75,12 @@ pub fn describe(plan: &Plan, ids: &[IdKey]) -> String {
             let first = orchestrator
                 .agents
                 .first()
-                .and_then(|a| ids.get(a.first_item))
+                .and_then(|a| ids.get(&a.first_item))
                 .map(IdKey::as_str);
             let last = orchestrator
                 .agents
                 .last()
-                .and_then(|a| ids.get((a.first_item + a.items).checked_sub(1)?))
+                .and_then(|a| ids.get(&(a.first_item + a.items).checked_sub(1)?))
                 .map(IdKey::as_str);
             text.push_str(&format!(
                 "  orch_{:02}: {} agents, {} items, ids {} … {}\n",
@@ -83,4 +93,24 @@ pub fn describe(plan: &Plan, ids: &[IdKey]) -> String {
         }
     }
     text
+}
+
+/// The first and last id of every orchestrator, by item index: one more pass
+/// over the input, keeping only these.
+fn ends_of_orchestrators(planned: &PlannedJob) -> Result<HashMap<usize, IdKey>> {
+    let mut wanted = std::collections::HashSet::new();
+    for orchestrator in planned.plan.segments.iter().flat_map(|s| &s.orchestrators) {
+        if let (Some(first), Some(last)) = (orchestrator.agents.first(), orchestrator.agents.last())
+        {
+            wanted.insert(first.first_item);
+            wanted.insert((last.first_item + last.items).saturating_sub(1));
+        }
+    }
+    let mut found = HashMap::new();
+    for (index, item) in planned.input.items_with_ids()?.enumerate() {
+        if wanted.contains(&index) {
+            found.insert(index, item?.0);
+        }
+    }
+    Ok(found)
 }

@@ -29,19 +29,17 @@ pub fn run(
     let dir = choose_run_dir(run_dir, &checked.job.name)?;
     make_run_dir(&dir)?;
     println!("run directory: {}", dir.display());
-    if let Some(line) = estimate_line(&checked.job.settings, &checked.items) {
+    if let Some(line) = estimate_line(&checked.job.settings, &checked.input) {
         println!("{line}");
     }
     let run = create_run_dir(&dir, &checked)?;
     let _lock = RunLock::acquire(&run)?;
-    // The items now live in the task files; the supervisor does not need them.
     let CheckedJob {
         job,
-        items,
         plan,
         agent_argv,
+        ..
     } = checked;
-    drop(items);
     let inputs = RunInputs {
         run: &run,
         job: &job,

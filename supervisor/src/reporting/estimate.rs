@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use shared::input::Items;
+use shared::input::InputFile;
 use shared::job::JobSettings;
 use shared::money::{dollars, Price, Usage};
 use shared::prompt::Template;
@@ -49,8 +49,8 @@ impl Estimate {
 }
 
 /// The line `plan` and `run` print: the estimate, and the budget beside it.
-pub fn estimate_line(settings: &JobSettings, items: &Items) -> Option<String> {
-    let estimate = estimate(settings, items)?;
+pub fn estimate_line(settings: &JobSettings, input: &InputFile) -> Option<String> {
+    let estimate = estimate(settings, input)?;
     let mut line = estimate.line();
     if let Some(max_cost) = settings.limits.max_cost {
         line.push_str(&format!("; budget limits.max_cost = {}", dollars(max_cost)));
@@ -67,7 +67,8 @@ fn tokens(chars: usize) -> u64 {
 }
 
 /// The estimate of an LLM job with a price; None for other jobs.
-pub fn estimate(settings: &JobSettings, items: &Items) -> Option<Estimate> {
+/// (One more pass over the input, item by item.)
+pub fn estimate(settings: &JobSettings, input: &InputFile) -> Option<Estimate> {
     let llm = settings.agent.llm.as_ref()?;
     let price: Price = settings.agent.price?;
     let template = Template::parse(llm.prompt.as_deref().unwrap_or("{{item}}")).ok()?;
@@ -76,7 +77,8 @@ pub fn estimate(settings: &JobSettings, items: &Items) -> Option<Estimate> {
         .max_tokens
         .map_or(DEFAULT_MAX_TOKENS, |n| n.get() as u64);
     let mut usage = Usage::default();
-    for (index, raw) in items.items.iter().enumerate() {
+    for (index, read) in input.items().ok()?.enumerate() {
+        let (_, raw) = read.ok()?;
         let item: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
         let prompt = template.render(&item).map_or(0, |text| text.len());
         usage.input_tokens += tokens(prompt);
@@ -88,7 +90,7 @@ pub fn estimate(settings: &JobSettings, items: &Items) -> Option<Estimate> {
         usage.output_tokens += max_output;
     }
     Some(Estimate {
-        items: items.len(),
+        items: input.count,
         cost: price.cost(&usage),
         usage,
     })

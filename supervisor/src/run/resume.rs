@@ -20,6 +20,7 @@ use crate::platform;
 use crate::reporting::progress::FileSeen;
 use crate::run::journal::read_journal;
 use crate::run::live::LiveAgents;
+use crate::run::tasks::{write_tasks, PlanFile};
 
 pub struct Progress {
     /// Agents with nothing left to try: every item saved or failed for good
@@ -135,15 +136,15 @@ pub fn restore_missing_tasks(run: &RunDir, plan: &Plan, job: &shared::job::Job) 
         return Ok(());
     }
     let input = &job.settings.input;
-    let items = shared::input::load_items(&job.resolve(&input.path), input.format, &input.id)?;
-    if items.ids != planned_ids(run)? {
-        return Err(SupervisorError::Unsupported(format!(
-            "{}: task files are missing and the input no longer holds the planned items; the run cannot be resumed",
+    let input = shared::input::check_input(&job.resolve(&input.path), input.format, &input.id)?;
+    let planned = planned_ids(run)?;
+    let check = PlanFile::Check(&planned);
+    write_tasks(run, plan, &input, &job.settings, check).map_err(|e| {
+        SupervisorError::Unsupported(format!(
+            "{}: task files are missing and cannot be written again from the input ({e}); the run cannot be resumed",
             run.root().display()
-        )));
-    }
-    crate::run::tasks::write_all_tasks(run, plan, &items.items, &plan.id_field, &job.settings)
-        .map_err(SupervisorError::io("cannot write the agents' task files"))
+        ))
+    })
 }
 
 /// `resume --retry-failed`: every agent's failures file is set aside (renamed

@@ -6,19 +6,19 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use shared::atomic::write_bytes_atomic;
-use shared::input::{load_items, InputError, Items};
+use shared::input::{check_input, InputError, InputFile};
 use shared::job::{Backend, ExecutorKind, Job};
-use shared::plan::{build_plan, write_plan_json, Plan};
+use shared::plan::{build_plan, Plan};
 use shared::rundir::{RunDir, RunInfo};
 
 use crate::error::{Result, SupervisorError};
 use crate::run::agent_program;
-use crate::run::tasks::write_all_tasks;
+use crate::run::tasks::{write_tasks, PlanFile};
 
 /// A job that passed every check, with its items and plan.
 pub struct CheckedJob {
     pub job: Job,
-    pub items: Items,
+    pub input: InputFile,
     pub plan: Plan,
     pub agent_argv: Vec<OsString>,
 }
@@ -28,8 +28,8 @@ pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
     let job = Job::load(job_path)?;
     let settings = &job.settings;
     let input_path = job.resolve(&settings.input.path);
-    let items =
-        load_items(&input_path, settings.input.format, &settings.input.id).map_err(|error| {
+    let input =
+        check_input(&input_path, settings.input.format, &settings.input.id).map_err(|error| {
             match error {
                 InputError::Read { path, source }
                     if source.kind() == std::io::ErrorKind::NotFound =>
@@ -42,27 +42,27 @@ pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
                 other => other.into(),
             }
         })?;
-    let plan = build_plan(&job.name, &settings.input.id, items.len(), &settings.layout)?;
-    Ok(PlannedJob { job, items, plan })
+    let plan = build_plan(&job.name, &settings.input.id, input.count, &settings.layout)?;
+    Ok(PlannedJob { job, input, plan })
 }
 
 /// A job with its items and plan (enough for `nightshift plan`).
 pub struct PlannedJob {
     pub job: Job,
-    pub items: Items,
+    pub input: InputFile,
     pub plan: Plan,
 }
 
 /// Checks everything needed to launch: the job, its input, its plan, and the
 /// programs the agents will run.
 pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
-    let PlannedJob { job, items, plan } = plan_job(job_path)?;
+    let PlannedJob { job, input, plan } = plan_job(job_path)?;
     // An unset API key variable would fail every request: stop before the run exists.
     job.check_api_keys()?;
     let agent_argv = resolve_agent(&job)?;
     Ok(CheckedJob {
         job,
-        items,
+        input,
         plan,
         agent_argv,
     })
@@ -156,16 +156,10 @@ pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
     let info = RunInfo {
         job_file: checked.job.path.clone(),
         job_dir: checked.job.dir.clone(),
-        input: checked.items.path.clone(),
+        input: checked.input.path.clone(),
         started: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     };
     write(run.run_json(), &to_json(&info)?)?;
-    let mut plan_json = Vec::new();
-    write_plan_json(&checked.plan, &mut plan_json, |agent| {
-        Ok(checked.items.ids[agent.first_item..agent.first_item + agent.items].to_vec())
-    })
-    .map_err(SupervisorError::io("cannot encode the plan"))?;
-    write(run.plan_json(), &plan_json)?;
     for segment in &checked.plan.segments {
         for orchestrator in &segment.orchestrators {
             let folder = run.orchestrator_dir(segment.number, orchestrator.number);
@@ -175,15 +169,16 @@ pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
             )))?;
         }
     }
-    let settings = &checked.job.settings;
-    write_all_tasks(
+    write_tasks(
         &run,
         &checked.plan,
-        &checked.items.items,
-        &checked.plan.id_field,
-        settings,
+        &checked.input,
+        &checked.job.settings,
+        PlanFile::Write,
     )
-    .map_err(SupervisorError::io("cannot write the agents' task files"))?;
+    .map_err(SupervisorError::io(
+        "cannot write plan.json and the agents' task files",
+    ))?;
     Ok(run)
 }
 
