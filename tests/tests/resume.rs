@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use nightshift_tests::litellm::files_under;
 use nightshift_tests::{
     events, json_array_ids, launched_pids, wait_until, wait_with_deadline, Job, JobDir,
 };
@@ -34,7 +35,7 @@ fn ids_in_calls(job: &JobDir) -> Vec<String> {
 
 fn saved_ids(run: &std::path::Path) -> Vec<String> {
     let mut saved = Vec::new();
-    for entry in walk(run) {
+    for entry in files_under(run) {
         if entry.extension().is_some_and(|e| e == "jsonl")
             && entry
                 .file_name()
@@ -45,21 +46,6 @@ fn saved_ids(run: &std::path::Path) -> Vec<String> {
         }
     }
     saved
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                found.extend(walk(&path));
-            } else {
-                found.push(path);
-            }
-        }
-    }
-    found
 }
 
 #[test]

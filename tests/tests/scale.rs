@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use std::path::Path;
 use std::process::Child;
 
+use nightshift_tests::litellm::files_under;
 use nightshift_tests::{events, json_array_ids, Job, JobDir};
 
 const MIB: u64 = 1024 * 1024;
@@ -140,7 +141,7 @@ fn supervisor_memory_goes_with_agents_not_items_in_a_run_and_its_resume() {
 
 /// The agent file that comes last in plan order.
 fn last_agent_output(run: &Path) -> std::path::PathBuf {
-    let mut files: Vec<_> = walk(run)
+    let mut files: Vec<_> = files_under(run)
         .into_iter()
         .filter(|p| {
             p.file_name()
@@ -150,17 +151,4 @@ fn last_agent_output(run: &Path) -> std::path::PathBuf {
         .collect();
     files.sort();
     files.pop().expect("an agent file")
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            found.extend(walk(&path));
-        } else {
-            found.push(path);
-        }
-    }
-    found
 }
