@@ -70,8 +70,8 @@ pub fn record_id_text<'l>(line: &'l [u8], id_field: &str) -> Result<&'l str, Rec
 }
 
 /// Visits an object, keeping only the value of one field.
-struct IdOfObject<'a> {
-    field: &'a str,
+pub(crate) struct IdOfObject<'a> {
+    pub(crate) field: &'a str,
 }
 
 impl<'de> DeserializeSeed<'de> for IdOfObject<'_> {
@@ -103,8 +103,8 @@ impl<'de> Visitor<'de> for IdOfObject<'_> {
 }
 
 /// Compares a key with the id field without allocating it.
-struct KeyIs<'a> {
-    field: &'a str,
+pub(crate) struct KeyIs<'a> {
+    pub(crate) field: &'a str,
 }
 
 impl<'de> DeserializeSeed<'de> for KeyIs<'_> {

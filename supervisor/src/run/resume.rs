@@ -10,7 +10,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use shared::plan::{AgentRef, Plan};
+use shared::plan::{AgentPlan, AgentRef, Plan};
 use shared::rundir::RunDir;
 use shared::validate::check_jsonl;
 
@@ -35,62 +35,116 @@ pub struct Progress {
     pub files: HashMap<AgentRef, FileSeen>,
 }
 
+/// Reads every agent's files, on as many threads as there are cores (a run
+/// of a million records is ten thousand files to check before a relaunch).
 pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
-    let mut complete = HashSet::new();
-    let mut saved = 0;
-    let mut failed_total = 0;
-    let mut missing = Vec::new();
-    let mut files = HashMap::new();
-    for agent in plan.agents() {
-        let path = run.agent_output(agent.at);
-        // One agent's ids at a time, from its task file: the plan keeps counts.
-        let ids = run
-            .agent_ids(agent.at)
-            .map_err(SupervisorError::io(format!(
-                "cannot read {}",
-                run.agent_task(agent.at).display()
-            )))?;
-        let checked = check_jsonl(&path, &ids, &plan.id_field, false).map_err(
-            SupervisorError::io(format!("cannot read {}", path.display())),
-        )?;
-        saved += checked.records.len();
-        let lines = shared::records::Lines::new(&checked.bytes);
-        let seen = FileSeen {
-            offset: lines.complete_len() as u64,
-            lines: lines.count(),
-            spend: crate::reporting::progress::spend_of_lines(&checked.bytes, &lines),
-        };
-        files.insert(agent.at, seen);
+    let agents: Vec<&AgentPlan> = plan.agents().collect();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = agents.len().div_ceil(workers).max(1);
+    let scans: Vec<Result<Vec<AgentScan>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = agents
+            .chunks(chunk)
+            .map(|agents| {
+                scope.spawn(move || {
+                    agents
+                        .iter()
+                        .map(|agent| scan_agent(run, &plan.id_field, agent))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(SupervisorError::io("cannot read the agent files")(
+                        std::io::Error::other("a reading thread panicked"),
+                    ))
+                })
+            })
+            .collect()
+    });
+    let mut progress = Progress {
+        complete: HashSet::new(),
+        saved: 0,
+        failed: 0,
+        missing: Vec::new(),
+        files: HashMap::new(),
+    };
+    // In plan order, so `missing` stays in input order.
+    for scan in scans {
+        for scan in scan? {
+            progress.saved += scan.saved;
+            progress.failed += scan.failed;
+            if scan.complete {
+                progress.complete.insert(scan.at);
+            }
+            progress.missing.extend(scan.missing);
+            progress.files.insert(scan.at, scan.seen);
+        }
+    }
+    Ok(progress)
+}
+
+/// What one agent's files say.
+struct AgentScan {
+    at: AgentRef,
+    saved: usize,
+    failed: usize,
+    complete: bool,
+    missing: Vec<shared::ids::IdKey>,
+    seen: FileSeen,
+}
+
+fn scan_agent(run: &RunDir, id_field: &str, agent: &AgentPlan) -> Result<AgentScan> {
+    let path = run.agent_output(agent.at);
+    // One agent's ids at a time, from its task file: the plan keeps counts.
+    let ids = run
+        .agent_ids(agent.at)
+        .map_err(SupervisorError::io(format!(
+            "cannot read {}",
+            run.agent_task(agent.at).display()
+        )))?;
+    let checked = check_jsonl(&path, &ids, id_field, false).map_err(SupervisorError::io(
+        format!("cannot read {}", path.display()),
+    ))?;
+    let lines = shared::records::Lines::new(&checked.bytes);
+    let seen = FileSeen {
+        offset: lines.complete_len() as u64,
+        lines: lines.count(),
+        spend: crate::reporting::progress::spend_of_lines(&checked.bytes, &lines),
+    };
+    let failures = shared::failures::read_failures(&run.agent_failures(agent.at));
+    let failed = if failures.is_empty() {
+        0
+    } else {
+        let planned: HashSet<&shared::ids::IdKey> = ids.iter().collect();
         let saved_here: HashSet<&shared::ids::IdKey> = checked
             .records
             .iter()
             .filter_map(|(index, _)| ids.get(*index))
             .collect();
-        let failures = shared::failures::read_failures(&run.agent_failures(agent.at));
-        let planned: HashSet<&shared::ids::IdKey> = match failures.is_empty() {
-            true => HashSet::new(),
-            false => ids.iter().collect(),
-        };
-        let failed = failures
+        failures
             .into_iter()
             .filter(|(id, _)| planned.contains(id) && !saved_here.contains(id))
-            .count();
-        failed_total += failed;
-        if checked.records.len() + failed >= agent.items {
-            complete.insert(agent.at);
-        }
-        for problem in checked.problems {
-            if let shared::validate::ProblemKind::Missing { ids, .. } = problem.kind {
-                missing.extend(ids);
-            }
-        }
-    }
-    Ok(Progress {
-        complete,
-        saved,
-        failed: failed_total,
+            .count()
+    };
+    let missing = checked
+        .problems
+        .into_iter()
+        .filter_map(|problem| match problem.kind {
+            shared::validate::ProblemKind::Missing { ids, .. } => Some(ids),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    Ok(AgentScan {
+        at: agent.at,
+        saved: checked.records.len(),
+        failed,
+        complete: checked.records.len() + failed >= agent.items,
         missing,
-        files,
+        seen,
     })
 }
 
