@@ -102,7 +102,6 @@ pub fn write_tasks(
             None
         }
     };
-    drop(write_agent);
     if items.next().is_some() {
         return Err(io::Error::other("the input holds more items than planned"));
     }
