@@ -94,3 +94,46 @@ fn sighup_does_not_stop_a_run() {
     let finished = wait_with_deadline(child, Duration::from_secs(60));
     finished.expect_code(0);
 }
+
+#[test]
+fn an_interrupted_run_lists_at_most_ten_thousand_missing_items_and_counts_them_all() {
+    // 12,000 items, two agents that each stall on their first item: nearly
+    // every item is missing when the run is stopped.
+    let job = JobDir::new();
+    job.items(12_000);
+    Job::new("items.jsonl")
+        .layout(1, 1, 2)
+        .exec([env!("CARGO_BIN_EXE_staller")])
+        .kill_grace("1s")
+        .write(job.path());
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    let run = job.run_dir();
+    assert!(
+        wait_until(Duration::from_secs(20), || launched_pids(&run).len() == 2),
+        "two agents launched"
+    );
+    let supervisor = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(supervisor, Signal::SIGINT).expect("signal the supervisor");
+    let finished = wait_with_deadline(child, Duration::from_secs(30));
+    finished.expect_code(130);
+    assert!(
+        finished.stdout.contains("12000 missing")
+            && finished.stdout.contains("the first 10000 listed in report.json"),
+        "{}",
+        finished.stdout
+    );
+    let text = std::fs::read_to_string(run.join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("report is JSON");
+    assert_eq!(report["items"]["missing"], 12_000);
+    assert_eq!(report["missing_ids"].as_array().map(Vec::len), Some(10_000));
+    assert_eq!(report["missing_ids"][0], "item-001");
+    assert_eq!(report["failures"].as_array().map(Vec::len), Some(10_000));
+    assert_eq!(report["failures_total"], 12_000);
+    let by_reason: u64 = report["failures_by_reason"]
+        .as_object()
+        .expect("failures by reason")
+        .values()
+        .filter_map(serde_json::Value::as_u64)
+        .sum();
+    assert_eq!(by_reason, 12_000, "every missing item counted by its reason");
+}

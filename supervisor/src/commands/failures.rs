@@ -37,6 +37,7 @@ pub fn failures(request: &FailuresRequest<'_>) -> Result<i32> {
         &journal,
         job.as_ref().map(|j| &j.settings),
         scope,
+        usize::MAX,
     )
     .failed;
     if let Some(text) = request.reason {

@@ -27,7 +27,7 @@ use crate::run::lock::RunLock;
 use crate::run::notify::{ItemCounts, Notifier, NotifyCommand, RunSummary};
 use crate::run::resume::{
     end_leftovers, launches_so_far, restore_missing_tasks, scan_progress, set_failures_aside,
-    Progress,
+    Missing, Progress,
 };
 use crate::run::session::drive;
 use crate::run::setup::resolve_agent;
@@ -66,7 +66,7 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
     let (agent_argv, progress) = match taken_over {
         Ok(Some(taken)) => taken,
         Ok(None) => {
-            let failed = scan_progress(&run, &plan).map_or(0, |p| p.failed);
+            let failed = scan_progress(&run, &plan, Missing::Count).map_or(0, |p| p.failed);
             if let Some(notifier) = &notifier {
                 notifier.send(&run, &already_finished(&run, &job, &plan, started, failed));
             }
@@ -154,7 +154,7 @@ fn take_over(
         let (items, agents) = set_failures_aside(run, plan)?;
         println!("--retry-failed: {items} failed item(s) of {agents} agent(s) will be tried again");
     }
-    let progress = scan_progress(run, plan)?;
+    let progress = scan_progress(run, plan, Missing::Count)?;
     let resumed = Event::Resumed {
         leftovers_ended: ended,
         items_saved: progress.saved,

@@ -46,23 +46,36 @@ pub enum Scope {
 /// What the agent files say beyond progress, read in one pass over them.
 #[derive(Debug, Default)]
 pub struct ItemReport {
-    /// The failed (and, with `Scope::Missing`, every missing) items, in plan order.
+    /// The failed (and, with `Scope::Missing`, every missing) items, in plan
+    /// order: the first `limit` of them.
     pub failed: Vec<FailedItem>,
+    /// How many there are in all.
+    pub total: usize,
+    /// All of them counted by the kind of their reason (`by_reason`).
+    pub by_reason: BTreeMap<String, usize>,
     /// Saved records whose reply was cut by max_tokens (`"truncated": true`):
     /// kept, but counted, so a person sees how many answers may be incomplete.
     pub truncated: usize,
 }
 
-/// Reads every agent file once: which items failed and why, and how many
-/// saved replies were truncated.
+/// How many failed or missing items a report or a status lists one by one; the
+/// rest are counted. An interrupted run of ten million items has ten million
+/// missing: listing them all would take gigabytes, for a list no one reads.
+pub const LISTED_ITEMS: usize = 10_000;
+
+/// Reads every agent file once: which items failed and why (the first
+/// `limit` listed, all counted), and how many saved replies were truncated.
 pub fn item_report(
     run: &RunDir,
     plan: &Plan,
     journal: &Journal,
     settings: Option<&JobSettings>,
     scope: Scope,
+    limit: usize,
 ) -> ItemReport {
     let mut failed = Vec::new();
+    let mut total = 0;
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut truncated = 0;
     for agent in plan.agents() {
         let scan = scan_agent_file(run, agent.at, &plan.id_field);
@@ -74,30 +87,44 @@ pub fn item_report(
         let history = journal.history.agents.get(&agent.name);
         let last_attempt = history.and_then(AgentHistory::last).map(|a| a.number);
         let ids = run.agent_ids(agent.at).unwrap_or_default();
+        // Why the agent's unreported items are missing: the same for all of
+        // them, so found once per agent.
+        let mut unreported: Option<String> = None;
         for key in ids.iter().filter(|id| !saved.contains(*id)) {
-            let item = match reported.get(key) {
-                Some(line) => FailedItem {
-                    id: key.to_value(),
-                    key: key.clone(),
-                    reason: line.reason.clone(),
-                    attempts: line.attempts,
-                    agent: agent.name.clone(),
-                    attempt: last_attempt,
-                },
-                None if scope == Scope::Missing => FailedItem {
-                    id: key.to_value(),
-                    key: key.clone(),
-                    reason: attempt_reason(run, agent.at, history, settings),
-                    attempts: history.map_or(0, AgentHistory::launches),
-                    agent: agent.name.clone(),
-                    attempt: last_attempt,
-                },
+            let (reason, attempts) = match reported.get(key) {
+                Some(line) => (line.reason.as_str(), line.attempts),
+                None if scope == Scope::Missing => (
+                    unreported
+                        .get_or_insert_with(|| attempt_reason(run, agent.at, history, settings))
+                        .as_str(),
+                    history.map_or(0, AgentHistory::launches),
+                ),
                 None => continue,
             };
-            failed.push(item);
+            total += 1;
+            if let Some(count) = reasons.get_mut(reason_kind(reason)) {
+                *count += 1;
+            } else {
+                reasons.insert(reason_kind(reason).to_owned(), 1);
+            }
+            if failed.len() < limit {
+                failed.push(FailedItem {
+                    id: key.to_value(),
+                    key: key.clone(),
+                    reason: reason.to_owned(),
+                    attempts,
+                    agent: agent.name.clone(),
+                    attempt: last_attempt,
+                });
+            }
         }
     }
-    ItemReport { failed, truncated }
+    ItemReport {
+        failed,
+        total,
+        by_reason: reasons,
+        truncated,
+    }
 }
 
 /// How many items failed for each reason, the reason's first clause being

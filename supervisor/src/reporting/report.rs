@@ -76,12 +76,12 @@ pub struct ReportInput<'a> {
     pub state: &'a str,
     pub items_total: usize,
     pub items_done: usize,
-    /// The ids as their JSON values ("item-037", not "\"item-037\"").
+    /// The ids as their JSON values ("item-037", not "\"item-037\""): the
+    /// first `LISTED_ITEMS` (items.missing counts them all).
     pub missing_ids: Vec<serde_json::Value>,
-    /// Saved replies cut by max_tokens.
-    pub truncated: usize,
-    /// Every item without a record and why, in plan order.
-    pub failures: &'a [crate::reporting::failures::FailedItem],
+    /// Items without a record and why, in plan order (the first
+    /// `LISTED_ITEMS`, all counted by reason), and truncated replies.
+    pub failures: &'a crate::reporting::failures::ItemReport,
     pub attempts: &'a [AttemptRecord],
     pub problems: &'a [Problem],
     pub seconds: f64,
@@ -116,11 +116,12 @@ pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
             "total": input.items_total,
             "done": input.items_done,
             "missing": input.items_total.saturating_sub(input.items_done),
-            "truncated": input.truncated,
+            "truncated": input.failures.truncated,
         },
         "missing_ids": input.missing_ids,
-        "failures": input.failures,
-        "failures_by_reason": crate::reporting::failures::by_reason(input.failures),
+        "failures": input.failures.failed,
+        "failures_total": input.failures.total,
+        "failures_by_reason": input.failures.by_reason,
         "memory": input.memory,
         "attempts": attempts,
         "problems": input.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),

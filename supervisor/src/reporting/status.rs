@@ -15,7 +15,7 @@ use shared::rundir::RunDir;
 use crate::executor::local::sweep::{find_leftovers, Agents, Group};
 use crate::merge::{final_up_to_date, segment_up_to_date};
 use crate::reporting::cost::{projected, run_cost, Cost, SegmentCost};
-use crate::reporting::failures::{self, by_reason, FailedItem, Scope};
+use crate::reporting::failures::{self, FailedItem, Scope};
 use crate::reporting::progress::Progress;
 use crate::run::live::LiveAgents;
 use crate::run::lock;
@@ -220,7 +220,14 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         Scope::Missing
     };
     let job = crate::run::existing::frozen_job(run).ok();
-    let items = failures::item_report(run, plan, journal, job.as_ref().map(|j| &j.settings), scope);
+    let items = failures::item_report(
+        run,
+        plan,
+        journal,
+        job.as_ref().map(|j| &j.settings),
+        scope,
+        failures::LISTED_ITEMS,
+    );
     let failed = &items.failed;
     RunStatus {
         state,
@@ -241,7 +248,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         segments: spent.segment_costs(),
         rejected_keys: journal.history.rejected_keys.clone(),
         failures: FailureSummary {
-            by_reason: by_reason(failed),
+            by_reason: items.by_reason.clone(),
             last: failed[failed.len().saturating_sub(LAST_FAILURES)..].to_vec(),
         },
         agents,

@@ -5,7 +5,7 @@
 //! RUN/notify.log. Whatever happens to it is logged and journaled; it never
 //! changes the run's exit code.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -17,18 +17,18 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use shared::exit_codes;
-use shared::ids::IdKey;
 use shared::job::{default_notify_timeout, Job};
 use shared::journal::Event;
 use shared::plan::Plan;
 use shared::rundir::RunDir;
+use shared::validate::check_jsonl;
 
 use crate::error::SupervisorError;
 use crate::executor::local::reaper::SPAWN_LOCK;
 use crate::outcome::Outcome;
 use crate::reporting::report::AttemptRecord;
 use crate::run::journal::EventLog;
-use crate::run::resume::scan_progress;
+use crate::run::resume::{scan_progress, Missing};
 
 /// How often a running notify command is looked at.
 const POLL: Duration = Duration::from_millis(20);
@@ -93,8 +93,8 @@ impl RunSummary {
         error: &SupervisorError,
     ) -> Self {
         // Best effort: the error may be the very reason the files cannot be read.
-        let (done, missing) =
-            scan_progress(run, plan).map_or((0, plan.items_total), |p| (p.saved, p.missing.len()));
+        let (done, missing) = scan_progress(run, plan, Missing::Count)
+            .map_or((0, plan.items_total), |p| (p.saved, p.missing));
         Self {
             state: "error".to_owned(),
             exit_code: error.exit_code(),
@@ -279,22 +279,24 @@ pub fn count(
     run: &RunDir,
     plan: &Plan,
     done: usize,
-    missing: &[IdKey],
+    missing: usize,
     attempts: &[AttemptRecord],
 ) -> (ItemCounts, usize) {
     let mut last: HashMap<&str, &Outcome> = HashMap::new();
     for attempt in attempts {
         last.insert(attempt.agent.as_str(), &attempt.outcome);
     }
-    let missing_set: HashSet<&IdKey> = missing.iter().collect();
+    // The items of agents whose last attempt failed that none of their
+    // attempts saved: one agent's ids at a time, from its task file.
     let failed = plan
         .agents()
         .filter(|agent| last.get(agent.name.as_str()).is_some_and(|o| is_failure(o)))
         .map(|agent| {
-            // One failed agent's ids at a time, from its task file; one that
-            // cannot be read counts its items as failed.
-            run.agent_ids(agent.at).map_or(agent.items, |ids| {
-                ids.iter().filter(|id| missing_set.contains(id)).count()
+            let saved = run.agent_ids(agent.at).and_then(|ids| {
+                check_jsonl(&run.agent_output(agent.at), &ids, &plan.id_field, false)
+            });
+            saved.map_or(agent.items, |checked| {
+                agent.items.saturating_sub(checked.records.len())
             })
         })
         .sum();
@@ -303,7 +305,7 @@ pub fn count(
         total: plan.items_total,
         done,
         failed,
-        missing: missing.len(),
+        missing,
     };
     (counts, failures)
 }

@@ -17,6 +17,7 @@ use shared::validate::check_jsonl;
 use crate::error::{Result, SupervisorError};
 use crate::executor::local::sweep::{end_processes, find_leftovers, Agents, Group};
 use crate::platform;
+use crate::reporting::failures::LISTED_ITEMS;
 use crate::reporting::progress::FileSeen;
 use crate::run::journal::read_journal;
 use crate::run::live::LiveAgents;
@@ -29,15 +30,25 @@ pub struct Progress {
     pub saved: usize,
     /// Items their agents gave up on after every attempt.
     pub failed: usize,
-    /// Ids not in any agent file yet, in input order.
-    pub missing: Vec<shared::ids::IdKey>,
+    /// How many items are not in any agent file yet.
+    pub missing: usize,
+    /// The first `LISTED_ITEMS` of their ids, in input order, when asked for
+    /// (`Missing::Ids`): a resume only needs the count.
+    pub missing_ids: Vec<shared::ids::IdKey>,
     /// What was read of each agent file, so nobody reads it again.
     pub files: HashMap<AgentRef, FileSeen>,
 }
 
+/// Whether a scan lists the missing ids or only counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Count,
+    Ids,
+}
+
 /// Reads every agent's files, on as many threads as there are cores (a run
 /// of a million records is ten thousand files to check before a relaunch).
-pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
+pub fn scan_progress(run: &RunDir, plan: &Plan, want: Missing) -> Result<Progress> {
     let agents: Vec<&AgentPlan> = plan.agents().collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = agents.len().div_ceil(workers).max(1);
@@ -68,7 +79,8 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
         complete: HashSet::new(),
         saved: 0,
         failed: 0,
-        missing: Vec::new(),
+        missing: 0,
+        missing_ids: Vec::new(),
         files: HashMap::new(),
     };
     // In plan order, so `missing` stays in input order.
@@ -79,7 +91,13 @@ pub fn scan_progress(run: &RunDir, plan: &Plan) -> Result<Progress> {
             if scan.complete {
                 progress.complete.insert(scan.at);
             }
-            progress.missing.extend(scan.missing);
+            progress.missing += scan.missing.len();
+            if want == Missing::Ids {
+                let room = LISTED_ITEMS.saturating_sub(progress.missing_ids.len());
+                progress
+                    .missing_ids
+                    .extend(scan.missing.into_iter().take(room));
+            }
             progress.files.insert(scan.at, scan.seen);
         }
     }

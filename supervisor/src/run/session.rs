@@ -18,12 +18,12 @@ use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::merge::merge_final;
 use crate::reporting::cost::{describe, projected, run_cost};
-use crate::reporting::failures::{item_report, Scope};
+use crate::reporting::failures::{item_report, Scope, LISTED_ITEMS};
 use crate::reporting::progress::Progress;
 use crate::reporting::report::{write_report, ReportInput};
 use crate::run::journal::{read_journal, EventLog};
 use crate::run::notify::{self, Notifier, RunSummary};
-use crate::run::resume::scan_progress;
+use crate::run::resume::{scan_progress, Missing};
 use crate::supervise::{Ending, RunInputs, Supervisor};
 
 /// Missing ids listed on screen before the rest are only counted.
@@ -83,7 +83,7 @@ fn session(
     ));
     let result = Supervisor::new(inputs, console)?.run()?;
     let mut problems = result.problems;
-    let (end, done, missing_ids) = match &result.ending {
+    let (end, done, missing) = match &result.ending {
         Ending::Completed => {
             let (done, missing, found) = finish(run, job, plan)?;
             for problem in &found {
@@ -120,16 +120,18 @@ fn session(
     };
     // Every item without a record, and why (after the session: all of them).
     let items = read_journal(&run.events())
-        .map(|journal| item_report(run, plan, &journal, Some(&job.settings), Scope::Missing))
+        .map(|journal| {
+            let settings = Some(&job.settings);
+            item_report(run, plan, &journal, settings, Scope::Missing, LISTED_ITEMS)
+        })
         .unwrap_or_default();
     let spent = run_cost(run, plan, &Progress::new(run, plan));
     let report = ReportInput {
         state,
         items_total: plan.items_total,
         items_done: done,
-        missing_ids: missing_ids.iter().map(IdKey::to_value).collect(),
-        failures: &items.failed,
-        truncated: items.truncated,
+        missing_ids: missing.listed.iter().map(IdKey::to_value).collect(),
+        failures: &items,
         attempts: &result.attempts,
         problems: &problems,
         seconds: started.elapsed().as_secs_f64(),
@@ -156,16 +158,8 @@ fn session(
     if let Some(line) = describe(&spent.total.usage, spent.total.cost, projection) {
         println!("{line}");
     }
-    summarise(
-        run,
-        job,
-        state,
-        done,
-        plan.items_total,
-        &missing_ids,
-        started,
-    );
-    let (items, failures) = notify::count(run, plan, done, &missing_ids, &result.attempts);
+    summarise(run, job, state, done, plan.items_total, &missing, started);
+    let (items, failures) = notify::count(run, plan, done, missing.count, &result.attempts);
     let summary = RunSummary {
         state: state.to_owned(),
         exit_code: code,
@@ -192,24 +186,35 @@ fn close_run(run: &RunDir, finished: &Event, report: &ReportInput<'_>) -> Result
 }
 
 /// The final merge; returns (items in final.json, missing ids, problems).
-fn finish(run: &RunDir, job: &Job, plan: &Plan) -> Result<(usize, Vec<IdKey>, Vec<Problem>)> {
+fn finish(run: &RunDir, job: &Job, plan: &Plan) -> Result<(usize, MissingIds, Vec<Problem>)> {
     let (summary, found) = merge_final(run, plan, job)
         .map_err(SupervisorError::io("cannot write the final output"))?;
-    let missing = summary
-        .problems
-        .iter()
-        .flat_map(|p| match &p.kind {
-            ProblemKind::Missing { ids, .. } => ids.clone(),
-            _ => Vec::new(),
-        })
-        .collect();
+    let mut missing = MissingIds::default();
+    for problem in &summary.problems {
+        if let ProblemKind::Missing { ids, .. } = &problem.kind {
+            missing.count += ids.len();
+            let room = LISTED_ITEMS.saturating_sub(missing.listed.len());
+            missing.listed.extend(ids.iter().take(room).cloned());
+        }
+    }
     Ok((summary.records, missing, found))
 }
 
 /// Items saved in agent files so far (for a run that stopped early).
-fn saved_so_far(run: &RunDir, plan: &Plan) -> Result<(usize, Vec<IdKey>)> {
-    let progress = scan_progress(run, plan)?;
-    Ok((progress.saved, progress.missing))
+fn saved_so_far(run: &RunDir, plan: &Plan) -> Result<(usize, MissingIds)> {
+    let progress = scan_progress(run, plan, Missing::Ids)?;
+    let missing = MissingIds {
+        count: progress.missing,
+        listed: progress.missing_ids,
+    };
+    Ok((progress.saved, missing))
+}
+
+/// The items a run ended without: all counted, the first `LISTED_ITEMS` by id.
+#[derive(Debug, Default)]
+struct MissingIds {
+    count: usize,
+    listed: Vec<IdKey>,
 }
 
 fn summarise(
@@ -218,7 +223,7 @@ fn summarise(
     state: &str,
     done: usize,
     total: usize,
-    missing: &[IdKey],
+    missing: &MissingIds,
     started: Instant,
 ) {
     // A run that went through every item is "finished", however many failed:
@@ -227,35 +232,38 @@ fn summarise(
     let percent = crate::reporting::view::percent(done, total);
     // Only a run that went through every item has failed ones; a stopped
     // run's missing items may simply not have been tried yet.
-    let failed = match (missing.is_empty(), headline) {
+    let failed = match (missing.count == 0, headline) {
         (true, _) => String::new(),
         (false, "finished") => format!(
             ", {} failed — nightshift failures {}",
-            missing.len(),
+            missing.count,
             run.root().display()
         ),
-        (false, _) => format!(", {} missing", missing.len()),
+        (false, _) => format!(", {} missing", missing.count),
     };
     println!(
         "{headline}: {done} of {total} items ({percent:.0}%){failed} in {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    if !missing.is_empty() {
+    if missing.count > 0 {
         let shown: Vec<String> = missing
+            .listed
             .iter()
             .take(MISSING_SHOWN)
             .map(IdKey::plain)
             .collect();
-        let more = missing.len().saturating_sub(MISSING_SHOWN);
+        let more = missing.count.saturating_sub(shown.len());
         let tail = if more > 0 {
             format!(" and {more} more")
         } else {
             String::new()
         };
-        println!(
-            "missing ids: {}{tail} (all listed in report.json)",
-            shown.join(", ")
-        );
+        let listed = if missing.listed.len() < missing.count {
+            format!("the first {} listed in report.json", missing.listed.len())
+        } else {
+            "all listed in report.json".to_owned()
+        };
+        println!("missing ids: {}{tail} ({listed})", shown.join(", "));
     }
     match state {
         "interrupted" | "halted" | "deadline" | "stopped" => {
