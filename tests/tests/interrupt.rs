@@ -118,7 +118,9 @@ fn an_interrupted_run_lists_at_most_ten_thousand_missing_items_and_counts_them_a
     finished.expect_code(130);
     assert!(
         finished.stdout.contains("12000 missing")
-            && finished.stdout.contains("the first 10000 listed in report.json"),
+            && finished
+                .stdout
+                .contains("the first 10000 listed in report.json"),
         "{}",
         finished.stdout
     );
@@ -135,5 +137,8 @@ fn an_interrupted_run_lists_at_most_ten_thousand_missing_items_and_counts_them_a
         .values()
         .filter_map(serde_json::Value::as_u64)
         .sum();
-    assert_eq!(by_reason, 12_000, "every missing item counted by its reason");
+    assert_eq!(
+        by_reason, 12_000,
+        "every missing item counted by its reason"
+    );
 }

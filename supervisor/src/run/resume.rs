@@ -52,15 +52,18 @@ pub fn scan_progress(run: &RunDir, plan: &Plan, want: Missing) -> Result<Progres
     let agents: Vec<&AgentPlan> = plan.agents().collect();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = agents.len().div_ceil(workers).max(1);
-    let scans: Vec<Result<Vec<AgentScan>>> = std::thread::scope(|scope| {
+    // Each thread folds its agents as it goes: no more than one agent's ids
+    // and the listed missing ids are held at a time.
+    let parts: Vec<Result<Progress>> = std::thread::scope(|scope| {
         let handles: Vec<_> = agents
             .chunks(chunk)
             .map(|agents| {
                 scope.spawn(move || {
-                    agents
-                        .iter()
-                        .map(|agent| scan_agent(run, &plan.id_field, agent))
-                        .collect::<Result<Vec<_>>>()
+                    let mut part = Progress::empty();
+                    for agent in agents {
+                        part.add(scan_agent(run, &plan.id_field, agent)?, want);
+                    }
+                    Ok(part)
                 })
             })
             .collect();
@@ -75,33 +78,48 @@ pub fn scan_progress(run: &RunDir, plan: &Plan, want: Missing) -> Result<Progres
             })
             .collect()
     });
-    let mut progress = Progress {
-        complete: HashSet::new(),
-        saved: 0,
-        failed: 0,
-        missing: 0,
-        missing_ids: Vec::new(),
-        files: HashMap::new(),
-    };
-    // In plan order, so `missing` stays in input order.
-    for scan in scans {
-        for scan in scan? {
-            progress.saved += scan.saved;
-            progress.failed += scan.failed;
-            if scan.complete {
-                progress.complete.insert(scan.at);
-            }
-            progress.missing += scan.missing.len();
-            if want == Missing::Ids {
-                let room = LISTED_ITEMS.saturating_sub(progress.missing_ids.len());
-                progress
-                    .missing_ids
-                    .extend(scan.missing.into_iter().take(room));
-            }
-            progress.files.insert(scan.at, scan.seen);
-        }
+    // In plan order, so the missing ids stay in input order.
+    let mut progress = Progress::empty();
+    for part in parts {
+        let part = part?;
+        progress.saved += part.saved;
+        progress.failed += part.failed;
+        progress.complete.extend(part.complete);
+        progress.missing += part.missing;
+        let room = LISTED_ITEMS.saturating_sub(progress.missing_ids.len());
+        progress
+            .missing_ids
+            .extend(part.missing_ids.into_iter().take(room));
+        progress.files.extend(part.files);
     }
     Ok(progress)
+}
+
+impl Progress {
+    fn empty() -> Self {
+        Self {
+            complete: HashSet::new(),
+            saved: 0,
+            failed: 0,
+            missing: 0,
+            missing_ids: Vec::new(),
+            files: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, scan: AgentScan, want: Missing) {
+        self.saved += scan.saved;
+        self.failed += scan.failed;
+        if scan.complete {
+            self.complete.insert(scan.at);
+        }
+        self.missing += scan.missing.len();
+        if want == Missing::Ids {
+            let room = LISTED_ITEMS.saturating_sub(self.missing_ids.len());
+            self.missing_ids.extend(scan.missing.into_iter().take(room));
+        }
+        self.files.insert(scan.at, scan.seen);
+    }
 }
 
 /// What one agent's files say.
