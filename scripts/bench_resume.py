@@ -4,7 +4,7 @@
 # agents of 100 items), where exactly one agent -- the last of the last segment --
 # is unfinished (50 of its 100 records). Measures, from launching
 # `nightshift resume DIR -q`, the time until its first new "launched" event in
-# DIR/events.jsonl (goal: under 2 s), the total wall time of the resume, and the
+# DIR/events.jsonl (goal: under 1 s), the total wall time of the resume, and the
 # supervisor's peak RSS (VmHWM of the process, polled every 10 ms until it exits).
 # The resume exits 1: agent.program is /bin/true, which writes nothing, so 50 items
 # stay missing -- and the state is the same for the next repetition (checked).
@@ -41,7 +41,7 @@ ORCHS, AGENTS, PER_AGENT = 10, 10, 100
 ITEMS = SEGMENTS * ORCHS * AGENTS * PER_AGENT
 KEEP = PER_AGENT // 2  # records left in the last agent's file
 RECORD_BYTES = 200  # per line, newline included
-GOAL_S = 2.0
+GOAL_S = 1.0  # issue "Scale": the first launch of a 1M-record resume under 1 s
 MiB = 1024 * 1024
 WORDS = "amber basil cedar delta ember fjord garnet harbor indigo juniper kelp lumen".split()
 JOB = f"""name = "bench_resume"
