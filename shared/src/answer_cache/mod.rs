@@ -1,0 +1,229 @@
+//! The answer cache (`[cache]`): one SQLite file shared by every run and
+//! every agent process, each answer of an LLM backend stored under the
+//! [`CacheKey`] of its request. What is stored is the provider's raw
+//! answer (its JSON body), not the record made of it: a cached answer goes
+//! through the same reading and checks as a fresh one, so a changed
+//! validator or json check applies to it.
+//!
+//! Many agent processes read and write at once: WAL (readers never wait for
+//! the writer), a busy timeout instead of failing on a lock, and one
+//! statement per transaction so no lock is held for long.
+
+mod key;
+
+pub use key::CacheKey;
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+
+/// The variable that tells an agent the cache file (set by the supervisor
+/// for a job with `[cache]`, unless `--no-cache`).
+pub const CACHE_VAR: &str = "NIGHTSHIFT_CACHE";
+
+/// How long a writer waits for another process's write to finish: writes
+/// are single short statements, so only a stuck process makes this wait.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS answers (
+    key BLOB PRIMARY KEY,
+    model TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    saved_at INTEGER NOT NULL,
+    used_at INTEGER NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("answer cache {}: cannot create its folder: {source}", .path.display())]
+    Folder {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("answer cache {}: {source}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("answer cache {}: the file is read-only; make it writable or remove [cache] (or run with --no-cache)", .path.display())]
+    ReadOnly { path: PathBuf },
+}
+
+/// One process's connection to the cache file.
+#[derive(Debug)]
+pub struct AnswerCache {
+    path: PathBuf,
+    /// rusqlite connections are not Sync; the agent's workers take turns
+    /// (each statement is short).
+    conn: Mutex<Connection>,
+}
+
+/// What `nightshift cache stats` shows.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct CacheStats {
+    pub path: PathBuf,
+    pub entries: u64,
+    /// The file with its WAL and shared-memory files.
+    pub bytes: u64,
+    pub hits: u64,
+    pub models: Vec<ModelStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ModelStats {
+    pub model: String,
+    pub entries: u64,
+    pub hits: u64,
+}
+
+impl AnswerCache {
+    /// Opens (creating it and its folder if need be) the cache at `path`,
+    /// and makes sure it is a cache this process can write.
+    pub fn open(path: &Path) -> Result<Self, CacheError> {
+        if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(folder).map_err(|source| CacheError::Folder {
+                path: path.to_owned(),
+                source,
+            })?;
+        }
+        let sqlite = |source| CacheError::Sqlite {
+            path: path.to_owned(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(sqlite)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        if conn.is_readonly(rusqlite::MAIN_DB).map_err(sqlite)? {
+            return Err(CacheError::ReadOnly {
+                path: path.to_owned(),
+            });
+        }
+        // Reads the header: a file that is not a database fails here.
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(sqlite)?;
+        // In WAL mode NORMAL survives a crash of any process; a power cut may
+        // lose the last answers, which are then asked again.
+        conn.execute_batch("PRAGMA synchronous = NORMAL")
+            .map_err(sqlite)?;
+        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> CacheError {
+        CacheError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A worker that panicked mid-statement left nothing half-done that
+        // SQLite itself did not roll back.
+        self.conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The answer stored under `key`, counted as a hit.
+    pub fn get(&self, key: &CacheKey) -> Result<Option<String>, CacheError> {
+        self.conn()
+            .query_row(
+                "UPDATE answers SET hits = hits + 1, used_at = ?2 WHERE key = ?1 RETURNING answer",
+                params![&key.0[..], now()],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Stores (or replaces: a fresher answer after a cached one was
+    /// refused) the answer of `key`.
+    pub fn put(&self, key: &CacheKey, model: &str, answer: &str) -> Result<(), CacheError> {
+        let now = now();
+        self.conn()
+            .execute(
+                "INSERT INTO answers (key, model, answer, saved_at, used_at, hits)
+                 VALUES (?1, ?2, ?3, ?4, ?4, 0)
+                 ON CONFLICT (key) DO UPDATE SET answer = ?3, saved_at = ?4, used_at = ?4",
+                params![&key.0[..], model, answer, now],
+            )
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    pub fn stats(&self) -> Result<CacheStats, CacheError> {
+        let conn = self.conn();
+        let mut statement = conn
+            .prepare("SELECT model, COUNT(*), SUM(hits) FROM answers GROUP BY model ORDER BY model")
+            .map_err(|e| self.sqlite(e))?;
+        let models = statement
+            .query_map([], |row| {
+                Ok(ModelStats {
+                    model: row.get(0)?,
+                    entries: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                    hits: u64::try_from(row.get::<_, Option<i64>>(2)?.unwrap_or(0)).unwrap_or(0),
+                })
+            })
+            .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+            .map_err(|e| self.sqlite(e))?;
+        let bytes = ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|suffix| {
+                let mut name = self.path.as_os_str().to_owned();
+                name.push(suffix);
+                std::fs::metadata(PathBuf::from(name)).ok()
+            })
+            .map(|meta| meta.len())
+            .sum();
+        Ok(CacheStats {
+            path: self.path.clone(),
+            entries: models.iter().map(|m| m.entries).sum(),
+            bytes,
+            hits: models.iter().map(|m| m.hits).sum(),
+            models,
+        })
+    }
+
+    /// Removes the answers not used (saved or hit) for `unused_for`, or
+    /// every answer (None); returns how many went. The file then shrinks.
+    pub fn prune(&self, unused_for: Option<Duration>) -> Result<u64, CacheError> {
+        let conn = self.conn();
+        let removed = match unused_for {
+            Some(age) => {
+                let cutoff = now().saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
+                conn.execute("DELETE FROM answers WHERE used_at < ?1", params![cutoff])
+            }
+            None => conn.execute("DELETE FROM answers", []),
+        }
+        .map_err(|e| self.sqlite(e))?;
+        if removed > 0 {
+            conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE)")
+                .map_err(|e| self.sqlite(e))?;
+        }
+        Ok(removed as u64)
+    }
+}
+
+/// Seconds since the epoch (0 for a clock before it).
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;
