@@ -15,7 +15,7 @@ pub use key::CacheKey;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
@@ -26,6 +26,9 @@ pub const CACHE_VAR: &str = "NIGHTSHIFT_CACHE";
 /// How long a writer waits for another process's write to finish: writes
 /// are single short statements, so only a stuck process makes this wait.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The pause between tries of a set-up another process holds up.
+const SET_UP_PAUSE: Duration = Duration::from_millis(20);
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS answers (
     key BLOB PRIMARY KEY,
@@ -105,14 +108,19 @@ impl AnswerCache {
                 path: path.to_owned(),
             });
         }
-        // Reads the header: a file that is not a database fails here.
-        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
-            .map_err(sqlite)?;
-        // In WAL mode NORMAL survives a crash of any process; a power cut may
-        // lose the last answers, which are then asked again.
-        conn.execute_batch("PRAGMA synchronous = NORMAL")
-            .map_err(sqlite)?;
-        conn.execute_batch(SCHEMA).map_err(sqlite)?;
+        // Two processes creating the cache at once, or switching it to WAL,
+        // get SQLITE_BUSY without the busy handler being asked (SQLite
+        // cannot wait there without risking a deadlock): try again.
+        let deadline = Instant::now() + BUSY_TIMEOUT;
+        loop {
+            match set_up(&conn) {
+                Ok(()) => break,
+                Err(error) if is_busy(&error) && Instant::now() < deadline => {
+                    std::thread::sleep(SET_UP_PAUSE);
+                }
+                Err(error) => return Err(sqlite(error)),
+            }
+        }
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
@@ -216,6 +224,26 @@ impl AnswerCache {
         }
         Ok(removed as u64)
     }
+}
+
+/// WAL, and the table. Reading the journal mode reads the header: a file
+/// that is not a database fails here, untouched.
+fn set_up(conn: &Connection) -> rusqlite::Result<()> {
+    let mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
+    }
+    // In WAL mode NORMAL survives a crash of any process; a power cut may
+    // lose the last answers, which are then asked again.
+    conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+    conn.execute_batch(SCHEMA)
+}
+
+fn is_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Seconds since the epoch (0 for a clock before it).

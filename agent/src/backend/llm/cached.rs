@@ -34,7 +34,7 @@ impl LlmBackend {
 
     /// The record of the cached answer to this call, if there is one and
     /// this is the item's first attempt with `choice`.
-    pub(super) fn from_cache(
+    pub(super) fn answer_from_cache(
         &self,
         call: Call<'_>,
         choice: usize,

@@ -315,7 +315,7 @@ impl Backend for LlmBackend {
         call: Call<'_>,
         choice: usize,
     ) -> Option<Result<Map<String, Value>, AttemptError>> {
-        self.from_cache(call, choice)
+        self.answer_from_cache(call, choice)
             .map(|found| found.map_err(AttemptError::from))
     }
 
