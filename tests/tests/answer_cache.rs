@@ -21,10 +21,14 @@ const ITEMS: usize = 8;
 const CACHE: &str = "cache/answers.sqlite";
 
 fn server(job: &JobDir) -> FaultServer {
+    server_with(job, &[])
+}
+
+fn server_with(job: &JobDir, args: &[&str]) -> FaultServer {
     FaultServer::start(
         &PathBuf::from(env!("CARGO_BIN_EXE_fault_server")),
         &job.path().join("requests.jsonl"),
-        &[],
+        args,
     )
 }
 
@@ -96,6 +100,12 @@ fn a_second_run_asks_nothing_and_saves_the_same_answers_at_no_cost() {
     let paid: f64 = fresh.iter().filter_map(|r| r["cost"].as_f64()).sum();
     assert!(paid > 0.0);
     assert!(job.path().join(CACHE).is_file());
+
+    let file = std::fs::read(job.path().join(CACHE)).expect("the cache file");
+    assert!(
+        !file.windows(KEY.len()).any(|w| w == KEY.as_bytes()),
+        "the API key is in the cache"
+    );
 
     let second = run(&job, &server, "run2", &[], 0);
     assert_eq!(
@@ -240,6 +250,26 @@ fn a_changed_validator_asks_nothing_but_checks_every_cached_answer() {
     let asked = run(&job, &server, "run3", &[], 1);
     assert_eq!(items_asked(&asked), vec![ids[2].clone()]);
     assert_eq!(final_records(&job.path().join("run3")).len(), ITEMS - 1);
+}
+
+#[test]
+fn anthropic_answers_are_cached_too() {
+    let job = JobDir::new();
+    let server = server_with(&job, &["--mode", "anthropic"]);
+    job.items(ITEMS);
+    cached_job(&server)
+        .anthropic(&server.base_url(), "claude-fault")
+        .write(job.path());
+    assert_eq!(run(&job, &server, "run1", &[], 0).len(), ITEMS);
+    assert_eq!(run(&job, &server, "run2", &[], 0), Vec::<Value>::new());
+    let records = final_records(&job.path().join("run2"));
+    assert!(records.iter().all(|r| r["cached"] == true), "{records:?}");
+    assert!(
+        records
+            .iter()
+            .all(|r| r["output"] == format!("reply to {}", r["id"].as_str().unwrap_or("?"))),
+        "{records:?}"
+    );
 }
 
 #[test]

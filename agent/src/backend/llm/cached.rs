@@ -98,3 +98,54 @@ impl LlmBackend {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use shared::job::AgentSettings;
+
+    use super::*;
+
+    /// An openai backend of `llm` settings whose key variables all hold `secret`.
+    fn backend(llm: Value, secret: &str) -> LlmBackend {
+        let settings: AgentSettings =
+            serde_json::from_value(json!({"backend": "openai", "llm": llm})).expect("settings");
+        LlmBackend::new(&settings, &|_| Some(secret.to_owned())).expect("a backend")
+    }
+
+    fn llm() -> Value {
+        json!({"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "KEY_A",
+               "max_tokens": 10, "temperature": 0.5, "system": "be brief"})
+    }
+
+    fn key_of(backend: &LlmBackend, prompt: &str) -> CacheKey {
+        let endpoint = &backend.endpoints[0];
+        key(endpoint, &backend.body(endpoint, prompt))
+    }
+
+    #[test]
+    fn the_key_is_what_is_asked_not_who_asks() {
+        let base = key_of(&backend(llm(), "sk-one"), "hello");
+        let mut other_var = llm();
+        other_var["api_key_env"] = json!(["KEY_B", "KEY_C"]);
+        assert_eq!(base, key_of(&backend(other_var, "sk-two"), "hello"));
+        assert_ne!(base, key_of(&backend(llm(), "sk-one"), "hello!"));
+        for (field, value) in [
+            ("model", json!("m2")),
+            ("max_tokens", json!(11)),
+            ("temperature", json!(0.7)),
+            ("system", json!("be long")),
+            ("extra", json!({"top_p": 0.9})),
+            ("response_format", json!("json")),
+            ("base_url", json!("http://127.0.0.1:10/v1")),
+        ] {
+            let mut changed = llm();
+            changed[field] = value;
+            assert_ne!(
+                base,
+                key_of(&backend(changed, "sk-one"), "hello"),
+                "{field}"
+            );
+        }
+    }
+}
