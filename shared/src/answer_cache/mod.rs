@@ -13,6 +13,7 @@ mod key;
 
 pub use key::CacheKey;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -63,8 +64,23 @@ pub struct AnswerCache {
     path: PathBuf,
     /// rusqlite connections are not Sync; the agent's workers take turns
     /// (each statement is short).
-    conn: Mutex<Connection>,
+    inner: Mutex<Inner>,
 }
+
+#[derive(Debug)]
+struct Inner {
+    conn: Connection,
+    /// Hits not yet written, per key. A lookup stays a pure read: writing
+    /// each hit at once would serialise every agent's lookups behind the
+    /// one writer and grow the WAL by a page a hit. Hits are statistics
+    /// (`cache stats`, `prune --older-than`), so they are written in
+    /// batches, and at the latest when the cache is dropped.
+    hits: HashMap<CacheKey, u64>,
+    pending: u64,
+}
+
+/// Hits kept in memory before they are written, in one transaction.
+const HITS_PER_WRITE: u64 = 256;
 
 /// What `nightshift cache stats` shows.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -123,7 +139,11 @@ impl AnswerCache {
         }
         Ok(Self {
             path: path.to_owned(),
-            conn: Mutex::new(conn),
+            inner: Mutex::new(Inner {
+                conn,
+                hits: HashMap::new(),
+                pending: 0,
+            }),
         })
     }
 
@@ -138,31 +158,49 @@ impl AnswerCache {
         }
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A worker that panicked mid-statement left nothing half-done that
         // SQLite itself did not roll back.
-        self.conn
+        self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The answer stored under `key`, counted as a hit.
     pub fn get(&self, key: &CacheKey) -> Result<Option<String>, CacheError> {
-        self.conn()
+        let mut inner = self.inner();
+        let answer: Option<String> = inner
+            .conn
             .query_row(
-                "UPDATE answers SET hits = hits + 1, used_at = ?2 WHERE key = ?1 RETURNING answer",
-                params![&key.0[..], now()],
+                "SELECT answer FROM answers WHERE key = ?1",
+                params![&key.0[..]],
                 |row| row.get(0),
             )
             .optional()
-            .map_err(|e| self.sqlite(e))
+            .map_err(|e| self.sqlite(e))?;
+        if answer.is_some() {
+            *inner.hits.entry(*key).or_insert(0) += 1;
+            inner.pending += 1;
+            if inner.pending >= HITS_PER_WRITE {
+                // Counts that cannot be written now are kept for the next
+                // try: the answer itself is good.
+                let _ = inner.write_hits();
+            }
+        }
+        Ok(answer)
+    }
+
+    /// Writes the hits counted so far.
+    pub fn flush_hits(&self) -> Result<(), CacheError> {
+        self.inner().write_hits().map_err(|e| self.sqlite(e))
     }
 
     /// Stores (or replaces: a fresher answer after a cached one was
     /// refused) the answer of `key`.
     pub fn put(&self, key: &CacheKey, model: &str, answer: &str) -> Result<(), CacheError> {
         let now = now();
-        self.conn()
+        self.inner()
+            .conn
             .execute(
                 "INSERT INTO answers (key, model, answer, saved_at, used_at, hits)
                  VALUES (?1, ?2, ?3, ?4, ?4, 0)
@@ -174,8 +212,10 @@ impl AnswerCache {
     }
 
     pub fn stats(&self) -> Result<CacheStats, CacheError> {
-        let conn = self.conn();
-        let mut statement = conn
+        self.flush_hits()?;
+        let inner = self.inner();
+        let mut statement = inner
+            .conn
             .prepare("SELECT model, COUNT(*), SUM(hits) FROM answers GROUP BY model ORDER BY model")
             .map_err(|e| self.sqlite(e))?;
         let models = statement
@@ -209,7 +249,9 @@ impl AnswerCache {
     /// Removes the answers not used (saved or hit) for `unused_for`, or
     /// every answer (None); returns how many went. The file then shrinks.
     pub fn prune(&self, unused_for: Option<Duration>) -> Result<u64, CacheError> {
-        let conn = self.conn();
+        self.flush_hits()?;
+        let inner = self.inner();
+        let conn = &inner.conn;
         let removed = match unused_for {
             Some(age) => {
                 let cutoff = now().saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
@@ -223,6 +265,39 @@ impl AnswerCache {
                 .map_err(|e| self.sqlite(e))?;
         }
         Ok(removed as u64)
+    }
+}
+
+impl Inner {
+    fn write_hits(&mut self) -> rusqlite::Result<()> {
+        if self.hits.is_empty() {
+            return Ok(());
+        }
+        let transaction = self.conn.transaction()?;
+        {
+            let mut update = transaction.prepare_cached(
+                "UPDATE answers SET hits = hits + ?2, used_at = ?3 WHERE key = ?1",
+            )?;
+            let now = now();
+            for (key, count) in &self.hits {
+                update.execute(params![
+                    &key.0[..],
+                    i64::try_from(*count).unwrap_or(i64::MAX),
+                    now
+                ])?;
+            }
+        }
+        transaction.commit()?;
+        self.hits.clear();
+        self.pending = 0;
+        Ok(())
+    }
+}
+
+impl Drop for AnswerCache {
+    /// The last hits; a cache that cannot take them loses only statistics.
+    fn drop(&mut self) {
+        let _ = self.inner().write_hits();
     }
 }
 
