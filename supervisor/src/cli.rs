@@ -210,12 +210,12 @@ pub enum CacheAction {
         #[arg(long)]
         json: bool,
     },
-    /// Remove the answers not used (saved or hit) for a while, or all of them.
+    /// Remove the answers saved longer ago than --older-than, or all of them.
     #[command(group(clap::ArgGroup::new("what").required(true)))]
     Prune {
         #[command(flatten)]
         which: CacheWhich,
-        /// Remove answers not used for this long, e.g. 30d or 12h.
+        /// Remove answers saved longer ago than this, e.g. 30d or 12h.
         #[arg(long, value_name = "D", group = "what")]
         older_than: Option<shared::job::HumanDuration>,
         /// Remove every answer.

@@ -35,9 +35,11 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS answers (
     key BLOB PRIMARY KEY,
     model TEXT NOT NULL,
     answer TEXT NOT NULL,
-    saved_at INTEGER NOT NULL,
-    used_at INTEGER NOT NULL,
-    hits INTEGER NOT NULL DEFAULT 0
+    saved_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS hits (
+    model TEXT PRIMARY KEY,
+    hits INTEGER NOT NULL
 ) WITHOUT ROWID";
 
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +72,13 @@ pub struct AnswerCache {
 #[derive(Debug)]
 struct Inner {
     conn: Connection,
-    /// Hits not yet written, per key. A lookup stays a pure read: writing
-    /// each hit at once would serialise every agent's lookups behind the
-    /// one writer and grow the WAL by a page a hit. Hits are statistics
-    /// (`cache stats`, `prune --older-than`), so they are written in
-    /// batches, and at the latest when the cache is dropped.
-    hits: HashMap<CacheKey, u64>,
+    /// Hits not yet written, per model. A lookup stays a pure read:
+    /// writing each hit at once (or a last-used time per answer) would
+    /// serialise every agent's lookups behind the one writer and grow the
+    /// WAL by a page a hit. Hits are statistics (`cache stats`), so they
+    /// are counted per model and written in batches, at the latest when
+    /// the cache is dropped.
+    hits: HashMap<String, u64>,
     pending: u64,
 }
 
@@ -169,25 +172,26 @@ impl AnswerCache {
     /// The answer stored under `key`, counted as a hit.
     pub fn get(&self, key: &CacheKey) -> Result<Option<String>, CacheError> {
         let mut inner = self.inner();
-        let answer: Option<String> = inner
+        let found: Option<(String, String)> = inner
             .conn
             .query_row(
-                "SELECT answer FROM answers WHERE key = ?1",
+                "SELECT answer, model FROM answers WHERE key = ?1",
                 params![&key.0[..]],
-                |row| row.get(0),
+                |row| Ok((row.get(0)?, row.get(1)?)),
             )
             .optional()
             .map_err(|e| self.sqlite(e))?;
-        if answer.is_some() {
-            *inner.hits.entry(*key).or_insert(0) += 1;
-            inner.pending += 1;
-            if inner.pending >= HITS_PER_WRITE {
-                // Counts that cannot be written now are kept for the next
-                // try: the answer itself is good.
-                let _ = inner.write_hits();
-            }
+        let Some((answer, model)) = found else {
+            return Ok(None);
+        };
+        *inner.hits.entry(model).or_insert(0) += 1;
+        inner.pending += 1;
+        if inner.pending >= HITS_PER_WRITE {
+            // Counts that cannot be written now are kept for the next try:
+            // the answer itself is good.
+            let _ = inner.write_hits();
         }
-        Ok(answer)
+        Ok(Some(answer))
     }
 
     /// Writes the hits counted so far.
@@ -202,9 +206,8 @@ impl AnswerCache {
         self.inner()
             .conn
             .execute(
-                "INSERT INTO answers (key, model, answer, saved_at, used_at, hits)
-                 VALUES (?1, ?2, ?3, ?4, ?4, 0)
-                 ON CONFLICT (key) DO UPDATE SET answer = ?3, saved_at = ?4, used_at = ?4",
+                "INSERT INTO answers (key, model, answer, saved_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (key) DO UPDATE SET model = ?2, answer = ?3, saved_at = ?4",
                 params![&key.0[..], model, answer, now],
             )
             .map(drop)
@@ -216,7 +219,12 @@ impl AnswerCache {
         let inner = self.inner();
         let mut statement = inner
             .conn
-            .prepare("SELECT model, COUNT(*), SUM(hits) FROM answers GROUP BY model ORDER BY model")
+            .prepare(
+                "SELECT model, SUM(entries), SUM(hits) FROM (
+                    SELECT model, COUNT(*) AS entries, 0 AS hits FROM answers GROUP BY model
+                    UNION ALL SELECT model, 0, hits FROM hits
+                 ) GROUP BY model ORDER BY model",
+            )
             .map_err(|e| self.sqlite(e))?;
         let models = statement
             .query_map([], |row| {
@@ -246,18 +254,21 @@ impl AnswerCache {
         })
     }
 
-    /// Removes the answers not used (saved or hit) for `unused_for`, or
-    /// every answer (None); returns how many went. The file then shrinks.
-    pub fn prune(&self, unused_for: Option<Duration>) -> Result<u64, CacheError> {
+    /// Removes the answers saved longer than `older_than` ago, or every
+    /// answer and hit count (None); returns how many answers went. The
+    /// file then shrinks.
+    pub fn prune(&self, older_than: Option<Duration>) -> Result<u64, CacheError> {
         self.flush_hits()?;
         let inner = self.inner();
         let conn = &inner.conn;
-        let removed = match unused_for {
+        let removed = match older_than {
             Some(age) => {
                 let cutoff = now().saturating_sub(i64::try_from(age.as_secs()).unwrap_or(i64::MAX));
-                conn.execute("DELETE FROM answers WHERE used_at < ?1", params![cutoff])
+                conn.execute("DELETE FROM answers WHERE saved_at < ?1", params![cutoff])
             }
-            None => conn.execute("DELETE FROM answers", []),
+            None => conn
+                .execute("DELETE FROM hits", [])
+                .and_then(|_| conn.execute("DELETE FROM answers", [])),
         }
         .map_err(|e| self.sqlite(e))?;
         if removed > 0 {
@@ -276,15 +287,11 @@ impl Inner {
         let transaction = self.conn.transaction()?;
         {
             let mut update = transaction.prepare_cached(
-                "UPDATE answers SET hits = hits + ?2, used_at = ?3 WHERE key = ?1",
+                "INSERT INTO hits (model, hits) VALUES (?1, ?2)
+                 ON CONFLICT (model) DO UPDATE SET hits = hits + ?2",
             )?;
-            let now = now();
-            for (key, count) in &self.hits {
-                update.execute(params![
-                    &key.0[..],
-                    i64::try_from(*count).unwrap_or(i64::MAX),
-                    now
-                ])?;
+            for (model, count) in &self.hits {
+                update.execute(params![model, i64::try_from(*count).unwrap_or(i64::MAX)])?;
             }
         }
         transaction.commit()?;

@@ -69,3 +69,25 @@ fn a_file_that_is_not_a_cache_is_refused_by_name() {
     // Nothing was done to it.
     assert_eq!(std::fs::read(&path).expect("still there"), vec![b'x'; 4096]);
 }
+
+#[test]
+fn prune_older_than_removes_answers_saved_before_then() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let cache = AnswerCache::open(&dir.path().join("a.sqlite")).expect("a new cache");
+    cache.put(&key(1), "m", "{}").expect("stored");
+    cache.put(&key(2), "m", "{}").expect("stored");
+    // Answer 1 was saved 40 days ago.
+    let forty_days_ago = now() - 40 * 86_400;
+    cache
+        .inner()
+        .conn
+        .execute(
+            "UPDATE answers SET saved_at = ?2 WHERE key = ?1",
+            params![&key(1).0[..], forty_days_ago],
+        )
+        .expect("backdated");
+    let thirty_days = Duration::from_secs(30 * 86_400);
+    assert_eq!(cache.prune(Some(thirty_days)).expect("pruned"), 1);
+    assert_eq!(cache.get(&key(1)).expect("a lookup"), None);
+    assert!(cache.get(&key(2)).expect("a lookup").is_some());
+}

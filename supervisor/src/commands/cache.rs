@@ -31,12 +31,12 @@ pub fn cache(action: &CacheAction) -> Result<i32> {
             all,
         } => {
             let cache = open(which)?;
-            let unused_for = if *all {
+            let older_than = if *all {
                 None
             } else {
                 older_than.map(|d| d.get())
             };
-            let removed = cache.prune(unused_for)?;
+            let removed = cache.prune(older_than)?;
             let size = cache.stats()?.bytes;
             println!(
                 "{}: removed {removed} answer{}; {} on disk",
