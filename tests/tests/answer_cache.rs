@@ -253,6 +253,34 @@ fn a_changed_validator_asks_nothing_but_checks_every_cached_answer() {
 }
 
 #[test]
+fn resume_no_cache_asks_the_server_for_every_attempt() {
+    let job = JobDir::new();
+    let server = server(&job);
+    let ids = job.items(ITEMS);
+    let refused = format!("^reply to {}$", ids[3]);
+    cached_job(&server)
+        .validate("reject", vec![refused.as_str()])
+        .write(job.path());
+    // Both attempts at the refused item ask: its first answer was not cached
+    // yet when the retry came.
+    let asked = run(&job, &server, "run", &[], 1);
+    assert_eq!(asked.len(), ITEMS + 1);
+    let resume = |extra: &[&str]| {
+        let before = server.requests().len();
+        let mut args = vec!["resume", "run", "--retry-failed"];
+        args.extend_from_slice(extra);
+        nightshift(&job, &args).expect_code(1);
+        items_asked(&server.requests().split_off(before))
+    };
+    // The first attempt is answered from the cache (and refused), the retry asks.
+    assert_eq!(resume(&[]), vec![ids[3].clone()]);
+    assert_eq!(
+        resume(&["--no-cache"]),
+        vec![ids[3].clone(), ids[3].clone()]
+    );
+}
+
+#[test]
 fn anthropic_answers_are_cached_too() {
     let job = JobDir::new();
     let server = server_with(&job, &["--mode", "anthropic"]);
