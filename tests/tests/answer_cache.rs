@@ -147,6 +147,9 @@ fn a_second_run_asks_nothing_and_saves_the_same_answers_at_no_cost() {
     )
     .expect("report.json is JSON");
     assert_eq!(report["cache"]["hits"], ITEMS, "{report}");
+    nightshift(&job, &["report", "run2", "--html", "report.html"]).expect_code(0);
+    let page = std::fs::read_to_string(job.path().join("report.html")).expect("the page");
+    assert!(page.contains(&format!("answer cache: {ITEMS} hits, saved $")));
     assert_eq!(status_json(&job, "run1")["cache"]["hits"], 0);
 
     // Cached answers need no permit and no money: a budget smaller than
