@@ -255,6 +255,11 @@ impl<'a> ItemRunner<'a> {
     /// the API key the call used, for the broker's backoff.
     fn attempt(&mut self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, Failed> {
         let backend = self.context.backend;
+        if let Some(result) = backend.cached(call, choice) {
+            return self
+                .checked(result, call)
+                .map_err(|error| Failed::Attempt(error, None));
+        }
         let keys = backend.permit_keys(choice);
         let need = Need {
             tokens: backend.estimate(call, choice),
@@ -305,14 +310,21 @@ impl<'a> ItemRunner<'a> {
             self.permits
                 .report_spend(key.as_deref(), &need, tokens, cost);
         }
-        let checked = result.and_then(|record| {
-            let record = with_id(record, call)?;
-            if let Some(validator) = self.context.validator {
-                validator.check(&record)?;
-            }
-            Ok(record)
-        });
-        checked.map_err(|error| Failed::Attempt(error, key))
+        self.checked(result, call)
+            .map_err(|error| Failed::Attempt(error, key))
+    }
+
+    /// A call's record with the item's id, past agent.validate.
+    fn checked(
+        &self,
+        result: Result<Map<String, Value>, AttemptError>,
+        call: Call<'_>,
+    ) -> Result<Map<String, Value>, AttemptError> {
+        let record = with_id(result?, call)?;
+        if let Some(validator) = self.context.validator {
+            validator.check(&record)?;
+        }
+        Ok(record)
     }
 
     /// After a rate-limit answer: the broker pauses the permits of every

@@ -3,6 +3,7 @@
 //! files, merges and validation, the rate broker's socket protocol and the
 //! documented exit codes.
 
+pub mod answer_cache;
 pub mod atomic;
 pub mod broker;
 pub mod control;

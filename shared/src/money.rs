@@ -120,10 +120,14 @@ impl Spend {
     }
 
     /// The `usage` and `cost` a record or failure line carries (either
-    /// may be missing: a program's own records).
+    /// may be missing: a program's own records). A record answered from
+    /// the answer cache (`"cached": true`) keeps its answer's usage, but
+    /// used no tokens: it spent nothing.
     pub fn from_record(record: &Map<String, Value>) -> Self {
+        let cached = record.get("cached") == Some(&Value::Bool(true));
         let usage = record
             .get("usage")
+            .filter(|_| !cached)
             .and_then(|usage| Usage::deserialize(usage).ok())
             .unwrap_or_default();
         let cost = record
@@ -141,10 +145,12 @@ impl Spend {
             usage: Option<Usage>,
             #[serde(default)]
             cost: Option<f64>,
+            #[serde(default)]
+            cached: bool,
         }
         match serde_json::from_slice::<Fields>(line) {
             Ok(fields) => Self {
-                usage: fields.usage.unwrap_or_default(),
+                usage: fields.usage.filter(|_| !fields.cached).unwrap_or_default(),
                 cost: fields.cost.filter(|cost| cost.is_finite()),
             },
             Err(_) => Self::default(),
@@ -269,5 +275,17 @@ mod tests {
         assert_eq!(total.to_json()["cost"], json!(15.0));
         assert_eq!(dollars(23.931), "$23.93");
         assert_eq!(dollars(0.00123), "$0.0012");
+    }
+
+    #[test]
+    fn a_cached_answer_spent_nothing() {
+        let line = br#"{"id": 1, "usage": {"input_tokens": 5, "output_tokens": 7}, "cost": 0.0, "cached": true, "saved": 0.2}"#;
+        let nothing = Spend {
+            usage: Usage::default(),
+            cost: Some(0.0),
+        };
+        assert_eq!(Spend::from_line(line), nothing);
+        let record: Map<String, Value> = serde_json::from_slice(line).expect("an object");
+        assert_eq!(Spend::from_record(&record), nothing);
     }
 }

@@ -47,6 +47,9 @@ pub enum Command {
         /// words like a shell would ('notify-send "run over"'). Replaces [notify] command.
         #[arg(long, value_name = "COMMAND")]
         notify: Option<NotifyCommand>,
+        /// Neither read nor fill the answer cache ([cache]) in this session: every request is made.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Go on with a run from what its directory holds.
     Resume {
@@ -73,6 +76,9 @@ pub enum Command {
         /// Raise (or set) limits.max_tokens: tokens for the whole run.
         #[arg(long, value_name = "N")]
         max_tokens: Option<u64>,
+        /// Neither read nor fill the answer cache ([cache]) in this session: every request is made.
+        #[arg(long)]
+        no_cache: bool,
     },
     /// Print how a job's items are split into segments, orchestrators and agents.
     Plan {
@@ -178,6 +184,11 @@ pub enum Command {
         #[arg(long)]
         segment: Option<usize>,
     },
+    /// The answer cache of the LLM backends ([cache]): what it holds, or prune it.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
     /// Print a shell's completion script (e.g. `nightshift completions bash > ~/.local/share/bash-completion/completions/nightshift`).
     Completions {
         #[arg(value_enum)]
@@ -185,4 +196,40 @@ pub enum Command {
     },
     /// Print the manual page, as roff (e.g. `nightshift man | man -l -`).
     Man,
+}
+
+/// `nightshift cache …`. The cache is --path FILE, else the [cache] path of
+/// --job JOB.toml, else ~/.cache/nightshift/answers.sqlite.
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Entries, size on disk and hits, per model.
+    Stats {
+        #[command(flatten)]
+        which: CacheWhich,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the answers saved longer ago than --older-than, or all of them.
+    #[command(group(clap::ArgGroup::new("what").required(true)))]
+    Prune {
+        #[command(flatten)]
+        which: CacheWhich,
+        /// Remove answers saved longer ago than this, e.g. 30d or 12h.
+        #[arg(long, value_name = "D", group = "what")]
+        older_than: Option<shared::job::HumanDuration>,
+        /// Remove every answer.
+        #[arg(long, group = "what")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CacheWhich {
+    /// The cache file.
+    #[arg(long, value_name = "FILE", conflicts_with = "job")]
+    pub path: Option<PathBuf>,
+    /// The cache named by this job file's [cache] path.
+    #[arg(long, value_name = "JOB.toml")]
+    pub job: Option<PathBuf>,
 }

@@ -36,6 +36,9 @@ pub enum SupervisorError {
     NotLive(PathBuf),
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The job's answer cache cannot be used.
+    #[error(transparent)]
+    Cache(#[from] shared::answer_cache::CacheError),
     #[error(transparent)]
     Platform(#[from] crate::platform::PlatformError),
     #[error("{}{what}: {source}", if shared::disk::is_full(source) { "the disk is full or read-only (free space, then `nightshift resume`): " } else { "" })]
@@ -66,7 +69,8 @@ impl SupervisorError {
             | Self::Unsupported(_)
             | Self::Busy(..)
             | Self::NotLive(_)
-            | Self::Platform(_) => exit_codes::USAGE,
+            | Self::Platform(_)
+            | Self::Cache(_) => exit_codes::USAGE,
             Self::Io { source, .. } if shared::disk::is_full(source) => exit_codes::CANNOT_GO_ON,
             Self::Io { .. } | Self::Journal(_) => exit_codes::INCOMPLETE,
         }

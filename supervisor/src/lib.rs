@@ -37,12 +37,14 @@ pub fn execute(cli: Cli) -> Result<i32> {
             halt,
             until,
             notify,
+            no_cache,
         } => commands::run::run(
             &job,
             run_dir.as_deref(),
             halt,
             until,
             notify.as_ref(),
+            no_cache,
             &console,
         ),
         Command::Resume {
@@ -53,6 +55,7 @@ pub fn execute(cli: Cli) -> Result<i32> {
             retry_failed,
             max_cost,
             max_tokens,
+            no_cache,
         } => commands::resume::resume(
             &commands::resume::ResumeRequest {
                 dir: &dir,
@@ -64,9 +67,11 @@ pub fn execute(cli: Cli) -> Result<i32> {
                     max_cost,
                     max_tokens,
                 },
+                no_cache,
             },
             &console,
         ),
+        Command::Cache { action } => commands::cache::cache(&action),
         Command::Plan { job, json } => commands::plan::plan(&job, json),
         Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
         Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),

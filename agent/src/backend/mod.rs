@@ -199,6 +199,17 @@ pub trait Backend: Send + Sync {
         None
     }
 
+    /// The record of an answer already paid for (the LLM backends' answer
+    /// cache), got without a permit, a request or money; None: the call
+    /// must be made.
+    fn cached(
+        &self,
+        _call: Call<'_>,
+        _choice: usize,
+    ) -> Option<Result<Map<String, Value>, AttemptError>> {
+        None
+    }
+
     /// Runs one attempt at one item with alternative `choice`; the record is
     /// an object, its id not yet checked. What the call learned for the
     /// rate broker goes into `meter`.

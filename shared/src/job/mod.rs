@@ -1,5 +1,6 @@
 //! The job file: typed settings, value types, and loading with located errors.
 
+mod cache;
 mod executor;
 mod keys;
 mod llm;
@@ -10,6 +11,7 @@ mod price;
 mod settings;
 mod values;
 
+pub use cache::CacheSettings;
 pub use executor::{ExecutorKind, ExecutorSettings};
 pub use llm::{FallbackSettings, KeyVars, LlmMode, LlmSettings, ResponseFormat, Schema};
 pub use load::{line_column, Job, JobError, JobFileError};

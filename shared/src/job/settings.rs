@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::cache::CacheSettings;
 use super::executor::ExecutorSettings;
 use super::llm::LlmSettings;
 use super::notify::NotifySettings;
@@ -32,6 +33,8 @@ pub struct JobSettings {
     pub executor: ExecutorSettings,
     /// A program told when the run ends (`[notify]`).
     pub notify: Option<NotifySettings>,
+    /// The answer cache of the LLM backends (`[cache]`); None: no cache.
+    pub cache: Option<CacheSettings>,
 }
 
 impl JobSettings {

@@ -43,6 +43,8 @@ pub struct ResumeRequest<'a> {
     pub retry_failed: bool,
     /// --max-cost / --max-tokens.
     pub budget: BudgetChange,
+    /// --no-cache: this session neither reads nor fills the answer cache.
+    pub no_cache: bool,
 }
 
 pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
@@ -53,6 +55,7 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
         notify,
         retry_failed,
         budget,
+        no_cache,
     } = *request;
     let started = Instant::now();
     let (run, plan) = open_run(dir)?;
@@ -60,6 +63,7 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
     let _lock = RunLock::acquire(&run)?;
     let mut job = frozen_job(&run)?;
     apply_budget(&run, &mut job, budget)?;
+    crate::run::answer_cache::prepare(&mut job, no_cache)?;
     let notifier = Notifier::for_run(&job, notify);
     let taken_over = take_over(&run, &plan, &job, retry_failed);
     // From here the run has started: whatever ends it, the notify command is told.

@@ -23,9 +23,11 @@ pub fn run(
     halt: HaltPolicy,
     until: Option<Deadline>,
     notify: Option<&NotifyCommand>,
+    no_cache: bool,
     console: &Console,
 ) -> Result<i32> {
-    let checked = check_job(job_path)?;
+    let mut checked = check_job(job_path)?;
+    crate::run::answer_cache::prepare(&mut checked.job, no_cache)?;
     let dir = choose_run_dir(run_dir, &checked.job.name)?;
     make_run_dir(&dir)?;
     println!("run directory: {}", dir.display());

@@ -64,6 +64,9 @@ fn describe(s: &RunStatus) -> String {
     if let Some(spent) = crate::reporting::cost::describe(&s.usage, s.cost, s.projected_cost) {
         text.push_str(&format!("{spent}\n"));
     }
+    if let Some(line) = s.cache.describe() {
+        text.push_str(&format!("{line}\n"));
+    }
     if !s.rejected_keys.is_empty() {
         text.push_str(&format!(
             "keys rejected by their servers (dropped): {}\n",

@@ -15,6 +15,7 @@ use super::Executor;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::rate::server::RateServer;
+use crate::run::answer_cache;
 use crate::watchdog::memory::{self, MemoryWatch};
 
 /// An executor ready to start attempts, and how memory is watched under it.
@@ -58,7 +59,9 @@ pub fn for_run<'a>(
                 "warning: the run directory is on {kind}, which only this machine sees: fine for a one-node cluster, lost work elsewhere"
             ));
         }
-        let broker_env = rate.map(RateServer::agent_env).unwrap_or_default();
+        let mut broker_env = rate.map(RateServer::agent_env).unwrap_or_default();
+        let (var, file) = answer_cache::agent_var(job);
+        broker_env.push((var, file.into()));
         let executor = SlurmExecutor::new(run, settings, agent_argv, &job.dir, broker_env);
         return Ok(ExecutorSetup {
             executor: Box::new(executor),
@@ -70,11 +73,13 @@ pub fn for_run<'a>(
     let memory = MemoryWatch::new(settings);
     let logs =
         LogPump::start().map_err(SupervisorError::io("cannot start the agent log thread"))?;
+    let mut agent_env = settings.agent.env.clone();
+    agent_env.extend([answer_cache::agent_var(job)]);
     let launcher = Launcher::new(
         agent_argv,
         &job.dir,
         run,
-        &settings.agent.env,
+        &agent_env,
         rate.map(RateServer::path),
         settings.limits.agent_log_limit.bytes(),
         logs,

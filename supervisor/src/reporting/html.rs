@@ -53,6 +53,7 @@ pub fn render(
         status.projected_cost,
         &status.segments,
     ));
+    page.push_str(&status.cache.html_section());
     page.push_str(&timeline_svg(plan, timeline));
     if let Some(memory) = report.map(|r| &r["memory"]) {
         page.push_str(&memory_svg(memory, timeline));

@@ -111,6 +111,7 @@ pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
         "cost": total.cost,
         "cost_by_segment": input.spent.segment_costs(),
         "cost_by_agent": agents,
+        "cache": crate::reporting::cache_hits::cache_hits(run, input.plan),
         "seconds": input.seconds,
         "items": {
             "total": input.items_total,

@@ -14,6 +14,7 @@ use shared::rundir::RunDir;
 
 use crate::executor::local::sweep::{find_leftovers, Agents, Group};
 use crate::merge::{final_up_to_date, segment_up_to_date};
+use crate::reporting::cache_hits::{cache_hits, CacheHits};
 use crate::reporting::cost::{projected, run_cost, Cost, SegmentCost};
 use crate::reporting::failures::{self, FailedItem, Scope};
 use crate::reporting::progress::Progress;
@@ -39,6 +40,8 @@ pub struct RunStatus {
     pub projected_cost: Option<f64>,
     /// The same per segment.
     pub segments: Vec<SegmentCost>,
+    /// Records answered from the answer cache, and the USD they saved.
+    pub cache: CacheHits,
     /// API keys their servers rejected (the endpoint and the variable).
     pub rejected_keys: Vec<String>,
     /// Failed items by reason, and the last few (while the run is live: the
@@ -246,6 +249,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
         cost: Cost::from(spent.total).cost,
         projected_cost: projected(&spent.total, done_total, plan.items_total),
         segments: spent.segment_costs(),
+        cache: cache_hits(run, plan),
         rejected_keys: journal.history.rejected_keys.clone(),
         failures: FailureSummary {
             by_reason: items.by_reason.clone(),

@@ -4,6 +4,7 @@
 //! command told when a session ends.
 
 pub mod agent_program;
+pub mod answer_cache;
 pub mod budget;
 pub mod existing;
 pub mod journal;

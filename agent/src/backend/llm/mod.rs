@@ -9,6 +9,7 @@
 //! with no async code outside this module.
 
 mod anthropic;
+mod cached;
 mod endpoint;
 mod error;
 mod headers;
@@ -22,6 +23,7 @@ pub use error::{pause_before_retry, LlmError, Retry};
 use std::time::SystemTime;
 
 use serde_json::{Map, Value};
+use shared::answer_cache::{AnswerCache, CACHE_VAR};
 use shared::broker::prefix_id;
 use shared::job::{AgentSettings, Backend as BackendKind, LlmSettings};
 use shared::money::Spend;
@@ -51,6 +53,8 @@ pub struct LlmBackend {
     schema: Option<Map<String, Value>>,
     validator: Option<jsonschema::Validator>,
     cache_prefix: bool,
+    /// The answer cache (`[cache]`, unless --no-cache).
+    cache: Option<AnswerCache>,
 }
 
 impl LlmBackend {
@@ -106,6 +110,7 @@ impl LlmBackend {
             schema,
             validator,
             cache_prefix: llm.cache_prefix,
+            cache: None,
         })
     }
 
@@ -120,6 +125,15 @@ impl LlmBackend {
             schema: self.schema.as_ref(),
             extra: &endpoint.extra,
             cache_prefix: self.cache_prefix,
+        }
+    }
+
+    /// The request body exactly as it is sent: what the answer cache keys.
+    fn body(&self, endpoint: &Endpoint, prompt: &str) -> Value {
+        let request = self.request(endpoint, prompt);
+        match endpoint.provider {
+            Provider::OpenAi => openai::body(&request),
+            Provider::Anthropic => anthropic::body(&request),
         }
     }
 
@@ -159,11 +173,8 @@ impl LlmBackend {
             });
         };
         meter.key = Some(key.id.clone());
-        let request = self.request(endpoint, &prompt);
-        let body = match endpoint.provider {
-            Provider::OpenAi => openai::body(&request),
-            Provider::Anthropic => anthropic::body(&request),
-        };
+        let body = self.body(endpoint, &prompt);
+        let cache_key = self.cache.as_ref().map(|_| cached::key(endpoint, &body));
         let bytes = serde_json::to_vec(&body).map_err(|e| LlmError::BadBody(e.to_string()))?;
         let sent = self.runtime.block_on(http::post(
             &endpoint.client,
@@ -199,7 +210,13 @@ impl LlmBackend {
                     json: self.json,
                     schema: self.validator.as_ref(),
                 };
-                reply.into_record(&shape, call.id_field, &endpoint.base_url)
+                let record = reply.into_record(&shape, call.id_field, &endpoint.base_url)?;
+                // Only an answer that made a record is kept: one that is
+                // not even the JSON asked for would be refused every time.
+                if let Some(cache_key) = cache_key {
+                    self.store(&cache_key, &endpoint.model, &value);
+                }
+                Ok(record)
             }
             Verdict::RateLimited => Err(LlmError::RateLimited {
                 retry_after: headers::retry_after(&answer.headers, now),
@@ -293,6 +310,15 @@ impl Backend for LlmBackend {
         Some(price.estimate(prompt, output))
     }
 
+    fn cached(
+        &self,
+        call: Call<'_>,
+        choice: usize,
+    ) -> Option<Result<Map<String, Value>, AttemptError>> {
+        self.answer_from_cache(call, choice)
+            .map(|found| found.map_err(AttemptError::from))
+    }
+
     fn call(
         &self,
         call: Call<'_>,
@@ -311,5 +337,15 @@ pub fn from_settings(settings: &AgentSettings) -> Result<LlmBackend, SetupError>
         settings.backend,
         BackendKind::Openai | BackendKind::Anthropic
     ));
-    LlmBackend::new(settings, &|name| std::env::var(name).ok())
+    let backend = LlmBackend::new(settings, &|name| std::env::var(name).ok())?;
+    // An empty value is as good as none (the supervisor sets none for
+    // --no-cache).
+    match std::env::var_os(CACHE_VAR).filter(|path| !path.is_empty()) {
+        Some(path) => {
+            let cache = AnswerCache::open(std::path::Path::new(&path))
+                .map_err(|e| SetupError::Llm(e.to_string()))?;
+            Ok(backend.with_cache(cache))
+        }
+        None => Ok(backend),
+    }
 }
