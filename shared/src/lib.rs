@@ -4,6 +4,7 @@
 //! documented exit codes.
 
 pub mod atomic;
+pub mod batch;
 pub mod broker;
 pub mod control;
 pub mod disk;

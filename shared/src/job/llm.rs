@@ -23,6 +23,13 @@ pub struct LlmSettings {
     pub api_key_env: Option<KeyVars>,
     #[serde(default)]
     pub mode: LlmMode,
+    /// mode = "batch": how often the provider is asked about the batches
+    /// in flight (one timer for all of an agent's batches).
+    #[serde(
+        default = "default_batch_poll",
+        deserialize_with = "super::positive::duration"
+    )]
+    pub batch_poll: HumanDuration,
     pub system: Option<String>,
     pub system_file: Option<PathBuf>,
     /// `{{field}}` and `{{item}}` are filled in per item; default `{{item}}`.
@@ -47,6 +54,10 @@ pub struct LlmSettings {
 
 fn default_request_timeout() -> HumanDuration {
     HumanDuration::from_secs(120)
+}
+
+fn default_batch_poll() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 /// `[[agent.llm.fallback]]`: another endpoint, tried when the one before it
@@ -92,8 +103,11 @@ pub enum LlmMode {
     /// One HTTP request per item.
     #[default]
     Online,
-    /// Provider batch APIs: not built yet, refused at load.
+    /// Provider batch APIs: each agent attempt sends its remaining items
+    /// as one batch, at the batch price.
     Batch,
+    /// Batch, with stragglers online near the deadline: not built yet,
+    /// refused at load.
     Auto,
 }
 
@@ -205,11 +219,20 @@ pub(crate) fn check(
             "[agent.llm] needs model, the model name the server knows",
         ));
     }
-    if llm.mode != LlmMode::Online {
+    if llm.mode == LlmMode::Auto {
         return Err(problem(
             TABLE,
             "mode",
-            "batch mode is not built yet; use mode = \"online\" (the default)",
+            "auto mode is not built yet; use mode = \"batch\" or \"online\" (the default)",
+        ));
+    }
+    if llm.mode == LlmMode::Batch && !llm.fallback.is_empty() {
+        // A batch goes to one provider; where its requests would fall back
+        // to is not a question a batch can answer request by request.
+        return Err(problem(
+            FALLBACK_TABLE,
+            "",
+            "mode = \"batch\" sends every request to the main endpoint; remove the [[agent.llm.fallback]] tables or use mode = \"online\"",
         ));
     }
     if llm.system.is_some() && llm.system_file.is_some() {
