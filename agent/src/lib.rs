@@ -52,6 +52,14 @@ pub enum AgentError {
         saved: usize,
         left: usize,
     },
+    /// agent_NN.batch.jsonl could not be read or appended to: a batch the
+    /// provider accepted must be found again, so nothing goes on without it.
+    #[error("cannot write the batch journal {path}")]
+    BatchJournal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot save the record of item {id} to {path}")]
     WriteOutput {
         id: IdKey,
@@ -68,10 +76,12 @@ impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Setup(_) => exit_codes::USAGE,
-            Self::WriteOutput { source, .. } if shared::disk::is_full(source) => {
+            Self::WriteOutput { source, .. } | Self::BatchJournal { source, .. }
+                if shared::disk::is_full(source) =>
+            {
                 exit_codes::CANNOT_GO_ON
             }
-            Self::WriteOutput { .. } => exit_codes::INCOMPLETE,
+            Self::WriteOutput { .. } | Self::BatchJournal { .. } => exit_codes::INCOMPLETE,
             Self::CannotGoOn { .. } => exit_codes::CANNOT_GO_ON,
             Self::BudgetSpent { .. } => exit_codes::BUDGET_SPENT,
         }
@@ -123,7 +133,19 @@ impl fmt::Display for Outcome {
 pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     let task = &setup.task;
     let settings = &task.settings;
-    let backend = backend::from_settings(settings)?;
+    // mode = "batch": the poll interval (the LLM backends only).
+    let batch_poll = match (settings.backend, &settings.llm) {
+        (shared::job::Backend::Openai | shared::job::Backend::Anthropic, Some(llm))
+            if llm.mode == shared::job::LlmMode::Batch =>
+        {
+            Some(llm.batch_poll.get())
+        }
+        _ => None,
+    };
+    let engine = match batch_poll {
+        Some(poll) => Engine::Batch(Box::new(backend::llm::from_settings(settings)?), poll),
+        None => Engine::Online(backend::from_settings(settings)?),
+    };
     let validator = Validator::new(settings.validate.as_ref(), settings.item_timeout)?;
     let (appender, existing) =
         RecordAppender::open(&setup.output, &task.id_field).map_err(|source| {
@@ -166,37 +188,32 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         .map(|(index, (item, id))| Pending { index, item, id })
         .collect();
 
-    let context = ItemContext::new(
-        backend.as_ref(),
-        validator.as_ref(),
-        &setup.agent,
-        &task.id_field,
-        setup.attempt,
-        settings.item_retries,
-    );
-    // No more workers than items: each may open a broker connection.
-    // A pool of keys needs the broker to choose each call's key.
-    let policy = if task.permits || backend.permit_keys(0).len() > 1 {
-        PermitPolicy::Always
-    } else if matches!(
-        settings.backend,
-        shared::job::Backend::Openai | shared::job::Backend::Anthropic
-    ) {
-        PermitPolicy::Probe
-    } else {
-        PermitPolicy::OnLimit
-    };
-    let permits = Permits::new(setup.socket.clone(), &setup.agent, policy);
-    let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
-        .map(|_| ItemRunner::new(&context, permits.another()))
-        .collect();
     let mut writer = Writer::new(
         appender,
         FailureLog::beside(&setup.output),
         &setup.agent,
         &setup.output,
     );
-    pool::run(&pending, workers, &mut writer)?;
+    match &engine {
+        Engine::Online(backend) => run_online(
+            setup,
+            backend.as_ref(),
+            validator.as_ref(),
+            &pending,
+            &mut writer,
+        )?,
+        Engine::Batch(backend, poll) => {
+            let run = backend::llm::batch::BatchRun {
+                agent: &setup.agent,
+                id_field: &task.id_field,
+                output: &setup.output,
+                validator: validator.as_ref(),
+                item_retries: settings.item_retries,
+                poll: *poll,
+            };
+            backend::llm::batch::run(backend, &run, &pending, &mut writer)?;
+        }
+    }
     let written = writer.finish();
     if let Some(reason) = written.stopped {
         return Err(AgentError::CannotGoOn {
@@ -225,4 +242,48 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         written: written.written,
         failed,
     })
+}
+
+/// How the agent asks: one request per item (every backend), or provider
+/// batches (`agent.llm.mode = "batch"`).
+enum Engine {
+    Online(Box<dyn backend::Backend>),
+    Batch(Box<backend::LlmBackend>, std::time::Duration),
+}
+
+/// The online way: each pending item on one of agent.concurrency workers.
+fn run_online(
+    setup: &Setup,
+    backend: &dyn backend::Backend,
+    validator: Option<&Validator>,
+    pending: &[Pending<'_>],
+    writer: &mut Writer<'_, RecordAppender>,
+) -> Result<(), AgentError> {
+    let task = &setup.task;
+    let settings = &task.settings;
+    let context = ItemContext::new(
+        backend,
+        validator,
+        &setup.agent,
+        &task.id_field,
+        setup.attempt,
+        settings.item_retries,
+    );
+    // No more workers than items: each may open a broker connection.
+    // A pool of keys needs the broker to choose each call's key.
+    let policy = if task.permits || backend.permit_keys(0).len() > 1 {
+        PermitPolicy::Always
+    } else if matches!(
+        settings.backend,
+        shared::job::Backend::Openai | shared::job::Backend::Anthropic
+    ) {
+        PermitPolicy::Probe
+    } else {
+        PermitPolicy::OnLimit
+    };
+    let permits = Permits::new(setup.socket.clone(), &setup.agent, policy);
+    let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
+        .map(|_| ItemRunner::new(&context, permits.another()))
+        .collect();
+    pool::run(pending, workers, writer)
 }

@@ -236,10 +236,7 @@ mod tests {
         };
         journal.append(&state).expect("append");
         drop(journal);
-        let mut file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .expect("reopen");
+        let mut file = OpenOptions::new().append(true).open(&path).expect("reopen");
         file.write_all(b"{\"line\": \"settled\", \"bat")
             .expect("torn write");
         let (mut journal, lines) = BatchJournal::open(&path).expect("open");

@@ -9,6 +9,7 @@
 //! with no async code outside this module.
 
 mod anthropic;
+pub mod batch;
 mod endpoint;
 mod error;
 mod headers;

@@ -1,0 +1,441 @@
+//! `agent.llm.mode = "batch"`: the agent's remaining items go to the
+//! provider's batch API (half price, answers within 24 hours) instead of one
+//! request each. The request of an item is exactly the one online mode sends;
+//! its result becomes a record through the same reply code, priced at
+//! `[agent.price] batch`.
+//!
+//! Crash safety comes first: the id of a new batch is appended and fsynced to
+//! `agent_NN.batch.jsonl` the moment the provider returns it, and a launch
+//! reads that journal before anything else, so batches found there are polled
+//! again, not submitted again. Results are saved as they are read; a batch is
+//! marked settled only once all of them are. Requests that come back errored
+//! or expired (or without a result) go again, alone, in a new batch, within
+//! item_retries. One sleep of `batch_poll` paces every batch of the agent.
+
+mod anthropic;
+mod client;
+mod ledger;
+mod openai;
+mod results;
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use shared::batch::{batch_path, BatchCounts, BatchJournal, BatchLine, BatchRequest};
+use shared::ids::IdKey;
+
+use super::endpoint::{Endpoint, Provider};
+use super::{LlmBackend, LlmError, Retry};
+use crate::backend::Call;
+use crate::core::pool::Pending;
+use crate::core::writer::{Append, Finished, Writer};
+use crate::hash::StableHasher;
+use crate::item::Ending;
+use crate::validate::Validator;
+use crate::AgentError;
+use client::Client;
+use ledger::OpenBatch;
+
+/// A batch's state and counts as one poll saw them; once it `ended`, the
+/// files (or URL) its results are in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polled {
+    pub state: String,
+    pub counts: BatchCounts,
+    pub ended: bool,
+    pub results: Vec<String>,
+}
+
+/// How one request of a batch ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The provider's answer, shaped as online mode gets it.
+    Succeeded(Value),
+    Failed(String),
+}
+
+/// Polls in a row that the provider may refuse (a 4xx: it does not know the
+/// batch) before its items are taken as lost and sent again.
+const REFUSED_POLLS: u32 = 3;
+
+/// What the batch flow works with besides the backend.
+pub struct BatchRun<'a> {
+    pub agent: &'a str,
+    pub id_field: &'a str,
+    pub output: &'a Path,
+    pub validator: Option<&'a Validator>,
+    pub item_retries: u32,
+    pub poll: Duration,
+}
+
+/// An item not yet saved or failed.
+struct Item<'p> {
+    pending: Pending<'p>,
+    submissions: u32,
+    last_error: Option<String>,
+}
+
+struct Flow<'a, 'p, 'w, A: Append> {
+    backend: &'a LlmBackend,
+    endpoint: &'a Endpoint,
+    client: Client<'a>,
+    run: &'a BatchRun<'a>,
+    journal: BatchJournal,
+    writer: &'a mut Writer<'w, A>,
+    items: HashMap<IdKey, Item<'p>>,
+    open: Vec<OpenBatch>,
+    /// Items to send in the next batch, in task order.
+    next: Vec<IdKey>,
+}
+
+/// Settles every pending item through provider batches: saved, failed, or
+/// (no usable key) left for a resume as `Ending::Stopped`.
+pub fn run<A: Append>(
+    backend: &LlmBackend,
+    run: &BatchRun<'_>,
+    pending: &[Pending<'_>],
+    writer: &mut Writer<'_, A>,
+) -> Result<(), AgentError> {
+    let endpoint = backend.endpoints.first().ok_or(AgentError::BatchJournal {
+        path: run.output.to_owned(),
+        source: std::io::Error::other("no endpoint"),
+    })?;
+    let path = batch_path(run.output);
+    let (mut journal, lines) =
+        BatchJournal::open(&path).map_err(|source| AgentError::BatchJournal {
+            path: path.clone(),
+            source,
+        })?;
+    let outstanding: HashSet<IdKey> = pending.iter().map(|p| p.id.clone()).collect();
+    let ledger = ledger::restore(&lines, &outstanding);
+    for batch in &ledger.done {
+        append(
+            &mut journal,
+            &BatchLine::Settled {
+                batch: batch.clone(),
+            },
+        )?;
+    }
+    let in_flight: HashSet<&IdKey> = ledger
+        .open
+        .iter()
+        .flat_map(|b| b.requests.values())
+        .collect();
+    if !ledger.open.is_empty() {
+        eprintln!(
+            "{}: going on with {} batch(es) already submitted ({} items), found in {}",
+            run.agent,
+            ledger.open.len(),
+            in_flight.len(),
+            path.display()
+        );
+    }
+    let next = pending
+        .iter()
+        .filter(|p| !in_flight.contains(p.id))
+        .map(|p| p.id.clone())
+        .collect();
+    let items = pending
+        .iter()
+        .map(|p| {
+            let submissions = ledger.submissions.get(p.id).copied().unwrap_or(0);
+            let item = Item {
+                pending: *p,
+                submissions,
+                last_error: None,
+            };
+            (p.id.clone(), item)
+        })
+        .collect();
+    let mut flow = Flow {
+        backend,
+        endpoint,
+        client: Client {
+            runtime: &backend.runtime,
+            endpoint,
+        },
+        run,
+        journal,
+        writer,
+        items,
+        open: ledger.open,
+        next,
+    };
+    flow.go()
+}
+
+fn append(journal: &mut BatchJournal, line: &BatchLine) -> Result<(), AgentError> {
+    journal
+        .append(line)
+        .map_err(|source| AgentError::BatchJournal {
+            path: journal.path().to_owned(),
+            source,
+        })
+}
+
+impl<A: Append> Flow<'_, '_, '_, A> {
+    fn attempts(&self) -> u32 {
+        self.run.item_retries.saturating_add(1)
+    }
+
+    fn go(&mut self) -> Result<(), AgentError> {
+        match self.rounds() {
+            Ok(()) => self.writer.sync(),
+            Err(Stop::NoKey(reason)) => self.stop(reason),
+            Err(Stop::Write(error)) => Err(error),
+        }
+    }
+
+    /// Submit, poll every open batch, sleep; until no batch is open.
+    fn rounds(&mut self) -> Result<(), Stop> {
+        loop {
+            self.submit_next()?;
+            if self.open.is_empty() {
+                return Ok(());
+            }
+            let mut still_open = Vec::new();
+            let mut batches = std::mem::take(&mut self.open).into_iter();
+            while let Some(mut batch) = batches.next() {
+                match self.poll(&mut batch) {
+                    Ok(true) => {}
+                    Ok(false) => still_open.push(batch),
+                    Err(stop) => {
+                        still_open.push(batch);
+                        still_open.extend(batches);
+                        self.open = still_open;
+                        return Err(stop);
+                    }
+                }
+            }
+            self.open = still_open;
+            if !self.open.is_empty() && self.next.is_empty() {
+                std::thread::sleep(self.run.poll);
+            }
+        }
+    }
+
+    /// No usable key is left: every outstanding item stays for a resume.
+    fn stop(&mut self, reason: LlmError) -> Result<(), AgentError> {
+        let reason = reason.to_string();
+        let mut left: Vec<&Item<'_>> = self.items.values().collect();
+        left.sort_by_key(|item| item.pending.index);
+        let endings: Vec<Finished> = left
+            .iter()
+            .map(|item| Finished {
+                index: item.pending.index,
+                id: item.pending.id.clone(),
+                ending: Ending::Stopped {
+                    reason: reason.clone(),
+                },
+            })
+            .collect();
+        for finished in endings {
+            self.writer.save(finished)?;
+        }
+        self.writer.sync()
+    }
+
+    /// Sends the items of `next` as one batch (those with attempts left).
+    fn submit_next(&mut self) -> Result<(), Stop> {
+        let mut requests: Vec<(String, Value)> = Vec::new();
+        let mut journaled: Vec<BatchRequest> = Vec::new();
+        let mut taken: HashSet<String> = HashSet::new();
+        for id in std::mem::take(&mut self.next) {
+            let Some(item) = self.items.get(&id) else {
+                continue;
+            };
+            if item.submissions >= self.attempts() {
+                let reason = item
+                    .last_error
+                    .clone()
+                    .unwrap_or_else(|| format!("no result after {} batches", item.submissions));
+                self.fail(&id, reason)?;
+                continue;
+            }
+            let body = match self.body(item.pending) {
+                Ok(body) => body,
+                Err(error) => {
+                    self.fail(&id, error.to_string())?;
+                    continue;
+                }
+            };
+            let custom_id = unique(custom_id(&id), &taken);
+            taken.insert(custom_id.clone());
+            journaled.push(BatchRequest {
+                custom_id: custom_id.clone(),
+                id: id.to_value(),
+            });
+            requests.push((custom_id, body));
+        }
+        if requests.is_empty() {
+            return Ok(());
+        }
+        let mut tries = 0;
+        let batch = loop {
+            tries += 1;
+            match self.client.submit(&requests) {
+                Ok(batch) => break batch,
+                Err(error) => match error.retry() {
+                    Retry::KeyRejected => return Err(Stop::NoKey(error)),
+                    Retry::Never => {
+                        return self.fail_all(&journaled, &error.to_string());
+                    }
+                    _ if tries >= self.attempts() => {
+                        return self.fail_all(&journaled, &error.to_string());
+                    }
+                    _ => {
+                        eprintln!(
+                            "{}: submitting a batch failed (try {tries}/{}): {error}; trying again in {:?}",
+                            self.run.agent,
+                            self.attempts(),
+                            self.run.poll
+                        );
+                        std::thread::sleep(self.run.poll);
+                    }
+                },
+            }
+        };
+        // Before anything else: a crash from here on must find this batch.
+        let line = BatchLine::Submitted {
+            batch: batch.clone(),
+            provider: provider_name(self.endpoint.provider).to_owned(),
+            endpoint: self.endpoint.base_url.clone(),
+            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            requests: journaled,
+        };
+        append(&mut self.journal, &line)?;
+        let BatchLine::Submitted { requests, .. } = line else {
+            return Ok(());
+        };
+        eprintln!(
+            "{}: submitted batch {batch} ({} requests) to {}",
+            self.run.agent,
+            requests.len(),
+            self.endpoint.base_url
+        );
+        let mut open = HashMap::new();
+        for request in requests {
+            if let Some(id) = IdKey::from_value(&request.id) {
+                if let Some(item) = self.items.get_mut(&id) {
+                    item.submissions += 1;
+                }
+                open.insert(request.custom_id, id);
+            }
+        }
+        self.open.push(OpenBatch {
+            id: batch,
+            counts: BatchCounts {
+                total: open.len() as u64,
+                ..BatchCounts::default()
+            },
+            requests: open,
+            state: "submitted".to_owned(),
+            refused: 0,
+        });
+        Ok(())
+    }
+
+    fn fail_all(&mut self, requests: &[BatchRequest], reason: &str) -> Result<(), Stop> {
+        for request in requests {
+            if let Some(id) = IdKey::from_value(&request.id) {
+                self.fail(&id, format!("cannot submit a batch: {reason}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The request body online mode would send for this item.
+    fn body(&self, pending: Pending<'_>) -> Result<Value, LlmError> {
+        let call = Call {
+            item: pending.item,
+            id: pending.id,
+            id_field: self.run.id_field,
+            launch_attempt: 1,
+            item_attempt: 1,
+        };
+        let prompt = self.backend.render(call)?;
+        let request = self.backend.request(self.endpoint, &prompt);
+        Ok(match self.endpoint.provider {
+            Provider::OpenAi => super::openai::body(&request),
+            Provider::Anthropic => super::anthropic::body(&request),
+        })
+    }
+}
+
+/// Why the flow stops before every item is settled.
+enum Stop {
+    /// No usable API key is left: the items stay for a resume.
+    NoKey(LlmError),
+    /// A record or the journal could not be written.
+    Write(AgentError),
+}
+
+impl From<AgentError> for Stop {
+    fn from(error: AgentError) -> Self {
+        Self::Write(error)
+    }
+}
+
+fn provider_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::OpenAi => "openai",
+        Provider::Anthropic => "anthropic",
+    }
+}
+
+/// The custom_id of an item: its id where every provider takes it as one
+/// (`^[a-zA-Z0-9_-]{1,64}$`, Anthropic's rule), else a stable hash of it
+/// (the journal maps it back).
+pub fn custom_id(id: &IdKey) -> String {
+    if let Value::String(text) = id.to_value() {
+        let fits = !text.is_empty()
+            && text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if fits {
+            return text;
+        }
+    }
+    format!(
+        "h-{:016x}",
+        StableHasher::new().part(id.as_str().as_bytes()).finish()
+    )
+}
+
+/// `wanted`, or it with a suffix when another request of the batch has it.
+fn unique(wanted: String, taken: &HashSet<String>) -> String {
+    if !taken.contains(&wanted) {
+        return wanted;
+    }
+    (2..)
+        .map(|n| format!("{}-{n}", &wanted[..wanted.len().min(56)]))
+        .find(|candidate| !taken.contains(candidate))
+        .unwrap_or(wanted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn key(value: Value) -> IdKey {
+        IdKey::from_value(&value).expect("an id")
+    }
+
+    #[test]
+    fn custom_ids_are_the_id_where_allowed_else_a_stable_hash() {
+        assert_eq!(custom_id(&key(json!("item-001"))), "item-001");
+        let spaced = custom_id(&key(json!("a b")));
+        assert!(spaced.starts_with("h-") && spaced.len() == 18, "{spaced}");
+        assert_eq!(spaced, custom_id(&key(json!("a b"))), "stable");
+        // "7" and 7 are different ids: they must not share a custom_id.
+        assert_ne!(custom_id(&key(json!(7))), custom_id(&key(json!("7"))));
+        assert!(custom_id(&key(json!("x".repeat(65)))).starts_with("h-"));
+        let taken: HashSet<String> = ["a".to_owned(), "a-2".to_owned()].into();
+        assert_eq!(unique("a".into(), &taken), "a-3");
+        assert_eq!(unique("b".into(), &taken), "b");
+    }
+}
