@@ -17,18 +17,18 @@ mod client;
 mod ledger;
 mod openai;
 mod results;
+mod submit;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::batch::{batch_path, BatchCounts, BatchJournal, BatchLine, BatchRequest};
+use shared::batch::{batch_path, BatchCounts, BatchJournal, BatchLine};
 use shared::ids::IdKey;
 
 use super::endpoint::{Endpoint, Provider};
-use super::{LlmBackend, LlmError, Retry};
-use crate::backend::Call;
+use super::{LlmBackend, LlmError};
 use crate::core::pool::Pending;
 use crate::core::writer::{Append, Finished, Writer};
 use crate::hash::StableHasher;
@@ -98,9 +98,9 @@ pub fn run<A: Append>(
     pending: &[Pending<'_>],
     writer: &mut Writer<'_, A>,
 ) -> Result<(), AgentError> {
-    let endpoint = backend.endpoints.first().ok_or(AgentError::BatchJournal {
-        path: run.output.to_owned(),
-        source: std::io::Error::other("no endpoint"),
+    // The main endpoint: batch mode has no fallbacks (refused at load).
+    let endpoint = backend.endpoints.first().ok_or_else(|| {
+        crate::setup::SetupError::Llm("batch mode needs agent.llm's endpoint".into())
     })?;
     let path = batch_path(run.output);
     let (mut journal, lines) =
@@ -235,132 +235,6 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             self.writer.save(finished)?;
         }
         self.writer.sync()
-    }
-
-    /// Sends the items of `next` as one batch (those with attempts left).
-    fn submit_next(&mut self) -> Result<(), Stop> {
-        let mut requests: Vec<(String, Value)> = Vec::new();
-        let mut journaled: Vec<BatchRequest> = Vec::new();
-        let mut taken: HashSet<String> = HashSet::new();
-        for id in std::mem::take(&mut self.next) {
-            let Some(item) = self.items.get(&id) else {
-                continue;
-            };
-            if item.submissions >= self.attempts() {
-                let reason = item
-                    .last_error
-                    .clone()
-                    .unwrap_or_else(|| format!("no result after {} batches", item.submissions));
-                self.fail(&id, reason)?;
-                continue;
-            }
-            let body = match self.body(item.pending) {
-                Ok(body) => body,
-                Err(error) => {
-                    self.fail(&id, error.to_string())?;
-                    continue;
-                }
-            };
-            let custom_id = unique(custom_id(&id), &taken);
-            taken.insert(custom_id.clone());
-            journaled.push(BatchRequest {
-                custom_id: custom_id.clone(),
-                id: id.to_value(),
-            });
-            requests.push((custom_id, body));
-        }
-        if requests.is_empty() {
-            return Ok(());
-        }
-        let mut tries = 0;
-        let batch = loop {
-            tries += 1;
-            match self.client.submit(&requests) {
-                Ok(batch) => break batch,
-                Err(error) => match error.retry() {
-                    Retry::KeyRejected => return Err(Stop::NoKey(error)),
-                    Retry::Never => {
-                        return self.fail_all(&journaled, &error.to_string());
-                    }
-                    _ if tries >= self.attempts() => {
-                        return self.fail_all(&journaled, &error.to_string());
-                    }
-                    _ => {
-                        eprintln!(
-                            "{}: submitting a batch failed (try {tries}/{}): {error}; trying again in {:?}",
-                            self.run.agent,
-                            self.attempts(),
-                            self.run.poll
-                        );
-                        std::thread::sleep(self.run.poll);
-                    }
-                },
-            }
-        };
-        // Before anything else: a crash from here on must find this batch.
-        let line = BatchLine::Submitted {
-            batch: batch.clone(),
-            provider: provider_name(self.endpoint.provider).to_owned(),
-            endpoint: self.endpoint.base_url.clone(),
-            at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            requests: journaled,
-        };
-        append(&mut self.journal, &line)?;
-        let BatchLine::Submitted { requests, .. } = line else {
-            return Ok(());
-        };
-        eprintln!(
-            "{}: submitted batch {batch} ({} requests) to {}",
-            self.run.agent,
-            requests.len(),
-            self.endpoint.base_url
-        );
-        let mut open = HashMap::new();
-        for request in requests {
-            if let Some(id) = IdKey::from_value(&request.id) {
-                if let Some(item) = self.items.get_mut(&id) {
-                    item.submissions += 1;
-                }
-                open.insert(request.custom_id, id);
-            }
-        }
-        self.open.push(OpenBatch {
-            id: batch,
-            counts: BatchCounts {
-                total: open.len() as u64,
-                ..BatchCounts::default()
-            },
-            requests: open,
-            state: "submitted".to_owned(),
-            refused: 0,
-        });
-        Ok(())
-    }
-
-    fn fail_all(&mut self, requests: &[BatchRequest], reason: &str) -> Result<(), Stop> {
-        for request in requests {
-            if let Some(id) = IdKey::from_value(&request.id) {
-                self.fail(&id, format!("cannot submit a batch: {reason}"))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The request body online mode would send for this item.
-    fn body(&self, pending: Pending<'_>) -> Result<Value, LlmError> {
-        let call = Call {
-            item: pending.item,
-            id: pending.id,
-            id_field: self.run.id_field,
-            launch_attempt: 1,
-            item_attempt: 1,
-        };
-        let prompt = self.backend.render(call)?;
-        let request = self.backend.request(self.endpoint, &prompt);
-        Ok(match self.endpoint.provider {
-            Provider::OpenAi => super::openai::body(&request),
-            Provider::Anthropic => super::anthropic::body(&request),
-        })
     }
 }
 
