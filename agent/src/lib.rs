@@ -244,6 +244,13 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     })
 }
 
+/// `nightshift-agent --cancel-batches`: asks the provider to cancel every
+/// batch of this agent still running (for `nightshift cancel RUN`).
+pub fn cancel_batches(setup: &Setup) -> Result<backend::llm::batch::Cancelled, AgentError> {
+    let backend = backend::llm::from_settings(&setup.task.settings)?;
+    backend::llm::batch::cancel(&backend, &setup.output, &setup.agent)
+}
+
 /// How the agent asks: one request per item (every backend), or provider
 /// batches (`agent.llm.mode = "batch"`).
 enum Engine {

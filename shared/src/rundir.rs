@@ -94,6 +94,11 @@ impl RunDir {
         self.agent_path(at, "log")
     }
 
+    /// The agent's provider batches, in batch mode (see `crate::batch`).
+    pub fn agent_batches(&self, at: AgentRef) -> PathBuf {
+        crate::batch::batch_path(&self.agent_output(at))
+    }
+
     /// Why the agent's failed items failed (see `crate::failures`).
     pub fn agent_failures(&self, at: AgentRef) -> PathBuf {
         crate::failures::failures_path(&self.agent_output(at))

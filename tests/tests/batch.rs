@@ -5,7 +5,9 @@
 //! after the batch ids are journaled resumes by polling those batches —
 //! no item is ever submitted twice and final.json is byte-identical to an
 //! uninterrupted run's; expired and errored requests go again, alone, in a
-//! new batch; a bad batch_poll is refused with exit 2 naming the key.
+//! new batch; Ctrl-C leaves batches running, says so, `status` shows them and
+//! `cancel` cancels them at the provider; a bad batch_poll is refused with
+//! exit 2 naming the key.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use nightshift_tests::priced::{fault_server, priced, priced_job};
 use nightshift_tests::{run_processes, wait_until, wait_with_deadline, Job, JobDir};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+use serde_json::Value;
 
 const KEY_VAR: &str = "NIGHTSHIFT_TEST_BATCH_KEY";
 const KEY: &str = "sk-batch-test-key-0000abcd";
@@ -138,17 +141,7 @@ fn a_killed_run_resumes_polling_its_batches_without_submitting_again() {
         &["run", "job.toml", "--run-dir", "run", "-q"],
         &[(KEY_VAR, KEY)],
     );
-    let submitted = |job: &JobDir| {
-        let journals = batch_journals(job);
-        journals.len() == 2
-            && journals
-                .iter()
-                .all(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"submitted\"")))
-    };
-    assert!(
-        wait_until(DEADLINE, || submitted(&job)),
-        "both agents journaled a batch"
-    );
+    wait_for_batches(&job);
     // The machine goes down: the supervisor's group, and every agent.
     let supervisor = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
     let _ = killpg(supervisor, Signal::SIGKILL);
@@ -175,6 +168,74 @@ fn a_killed_run_resumes_polling_its_batches_without_submitting_again() {
         counts.values().all(|n| *n == 1),
         "no item was submitted twice: {counts:?}"
     );
+}
+
+/// Waits until both agents of `job` journaled a batch.
+fn wait_for_batches(job: &JobDir) {
+    let submitted = || {
+        let journals = batch_journals(job);
+        journals.len() == 2
+            && journals
+                .iter()
+                .all(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains("\"submitted\"")))
+    };
+    assert!(
+        wait_until(DEADLINE, submitted),
+        "both agents journaled a batch"
+    );
+}
+
+fn status_batches(job: &JobDir) -> Vec<Value> {
+    let status = nightshift(job, &["status", "run", "--json"]);
+    let status: Value = serde_json::from_str(&status.stdout).expect("status --json is JSON");
+    status["batches"].as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn ctrl_c_leaves_batches_running_status_shows_them_and_cancel_cancels_them() {
+    let job = JobDir::new();
+    // Batches that never end by themselves.
+    let server = fault_server(&job, &["--batch-polls", "100000"]);
+    batch_job(&job, &server, 4, true).write(job.path());
+    let child = spawn_nightshift_with(
+        job.path(),
+        &["run", "job.toml", "--run-dir", "run"],
+        &[(KEY_VAR, KEY)],
+    );
+    wait_for_batches(&job);
+    let supervisor = Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    kill(supervisor, Signal::SIGINT).expect("Ctrl-C");
+    let finished = wait_with_deadline(child, DEADLINE);
+    finished.expect_code(130);
+    assert!(
+        finished
+            .stdout
+            .contains("2 provider batch(es) left running at the provider"),
+        "{}",
+        finished.stdout
+    );
+    let batches = status_batches(&job);
+    assert_eq!(batches.len(), 2, "{batches:?}");
+    for batch in &batches {
+        assert_eq!(batch["settled"], false, "{batch}");
+        assert_eq!(batch["provider"], "anthropic", "{batch}");
+        assert_eq!(batch["total"], 2, "{batch}");
+    }
+    let text = nightshift(&job, &["status", "run"]);
+    assert!(
+        text.stdout.contains("still at the provider"),
+        "{}",
+        text.stdout
+    );
+
+    nightshift(&job, &["cancel", "run"]).expect_code(0);
+    let cancels = server.requests().into_iter().filter(|r| {
+        r["method"] == "POST" && r["path"].as_str().is_some_and(|p| p.ends_with("/cancel"))
+    });
+    assert_eq!(cancels.count(), 2, "one cancel per batch at the provider");
+    for batch in status_batches(&job) {
+        assert_eq!(batch["state"], "ended", "cancelled batches end: {batch}");
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! One file per command of the command line.
 
+pub mod cancel;
 pub mod completions;
 pub mod control;
 pub mod failures;

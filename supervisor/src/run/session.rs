@@ -165,6 +165,10 @@ fn session(
         &missing_ids,
         started,
     );
+    // Ctrl-C, the deadline or the budget stop agents, not their batches.
+    if let Some(line) = crate::reporting::batches::left_running(run, plan) {
+        println!("{line}");
+    }
     let (items, failures) = notify::count(plan, done, &missing_ids, &result.attempts);
     let summary = RunSummary {
         state: state.to_owned(),

@@ -120,9 +120,23 @@ impl Client<'_> {
         let url = self.url(&path);
         let (answer, index) = self.send(|client| client.get(&url))?;
         let value = self.json(answer, index)?;
+        self.read(&value)
+    }
+
+    /// Asks the provider to cancel the batch: its state after the ask.
+    pub fn cancel(&self, batch: &str) -> Result<Polled, LlmError> {
+        let path = match self.endpoint.provider {
+            Provider::OpenAi => format!("/batches/{batch}/cancel"),
+            Provider::Anthropic => format!("/messages/batches/{batch}/cancel"),
+        };
+        let value = self.post_json(&path, &Value::Object(serde_json::Map::new()))?;
+        self.read(&value)
+    }
+
+    fn read(&self, batch: &Value) -> Result<Polled, LlmError> {
         match self.endpoint.provider {
-            Provider::OpenAi => openai::read_batch(&value),
-            Provider::Anthropic => anthropic::read_batch(&value),
+            Provider::OpenAi => openai::read_batch(batch),
+            Provider::Anthropic => anthropic::read_batch(batch),
         }
         .map_err(LlmError::BadBody)
     }

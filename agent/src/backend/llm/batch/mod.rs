@@ -13,6 +13,7 @@
 //! item_retries. One sleep of `batch_poll` paces every batch of the agent.
 
 mod anthropic;
+mod cancel;
 mod client;
 mod ledger;
 mod openai;
@@ -37,6 +38,8 @@ use crate::validate::Validator;
 use crate::AgentError;
 use client::Client;
 use ledger::OpenBatch;
+
+pub use cancel::{cancel, Cancelled};
 
 /// A batch's state and counts as one poll saw them; once it `ended`, the
 /// files (or URL) its results are in.
