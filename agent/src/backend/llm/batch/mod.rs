@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde_json::Value;
 use shared::batch::{batch_path, BatchCounts, BatchJournal, BatchLine};
 use shared::ids::IdKey;
+use shared::money::Spend;
 
 use super::endpoint::{Endpoint, Provider};
 use super::{LlmBackend, LlmError};
@@ -78,6 +79,8 @@ struct Item<'p> {
     pending: Pending<'p>,
     submissions: u32,
     last_error: Option<String>,
+    /// What this launch's answers at the item cost (a refused reply was paid).
+    spend: Option<Spend>,
 }
 
 struct Flow<'a, 'p, 'w, A: Append> {
@@ -148,6 +151,7 @@ pub fn run<A: Append>(
                 pending: *p,
                 submissions,
                 last_error: None,
+                spend: None,
             };
             (p.id.clone(), item)
         })

@@ -147,15 +147,28 @@ impl<A: Append> Flow<'_, '_, '_, A> {
 
     /// The record of a succeeded request, as online mode makes it: the
     /// reply read and checked, the id in place, the validator passed, and
-    /// usage and cost (at the batch price) stamped.
-    fn record(&self, id: &IdKey, answer: &Value) -> Result<serde_json::Map<String, Value>, String> {
+    /// usage and cost (at the batch price) stamped — those of every paid
+    /// answer at the item, a refused and resubmitted one's included.
+    fn record(
+        &mut self,
+        id: &IdKey,
+        answer: &Value,
+    ) -> Result<serde_json::Map<String, Value>, String> {
         let reply = match self.endpoint.provider {
             Provider::OpenAi => super::super::openai::parse(answer),
             Provider::Anthropic => super::super::anthropic::parse(answer),
         }
         .map_err(|e| e.to_string())?;
         let price = self.endpoint.price.map(|price| price.batched());
-        let spend = Spend::of(reply.usage, price.as_ref());
+        let paid = Spend::of(reply.usage, price.as_ref());
+        let spend = match self.items.get_mut(id) {
+            Some(item) => {
+                let spend = item.spend.get_or_insert_with(Spend::default);
+                *spend += paid;
+                *spend
+            }
+            None => paid,
+        };
         let shape = Shape {
             json: self.backend.json,
             schema: self.backend.validator.as_ref(),
@@ -213,7 +226,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             ending: Ending::Failed {
                 reason,
                 attempts: item.submissions.max(1),
-                spend: None,
+                spend: item.spend,
             },
         })?;
         Ok(())

@@ -17,10 +17,10 @@ use crate::core::pool::Pending;
 use crate::core::writer::Append;
 
 impl<A: Append> Flow<'_, '_, '_, A> {
-    /// Sends the items of `next` as one batch (those with attempts left).
+    /// Sends the items of `next` (those with attempts left) as one batch,
+    /// or as few as the provider's limits allow.
     pub(super) fn submit_next(&mut self) -> Result<(), Stop> {
-        let mut requests: Vec<(String, Value)> = Vec::new();
-        let mut journaled: Vec<BatchRequest> = Vec::new();
+        let mut requests: Vec<(BatchRequest, Value)> = Vec::new();
         let mut taken: HashSet<String> = HashSet::new();
         for id in std::mem::take(&mut self.next) {
             let Some(item) = self.items.get(&id) else {
@@ -43,15 +43,26 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             };
             let custom_id = unique(custom_id(&id), &taken);
             taken.insert(custom_id.clone());
-            journaled.push(BatchRequest {
-                custom_id: custom_id.clone(),
+            let request = BatchRequest {
+                custom_id,
                 id: id.to_value(),
-            });
-            requests.push((custom_id, body));
+            };
+            requests.push((request, body));
         }
-        if requests.is_empty() {
-            return Ok(());
+        for part in split(self.endpoint.provider, requests) {
+            self.submit(part)?;
         }
+        Ok(())
+    }
+
+    /// Submits one batch and journals it.
+    fn submit(&mut self, part: Vec<(BatchRequest, Value)>) -> Result<(), Stop> {
+        let (journaled, bodies): (Vec<BatchRequest>, Vec<Value>) = part.into_iter().unzip();
+        let requests: Vec<(String, Value)> = journaled
+            .iter()
+            .map(|r| r.custom_id.clone())
+            .zip(bodies)
+            .collect();
         let mut tries = 0;
         let batch = loop {
             tries += 1;
@@ -141,5 +152,66 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             Provider::OpenAi => super::super::openai::body(&request),
             Provider::Anthropic => super::super::anthropic::body(&request),
         })
+    }
+}
+
+/// The most a batch may hold: (requests, bytes of its requests), a little
+/// under each provider's published limit (OpenAI: 50,000 requests and a
+/// 200 MB file; Anthropic: 100,000 requests and 256 MB).
+fn limits(provider: Provider) -> (usize, usize) {
+    match provider {
+        Provider::OpenAi => (50_000, 190_000_000),
+        Provider::Anthropic => (100_000, 240_000_000),
+    }
+}
+
+/// `requests` in as few batches as the provider's limits allow, in order.
+fn split(
+    provider: Provider,
+    requests: Vec<(BatchRequest, Value)>,
+) -> Vec<Vec<(BatchRequest, Value)>> {
+    let (most, most_bytes) = limits(provider);
+    let mut parts: Vec<Vec<(BatchRequest, Value)>> = Vec::new();
+    let mut bytes = 0;
+    for request in requests {
+        // The body and its line's framing (custom_id, method, url).
+        let size = request.1.to_string().len() + request.0.custom_id.len() + 100;
+        match parts.last_mut() {
+            Some(part) if part.len() < most && bytes + size <= most_bytes => part.push(request),
+            _ => {
+                bytes = 0;
+                parts.push(vec![request]);
+            }
+        }
+        bytes += size;
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn batches_are_split_at_the_providers_limits() {
+        let requests = |n: usize| -> Vec<(BatchRequest, Value)> {
+            (0..n)
+                .map(|i| {
+                    let request = BatchRequest {
+                        custom_id: format!("c{i}"),
+                        id: json!(i),
+                    };
+                    (request, json!({"prompt": "x"}))
+                })
+                .collect()
+        };
+        assert_eq!(split(Provider::OpenAi, requests(3)).len(), 1);
+        assert!(split(Provider::OpenAi, Vec::new()).is_empty());
+        let parts = split(Provider::OpenAi, requests(120_001));
+        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+        assert_eq!(sizes, [50_000, 50_000, 20_001]);
+        assert_eq!(parts[1][0].0.custom_id, "c50000", "in order");
+        assert_eq!(split(Provider::Anthropic, requests(120_001)).len(), 2);
     }
 }
