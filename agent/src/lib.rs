@@ -133,10 +133,10 @@ impl fmt::Display for Outcome {
 pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     let task = &setup.task;
     let settings = &task.settings;
-    // mode = "batch": the poll interval (the LLM backends only).
+    // mode = "batch" | "auto": the poll interval (the LLM backends only).
     let batch_poll = match (settings.backend, &settings.llm) {
         (shared::job::Backend::Openai | shared::job::Backend::Anthropic, Some(llm))
-            if llm.mode == shared::job::LlmMode::Batch =>
+            if llm.mode != shared::job::LlmMode::Online =>
         {
             Some(llm.batch_poll.get())
         }
@@ -210,8 +210,19 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
                 validator: validator.as_ref(),
                 item_retries: settings.item_retries,
                 poll: *poll,
+                online_at: online_at(settings),
             };
-            backend::llm::batch::run(backend, &run, &pending, &mut writer)?;
+            let online = backend::llm::batch::run(backend, &run, &pending, &mut writer)?;
+            if !online.is_empty() {
+                let online: HashSet<IdKey> = online.into_iter().collect();
+                let left: Vec<Pending> = pending
+                    .iter()
+                    .filter(|p| online.contains(p.id))
+                    .copied()
+                    .collect();
+                let backend: &backend::LlmBackend = backend;
+                run_online(setup, backend, validator.as_ref(), &left, &mut writer)?;
+            }
         }
     }
     let written = writer.finish();
@@ -249,6 +260,28 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
 pub fn cancel_batches(setup: &Setup) -> Result<backend::llm::batch::Cancelled, AgentError> {
     let backend = backend::llm::from_settings(&setup.task.settings)?;
     backend::llm::batch::cancel(&backend, &setup.output, &setup.agent)
+}
+
+/// mode = "auto": when the supervisor says the items left go online
+/// (shared::batch::ONLINE_AT_VAR); None in batch mode or without a deadline.
+fn online_at(settings: &shared::job::AgentSettings) -> Option<std::time::SystemTime> {
+    let auto = settings
+        .llm
+        .as_ref()
+        .is_some_and(|llm| llm.mode == shared::job::LlmMode::Auto);
+    let text = std::env::var(shared::batch::ONLINE_AT_VAR)
+        .ok()
+        .filter(|_| auto)?;
+    match text.trim().parse::<u64>() {
+        Ok(millis) => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis)),
+        Err(_) => {
+            eprintln!(
+                "{} is {text:?}, not milliseconds since the epoch: staying in batch mode",
+                shared::batch::ONLINE_AT_VAR
+            );
+            None
+        }
+    }
 }
 
 /// How the agent asks: one request per item (every backend), or provider

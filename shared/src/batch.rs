@@ -17,6 +17,11 @@ use serde_json::Value;
 
 use crate::records::Lines;
 
+/// mode = "auto": the environment variable that tells an agent when its
+/// outstanding items go online (milliseconds since the Unix epoch), set by the
+/// supervisor from batch_deadline or the run's deadline.
+pub const ONLINE_AT_VAR: &str = "NIGHTSHIFT_BATCH_ONLINE_AT";
+
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "line", rename_all = "kebab-case")]

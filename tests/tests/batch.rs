@@ -5,7 +5,8 @@
 //! after the batch ids are journaled resumes by polling those batches —
 //! no item is ever submitted twice and final.json is byte-identical to an
 //! uninterrupted run's; expired and errored requests go again, alone, in a
-//! new batch; Ctrl-C leaves batches running, says so, `status` shows them and
+//! new batch; auto mode sends the items still in batches online at its
+//! deadline, cancelling the batches; Ctrl-C leaves batches running, says so, `status` shows them and
 //! `cancel` cancels them at the provider; a bad batch_poll is refused with
 //! exit 2 naming the key.
 
@@ -236,6 +237,43 @@ fn ctrl_c_leaves_batches_running_status_shows_them_and_cancel_cancels_them() {
     for batch in status_batches(&job) {
         assert_eq!(batch["state"], "ended", "cancelled batches end: {batch}");
     }
+}
+
+#[test]
+fn auto_mode_sends_the_stragglers_online_at_its_deadline() {
+    let job = JobDir::new();
+    // Batches that never end by themselves: only the deadline ends the run.
+    let server = fault_server(&job, &["--batch-polls", "100000"]);
+    batch_job(&job, &server, 4, false)
+        .llm("mode", "auto")
+        .llm("batch_deadline", "2s")
+        .write(job.path());
+    nightshift(&job, &["run", "job.toml", "--run-dir", "run", "-q"]).expect_code(0);
+    let records = final_records(&job.run_dir());
+    assert_eq!(records.len(), 4);
+    for record in &records {
+        let id = record["id"].as_str().unwrap_or_default();
+        assert_eq!(record["output"], format!("reply to {id}"), "{record}");
+        let cost = record["cost"].as_f64().expect("a cost");
+        assert!(
+            (cost - priced(&record["usage"])).abs() < 1e-9,
+            "online price: {record}"
+        );
+        let online = server.requests_for(id).into_iter().filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/chat/completions"))
+        });
+        assert_eq!(online.count(), 1, "{id} was asked online once");
+    }
+    let requests = batch_requests(&server, 0);
+    let counts = submissions(&requests);
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    let batches: std::collections::HashSet<&String> = requests.iter().map(|(b, _)| b).collect();
+    let cancels = server.requests().into_iter().filter(|r| {
+        r["method"] == "POST" && r["path"].as_str().is_some_and(|p| p.ends_with("/cancel"))
+    });
+    assert_eq!(cancels.count(), batches.len(), "every batch was cancelled");
 }
 
 #[test]

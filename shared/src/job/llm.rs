@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::settings::Backend;
-use super::values::{Count, HumanDuration};
+use super::values::{Count, Deadline, HumanDuration};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +30,11 @@ pub struct LlmSettings {
         deserialize_with = "super::positive::duration"
     )]
     pub batch_poll: HumanDuration,
+    /// mode = "auto": when the items still outstanding go online (a clock
+    /// time or a duration from the start of the session); default: the
+    /// run's deadline (schedule.deadline / --until).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_deadline: Option<Deadline>,
     pub system: Option<String>,
     pub system_file: Option<PathBuf>,
     /// `{{field}}` and `{{item}}` are filled in per item; default `{{item}}`.
@@ -106,8 +111,8 @@ pub enum LlmMode {
     /// Provider batch APIs: each agent attempt sends its remaining items
     /// as one batch, at the batch price.
     Batch,
-    /// Batch, with stragglers online near the deadline: not built yet,
-    /// refused at load.
+    /// Batch, but the items still outstanding at the deadline (or
+    /// batch_deadline) go online, so that the night ends on time.
     Auto,
 }
 
@@ -219,20 +224,20 @@ pub(crate) fn check(
             "[agent.llm] needs model, the model name the server knows",
         ));
     }
-    if llm.mode == LlmMode::Auto {
+    if llm.batch_deadline.is_some() && llm.mode != LlmMode::Auto {
         return Err(problem(
             TABLE,
-            "mode",
-            "auto mode is not built yet; use mode = \"batch\" or \"online\" (the default)",
+            "batch_deadline",
+            "batch_deadline is when mode = \"auto\" goes online; set mode = \"auto\" or remove it",
         ));
     }
-    if llm.mode == LlmMode::Batch && !llm.fallback.is_empty() {
+    if llm.mode != LlmMode::Online && !llm.fallback.is_empty() {
         // A batch goes to one provider; where its requests would fall back
         // to is not a question a batch can answer request by request.
         return Err(problem(
             FALLBACK_TABLE,
             "",
-            "mode = \"batch\" sends every request to the main endpoint; remove the [[agent.llm.fallback]] tables or use mode = \"online\"",
+            "batch mode (\"batch\", \"auto\") sends every request to the main endpoint; remove the [[agent.llm.fallback]] tables or use mode = \"online\"",
         ));
     }
     if llm.system.is_some() && llm.system_file.is_some() {

@@ -187,6 +187,7 @@ impl<'a> Supervisor<'a> {
             inputs.job,
             inputs.agent_argv,
             rate.as_ref(),
+            inputs.until,
             console,
         )?;
         console.line(&platform::current().describe());

@@ -13,6 +13,7 @@
 //! item_retries. One sleep of `batch_poll` paces every batch of the agent.
 
 mod anthropic;
+mod auto;
 mod cancel;
 mod client;
 mod ledger;
@@ -72,6 +73,8 @@ pub struct BatchRun<'a> {
     pub validator: Option<&'a Validator>,
     pub item_retries: u32,
     pub poll: Duration,
+    /// mode = "auto": when the items still outstanding go online instead.
+    pub online_at: Option<std::time::SystemTime>,
 }
 
 /// An item not yet saved or failed.
@@ -97,13 +100,14 @@ struct Flow<'a, 'p, 'w, A: Append> {
 }
 
 /// Settles every pending item through provider batches: saved, failed, or
-/// (no usable key) left for a resume as `Ending::Stopped`.
+/// (no usable key) left for a resume as `Ending::Stopped`. Returns the items
+/// that must go online instead (mode = "auto", at its deadline), in task order.
 pub fn run<A: Append>(
     backend: &LlmBackend,
     run: &BatchRun<'_>,
     pending: &[Pending<'_>],
     writer: &mut Writer<'_, A>,
-) -> Result<(), AgentError> {
+) -> Result<Vec<IdKey>, AgentError> {
     // The main endpoint: batch mode has no fallbacks (refused at load).
     let endpoint = backend.endpoints.first().ok_or_else(|| {
         crate::setup::SetupError::Llm("batch mode needs agent.llm's endpoint".into())
@@ -187,17 +191,25 @@ impl<A: Append> Flow<'_, '_, '_, A> {
         self.run.item_retries.saturating_add(1)
     }
 
-    fn go(&mut self) -> Result<(), AgentError> {
+    fn go(&mut self) -> Result<Vec<IdKey>, AgentError> {
         match self.rounds() {
-            Ok(()) => self.writer.sync(),
-            Err(Stop::NoKey(reason)) => self.stop(reason),
+            Ok(()) => self.writer.sync().map(|()| Vec::new()),
+            Err(Stop::Online) => {
+                self.writer.sync()?;
+                let mut left: Vec<&Item<'_>> = self.items.values().collect();
+                left.sort_by_key(|item| item.pending.index);
+                Ok(left.iter().map(|item| item.pending.id.clone()).collect())
+            }
+            Err(Stop::NoKey(reason)) => self.stop(reason).map(|()| Vec::new()),
             Err(Stop::Write(error)) => Err(error),
         }
     }
 
-    /// Submit, poll every open batch, sleep; until no batch is open.
+    /// Submit, poll every open batch, sleep; until no batch is open (or,
+    /// in auto mode, the items left go online).
     fn rounds(&mut self) -> Result<(), Stop> {
         loop {
+            self.online_if_due()?;
             self.submit_next()?;
             if self.open.is_empty() {
                 return Ok(());
@@ -218,7 +230,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             }
             self.open = still_open;
             if !self.open.is_empty() && self.next.is_empty() {
-                std::thread::sleep(self.run.poll);
+                std::thread::sleep(self.wait());
             }
         }
     }
@@ -251,6 +263,8 @@ enum Stop {
     NoKey(LlmError),
     /// A record or the journal could not be written.
     Write(AgentError),
+    /// mode = "auto" at its deadline: the items left go online.
+    Online,
 }
 
 impl From<AgentError> for Stop {
