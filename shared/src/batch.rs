@@ -168,6 +168,10 @@ impl BatchJournal {
             .open(path)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
+        if bytes.is_empty() {
+            // A new journal: its name must survive a crash too.
+            crate::atomic::sync_parent(path)?;
+        }
         let torn = Lines::new(&bytes).torn.len();
         if torn > 0 {
             file.set_len((bytes.len() - torn) as u64)?;

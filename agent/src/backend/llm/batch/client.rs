@@ -25,11 +25,20 @@ impl Client<'_> {
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
+    /// The address of `path` at the endpoint; a full URL (Anthropic's
+    /// results_url) only on the endpoint's own scheme, host and port, as
+    /// the key goes with it.
+    fn url(&self, path: &str) -> Result<String, LlmError> {
+        if !(path.starts_with("http://") || path.starts_with("https://")) {
+            return Ok(format!("{}{path}", self.endpoint.base_url));
+        }
+        if origin(path) == origin(&self.endpoint.base_url) {
+            Ok(path.to_owned())
         } else {
-            format!("{}{path}", self.endpoint.base_url)
+            Err(LlmError::BadBody(format!(
+                "the provider points at {path}, which is not on {}: the key is not sent there",
+                self.endpoint.base_url
+            )))
         }
     }
 
@@ -82,7 +91,7 @@ impl Client<'_> {
 
     fn post_json(&self, path: &str, body: &Value) -> Result<Value, LlmError> {
         let bytes = serde_json::to_vec(body).map_err(|e| LlmError::BadBody(e.to_string()))?;
-        let url = self.url(path);
+        let url = self.url(path)?;
         let (answer, index) = self.send(|client| {
             client
                 .post(&url)
@@ -97,7 +106,7 @@ impl Client<'_> {
         let batch = match self.endpoint.provider {
             Provider::OpenAi => {
                 let (kind, body) = openai::upload(&openai::input_file(requests));
-                let url = self.url("/files");
+                let url = self.url("/files")?;
                 let (answer, index) =
                     self.send(|client| client.post(&url).header(CONTENT_TYPE, kind).body(body))?;
                 let file = self.json(answer, index)?;
@@ -117,7 +126,7 @@ impl Client<'_> {
             Provider::OpenAi => format!("/batches/{batch}"),
             Provider::Anthropic => format!("/messages/batches/{batch}"),
         };
-        let url = self.url(&path);
+        let url = self.url(&path)?;
         let (answer, index) = self.send(|client| client.get(&url))?;
         let value = self.json(answer, index)?;
         self.read(&value)
@@ -145,7 +154,7 @@ impl Client<'_> {
     /// them; lines that cannot be read are skipped (their items have no
     /// result, and go into another batch).
     pub fn results(&self, at: &str) -> Result<Vec<(String, Outcome)>, LlmError> {
-        let url = self.url(at);
+        let url = self.url(at)?;
         let (answer, index) = self.send(|client| client.get(&url))?;
         if !answer.status.is_success() {
             // The error, sorted as any other answer's.
@@ -177,4 +186,32 @@ fn text(value: &Value, key: &str, what: &str) -> Result<String, LlmError> {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .ok_or_else(|| LlmError::BadBody(format!("{what} has no {key}")))
+}
+
+/// "https://host:port" of a URL: what must match before a key goes there.
+fn origin(url: &str) -> &str {
+    let after_scheme = url.find("://").map_or(0, |at| at + 3);
+    let end = url[after_scheme..]
+        .find('/')
+        .map_or(url.len(), |at| after_scheme + at);
+    &url[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn origins_are_scheme_host_and_port() {
+        assert_eq!(
+            origin("https://api.anthropic.com/v1/messages/batches/x/results"),
+            "https://api.anthropic.com"
+        );
+        assert_eq!(origin("http://127.0.0.1:4000/v1"), "http://127.0.0.1:4000");
+        assert_eq!(origin("http://127.0.0.1:4000"), "http://127.0.0.1:4000");
+        assert_ne!(
+            origin("https://evil.example/v1"),
+            origin("https://api.anthropic.com/v1")
+        );
+    }
 }
