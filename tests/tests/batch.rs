@@ -19,7 +19,7 @@ use nightshift_tests::priced::{fault_server, priced, priced_job};
 use nightshift_tests::{run_processes, wait_until, wait_with_deadline, Job, JobDir};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const KEY_VAR: &str = "NIGHTSHIFT_TEST_BATCH_KEY";
 const KEY: &str = "sk-batch-test-key-0000abcd";
@@ -99,6 +99,18 @@ fn completes_at_half_price(anthropic: bool) {
     let counts = submissions(&batch_requests(&server, 0));
     assert_eq!(counts.len(), 6, "{counts:?}");
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    let report: Value = serde_json::from_slice(
+        &std::fs::read(job.run_dir().join("report.json")).expect("report.json"),
+    )
+    .expect("report.json is JSON");
+    let batches = report["batches"].as_array().cloned().unwrap_or_default();
+    assert_eq!(batches.len(), 2, "the report lists each batch: {report}");
+    assert!(
+        batches
+            .iter()
+            .all(|b| b["settled"] == true && b["succeeded"] == 3),
+        "{batches:?}"
+    );
     let journals = batch_journals(&job);
     assert_eq!(journals.len(), 2, "one journal per agent");
     for journal in journals {
@@ -122,6 +134,49 @@ fn an_openai_batch_job_completes_at_half_the_online_price() {
 #[test]
 fn an_anthropic_batch_job_completes_at_half_the_online_price() {
     completes_at_half_price(true);
+}
+
+#[test]
+fn ids_a_provider_refuses_as_custom_ids_are_hashed_and_mapped_back() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &[]);
+    batch_job(&job, &server, 3, true).write(job.path());
+    // Ids with a space, a dot and a slash; an integer id: none is a custom_id.
+    let ids = [json!("item 001.a"), json!("item/002"), json!(3)];
+    let lines: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            format!(
+                "{}\n",
+                json!({"id": id, "prompt": format!("say something about item-00{}", i + 1)})
+            )
+        })
+        .collect();
+    job.write("items.jsonl", &lines);
+    nightshift(&job, &["run", "job.toml", "--run-dir", "run", "-q"]).expect_code(0);
+    let records = final_records(&job.run_dir());
+    let found: Vec<&Value> = records.iter().map(|r| &r["id"]).collect();
+    assert_eq!(
+        found,
+        ids.iter().collect::<Vec<_>>(),
+        "every id, mapped back"
+    );
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(
+            record["output"],
+            format!("reply to item-00{}", i + 1),
+            "{record}"
+        );
+    }
+    let requests = server.requests();
+    let custom: Vec<&str> = requests
+        .iter()
+        .filter(|r| r["event"] == "batch-request")
+        .filter_map(|r| r["custom_id"].as_str())
+        .collect();
+    assert_eq!(custom.len(), 3, "{custom:?}");
+    assert!(custom.iter().all(|c| c.starts_with("h-")), "{custom:?}");
 }
 
 #[test]
