@@ -212,7 +212,11 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
                 poll: *poll,
                 online_at: online_at(settings),
             };
-            let online = backend::llm::batch::run(backend, &run, &pending, &mut writer)?;
+            // A permit per batch where the job sets limits (its budget).
+            let permits = task
+                .permits
+                .then(|| Permits::new(setup.socket.clone(), &setup.agent, PermitPolicy::Always));
+            let online = backend::llm::batch::run(backend, &run, &pending, &mut writer, permits)?;
             if !online.is_empty() {
                 let online: HashSet<IdKey> = online.into_iter().collect();
                 let left: Vec<Pending> = pending

@@ -7,7 +7,8 @@
 //! uninterrupted run's; expired and errored requests go again, alone, in a
 //! new batch; auto mode sends the items still in batches online at its
 //! deadline, cancelling the batches; Ctrl-C leaves batches running, says so, `status` shows them and
-//! `cancel` cancels them at the provider; a bad batch_poll is refused with
+//! `cancel` cancels them at the provider; a batch the budget cannot cover is
+//! not sent (exit 4) and a resume with more completes; a bad batch_poll is refused with
 //! exit 2 naming the key.
 
 use std::collections::HashMap;
@@ -366,6 +367,26 @@ fn expired_and_errored_requests_go_again_alone_in_a_new_batch() {
             .collect();
         assert_eq!(members, [item], "{requests:?}");
     }
+}
+
+#[test]
+fn a_batch_the_budget_cannot_cover_is_not_sent_and_a_resume_with_more_completes() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &[]);
+    // Each agent's batch of three is estimated at about $0.07 (batch price).
+    batch_job(&job, &server, 6, false)
+        .limit("max_cost", 0.05)
+        .write(job.path());
+    nightshift(&job, &["run", "job.toml", "--run-dir", "run", "-q"]).expect_code(4);
+    assert!(batch_requests(&server, 0).is_empty(), "no batch was sent");
+    nightshift(&job, &["resume", "run", "-q", "--max-cost", "10"]).expect_code(0);
+    let records = final_records(&job.run_dir());
+    assert_eq!(records.len(), 6);
+    let spent: f64 = records.iter().filter_map(|r| r["cost"].as_f64()).sum();
+    assert!(spent > 0.0 && spent < 10.0, "{spent}");
+    let counts = submissions(&batch_requests(&server, 0));
+    assert_eq!(counts.len(), 6, "{counts:?}");
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
 }
 
 #[test]

@@ -18,6 +18,8 @@ pub struct OpenBatch {
     pub counts: BatchCounts,
     /// Polls in a row the provider refused (a batch it does not know).
     pub refused: u32,
+    /// Its permit, when this launch sent it and the run takes permits.
+    pub reserved: Option<super::budget::Reserved>,
 }
 
 /// The journal, folded: the open batches and how many batches each item was
@@ -57,6 +59,7 @@ pub fn restore(lines: &[BatchLine], outstanding: &HashSet<IdKey>) -> Ledger {
             state: batch.state,
             counts: batch.counts,
             refused: 0,
+            reserved: None,
         });
     }
     ledger

@@ -14,6 +14,7 @@
 
 mod anthropic;
 mod auto;
+mod budget;
 mod cancel;
 mod client;
 mod ledger;
@@ -32,10 +33,12 @@ use shared::money::Spend;
 
 use super::endpoint::{Endpoint, Provider};
 use super::{LlmBackend, LlmError};
+use crate::backend::Call;
 use crate::core::pool::Pending;
 use crate::core::writer::{Append, Finished, Writer};
 use crate::hash::StableHasher;
 use crate::item::Ending;
+use crate::permit::Permits;
 use crate::validate::Validator;
 use crate::AgentError;
 use client::Client;
@@ -97,6 +100,12 @@ struct Flow<'a, 'p, 'w, A: Append> {
     open: Vec<OpenBatch>,
     /// Items to send in the next batch, in task order.
     next: Vec<IdKey>,
+    /// The broker's permits, when the run takes them (a budget, limits).
+    permits: Option<Permits>,
+    /// Why no more batches are sent: the run's budget is spent.
+    spent: Option<String>,
+    /// What the results read at this poll cost, for the batch's permit.
+    batch_spend: Spend,
 }
 
 /// Settles every pending item through provider batches: saved, failed, or
@@ -107,6 +116,7 @@ pub fn run<A: Append>(
     run: &BatchRun<'_>,
     pending: &[Pending<'_>],
     writer: &mut Writer<'_, A>,
+    permits: Option<Permits>,
 ) -> Result<Vec<IdKey>, AgentError> {
     // The main endpoint: batch mode has no fallbacks (refused at load).
     let endpoint = backend.endpoints.first().ok_or_else(|| {
@@ -173,6 +183,9 @@ pub fn run<A: Append>(
         items,
         open: ledger.open,
         next,
+        permits,
+        spent: None,
+        batch_spend: Spend::default(),
     };
     flow.go()
 }
@@ -186,9 +199,24 @@ fn append(journal: &mut BatchJournal, line: &BatchLine) -> Result<(), AgentError
         })
 }
 
-impl<A: Append> Flow<'_, '_, '_, A> {
+impl<'a, A: Append> Flow<'a, '_, '_, A> {
     fn attempts(&self) -> u32 {
         self.run.item_retries.saturating_add(1)
+    }
+
+    /// An item as the backend's prompt and estimate code take it: one call,
+    /// whatever the batch (a batch has no attempts of its own).
+    fn call<'c>(&self, pending: Pending<'c>) -> Call<'c>
+    where
+        'a: 'c,
+    {
+        Call {
+            item: pending.item,
+            id: pending.id,
+            id_field: self.run.id_field,
+            launch_attempt: 1,
+            item_attempt: 1,
+        }
     }
 
     fn go(&mut self) -> Result<Vec<IdKey>, AgentError> {

@@ -68,6 +68,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             }
         }
         let mut seen: HashSet<IdKey> = HashSet::new();
+        self.batch_spend = Spend::default();
         for (custom_id, outcome) in results {
             let Some(id) = batch.requests.get(&custom_id) else {
                 continue;
@@ -103,6 +104,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                 batch: batch.id.clone(),
             },
         )?;
+        self.settle(batch.reserved.as_ref(), self.batch_spend);
         self.next
             .sort_by_key(|id| self.items.get(id).map(|item| item.pending.index));
         Ok(true)
@@ -127,6 +129,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                 for id in ids {
                     self.again(&id, format!("batch {} is lost: {error}", batch.id))?;
                 }
+                self.settle(batch.reserved.as_ref(), Spend::default());
                 append(
                     &mut self.journal,
                     &BatchLine::Settled {
@@ -161,6 +164,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
         .map_err(|e| e.to_string())?;
         let price = self.endpoint.price.map(|price| price.batched());
         let paid = Spend::of(reply.usage, price.as_ref());
+        self.batch_spend += paid;
         let spend = match self.items.get_mut(id) {
             Some(item) => {
                 let spend = item.spend.get_or_insert_with(Spend::default);

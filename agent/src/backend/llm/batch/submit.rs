@@ -7,12 +7,13 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use shared::batch::{BatchCounts, BatchLine, BatchRequest};
 use shared::ids::IdKey;
+use shared::money::Spend;
 
 use super::super::endpoint::Provider;
 use super::super::{LlmError, Retry};
+use super::budget::Permit;
 use super::ledger::OpenBatch;
 use super::{append, custom_id, provider_name, unique, Flow, Stop};
-use crate::backend::Call;
 use crate::core::pool::Pending;
 use crate::core::writer::Append;
 
@@ -58,6 +59,16 @@ impl<A: Append> Flow<'_, '_, '_, A> {
     /// Submits one batch and journals it.
     fn submit(&mut self, part: Vec<(BatchRequest, Value)>) -> Result<(), Stop> {
         let (journaled, bodies): (Vec<BatchRequest>, Vec<Value>) = part.into_iter().unzip();
+        let pendings: Vec<Pending<'_>> = journaled
+            .iter()
+            .filter_map(|r| IdKey::from_value(&r.id))
+            .filter_map(|id| self.items.get(&id).map(|item| item.pending))
+            .collect();
+        let reserved = match self.reserve(&pendings)? {
+            Permit::Refused => return Ok(()),
+            Permit::NotNeeded => None,
+            Permit::Reserved(reserved) => Some(reserved),
+        };
         let requests: Vec<(String, Value)> = journaled
             .iter()
             .map(|r| r.custom_id.clone())
@@ -69,11 +80,16 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             match self.client.submit(&requests) {
                 Ok(batch) => break batch,
                 Err(error) => match error.retry() {
-                    Retry::KeyRejected => return Err(Stop::NoKey(error)),
+                    Retry::KeyRejected => {
+                        self.settle(reserved.as_ref(), Spend::default());
+                        return Err(Stop::NoKey(error));
+                    }
                     Retry::Never => {
+                        self.settle(reserved.as_ref(), Spend::default());
                         return self.fail_all(&journaled, &error.to_string());
                     }
                     _ if tries >= self.attempts() => {
+                        self.settle(reserved.as_ref(), Spend::default());
                         return self.fail_all(&journaled, &error.to_string());
                     }
                     _ => {
@@ -124,6 +140,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             requests: open,
             state: "submitted".to_owned(),
             refused: 0,
+            reserved,
         });
         Ok(())
     }
@@ -139,14 +156,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
 
     /// The request body online mode would send for this item.
     fn body(&self, pending: Pending<'_>) -> Result<Value, LlmError> {
-        let call = Call {
-            item: pending.item,
-            id: pending.id,
-            id_field: self.run.id_field,
-            launch_attempt: 1,
-            item_attempt: 1,
-        };
-        let prompt = self.backend.render(call)?;
+        let prompt = self.backend.render(self.call(pending))?;
         let request = self.backend.request(self.endpoint, &prompt);
         Ok(match self.endpoint.provider {
             Provider::OpenAi => super::super::openai::body(&request),
