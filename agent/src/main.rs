@@ -38,13 +38,16 @@ then the next [[agent.llm.fallback]] endpoint; with none left the agent stops.
 Provider batches (agent.llm.mode = \"batch\"): each launch sends its items
 not yet saved as one batch; the batch id goes to agent_NN.batch.jsonl
 (beside the output file) before anything else, and a relaunch polls the
-batches found there instead of submitting again.
+batches found there instead of submitting again. mode = \"auto\": the same,
+until the time in NIGHTSHIFT_BATCH_ONLINE_AT (ms since the epoch, set by the
+supervisor from the deadline): then open batches are cancelled, what they
+finished is saved, and the items left go online.
   --cancel-batches    cancel this agent's batches still at the provider
                       (what `nightshift cancel RUN` runs for each agent)
 
 Exit codes: 0 every item saved, 1 some items failed, 2 bad setup, 5 cannot go
 on (no usable API key; the items not saved did not fail, resume them).
-Options: --help, --version";
+Options: --help, --version, --cancel-batches";
 
 /// Reads the contract's environment, runs `work` on it, and turns how it
 /// ended into the exit code.
