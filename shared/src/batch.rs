@@ -8,14 +8,13 @@
 //! the file's name and its reading live here, for the agent that writes it and
 //! the supervisor that shows it.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::records::Lines;
+use crate::records::{Lines, RecordAppender};
 
 /// mode = "auto": the environment variable that tells an agent when its
 /// outstanding items go online (milliseconds since the Unix epoch), set by the
@@ -68,12 +67,7 @@ pub struct BatchCounts {
 /// `agent_01.jsonl` → `agent_01.batch.jsonl`; any other name gets the suffix
 /// appended.
 pub fn batch_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    output.with_file_name(format!("{stem}.batch.jsonl"))
+    crate::rundir::beside_agent_file(output, "batch")
 }
 
 /// Every readable line of a journal, in file order; a line that cannot be
@@ -151,37 +145,25 @@ pub fn summarize(lines: &[BatchLine]) -> Vec<BatchSummary> {
 }
 
 /// The journal opened for appending: a torn last line is cut off first, and
-/// every line is fsynced before `append` returns.
+/// every line is fsynced before `append` returns — an agent file's appender
+/// does both, so the journal is one (its lines carry no item id).
 pub struct BatchJournal {
-    file: File,
+    appender: RecordAppender,
     path: PathBuf,
 }
 
 impl BatchJournal {
     /// Opens (or creates) the journal at `path` with the lines it holds.
     pub fn open(path: &Path) -> io::Result<(Self, Vec<BatchLine>)> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        if bytes.is_empty() {
-            // A new journal: its name must survive a crash too.
+        let (appender, existing) = RecordAppender::open(path, "")?;
+        let lines = read_batch_lines(path);
+        if lines.is_empty() && existing.torn_bytes == 0 {
+            // Maybe a new journal: its name must survive a crash too.
             crate::atomic::sync_parent(path)?;
         }
-        let torn = Lines::new(&bytes).torn.len();
-        if torn > 0 {
-            file.set_len((bytes.len() - torn) as u64)?;
-            file.sync_data()?;
-        }
-        file.seek(SeekFrom::End(0))?;
-        let lines = parse(&bytes);
         Ok((
             Self {
-                file,
+                appender,
                 path: path.to_owned(),
             },
             lines,
@@ -194,10 +176,7 @@ impl BatchJournal {
 
     /// Writes one line and fsyncs it: once this returns it survives a crash.
     pub fn append(&mut self, line: &BatchLine) -> io::Result<()> {
-        let mut bytes = serde_json::to_vec(line)?;
-        bytes.push(b'\n');
-        self.file.write_all(&bytes)?;
-        self.file.sync_data()
+        self.appender.append(&serde_json::to_value(line)?)
     }
 }
 
@@ -205,6 +184,8 @@ impl BatchJournal {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::fs::OpenOptions;
+    use std::io::Write;
 
     fn submitted(batch: &str) -> BatchLine {
         BatchLine::Submitted {

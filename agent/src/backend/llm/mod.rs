@@ -30,7 +30,7 @@ use shared::money::Spend;
 use super::{AttemptError, Backend, Call, Meter};
 use crate::setup::SetupError;
 use endpoint::{Endpoint, Provider};
-use http::{SendError, Verdict};
+use http::Verdict;
 use reply::Shape;
 use request::Request;
 use shared::prompt::Template;
@@ -172,16 +172,7 @@ impl LlmBackend {
             endpoint.auth_headers(key),
             bytes,
         ));
-        let answer = sent.map_err(|error| match error {
-            SendError::Timeout => LlmError::Timeout {
-                endpoint: endpoint.base_url.clone(),
-                after: endpoint.timeout,
-            },
-            SendError::Connection(reason) => LlmError::Connection {
-                endpoint: endpoint.base_url.clone(),
-                reason,
-            },
-        })?;
+        let answer = sent.map_err(|error| endpoint.no_answer(error))?;
         let now = SystemTime::now();
         let learned = headers::learned_limits(&answer.headers, now);
         if !learned.is_empty() {

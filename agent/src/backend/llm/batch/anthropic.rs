@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use shared::batch::BatchCounts;
 
-use super::{Outcome, Polled};
+use super::{count_of, state_of, Outcome, Polled};
 
 /// The body that creates a batch of these requests.
 pub fn create(requests: &[(String, Value)]) -> Value {
@@ -21,18 +21,8 @@ pub fn create(requests: &[(String, Value)]) -> Value {
 /// A message batch: its processing status, counts, and once it ended, where
 /// its results are.
 pub fn read_batch(batch: &Value) -> Result<Polled, String> {
-    let state = batch
-        .get("processing_status")
-        .and_then(Value::as_str)
-        .ok_or("the batch has no processing_status")?
-        .to_owned();
-    let counts = batch.get("request_counts");
-    let count = |key: &str| {
-        counts
-            .and_then(|c| c.get(key))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
+    let state = state_of(batch, "processing_status")?;
+    let count = |key: &str| count_of(batch, key);
     let failed = count("errored") + count("canceled") + count("expired");
     let ended = state == "ended";
     let results = batch

@@ -8,7 +8,7 @@ use serde_json::Value;
 use shared::records::Lines;
 
 use super::super::endpoint::{Endpoint, Key, Provider};
-use super::super::http::{self, Answer, SendError, Verdict};
+use super::super::http::{self, Answer, Verdict};
 use super::super::LlmError;
 use super::{anthropic, openai, Outcome, Polled};
 
@@ -53,16 +53,7 @@ impl Client<'_> {
         let sent = self
             .runtime
             .block_on(http::send(request, endpoint.auth_headers(key)));
-        let answer = sent.map_err(|error| match error {
-            SendError::Timeout => LlmError::Timeout {
-                endpoint: endpoint.base_url.clone(),
-                after: endpoint.timeout,
-            },
-            SendError::Connection(reason) => LlmError::Connection {
-                endpoint: endpoint.base_url.clone(),
-                reason,
-            },
-        })?;
+        let answer = sent.map_err(|error| endpoint.no_answer(error))?;
         Ok((answer, index))
     }
 

@@ -64,6 +64,22 @@ pub enum Outcome {
     Failed(String),
 }
 
+/// A batch object's state word under `key` (both providers name it apart).
+fn state_of(batch: &Value, key: &str) -> Result<String, String> {
+    match batch.get(key).and_then(Value::as_str) {
+        Some(state) => Ok(state.to_owned()),
+        None => Err(format!("the batch has no {key}")),
+    }
+}
+
+/// `request_counts[key]` of a batch object, 0 when absent.
+fn count_of(batch: &Value, key: &str) -> u64 {
+    batch
+        .pointer(&format!("/request_counts/{key}"))
+        .and_then(Value::as_u64)
+        .unwrap_or(0)
+}
+
 /// Polls in a row that the provider may refuse (a 4xx: it does not know the
 /// batch) before its items are taken as lost and sent again.
 const REFUSED_POLLS: u32 = 3;

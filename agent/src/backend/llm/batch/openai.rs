@@ -7,7 +7,7 @@
 use serde_json::{json, Value};
 use shared::batch::BatchCounts;
 
-use super::{Outcome, Polled};
+use super::{count_of, state_of, Outcome, Polled};
 
 /// The endpoint every request of the file is for (the `url` of each line
 /// and the batch's `endpoint`).
@@ -51,18 +51,8 @@ pub fn create(input_file_id: &str) -> Value {
 
 /// A batch object: its status, counts, and once it is over, the files to read.
 pub fn read_batch(batch: &Value) -> Result<Polled, String> {
-    let state = batch
-        .get("status")
-        .and_then(Value::as_str)
-        .ok_or("the batch has no status")?
-        .to_owned();
-    let counts = batch.get("request_counts");
-    let count = |key: &str| {
-        counts
-            .and_then(|c| c.get(key))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
+    let state = state_of(batch, "status")?;
+    let count = |key: &str| count_of(batch, key);
     let ended = matches!(
         state.as_str(),
         "completed" | "failed" | "expired" | "cancelled"
