@@ -52,6 +52,14 @@ pub enum AgentError {
         saved: usize,
         left: usize,
     },
+    /// agent_NN.batch.jsonl could not be read or appended to: a batch the
+    /// provider accepted must be found again, so nothing goes on without it.
+    #[error("cannot write the batch journal {path}")]
+    BatchJournal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot save the record of item {id} to {path}")]
     WriteOutput {
         id: IdKey,
@@ -68,10 +76,12 @@ impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Setup(_) => exit_codes::USAGE,
-            Self::WriteOutput { source, .. } if shared::disk::is_full(source) => {
+            Self::WriteOutput { source, .. } | Self::BatchJournal { source, .. }
+                if shared::disk::is_full(source) =>
+            {
                 exit_codes::CANNOT_GO_ON
             }
-            Self::WriteOutput { .. } => exit_codes::INCOMPLETE,
+            Self::WriteOutput { .. } | Self::BatchJournal { .. } => exit_codes::INCOMPLETE,
             Self::CannotGoOn { .. } => exit_codes::CANNOT_GO_ON,
             Self::BudgetSpent { .. } => exit_codes::BUDGET_SPENT,
         }
@@ -123,7 +133,19 @@ impl fmt::Display for Outcome {
 pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
     let task = &setup.task;
     let settings = &task.settings;
-    let backend = backend::from_settings(settings)?;
+    // mode = "batch" | "auto": the poll interval (the LLM backends only).
+    let batch_poll = match (settings.backend, &settings.llm) {
+        (shared::job::Backend::Openai | shared::job::Backend::Anthropic, Some(llm))
+            if llm.mode != shared::job::LlmMode::Online =>
+        {
+            Some(llm.batch_poll.get())
+        }
+        _ => None,
+    };
+    let engine = match batch_poll {
+        Some(poll) => Engine::Batch(Box::new(backend::llm::from_settings(settings)?), poll),
+        None => Engine::Online(backend::from_settings(settings)?),
+    };
     let validator = Validator::new(settings.validate.as_ref(), settings.item_timeout)?;
     let (appender, existing) =
         RecordAppender::open(&setup.output, &task.id_field).map_err(|source| {
@@ -166,37 +188,47 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         .map(|(index, (item, id))| Pending { index, item, id })
         .collect();
 
-    let context = ItemContext::new(
-        backend.as_ref(),
-        validator.as_ref(),
-        &setup.agent,
-        &task.id_field,
-        setup.attempt,
-        settings.item_retries,
-    );
-    // No more workers than items: each may open a broker connection.
-    // A pool of keys needs the broker to choose each call's key.
-    let policy = if task.permits || backend.permit_keys(0).len() > 1 {
-        PermitPolicy::Always
-    } else if matches!(
-        settings.backend,
-        shared::job::Backend::Openai | shared::job::Backend::Anthropic
-    ) {
-        PermitPolicy::Probe
-    } else {
-        PermitPolicy::OnLimit
-    };
-    let permits = Permits::new(setup.socket.clone(), &setup.agent, policy);
-    let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
-        .map(|_| ItemRunner::new(&context, permits.another()))
-        .collect();
     let mut writer = Writer::new(
         appender,
         FailureLog::beside(&setup.output),
         &setup.agent,
         &setup.output,
     );
-    pool::run(&pending, workers, &mut writer)?;
+    match &engine {
+        Engine::Online(backend) => run_online(
+            setup,
+            backend.as_ref(),
+            validator.as_ref(),
+            &pending,
+            &mut writer,
+        )?,
+        Engine::Batch(backend, poll) => {
+            let run = backend::llm::batch::BatchRun {
+                agent: &setup.agent,
+                id_field: &task.id_field,
+                output: &setup.output,
+                validator: validator.as_ref(),
+                item_retries: settings.item_retries,
+                poll: *poll,
+                online_at: online_at(settings),
+            };
+            // A permit per batch where the job sets limits (its budget).
+            let permits = task
+                .permits
+                .then(|| Permits::new(setup.socket.clone(), &setup.agent, PermitPolicy::Always));
+            let online = backend::llm::batch::run(backend, &run, &pending, &mut writer, permits)?;
+            if !online.is_empty() {
+                let online: HashSet<IdKey> = online.into_iter().collect();
+                let left: Vec<Pending> = pending
+                    .iter()
+                    .filter(|p| online.contains(p.id))
+                    .copied()
+                    .collect();
+                let backend: &backend::LlmBackend = backend;
+                run_online(setup, backend, validator.as_ref(), &left, &mut writer)?;
+            }
+        }
+    }
     let written = writer.finish();
     if let Some(reason) = written.stopped {
         return Err(AgentError::CannotGoOn {
@@ -225,4 +257,77 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         written: written.written,
         failed,
     })
+}
+
+/// `nightshift-agent --cancel-batches`: asks the provider to cancel every
+/// batch of this agent still running (for `nightshift cancel RUN`).
+pub fn cancel_batches(setup: &Setup) -> Result<backend::llm::batch::Cancelled, AgentError> {
+    let backend = backend::llm::from_settings(&setup.task.settings)?;
+    backend::llm::batch::cancel(&backend, &setup.output, &setup.agent)
+}
+
+/// mode = "auto": when the supervisor says the items left go online
+/// (shared::batch::ONLINE_AT_VAR); None in batch mode or without a deadline.
+fn online_at(settings: &shared::job::AgentSettings) -> Option<std::time::SystemTime> {
+    let auto = settings
+        .llm
+        .as_ref()
+        .is_some_and(|llm| llm.mode == shared::job::LlmMode::Auto);
+    let text = std::env::var(shared::batch::ONLINE_AT_VAR)
+        .ok()
+        .filter(|_| auto)?;
+    match text.trim().parse::<u64>() {
+        Ok(millis) => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(millis)),
+        Err(_) => {
+            eprintln!(
+                "{} is {text:?}, not milliseconds since the epoch: staying in batch mode",
+                shared::batch::ONLINE_AT_VAR
+            );
+            None
+        }
+    }
+}
+
+/// How the agent asks: one request per item (every backend), or provider
+/// batches (`agent.llm.mode = "batch"`).
+enum Engine {
+    Online(Box<dyn backend::Backend>),
+    Batch(Box<backend::LlmBackend>, std::time::Duration),
+}
+
+/// The online way: each pending item on one of agent.concurrency workers.
+fn run_online(
+    setup: &Setup,
+    backend: &dyn backend::Backend,
+    validator: Option<&Validator>,
+    pending: &[Pending<'_>],
+    writer: &mut Writer<'_, RecordAppender>,
+) -> Result<(), AgentError> {
+    let task = &setup.task;
+    let settings = &task.settings;
+    let context = ItemContext::new(
+        backend,
+        validator,
+        &setup.agent,
+        &task.id_field,
+        setup.attempt,
+        settings.item_retries,
+    );
+    // No more workers than items: each may open a broker connection.
+    // A pool of keys needs the broker to choose each call's key.
+    let policy = if task.permits || backend.permit_keys(0).len() > 1 {
+        PermitPolicy::Always
+    } else if matches!(
+        settings.backend,
+        shared::job::Backend::Openai | shared::job::Backend::Anthropic
+    ) {
+        PermitPolicy::Probe
+    } else {
+        PermitPolicy::OnLimit
+    };
+    let permits = Permits::new(setup.socket.clone(), &setup.agent, policy);
+    let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
+        .map(|_| ItemRunner::new(&context, permits.another()))
+        .collect();
+    pool::run(pending, workers, writer)
 }

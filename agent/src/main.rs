@@ -35,9 +35,39 @@ are retried after a growing pause; other 4xx fail the item with the server's
 message. A key answered with 401/403 is dropped for the next key of the list,
 then the next [[agent.llm.fallback]] endpoint; with none left the agent stops.
 
+Provider batches (agent.llm.mode = \"batch\"): each launch sends its items
+not yet saved as one batch; the batch id goes to agent_NN.batch.jsonl
+(beside the output file) before anything else, and a relaunch polls the
+batches found there instead of submitting again. mode = \"auto\": the same,
+until the time in NIGHTSHIFT_BATCH_ONLINE_AT (ms since the epoch, set by the
+supervisor from the deadline): then open batches are cancelled, what they
+finished is saved, and the items left go online.
+  --cancel-batches    cancel this agent's batches still at the provider
+                      (what `nightshift cancel RUN` runs for each agent)
+
 Exit codes: 0 every item saved, 1 some items failed, 2 bad setup, 5 cannot go
 on (no usable API key; the items not saved did not fail, resume them).
-Options: --help, --version";
+Options: --help, --version, --cancel-batches";
+
+/// Reads the contract's environment, runs `work` on it, and turns how it
+/// ended into the exit code.
+fn launch(work: impl FnOnce(&agent::Setup) -> Result<i32, agent::AgentError>) -> ExitCode {
+    let setup = match agent::Setup::from_env() {
+        Ok(setup) => setup,
+        Err(error) => {
+            eprintln!("nightshift-agent: {:#}", anyhow::Error::from(error));
+            return code(exit_codes::USAGE);
+        }
+    };
+    match work(&setup) {
+        Ok(exit) => code(exit),
+        Err(error) => {
+            let exit = error.exit_code();
+            eprintln!("{}: {:#}", setup.agent, anyhow::Error::from(error));
+            code(exit)
+        }
+    }
+}
 
 fn main() -> ExitCode {
     if let Some(arg) = std::env::args_os().nth(1) {
@@ -46,6 +76,16 @@ fn main() -> ExitCode {
                 println!("{USAGE}");
                 code(exit_codes::SUCCESS)
             }
+            // 0 when every batch still running was cancelled.
+            Some("--cancel-batches") => launch(|setup| {
+                agent::cancel_batches(setup).map(|done| {
+                    if done.failed.is_empty() {
+                        exit_codes::SUCCESS
+                    } else {
+                        exit_codes::INCOMPLETE
+                    }
+                })
+            }),
             Some("--version" | "-V") => {
                 println!("nightshift-agent {}", env!("CARGO_PKG_VERSION"));
                 code(exit_codes::SUCCESS)
@@ -58,24 +98,12 @@ fn main() -> ExitCode {
             }
         };
     }
-    let setup = match agent::Setup::from_env() {
-        Ok(setup) => setup,
-        Err(error) => {
-            eprintln!("nightshift-agent: {:#}", anyhow::Error::from(error));
-            return code(exit_codes::USAGE);
-        }
-    };
-    match agent::run(&setup) {
-        Ok(outcome) => {
+    launch(|setup| {
+        agent::run(setup).map(|outcome| {
             eprintln!("{}: {outcome}", setup.agent);
-            code(outcome.exit_code())
-        }
-        Err(error) => {
-            let exit = error.exit_code();
-            eprintln!("{}: {:#}", setup.agent, anyhow::Error::from(error));
-            code(exit)
-        }
-    }
+            outcome.exit_code()
+        })
+    })
 }
 
 fn code(exit: i32) -> ExitCode {

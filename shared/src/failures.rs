@@ -23,12 +23,7 @@ pub struct FailureLine {
 /// `agent_01.jsonl` → `agent_01.failures.jsonl`; any other name gets the
 /// suffix appended.
 pub fn failures_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    output.with_file_name(format!("{stem}.failures.jsonl"))
+    crate::rundir::beside_agent_file(output, "failures")
 }
 
 /// Every readable failure of one failures file with its id's key, in file

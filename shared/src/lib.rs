@@ -5,6 +5,7 @@
 
 pub mod answer_cache;
 pub mod atomic;
+pub mod batch;
 pub mod broker;
 pub mod control;
 pub mod disk;

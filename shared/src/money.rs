@@ -23,9 +23,30 @@ pub struct Price {
     pub cached_input: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_write: Option<f64>,
+    /// Provider batch APIs (`agent.llm.mode = "batch"`): the share of these
+    /// prices a batched request costs (default 0.5: half price).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<f64>,
 }
 
+/// The discount factor of a batched request when `[agent.price] batch` is
+/// not set: both OpenAI and Anthropic charge half.
+pub const DEFAULT_BATCH_FACTOR: f64 = 0.5;
+
 impl Price {
+    /// This price as a batched request pays it: every kind of token at
+    /// `batch` (default half) of its online price.
+    pub fn batched(&self) -> Self {
+        let factor = self.batch.unwrap_or(DEFAULT_BATCH_FACTOR);
+        Self {
+            input: self.input * factor,
+            output: self.output * factor,
+            cached_input: Some(self.cached_input.unwrap_or(self.input) * factor),
+            cache_write: Some(self.cache_write.unwrap_or(self.input) * factor),
+            batch: None,
+        }
+    }
+
     /// USD for `usage` at this price.
     pub fn cost(&self, usage: &Usage) -> f64 {
         let per_token = |tokens: u64, per_million: f64| tokens as f64 * per_million / 1e6;
@@ -55,6 +76,7 @@ impl Price {
             ("output", Some(self.output)),
             ("cached_input", self.cached_input),
             ("cache_write", self.cache_write),
+            ("batch", self.batch),
         ];
         fields
             .into_iter()
@@ -224,6 +246,7 @@ mod tests {
             output: 10.0,
             cached_input: Some(0.1),
             cache_write: Some(1.25),
+            batch: None,
         };
         let cost = price.cost(&usage());
         assert!((cost - (1.0 + 20.0 + 0.4 + 10.0)).abs() < 1e-9, "{cost}");
@@ -232,6 +255,7 @@ mod tests {
             output: 10.0,
             cached_input: None,
             cache_write: None,
+            batch: None,
         };
         assert!((plain.cost(&usage()) - (1.0 + 20.0 + 4.0 + 8.0)).abs() < 1e-9);
         assert!((price.estimate(1_000_000, 100_000) - (1.25 + 1.0)).abs() < 1e-9);
@@ -244,8 +268,33 @@ mod tests {
             output: -1.0,
             cached_input: Some(f64::NAN),
             cache_write: None,
+            batch: None,
         };
         assert_eq!(price.bad_key(), Some("output"));
+    }
+
+    #[test]
+    fn a_batched_request_costs_the_batch_share_of_every_price() {
+        let price = Price {
+            input: 1.0,
+            output: 10.0,
+            cached_input: Some(0.1),
+            cache_write: None,
+            batch: None,
+        };
+        let half = price.batched().cost(&usage());
+        assert!((half - price.cost(&usage()) / 2.0).abs() < 1e-9, "{half}");
+        let quarter = Price {
+            batch: Some(0.25),
+            ..price
+        };
+        let cost = quarter.batched().cost(&usage());
+        assert!((cost - price.cost(&usage()) / 4.0).abs() < 1e-9, "{cost}");
+        let negative = Price {
+            batch: Some(-0.5),
+            ..price
+        };
+        assert_eq!(negative.bad_key(), Some("batch"));
     }
 
     #[test]
@@ -255,6 +304,7 @@ mod tests {
             output: 1.0,
             cached_input: None,
             cache_write: None,
+            batch: None,
         };
         let mut total = Spend::default();
         total += Spend::of(usage(), None);

@@ -99,10 +99,27 @@ impl RunDir {
         self.agent_path(at, "log")
     }
 
+    /// The agent's provider batches, in batch mode (see `crate::batch`).
+    pub fn agent_batches(&self, at: AgentRef) -> PathBuf {
+        crate::batch::batch_path(&self.agent_output(at))
+    }
+
     /// Why the agent's failed items failed (see `crate::failures`).
     pub fn agent_failures(&self, at: AgentRef) -> PathBuf {
         crate::failures::failures_path(&self.agent_output(at))
     }
+}
+
+/// A file beside an agent file, named after it: `agent_01.jsonl` with
+/// `kind` "failures" → `agent_01.failures.jsonl` (any other name gets the
+/// suffix appended).
+pub fn beside_agent_file(output: &Path, kind: &str) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    output.with_file_name(format!("{stem}.{kind}.jsonl"))
 }
 
 /// run.json: facts about the run that the frozen job.toml cannot carry.

@@ -94,6 +94,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel a stopped run's provider batches still running (mode = "batch").
+    Cancel { dir: PathBuf },
     /// The items that failed (or are missing) and why.
     Failures {
         dir: PathBuf,

@@ -76,6 +76,7 @@ pub fn execute(cli: Cli) -> Result<i32> {
         Command::Validate { path, id } => commands::validate::validate(&path, &id, &console),
         Command::Merge { dir, segment } => commands::merge::merge(&dir, segment, &console),
         Command::Status { dir, json } => commands::status::status(&dir, json),
+        Command::Cancel { dir } => commands::cancel::cancel(&dir),
         Command::Permit {
             tokens,
             backoff,

@@ -18,6 +18,7 @@ pub mod agent_kit;
 mod job;
 pub use job::Job;
 pub mod litellm;
+pub mod priced;
 
 /// The start of an agent program in Python that honours the agent contract:
 /// it reads the task and the ids already saved (`task`, `field`, `done`,

@@ -6,10 +6,10 @@
 //! asking again for a saved item; limits.max_tokens likewise.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use nightshift_tests::litellm::{files_under, final_records, spawn_nightshift_with, FaultServer};
+use nightshift_tests::priced::{self, fault_server, priced, CACHED, CACHE_WRITE, INPUT, OUTPUT};
 use nightshift_tests::{wait_with_deadline, Job, JobDir};
 use serde_json::Value;
 
@@ -17,41 +17,9 @@ const KEY_VAR: &str = "NIGHTSHIFT_TEST_BUDGET_KEY";
 const KEY: &str = "sk-budget-test-key-0000abcd";
 const DEADLINE: Duration = Duration::from_secs(120);
 
-/// USD per million tokens: large, so that a few requests cost cents.
-const INPUT: f64 = 1000.0;
-const OUTPUT: f64 = 2000.0;
-const CACHED: f64 = 500.0;
-const CACHE_WRITE: f64 = 1250.0;
-
-fn fault_server(job: &JobDir, args: &[&str]) -> FaultServer {
-    FaultServer::start(
-        &PathBuf::from(env!("CARGO_BIN_EXE_fault_server")),
-        &job.path().join("requests.jsonl"),
-        args,
-    )
-}
-
-/// A priced openai (or anthropic) job over `items` items, two agents of
-/// two requests in flight each, plus `limits` lines.
+/// A priced job with this test's key variable.
 fn priced_job(job: &JobDir, server: &FaultServer, items: usize, anthropic: bool) -> Job {
-    job.items(items);
-    let job = Job::new("items.jsonl").layout(1, 1, 2);
-    let job = if anthropic {
-        job.anthropic(&server.base_url(), "fault-model")
-    } else {
-        job.openai(&server.base_url(), "fault-model")
-    };
-    job.llm("api_key_env", KEY_VAR)
-        .llm("prompt", "{{prompt}}")
-        .llm("max_tokens", 20)
-        .llm("request_timeout", "5s")
-        .concurrency(2)
-        .item_retries(2)
-        .timeout("5m")
-        .raw(
-            "agent.price",
-            &format!("input = {INPUT}\noutput = {OUTPUT}\ncached_input = {CACHED}\ncache_write = {CACHE_WRITE}"),
-        )
+    priced::priced_job(job, server, KEY_VAR, items, anthropic)
 }
 
 fn nightshift(job: &JobDir, args: &[&str]) -> nightshift_tests::Finished {
@@ -59,16 +27,6 @@ fn nightshift(job: &JobDir, args: &[&str]) -> nightshift_tests::Finished {
         spawn_nightshift_with(job.path(), args, &[(KEY_VAR, KEY)]),
         DEADLINE,
     )
-}
-
-/// The cost of a record's usage at the test's prices.
-fn priced(usage: &Value) -> f64 {
-    let n = |key: &str| usage[key].as_u64().unwrap_or(0) as f64;
-    (n("input_tokens") * INPUT
-        + n("output_tokens") * OUTPUT
-        + n("cached_input_tokens") * CACHED
-        + n("cache_write_tokens") * CACHE_WRITE)
-        / 1e6
 }
 
 /// Every record in the run's agent files.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::settings::Backend;
-use super::values::{Count, HumanDuration};
+use super::values::{Count, Deadline, HumanDuration};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -23,6 +23,18 @@ pub struct LlmSettings {
     pub api_key_env: Option<KeyVars>,
     #[serde(default)]
     pub mode: LlmMode,
+    /// mode = "batch": how often the provider is asked about the batches
+    /// in flight (one timer for all of an agent's batches).
+    #[serde(
+        default = "default_batch_poll",
+        deserialize_with = "super::positive::duration"
+    )]
+    pub batch_poll: HumanDuration,
+    /// mode = "auto": when the items still outstanding go online (a clock
+    /// time or a duration from the start of the session); default: the
+    /// run's deadline (schedule.deadline / --until).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_deadline: Option<Deadline>,
     pub system: Option<String>,
     pub system_file: Option<PathBuf>,
     /// `{{field}}` and `{{item}}` are filled in per item; default `{{item}}`.
@@ -47,6 +59,10 @@ pub struct LlmSettings {
 
 fn default_request_timeout() -> HumanDuration {
     HumanDuration::from_secs(120)
+}
+
+fn default_batch_poll() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 /// `[[agent.llm.fallback]]`: another endpoint, tried when the one before it
@@ -92,8 +108,11 @@ pub enum LlmMode {
     /// One HTTP request per item.
     #[default]
     Online,
-    /// Provider batch APIs: not built yet, refused at load.
+    /// Provider batch APIs: each agent attempt sends its remaining items
+    /// as one batch, at the batch price.
     Batch,
+    /// Batch, but the items still outstanding at the deadline (or
+    /// batch_deadline) go online, so that the night ends on time.
     Auto,
 }
 
@@ -205,11 +224,20 @@ pub(crate) fn check(
             "[agent.llm] needs model, the model name the server knows",
         ));
     }
-    if llm.mode != LlmMode::Online {
+    if llm.batch_deadline.is_some() && llm.mode != LlmMode::Auto {
         return Err(problem(
             TABLE,
-            "mode",
-            "batch mode is not built yet; use mode = \"online\" (the default)",
+            "batch_deadline",
+            "batch_deadline is when mode = \"auto\" goes online; set mode = \"auto\" or remove it",
+        ));
+    }
+    if llm.mode != LlmMode::Online && !llm.fallback.is_empty() {
+        // A batch goes to one provider; where its requests would fall back
+        // to is not a question a batch can answer request by request.
+        return Err(problem(
+            FALLBACK_TABLE,
+            "",
+            "batch mode (\"batch\", \"auto\") sends every request to the main endpoint; remove the [[agent.llm.fallback]] tables or use mode = \"online\"",
         ));
     }
     if llm.system.is_some() && llm.system_file.is_some() {

@@ -1,6 +1,7 @@
 //! One file per command of the command line.
 
 pub mod cache;
+pub mod cancel;
 pub mod completions;
 pub mod control;
 pub mod failures;

@@ -92,6 +92,7 @@ fn describe(s: &RunStatus) -> String {
             s.run_dir
         ));
     }
+    text.push_str(&crate::reporting::batches::describe(&s.batches));
     let count = |state: &str| s.agents.iter().filter(|a| a.state == state).count();
     text.push_str(&format!(
         "agents: {} running, {} waiting, {} done, {} failed, {} interrupted, {} pending\n",

@@ -4,7 +4,7 @@
 
 use std::ffi::OsString;
 
-use shared::job::{ExecutorKind, Job};
+use shared::job::{Deadline, ExecutorKind, Job, JobSettings, LlmMode};
 use shared::rundir::RunDir;
 
 use super::local::agent_log::LogPump;
@@ -33,9 +33,11 @@ pub fn for_run<'a>(
     job: &'a Job,
     agent_argv: &'a [OsString],
     rate: Option<&RateServer>,
+    until: Option<Deadline>,
     console: &Console,
 ) -> Result<ExecutorSetup<'a>> {
     let settings = &job.settings;
+    let online_at = batch_online_at(settings, until);
     let grace = settings.agent.kill_grace.get();
     if settings.executor.kind == ExecutorKind::Slurm {
         let memory_mode = match settings.agent.memory_limit {
@@ -62,6 +64,7 @@ pub fn for_run<'a>(
         let mut broker_env = rate.map(RateServer::agent_env).unwrap_or_default();
         let (var, file) = answer_cache::agent_var(job);
         broker_env.push((var, file.into()));
+        broker_env.extend(online_at.map(|(k, v)| (k.to_owned(), v.into())));
         let executor = SlurmExecutor::new(run, settings, agent_argv, &job.dir, broker_env);
         return Ok(ExecutorSetup {
             executor: Box::new(executor),
@@ -75,6 +78,7 @@ pub fn for_run<'a>(
         LogPump::start().map_err(SupervisorError::io("cannot start the agent log thread"))?;
     let mut agent_env = settings.agent.env.clone();
     agent_env.extend([answer_cache::agent_var(job)]);
+    agent_env.extend(online_at.map(|(k, v)| (k.to_owned(), v)));
     let launcher = Launcher::new(
         agent_argv,
         &job.dir,
@@ -90,4 +94,30 @@ pub fn for_run<'a>(
         memory,
         memory_mode,
     })
+}
+
+/// mode = "auto": when the agents send their outstanding items online —
+/// agent.llm.batch_deadline, else the run's deadline (--until or
+/// schedule.deadline), counted from now like the supervisor's own — as the
+/// variable that tells them (milliseconds since the Unix epoch).
+fn batch_online_at(
+    settings: &JobSettings,
+    until: Option<Deadline>,
+) -> Option<(&'static str, String)> {
+    let llm = settings
+        .agent
+        .llm
+        .as_ref()
+        .filter(|l| l.mode == LlmMode::Auto)?;
+    let deadline = llm
+        .batch_deadline
+        .or(until)
+        .or(settings.schedule.deadline)?;
+    let now = std::time::Instant::now();
+    let after = crate::schedule::gate::deadline_instant(deadline, now) - now;
+    let at = std::time::SystemTime::now() + after;
+    let millis = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    Some((shared::batch::ONLINE_AT_VAR, millis.to_string()))
 }

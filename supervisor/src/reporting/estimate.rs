@@ -71,6 +71,11 @@ fn tokens(chars: usize) -> u64 {
 pub fn estimate(settings: &JobSettings, input: &InputFile) -> Option<Estimate> {
     let llm = settings.agent.llm.as_ref()?;
     let price: Price = settings.agent.price?;
+    // Batched requests pay the batch share of the price.
+    let price = match llm.mode {
+        shared::job::LlmMode::Batch => price.batched(),
+        _ => price,
+    };
     let template = Template::parse(llm.prompt.as_deref().unwrap_or("{{item}}")).ok()?;
     let system = tokens(llm.system.as_ref().map_or(0, String::len));
     let max_output = llm

@@ -15,6 +15,16 @@ use crate::console::Console;
 const SHOWN_PER_WINDOW: usize = 5;
 const WINDOW: Duration = Duration::from_secs(10);
 
+/// The agent a file beside its records belongs to:
+/// RUN/segment_01/orch_02/agent_03.failures.jsonl → segment_01/orch_02/agent_03.
+pub fn agent_of(run: &Path, path: &Path, suffix: &str) -> String {
+    path.strip_prefix(run)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .trim_end_matches(suffix)
+        .to_owned()
+}
+
 pub struct FailureFeed {
     run: PathBuf,
     /// Lines of each failures file already shown (or counted).
@@ -42,13 +52,7 @@ impl FailureFeed {
 
     /// Shows the items newly written to the failures file `path`.
     pub fn update(&mut self, console: &Console, path: &Path, now: Instant) {
-        // RUN/segment_01/orch_02/agent_03.failures.jsonl → segment_01/orch_02/agent_03
-        let agent = path
-            .strip_prefix(&self.run)
-            .unwrap_or(path)
-            .to_string_lossy()
-            .trim_end_matches(".failures.jsonl")
-            .to_owned();
+        let agent = agent_of(&self.run, path, ".failures.jsonl");
         let failures = read_failures(path);
         let seen = self.seen.entry(path.to_path_buf()).or_insert(0);
         let new = failures.get(*seen..).unwrap_or_default();

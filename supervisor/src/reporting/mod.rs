@@ -1,6 +1,8 @@
 //! Showing a run: progress from the agent files, the live display, `status`,
 //! report.json, the HTML page and its timeline.
 
+pub mod batch_feed;
+pub mod batches;
 pub mod cache_hits;
 pub mod cost;
 pub mod estimate;

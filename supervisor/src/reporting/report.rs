@@ -105,7 +105,7 @@ pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
             json!({"agent": agent.name, "usage": cost.usage, "cost": cost.cost})
         })
         .collect();
-    let report = json!({
+    let mut report = json!({
         "state": input.state,
         "usage": total.usage,
         "cost": total.cost,
@@ -127,6 +127,11 @@ pub fn write_report(run: &RunDir, input: &ReportInput<'_>) -> io::Result<()> {
         "attempts": attempts,
         "problems": input.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
+    // Batch mode: every provider batch, its last state and counts.
+    let batches = crate::reporting::batches::run_batches(run, input.plan);
+    if !batches.is_empty() {
+        report["batches"] = json!(batches);
+    }
     let mut bytes = serde_json::to_vec_pretty(&report)?;
     bytes.push(b'\n');
     write_bytes_atomic(&run.report_json(), &bytes)

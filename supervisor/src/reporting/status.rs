@@ -48,6 +48,9 @@ pub struct RunStatus {
     /// items agents gave up on; after it: every missing item).
     pub failures: FailureSummary,
     pub agents: Vec<AgentStatus>,
+    /// Provider batches (agent.llm.mode = "batch"): state, counts, age.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batches: Vec<crate::reporting::batches::BatchStatus>,
     pub resume: ResumePlan,
 }
 
@@ -256,6 +259,7 @@ pub fn run_status(run: &RunDir, plan: &Plan, journal: &Journal) -> RunStatus {
             last: failed[failed.len().saturating_sub(LAST_FAILURES)..].to_vec(),
         },
         agents,
+        batches: crate::reporting::batches::run_batches(run, plan),
         resume: ResumePlan {
             agents_to_run: to_run,
             would_do_nothing: to_run == 0

@@ -159,6 +159,10 @@ fn session(
         println!("{line}");
     }
     summarise(run, job, state, done, plan.items_total, &missing, started);
+    // Ctrl-C, the deadline or the budget stop agents, not their batches.
+    if let Some(line) = crate::reporting::batches::left_running(run, plan) {
+        println!("{line}");
+    }
     let (items, failures) = notify::count(run, plan, done, missing.count, &result.attempts);
     let summary = RunSummary {
         state: state.to_owned(),

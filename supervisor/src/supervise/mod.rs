@@ -27,6 +27,7 @@ use crate::merge;
 use crate::outcome::{KillReason, MemoryReport};
 use crate::platform;
 use crate::rate::server::RateServer;
+use crate::reporting::batch_feed::BatchFeed;
 use crate::reporting::cost::run_cost;
 use crate::reporting::failure_feed::FailureFeed;
 use crate::reporting::file_watch::FileWatch;
@@ -162,6 +163,8 @@ pub struct Supervisor<'a> {
     progress: Progress,
     /// Failed items on the console as they fail.
     failure_feed: FailureFeed,
+    /// Provider batches on the console as they change (batch mode).
+    batch_feed: BatchFeed,
     view: ProgressView,
     segment_number: usize,
     /// Agents ask it for permits; a pause holds them.
@@ -187,6 +190,7 @@ impl<'a> Supervisor<'a> {
             inputs.job,
             inputs.agent_argv,
             rate.as_ref(),
+            inputs.until,
             console,
         )?;
         console.line(&platform::current().describe());
@@ -227,6 +231,7 @@ impl<'a> Supervisor<'a> {
             memory_mode: setup.memory_mode,
             progress,
             failure_feed: FailureFeed::new(inputs.run.root()),
+            batch_feed: BatchFeed::new(inputs.run.root()),
             view: ProgressView::new(
                 console,
                 inputs.plan.items_total,

@@ -17,6 +17,7 @@ use crate::executor::local::reaper::Msg;
 use crate::executor::{AttemptKey, Change, Ended};
 use crate::outcome::KillReason;
 use crate::platform;
+use crate::reporting::batch_feed::BatchFeed;
 use crate::reporting::failure_feed::FailureFeed;
 use crate::reporting::file_watch::FileWatch;
 use crate::supervise::slot::Kill;
@@ -41,6 +42,8 @@ impl<'a> Supervisor<'a> {
                 for path in changed {
                     if FailureFeed::is_failures_file(&path) {
                         self.failure_feed.update(self.console, &path, now);
+                    } else if BatchFeed::is_journal(&path) {
+                        self.batch_feed.update(self.console, &path);
                     } else {
                         self.count_saved(&path, now);
                     }

@@ -22,6 +22,9 @@
 //! Without modes: OpenAI-shaped chat
 //! completions (`POST …/chat/completions`) naming the item they answer.
 //!
+//! The provider batch APIs of both shapes are served too (`fault_server/batch.rs`:
+//! `--batch-polls N`, `--batch-expire ITEM[,…]`, `--batch-error ITEM[,…]`).
+//!
 //! It binds 127.0.0.1 on a free port and prints the port as its first line.
 //! Every request appends one JSON line to the log: path, item (the first
 //! `--item-prefix` id found in the body), key (its last 4 characters, never
@@ -32,6 +35,8 @@
 // A binary's root finds modules beside it, not in a folder named after it.
 #[path = "fault_server/answer.rs"]
 mod answer;
+#[path = "fault_server/batch.rs"]
+mod batch;
 #[path = "fault_server/cache.rs"]
 mod cache;
 #[path = "fault_server/http.rs"]
@@ -89,6 +94,7 @@ struct Server {
     state: Mutex<State>,
     log: Mutex<File>,
     started: Instant,
+    batches: batch::Batches,
 }
 
 /// A fault an item's request may meet.
@@ -122,6 +128,9 @@ fn main() {
             "--item-prefix",
             "--reply",
             "--delay",
+            "--batch-polls",
+            "--batch-expire",
+            "--batch-error",
         ],
     );
     let config = config(&args);
@@ -153,6 +162,11 @@ fn main() {
         state: Mutex::new(State::default()),
         log: Mutex::new(log),
         started: Instant::now(),
+        batches: batch::Batches::new(
+            args.value("--batch-polls").unwrap_or(1),
+            items(&args, "--batch-expire"),
+            items(&args, "--batch-error"),
+        ),
     });
     for stream in listener.incoming() {
         match stream {
@@ -228,6 +242,13 @@ fn config(args: &Args) -> Config {
     config
 }
 
+/// A comma-separated list of item ids.
+fn items(args: &Args, name: &str) -> Vec<String> {
+    args.text(name)
+        .map(|list| list.split(',').map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
 /// "300s", "1500ms", "2m".
 fn duration(text: &str, what: &str) -> Duration {
     let (number, unit) = text.split_at(
@@ -289,6 +310,18 @@ impl Server {
 
     /// What to answer, and the log line saying so.
     fn decide(&self, request: &Request) -> (Outcome, Value) {
+        let prefix = &self.config.item_prefix;
+        let routed = self
+            .batches
+            .route(request, &|text| find_item(text, prefix), &|api, body| {
+                self.batch_reply(api, body)
+            });
+        if let Some((answer, lines)) = routed {
+            lines.into_iter().for_each(|line| self.log(line));
+            let entry = json!({"method": request.method, "path": request.path, "item": null,
+                               "status": answer.status, "fault": "batch"});
+            return (Outcome::Answer(answer), entry);
+        }
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
         let item = find_item(
             &String::from_utf8_lossy(&request.body),
@@ -417,6 +450,20 @@ impl Server {
             cache_use,
         );
         (Outcome::Answer(limited(answer)), None)
+    }
+
+    /// The answer body a batched request gets: what online mode would.
+    fn batch_reply(&self, api: Api, body: &Value) -> Value {
+        let item = find_item(&body.to_string(), &self.config.item_prefix);
+        let item = item.as_deref().unwrap_or("no item");
+        let text = if self.config.json_reply {
+            json!({"item": item, "answer": format!("reply to {item}")}).to_string()
+        } else {
+            format!("reply to {item}")
+        };
+        let model = answer::requested_model(body);
+        let answer = answer::success(api, 0, model, &text, self.config.truncate, None);
+        serde_json::from_slice(&answer.body).unwrap_or(Value::Null)
     }
 
     fn log(&self, entry: Value) {

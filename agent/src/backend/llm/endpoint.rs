@@ -14,7 +14,8 @@ use shared::broker::key_id;
 use shared::job::{Backend as BackendKind, FallbackSettings, LlmSettings};
 use shared::money::Price;
 
-use super::{anthropic, openai};
+use super::http::SendError;
+use super::{anthropic, openai, LlmError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -224,6 +225,20 @@ impl Endpoint {
             }
         }
         headers
+    }
+
+    /// The error of a request that got no answer from this endpoint.
+    pub fn no_answer(&self, error: SendError) -> LlmError {
+        match error {
+            SendError::Timeout => LlmError::Timeout {
+                endpoint: self.base_url.clone(),
+                after: self.timeout,
+            },
+            SendError::Connection(reason) => LlmError::Connection {
+                endpoint: self.base_url.clone(),
+                reason,
+            },
+        }
     }
 
     pub fn secret<'k>(&self, key: &'k Key) -> Option<&'k str> {

@@ -41,10 +41,18 @@ pub async fn post(
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
 ) -> Result<Answer, SendError> {
-    let mut request = client
+    let request = client
         .post(url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
+    send(request, headers).await
+}
+
+/// Sends any request with these (key) headers and reads the whole answer.
+pub async fn send(
+    mut request: reqwest::RequestBuilder,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Result<Answer, SendError> {
     for (name, value) in headers {
         request = request.header(name, value);
     }

@@ -9,6 +9,7 @@
 //! with no async code outside this module.
 
 mod anthropic;
+pub mod batch;
 mod cached;
 mod endpoint;
 mod error;
@@ -31,7 +32,7 @@ use shared::money::Spend;
 use super::{AttemptError, Backend, Call, Meter};
 use crate::setup::SetupError;
 use endpoint::{Endpoint, Provider};
-use http::{SendError, Verdict};
+use http::Verdict;
 use reply::Shape;
 use request::Request;
 use shared::prompt::Template;
@@ -182,16 +183,7 @@ impl LlmBackend {
             endpoint.auth_headers(key),
             bytes,
         ));
-        let answer = sent.map_err(|error| match error {
-            SendError::Timeout => LlmError::Timeout {
-                endpoint: endpoint.base_url.clone(),
-                after: endpoint.timeout,
-            },
-            SendError::Connection(reason) => LlmError::Connection {
-                endpoint: endpoint.base_url.clone(),
-                reason,
-            },
-        })?;
+        let answer = sent.map_err(|error| endpoint.no_answer(error))?;
         let now = SystemTime::now();
         let learned = headers::learned_limits(&answer.headers, now);
         if !learned.is_empty() {

@@ -70,14 +70,23 @@ fn unknown_keys_and_batch_mode_are_refused_by_line_and_key() {
         (8, Some("agent.llm.max_token")),
         "{e}"
     );
-    for mode in ["batch", "auto"] {
-        let e = invalid(&format!("{base}mode = \"{mode}\"\n"));
+    let e = invalid(&format!("{base}batch_deadline = \"06:00\"\n"));
+    assert_eq!(
+        (e.line, e.key.as_deref()),
+        (8, Some("agent.llm.batch_deadline")),
+        "{e}"
+    );
+    let auto = load(&format!("{base}mode = \"auto\"\nbatch_deadline = \"2h\"\n")).expect("auto");
+    let llm = auto.settings.agent.llm.expect("llm");
+    assert_eq!(llm.mode, crate::job::LlmMode::Auto);
+    assert!(llm.batch_deadline.is_some());
+    for poll in ["\"soon\"", "\"0s\""] {
+        let e = invalid(&format!("{base}mode = \"batch\"\nbatch_poll = {poll}\n"));
         assert_eq!(
             (e.line, e.key.as_deref()),
-            (8, Some("agent.llm.mode")),
+            (9, Some("agent.llm.batch_poll")),
             "{e}"
         );
-        assert!(e.message.contains("batch mode is not built yet"), "{e}");
     }
     let e = invalid(&format!("{base}temperature = -1.0\n"));
     assert_eq!(e.key.as_deref(), Some("agent.llm.temperature"), "{e}");

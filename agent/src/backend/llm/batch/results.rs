@@ -1,0 +1,238 @@
+//! Polling one batch and reading its results: state changes go to the
+//! journal (for `status`), each result becomes a record through the reply
+//! code of online mode — or sends its item again, alone, in the next batch,
+//! while it has attempts left — and a batch whose results are all saved is
+//! marked settled.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+use shared::batch::BatchLine;
+use shared::ids::IdKey;
+use shared::money::Spend;
+
+use super::super::endpoint::Provider;
+use super::super::reply::Shape;
+use super::super::{LlmError, Retry};
+use super::ledger::OpenBatch;
+use super::{append, Flow, Outcome, Stop, REFUSED_POLLS};
+use crate::core::writer::{Append, Finished};
+use crate::item::Ending;
+
+impl<A: Append> Flow<'_, '_, '_, A> {
+    /// Polls `batch` once; true when it is settled (every result read).
+    pub(super) fn poll(&mut self, batch: &mut OpenBatch) -> Result<bool, Stop> {
+        let agent = self.run.agent;
+        let polled = match self.client.poll(&batch.id) {
+            Ok(polled) => polled,
+            Err(error) => return self.poll_failed(batch, error),
+        };
+        batch.refused = 0;
+        if polled.state != batch.state || polled.counts != batch.counts {
+            eprintln!(
+                "{agent}: batch {} is {} ({} of {} done, {} failed)",
+                batch.id,
+                polled.state,
+                polled.counts.succeeded,
+                polled.counts.total,
+                polled.counts.failed
+            );
+            batch.state.clone_from(&polled.state);
+            batch.counts = polled.counts;
+            let line = BatchLine::State {
+                batch: batch.id.clone(),
+                state: polled.state.clone(),
+                counts: polled.counts,
+            };
+            append(&mut self.journal, &line)?;
+        }
+        if !polled.ended {
+            return Ok(false);
+        }
+        // Every file is read before anything is saved: a read that fails
+        // leaves the batch open, to be read whole at the next poll.
+        let mut results = Vec::new();
+        for at in &polled.results {
+            match self.client.results(at) {
+                Ok(more) => results.extend(more),
+                Err(error) if error.retry() == Retry::KeyRejected => {
+                    return Err(Stop::NoKey(error))
+                }
+                Err(error) => {
+                    eprintln!(
+                        "{agent}: cannot read the results of batch {}: {error}; trying again at the next poll",
+                        batch.id
+                    );
+                    return Ok(false);
+                }
+            }
+        }
+        let mut seen: HashSet<IdKey> = HashSet::new();
+        self.batch_spend = Spend::default();
+        for (custom_id, outcome) in results {
+            let Some(id) = batch.requests.get(&custom_id) else {
+                continue;
+            };
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            let id = id.clone();
+            match outcome {
+                Outcome::Succeeded(answer) => match self.record(&id, &answer) {
+                    Ok(record) => self.save(&id, record)?,
+                    Err(reason) => self.again(&id, reason)?,
+                },
+                Outcome::Failed(reason) => self.again(&id, reason)?,
+            }
+        }
+        let mut missing: Vec<IdKey> = batch
+            .requests
+            .values()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        missing.sort_by_key(|id| self.items.get(id).map(|item| item.pending.index));
+        for id in missing {
+            let reason = format!("no result in batch {} ({})", batch.id, polled.state);
+            self.again(&id, reason)?;
+        }
+        // Saved for good before the batch is marked done with.
+        self.writer.sync()?;
+        append(
+            &mut self.journal,
+            &BatchLine::Settled {
+                batch: batch.id.clone(),
+            },
+        )?;
+        self.settle(batch.reserved.as_ref(), self.batch_spend);
+        self.next
+            .sort_by_key(|id| self.items.get(id).map(|item| item.pending.index));
+        Ok(true)
+    }
+
+    /// A poll that got no answer: tried again at the next poll, but a batch
+    /// the provider keeps refusing is lost and its items go again.
+    fn poll_failed(&mut self, batch: &mut OpenBatch, error: LlmError) -> Result<bool, Stop> {
+        match error.retry() {
+            Retry::KeyRejected => Err(Stop::NoKey(error)),
+            Retry::Never => {
+                batch.refused += 1;
+                eprintln!(
+                    "{}: polling batch {} was refused ({}/{REFUSED_POLLS}): {error}",
+                    self.run.agent, batch.id, batch.refused
+                );
+                if batch.refused < REFUSED_POLLS {
+                    return Ok(false);
+                }
+                let mut ids: Vec<IdKey> = batch.requests.values().cloned().collect();
+                ids.sort_by_key(|id| self.items.get(id).map(|item| item.pending.index));
+                for id in ids {
+                    self.again(&id, format!("batch {} is lost: {error}", batch.id))?;
+                }
+                self.settle(batch.reserved.as_ref(), Spend::default());
+                append(
+                    &mut self.journal,
+                    &BatchLine::Settled {
+                        batch: batch.id.clone(),
+                    },
+                )?;
+                Ok(true)
+            }
+            _ => {
+                eprintln!(
+                    "{}: polling batch {} failed: {error}; trying again at the next poll",
+                    self.run.agent, batch.id
+                );
+                Ok(false)
+            }
+        }
+    }
+
+    /// The record of a succeeded request, as online mode makes it: the
+    /// reply read and checked, the id in place, the validator passed, and
+    /// usage and cost (at the batch price) stamped — those of every paid
+    /// answer at the item, a refused and resubmitted one's included.
+    fn record(
+        &mut self,
+        id: &IdKey,
+        answer: &Value,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let reply = match self.endpoint.provider {
+            Provider::OpenAi => super::super::openai::parse(answer),
+            Provider::Anthropic => super::super::anthropic::parse(answer),
+        }
+        .map_err(|e| e.to_string())?;
+        let price = self.endpoint.price.map(|price| price.batched());
+        let paid = Spend::of(reply.usage, price.as_ref());
+        self.batch_spend += paid;
+        let spend = match self.items.get_mut(id) {
+            Some(item) => {
+                let spend = item.spend.get_or_insert_with(Spend::default);
+                *spend += paid;
+                *spend
+            }
+            None => paid,
+        };
+        let shape = Shape {
+            json: self.backend.json,
+            schema: self.backend.validator.as_ref(),
+        };
+        let mut record = reply
+            .into_record(&shape, self.run.id_field, &self.endpoint.base_url)
+            .map_err(|e| e.to_string())?;
+        record.insert(self.run.id_field.to_owned(), id.to_value());
+        if let Some(validator) = self.run.validator {
+            validator.check(&record).map_err(|e| e.to_string())?;
+        }
+        spend.stamp(&mut record);
+        Ok(record)
+    }
+
+    fn save(&mut self, id: &IdKey, record: serde_json::Map<String, Value>) -> Result<(), Stop> {
+        let Some(item) = self.items.remove(id) else {
+            return Ok(());
+        };
+        self.writer.save(Finished {
+            index: item.pending.index,
+            id: id.clone(),
+            ending: Ending::Saved(record),
+        })?;
+        Ok(())
+    }
+
+    /// The request of `id` gave no record: into the next batch while it has
+    /// attempts left, else a failure.
+    fn again(&mut self, id: &IdKey, reason: String) -> Result<(), Stop> {
+        let attempts = self.attempts();
+        let Some(item) = self.items.get_mut(id) else {
+            return Ok(());
+        };
+        eprintln!(
+            "{}: item {id} attempt {}/{attempts} failed: {reason}",
+            self.run.agent, item.submissions
+        );
+        if item.submissions < attempts {
+            item.last_error = Some(reason);
+            self.next.push(id.clone());
+            return Ok(());
+        }
+        self.fail(id, reason)
+    }
+
+    /// `id` failed for good.
+    pub(super) fn fail(&mut self, id: &IdKey, reason: String) -> Result<(), Stop> {
+        let Some(item) = self.items.remove(id) else {
+            return Ok(());
+        };
+        self.writer.save(Finished {
+            index: item.pending.index,
+            id: id.clone(),
+            ending: Ending::Failed {
+                reason,
+                attempts: item.submissions.max(1),
+                spend: item.spend,
+            },
+        })?;
+        Ok(())
+    }
+}
