@@ -405,3 +405,50 @@ fn a_bad_batch_poll_is_refused_naming_the_key() {
     );
     assert!(server.requests().is_empty(), "nothing was sent");
 }
+
+#[test]
+fn batch_answers_fill_the_answer_cache_and_are_reused_by_batch_and_online_runs() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &["--batch-polls", "1"]);
+    let cache = job.path().join("answers.sqlite");
+    let with_cache = |spec: Job| {
+        spec.raw(
+            "cache",
+            &format!("path = {:?}", cache.display().to_string()),
+        )
+    };
+    with_cache(batch_job(&job, &server, 6, false)).write(job.path());
+    nightshift(&job, &["run", "job.toml", "--run-dir", "first", "-q"]).expect_code(0);
+    let first = final_records(&job.path().join("first"));
+    assert_eq!(submissions(&batch_requests(&server, 0)).len(), 6);
+
+    // The same job again: every item answered from the cache, no batch sent.
+    let before = server.requests().len();
+    nightshift(&job, &["run", "job.toml", "--run-dir", "second", "-q"]).expect_code(0);
+    let second = final_records(&job.path().join("second"));
+    assert!(
+        batch_requests(&server, before).is_empty(),
+        "no item submitted again"
+    );
+    assert_eq!(second.len(), 6);
+    for (old, new) in first.iter().zip(&second) {
+        assert_eq!(new["cached"], true, "{new}");
+        assert_eq!(new["cost"], 0.0, "{new}");
+        assert_eq!(new["output"], old["output"], "the same answer");
+        // What it would have cost in a batch: the half price the first run paid.
+        assert!(
+            (new["saved"].as_f64().unwrap_or(-1.0) - old["cost"].as_f64().unwrap_or(-2.0)).abs()
+                < 1e-9,
+            "{old} / {new}"
+        );
+    }
+
+    // Online mode sends the very same requests: it finds them too.
+    let before = server.requests().len();
+    with_cache(priced_job(&job, &server, KEY_VAR, 6, false)).write(job.path());
+    nightshift(&job, &["run", "job.toml", "--run-dir", "online", "-q"]).expect_code(0);
+    let asked = server.requests().split_off(before);
+    assert!(asked.is_empty(), "online mode asked again: {asked:?}");
+    let online = final_records(&job.path().join("online"));
+    assert!(online.iter().all(|r| r["cached"] == true), "{online:?}");
+}

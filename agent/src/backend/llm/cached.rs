@@ -39,14 +39,23 @@ impl LlmBackend {
         call: Call<'_>,
         choice: usize,
     ) -> Option<Result<Map<String, Value>, LlmError>> {
-        let cache = self.cache.as_ref()?;
+        self.cache.as_ref()?;
         if call.item_attempt > 1 {
             return None;
         }
         let endpoint = self.endpoints.get(choice)?;
         // A prompt that cannot be rendered fails in the request path.
         let prompt = self.render(call).ok()?;
-        let key = key(endpoint, &self.body(endpoint, &prompt));
+        let answer = self.cached_answer(endpoint, &self.body(endpoint, &prompt))?;
+        let price = endpoint.price;
+        Some(self.cached_record(endpoint, &answer, call.id_field, price.as_ref()))
+    }
+
+    /// The cached answer to `body` sent to `endpoint`, if there is one (a
+    /// cache that cannot be read is a warning, and the server is asked).
+    pub(super) fn cached_answer(&self, endpoint: &Endpoint, body: &Value) -> Option<Value> {
+        let cache = self.cache.as_ref()?;
+        let key = key(endpoint, body);
         let text = match cache.get(&key) {
             Ok(found) => found?,
             Err(error) => {
@@ -62,14 +71,17 @@ impl LlmBackend {
             );
             return None;
         };
-        Some(self.cached_record(endpoint, &answer, call))
+        Some(answer)
     }
 
-    fn cached_record(
+    /// The record of a cached answer, as of a fresh one, with `cost` 0 and
+    /// `saved`: what the answer would have cost at `price`.
+    pub(super) fn cached_record(
         &self,
         endpoint: &Endpoint,
         answer: &Value,
-        call: Call<'_>,
+        id_field: &str,
+        price: Option<&shared::money::Price>,
     ) -> Result<Map<String, Value>, LlmError> {
         let reply = match endpoint.provider {
             Provider::OpenAi => openai::parse(answer)?,
@@ -80,9 +92,9 @@ impl LlmBackend {
             json: self.json,
             schema: self.validator.as_ref(),
         };
-        let mut record = reply.into_record(&shape, call.id_field, &endpoint.base_url)?;
+        let mut record = reply.into_record(&shape, id_field, &endpoint.base_url)?;
         record.insert("cached".into(), Value::Bool(true));
-        if let Some(price) = &endpoint.price {
+        if let Some(price) = price {
             record.insert("cost".into(), Value::from(0.0));
             record.insert("saved".into(), Value::from(round_usd(price.cost(&usage))));
         }

@@ -79,7 +79,10 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             let id = id.clone();
             match outcome {
                 Outcome::Succeeded(answer) => match self.record(&id, &answer) {
-                    Ok(record) => self.save(&id, record)?,
+                    Ok(record) => {
+                        self.keep_in_cache(&id, &answer);
+                        self.save(&id, record)?;
+                    }
                     Err(reason) => self.again(&id, reason)?,
                 },
                 Outcome::Failed(reason) => self.again(&id, reason)?,
@@ -186,6 +189,55 @@ impl<A: Append> Flow<'_, '_, '_, A> {
         }
         spend.stamp(&mut record);
         Ok(record)
+    }
+
+    /// A batch answer that made a record goes into the answer cache, under
+    /// the key of its request (the same as online mode's).
+    fn keep_in_cache(&self, id: &IdKey, answer: &Value) {
+        if self.backend.cache.is_none() {
+            return;
+        }
+        let Some(item) = self.items.get(id) else {
+            return;
+        };
+        if let Ok(body) = self.body(item.pending) {
+            let key = super::super::cached::key(self.endpoint, &body);
+            self.backend.store(&key, &self.endpoint.model, answer);
+        }
+    }
+
+    /// The record of the cached answer to `body`, saved, when the cache has
+    /// one that passes the checks; false (send it) otherwise.
+    pub(super) fn answered_from_cache(&mut self, id: &IdKey, body: &Value) -> Result<bool, Stop> {
+        let Some(answer) = self.backend.cached_answer(self.endpoint, body) else {
+            return Ok(false);
+        };
+        let price = self.endpoint.price.map(|price| price.batched());
+        let checked = self
+            .backend
+            .cached_record(self.endpoint, &answer, self.run.id_field, price.as_ref())
+            .map_err(|e| e.to_string())
+            .and_then(|mut record| {
+                record.insert(self.run.id_field.to_owned(), id.to_value());
+                match self.run.validator {
+                    Some(validator) => validator.check(&record).map_err(|e| e.to_string()),
+                    None => Ok(()),
+                }
+                .map(|()| record)
+            });
+        match checked {
+            Ok(record) => {
+                self.save(id, record)?;
+                Ok(true)
+            }
+            Err(reason) => {
+                eprintln!(
+                    "{}: item {id}: the cached answer is refused ({reason}); asking the provider",
+                    self.run.agent
+                );
+                Ok(false)
+            }
+        }
     }
 
     fn save(&mut self, id: &IdKey, record: serde_json::Map<String, Value>) -> Result<(), Stop> {

@@ -42,6 +42,11 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                     continue;
                 }
             };
+            // An item's first submission is answered from the answer cache
+            // when its request is there: not sent, not paid.
+            if item.submissions == 0 && self.answered_from_cache(&id, &body)? {
+                continue;
+            }
             let custom_id = unique(custom_id(&id), &taken);
             taken.insert(custom_id.clone());
             let request = BatchRequest {
@@ -155,7 +160,7 @@ impl<A: Append> Flow<'_, '_, '_, A> {
     }
 
     /// The request body online mode would send for this item.
-    fn body(&self, pending: Pending<'_>) -> Result<Value, LlmError> {
+    pub(super) fn body(&self, pending: Pending<'_>) -> Result<Value, LlmError> {
         let prompt = self.backend.render(self.call(pending))?;
         let request = self.backend.request(self.endpoint, &prompt);
         Ok(match self.endpoint.provider {
