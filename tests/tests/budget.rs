@@ -212,3 +212,74 @@ fn anthropic_records_are_priced_at_the_four_prices_and_a_bad_price_is_refused() 
         refused.stderr
     );
 }
+
+/// The server's chat requests after its first `skip` log lines.
+fn chat_requests(server: &FaultServer, skip: usize) -> usize {
+    server
+        .requests()
+        .into_iter()
+        .skip(skip)
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("/chat/completions"))
+        })
+        .count()
+}
+
+#[test]
+fn a_daily_request_budget_stops_the_run_and_holds_across_a_resume() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &[]);
+    priced_job(&job, &server, 10, false)
+        .raw("rate", "requests_per_day = 4")
+        .write(job.path());
+    let stopped = nightshift(&job, &["run", "job.toml", "--run-dir", "run"]);
+    stopped.expect_code(4);
+    let said = format!("{}{}", stopped.stdout, stopped.stderr);
+    assert!(
+        said.contains("rate.requests_per_day = 4") && said.contains("room again from"),
+        "{said}"
+    );
+    assert_eq!(chat_requests(&server, 0), 4, "four requests, then none");
+    assert_eq!(saved_records(&job).len(), 4);
+    let daily = std::fs::read_to_string(job.run_dir().join("rate.daily.jsonl"))
+        .expect("the day's use is kept in the run directory");
+    let requests: u64 = daily
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["requests"].as_u64())
+        .sum();
+    assert_eq!(requests, 4, "{daily}");
+
+    // The same day: the resume finds the budget spent and asks nothing.
+    let before = server.requests().len();
+    nightshift(&job, &["resume", "run"]).expect_code(4);
+    assert_eq!(
+        chat_requests(&server, before),
+        0,
+        "no request past the day's budget"
+    );
+}
+
+#[test]
+fn a_daily_token_budget_stops_the_run_within_the_requests_in_flight() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &[]);
+    // Each request reserves 7 prompt + 20 output tokens and uses 7 + 5.
+    priced_job(&job, &server, 30, false)
+        .raw("rate", "tokens_per_day = 100")
+        .write(job.path());
+    let stopped = nightshift(&job, &["run", "job.toml", "--run-dir", "run"]);
+    stopped.expect_code(4);
+    let said = format!("{}{}", stopped.stdout, stopped.stderr);
+    assert!(said.contains("rate.tokens_per_day = 100"), "{said}");
+    let used: u64 = saved_records(&job)
+        .iter()
+        .filter_map(|r| {
+            let usage = &r["usage"];
+            Some(usage["input_tokens"].as_u64()? + usage["output_tokens"].as_u64()?)
+        })
+        .sum();
+    assert!(used > 0 && used <= 100, "{used} tokens used");
+}

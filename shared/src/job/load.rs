@@ -196,11 +196,17 @@ impl Job {
                 )))
             })?;
         if let Some(rate) = &s.rate {
-            if rate.requests_per_minute.is_none() && rate.tokens_per_minute.is_none() {
+            let limits = [
+                rate.requests_per_minute.is_some(),
+                rate.tokens_per_minute.is_some(),
+                rate.requests_per_day.is_some(),
+                rate.tokens_per_day.is_some(),
+            ];
+            if !limits.contains(&true) {
                 return Err(invalid(
                     "rate",
                     "",
-                    "[rate] needs requests_per_minute, tokens_per_minute, or both".into(),
+                    "[rate] needs at least one of requests_per_minute, tokens_per_minute, requests_per_day, tokens_per_day".into(),
                 ));
             }
         }

@@ -7,11 +7,16 @@ use super::settings::JobSettings;
 use crate::money::Price;
 
 impl JobSettings {
-    /// Whether the run has a budget (`limits.max_cost` / `limits.max_tokens`):
+    /// Whether the run has a budget (`limits.max_cost` / `limits.max_tokens`,
+    /// `rate.tokens_per_day` / `rate.requests_per_day`):
     /// then every request of every agent asks the broker for a permit, even
     /// when no rate limit applies, so that the broker can hold the budget.
     pub fn budget_applies(&self) -> bool {
-        self.limits.max_cost.is_some() || self.limits.max_tokens.is_some()
+        let daily = self
+            .rate
+            .as_ref()
+            .is_some_and(|r| r.tokens_per_day.is_some() || r.requests_per_day.is_some());
+        self.limits.max_cost.is_some() || self.limits.max_tokens.is_some() || daily
     }
 
     /// The price of every endpoint, main first: `[agent.price]`, a

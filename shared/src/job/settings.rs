@@ -416,6 +416,10 @@ pub struct RateSettings {
     /// without saying for how long.
     #[serde(default = "thirty_seconds")]
     pub backoff: HumanDuration,
+    /// Hard daily budgets: no more in any 24 hours, resumed sessions included
+    /// (a request the day cannot cover stops the run with exit code 4).
+    pub tokens_per_day: Option<Count>,
+    pub requests_per_day: Option<Count>,
 }
 
 fn default_burst() -> Count {

@@ -129,6 +129,8 @@ mod tests {
             tokens_per_minute: tpm.map(PositiveRate),
             burst: Count(burst),
             backoff: HumanDuration::from_secs(30),
+            tokens_per_day: None,
+            requests_per_day: None,
         }
     }
 

@@ -4,6 +4,7 @@
 pub mod broker;
 pub mod bucket;
 pub mod budget;
+pub mod daily;
 mod io_loop;
 pub mod key_choice;
 pub mod key_pacer;

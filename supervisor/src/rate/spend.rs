@@ -7,11 +7,17 @@
 //! cover; from the first refusal on every permit is refused, so the run stops
 //! (its agents exit 4) rather than trickling on with smaller requests. Spending
 //! can go past the budget only by what calls used beyond their estimates.
-//! Pure logic: `rate::broker` drives it.
+//! The daily budgets of `[rate]` are held here too (`rate::daily`).
+//! Pure logic but for the wall clock the daily window is read on:
+//! `rate::broker` drives it.
+
+use std::time::SystemTime;
 
 use shared::money::{dollars, Spend};
 
-#[derive(Debug, Clone, Default, PartialEq)]
+use crate::rate::daily::DailyQuota;
+
+#[derive(Debug, Default)]
 pub struct SpendLimit {
     max_cost: Option<f64>,
     max_tokens: Option<u64>,
@@ -21,6 +27,8 @@ pub struct SpendLimit {
     reserved_tokens: u64,
     /// Why permits are refused, once one was.
     exhausted: Option<String>,
+    /// `[rate] tokens_per_day` / `requests_per_day`.
+    daily: Option<DailyQuota>,
 }
 
 impl SpendLimit {
@@ -35,9 +43,15 @@ impl SpendLimit {
         }
     }
 
+    /// With the daily budgets too.
+    pub fn with_daily(mut self, daily: Option<DailyQuota>) -> Self {
+        self.daily = daily;
+        self
+    }
+
     /// No budget at all.
     pub fn unlimited(&self) -> bool {
-        self.max_cost.is_none() && self.max_tokens.is_none()
+        self.max_cost.is_none() && self.max_tokens.is_none() && self.daily.is_none()
     }
 
     /// Reserves a permit's estimate, or says why the budget cannot cover it.
@@ -45,6 +59,19 @@ impl SpendLimit {
         if let Some(why) = &self.exhausted {
             return Err(why.clone());
         }
+        self.check_totals(tokens, cost)?;
+        if let Some(daily) = self.daily.as_mut() {
+            if let Err(why) = daily.reserve(tokens, SystemTime::now()) {
+                return Err(self.exhaust(why));
+            }
+        }
+        self.reserved_cost += cost.unwrap_or(0.0);
+        self.reserved_tokens += tokens;
+        Ok(())
+    }
+
+    /// limits.max_cost and limits.max_tokens.
+    fn check_totals(&mut self, tokens: u64, cost: Option<f64>) -> Result<(), String> {
         let cost = cost.unwrap_or(0.0);
         if let Some(max) = self.max_cost {
             let left = max - self.spent_cost - self.reserved_cost;
@@ -67,8 +94,6 @@ impl SpendLimit {
                 )));
             }
         }
-        self.reserved_cost += cost;
-        self.reserved_tokens += tokens;
         Ok(())
     }
 
@@ -90,6 +115,9 @@ impl SpendLimit {
         self.reserved_cost = (self.reserved_cost - estimated_cost.unwrap_or(0.0)).max(0.0);
         self.spent_tokens += tokens;
         self.spent_cost += cost.unwrap_or(0.0);
+        if let Some(daily) = self.daily.as_mut() {
+            daily.settle(estimated, tokens, SystemTime::now());
+        }
     }
 
     /// Why permits are refused, once they are.

@@ -5,11 +5,13 @@
 //! exit 4 in turn, and the run stops with exit code 4, resumable with a
 //! larger budget.
 
-use shared::job::LimitsSettings;
+use shared::job::JobSettings;
 use shared::journal::Event;
 use shared::plan::AgentPlan;
+use shared::rundir::RunDir;
 
 use crate::error::Result;
+use crate::rate::daily::{DailyQuota, DAILY_FILE};
 use crate::rate::server::RateServer;
 use crate::rate::spend::SpendLimit;
 use crate::reporting::failures::last_log_line;
@@ -18,8 +20,10 @@ use shared::money::Spend;
 
 /// Hands the broker the run's budgets and what the run spent before this
 /// session (`spent`, from its files).
-pub(super) fn hold_budget(rate: &RateServer, limits: &LimitsSettings, spent: Spend) {
-    let limit = SpendLimit::new(limits.max_cost, limits.max_tokens, spent);
+pub(super) fn hold_budget(rate: &RateServer, run: &RunDir, settings: &JobSettings, spent: Spend) {
+    let limits = &settings.limits;
+    let daily = DailyQuota::new(settings.rate.as_ref(), Some(run.root().join(DAILY_FILE)));
+    let limit = SpendLimit::new(limits.max_cost, limits.max_tokens, spent).with_daily(daily);
     rate.set_budget(limit);
 }
 

@@ -205,7 +205,7 @@ impl<'a> Supervisor<'a> {
         let progress = Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen);
         if let (Some(rate), true) = (&rate, settings.budget_applies()) {
             let before = run_cost(inputs.run, inputs.plan, &progress).total;
-            budget::hold_budget(rate, &settings.limits, before);
+            budget::hold_budget(rate, inputs.run, settings, before);
         }
         Ok(Self {
             console,

@@ -28,6 +28,8 @@ fn rate(rpm: Option<f64>, tpm: Option<f64>) -> RateSettings {
         tokens_per_minute: tpm.map(PositiveRate),
         burst: Count(1),
         backoff: HumanDuration::from_secs(30),
+        tokens_per_day: None,
+        requests_per_day: None,
     }
 }
 
