@@ -176,7 +176,9 @@ impl BatchJournal {
 
     /// Writes one line and fsyncs it: once this returns it survives a crash.
     pub fn append(&mut self, line: &BatchLine) -> io::Result<()> {
-        self.appender.append(&serde_json::to_value(line)?)
+        // Written as it serializes: a batch of 50,000 requests is never a
+        // tree of JSON values.
+        self.appender.append(line)
     }
 }
 

@@ -231,14 +231,14 @@ impl RecordAppender {
     }
 
     /// Writes one record as one line and fsyncs it.
-    pub fn append(&mut self, record: &Value) -> io::Result<()> {
+    pub fn append<T: serde::Serialize + ?Sized>(&mut self, record: &T) -> io::Result<()> {
         self.write(record)?;
         self.sync()
     }
 
     /// Writes one record as one line, durable once `sync` returns: records
     /// that finish together share one fsync.
-    pub fn write(&mut self, record: &Value) -> io::Result<()> {
+    pub fn write<T: serde::Serialize + ?Sized>(&mut self, record: &T) -> io::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, record)?;
         self.line.push(b'\n');

@@ -50,13 +50,32 @@ pub async fn post(
 
 /// Sends any request with these (key) headers and reads the whole answer.
 pub async fn send(
-    mut request: reqwest::RequestBuilder,
+    request: reqwest::RequestBuilder,
     headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Result<Answer, SendError> {
+    let response = open(request, headers).await?;
+    read_whole(response).await
+}
+
+/// Sends a request with these (key) headers: the answer, its body unread
+/// (a results file is read chunk by chunk).
+pub async fn open(
+    mut request: reqwest::RequestBuilder,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Result<reqwest::Response, SendError> {
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    let response = request.send().await.map_err(send_error)?;
+    request.send().await.map_err(send_error)
+}
+
+/// The next chunk of an answer's body (None at its end).
+pub async fn chunk(response: &mut reqwest::Response) -> Result<Option<bytes::Bytes>, SendError> {
+    response.chunk().await.map_err(send_error)
+}
+
+/// An answer read whole.
+pub async fn read_whole(response: reqwest::Response) -> Result<Answer, SendError> {
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.bytes().await.map_err(send_error)?;

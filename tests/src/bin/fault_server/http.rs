@@ -8,7 +8,8 @@ use std::net::TcpStream;
 
 /// Requests larger than this are refused rather than buffered: a test's
 /// prompts are small, and a runaway client must not eat the test machine.
-const MAX_BODY: usize = 8 * 1024 * 1024;
+// A provider batch file may be 200 MB (OpenAI's limit).
+const MAX_BODY: usize = 256 * 1024 * 1024;
 
 /// One request as the server saw it.
 pub struct Request {

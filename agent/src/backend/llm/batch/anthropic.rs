@@ -4,19 +4,10 @@
 //! `processing_status` is `ended`, its results a JSONL file at `results_url`,
 //! one line per request, in any order.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use shared::batch::BatchCounts;
 
 use super::{count_of, state_of, Outcome, Polled};
-
-/// The body that creates a batch of these requests.
-pub fn create(requests: &[(String, Value)]) -> Value {
-    let requests: Vec<Value> = requests
-        .iter()
-        .map(|(custom_id, params)| json!({"custom_id": custom_id, "params": params}))
-        .collect();
-    json!({"requests": requests})
-}
 
 /// A message batch: its processing status, counts, and once it ended, where
 /// its results are.
@@ -74,13 +65,10 @@ pub fn read_result(line: &Value) -> Option<(String, Outcome)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn batches_and_results_are_read() {
-        assert_eq!(
-            create(&[("a".into(), json!({"model": "m"}))]),
-            json!({"requests": [{"custom_id": "a", "params": {"model": "m"}}]})
-        );
         let polled = read_batch(&json!({"id": "msgbatch_1", "processing_status": "ended",
             "request_counts": {"processing": 0, "succeeded": 2, "errored": 1, "canceled": 0, "expired": 1},
             "results_url": "http://x/v1/messages/batches/msgbatch_1/results"}))

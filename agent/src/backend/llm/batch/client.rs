@@ -5,13 +5,13 @@
 
 use reqwest::header::CONTENT_TYPE;
 use serde_json::Value;
-use shared::records::Lines;
 
 use super::super::endpoint::{Endpoint, Key, Provider};
 use super::super::http::{self, Answer, Verdict};
 use super::super::LlmError;
 use super::{anthropic, openai, Outcome, Polled};
 
+#[derive(Clone, Copy)]
 pub struct Client<'a> {
     pub runtime: &'a tokio::runtime::Runtime,
     pub endpoint: &'a Endpoint,
@@ -92,21 +92,23 @@ impl Client<'_> {
         self.json(answer, index)
     }
 
-    /// Submits the requests (custom_id, body) as one batch: its id.
-    pub fn submit(&self, requests: &[(String, Value)]) -> Result<String, LlmError> {
-        let batch = match self.endpoint.provider {
-            Provider::OpenAi => {
-                let (kind, body) = openai::upload(&openai::input_file(requests));
-                let url = self.url("/files")?;
-                let (answer, index) =
-                    self.send(|client| client.post(&url).header(CONTENT_TYPE, kind).body(body))?;
-                let file = self.json(answer, index)?;
-                let file_id = text(&file, "id", "the uploaded file")?;
-                self.post_json("/batches", &openai::create(&file_id))?
-            }
-            Provider::Anthropic => {
-                self.post_json("/messages/batches", &anthropic::create(requests))?
-            }
+    /// Submits a batch (`upload::BatchBody`: its content type and bytes):
+    /// its id.
+    pub fn submit(&self, kind: &str, body: bytes::Bytes) -> Result<String, LlmError> {
+        let (path, then) = match self.endpoint.provider {
+            Provider::OpenAi => ("/files", true),
+            Provider::Anthropic => ("/messages/batches", false),
+        };
+        let url = self.url(path)?;
+        let (answer, index) =
+            self.send(|client| client.post(&url).header(CONTENT_TYPE, kind).body(body))?;
+        let created = self.json(answer, index)?;
+        let batch = if then {
+            // OpenAI: the file is up; the batch is created on it.
+            let file_id = text(&created, "id", "the uploaded file")?;
+            self.post_json("/batches", &openai::create(&file_id))?
+        } else {
+            created
         };
         text(&batch, "id", "the new batch")
     }
@@ -141,33 +143,64 @@ impl Client<'_> {
         .map_err(LlmError::BadBody)
     }
 
-    /// Every result line of one results file, read as the provider shapes
-    /// them; lines that cannot be read are skipped (their items have no
-    /// result, and go into another batch).
-    pub fn results(&self, at: &str) -> Result<Vec<(String, Outcome)>, LlmError> {
+    /// Reads one results file chunk by chunk, handing each line, read as the
+    /// provider shapes it, to `each` as soon as it is whole: a file of
+    /// 50,000 answers is never held. Lines that cannot be read are skipped
+    /// (their items have no result, and go into another batch). The outer
+    /// error is the file's (not read to its end); the inner one `each`'s.
+    pub fn each_result<E>(
+        &self,
+        at: &str,
+        mut each: impl FnMut(String, Outcome) -> Result<(), E>,
+    ) -> Result<Result<(), E>, LlmError> {
         let url = self.url(at)?;
-        let (answer, index) = self.send(|client| client.get(&url))?;
-        if !answer.status.is_success() {
-            // The error, sorted as any other answer's.
-            return Err(self
-                .json(answer, index)
-                .err()
-                .unwrap_or_else(|| LlmError::BadBody("the results file is not JSONL".into())));
-        }
-        let read = match self.endpoint.provider {
+        let endpoint = self.endpoint;
+        let (index, key) = self.key()?;
+        let read = match endpoint.provider {
             Provider::OpenAi => openai::read_result,
             Provider::Anthropic => anthropic::read_result,
         };
-        let body = &answer.body;
-        // The last line may lack its newline: it is whole all the same.
-        let lines = Lines::new(body);
-        let tail = (!lines.torn.is_empty()).then_some(lines.torn);
-        let complete = lines.iter().map(|(_, range)| &body[range]);
-        Ok(complete
-            .chain(tail)
-            .filter_map(|line| serde_json::from_slice::<Value>(line).ok())
-            .filter_map(|line| read(&line))
-            .collect())
+        let mut handle = |line: &[u8]| match serde_json::from_slice::<Value>(line)
+            .ok()
+            .and_then(|line| read(&line))
+        {
+            Some((custom_id, outcome)) => each(custom_id, outcome),
+            None => Ok(()),
+        };
+        self.runtime.block_on(async {
+            let request = endpoint.client.get(&url);
+            let no_answer = |error| endpoint.no_answer(error);
+            let mut response = http::open(request, endpoint.auth_headers(key))
+                .await
+                .map_err(no_answer)?;
+            if !response.status().is_success() {
+                // The error, sorted as any other answer's.
+                let answer = http::read_whole(response).await.map_err(no_answer)?;
+                return Err(self
+                    .json(answer, index)
+                    .err()
+                    .unwrap_or_else(|| LlmError::BadBody("the results file is not JSONL".into())));
+            }
+            let mut pending: Vec<u8> = Vec::new();
+            while let Some(chunk) = http::chunk(&mut response).await.map_err(no_answer)? {
+                pending.extend_from_slice(&chunk);
+                let mut start = 0;
+                while let Some(end) = memchr::memchr(b'\n', &pending[start..]) {
+                    if let Err(stop) = handle(&pending[start..start + end]) {
+                        return Ok(Err(stop));
+                    }
+                    start += end + 1;
+                }
+                pending.drain(..start);
+            }
+            // The last line may lack its newline: it is whole all the same.
+            if !pending.iter().all(u8::is_ascii_whitespace) {
+                if let Err(stop) = handle(&pending) {
+                    return Ok(Err(stop));
+                }
+            }
+            Ok(Ok(()))
+        })
     }
 }
 

@@ -21,6 +21,7 @@ mod ledger;
 mod openai;
 mod results;
 mod submit;
+mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;

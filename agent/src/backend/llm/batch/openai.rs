@@ -13,37 +13,6 @@ use super::{count_of, state_of, Outcome, Polled};
 /// and the batch's `endpoint`).
 pub const ENDPOINT: &str = "/v1/chat/completions";
 
-/// The input file: one line per request, the body exactly as online mode
-/// sends it.
-pub fn input_file(requests: &[(String, Value)]) -> Vec<u8> {
-    let mut file = Vec::new();
-    for (custom_id, body) in requests {
-        let line = json!({"custom_id": custom_id, "method": "POST", "url": ENDPOINT, "body": body});
-        file.extend_from_slice(line.to_string().as_bytes());
-        file.push(b'\n');
-    }
-    file
-}
-
-/// `multipart/form-data` with `purpose=batch` and the file: its content
-/// type header and body. Written by hand: it is two parts, and the
-/// boundary cannot occur in JSONL of escaped JSON lines.
-pub fn upload(file: &[u8]) -> (String, Vec<u8>) {
-    const BOUNDARY: &str = "nightshift-batch-boundary-7d1f3c";
-    let mut body = Vec::new();
-    body.extend_from_slice(
-        format!(
-            "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
-             --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"batch.jsonl\"\r\n\
-             Content-Type: application/jsonl\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    body.extend_from_slice(file);
-    body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={BOUNDARY}"), body)
-}
-
 /// The body of `POST /batches` on an uploaded file.
 pub fn create(input_file_id: &str) -> Value {
     json!({"input_file_id": input_file_id, "endpoint": ENDPOINT, "completion_window": "24h"})
@@ -107,21 +76,6 @@ pub fn read_result(line: &Value) -> Option<(String, Outcome)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_file_has_one_request_line_per_item() {
-        let file = input_file(&[("a".into(), json!({"model": "m"}))]);
-        let line: Value = serde_json::from_slice(&file[..file.len() - 1]).expect("json");
-        assert_eq!(
-            line,
-            json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "m"}})
-        );
-        let (kind, body) = upload(&file);
-        assert!(kind.starts_with("multipart/form-data; boundary="));
-        let text = String::from_utf8_lossy(&body);
-        assert!(text.contains("name=\"purpose\"\r\n\r\nbatch\r\n"), "{text}");
-        assert!(text.contains("\"custom_id\":\"a\""), "{text}");
-    }
 
     #[test]
     fn batches_and_results_are_read() {

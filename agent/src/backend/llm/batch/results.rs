@@ -49,12 +49,18 @@ impl<A: Append> Flow<'_, '_, '_, A> {
         if !polled.ended {
             return Ok(false);
         }
-        // Every file is read before anything is saved: a read that fails
-        // leaves the batch open, to be read whole at the next poll.
-        let mut results = Vec::new();
+        // Results are saved as they are read. A read that fails leaves the
+        // batch open, to be read again at the next poll: what was saved then
+        // is not saved again (its item is no longer outstanding).
+        let mut seen: HashSet<IdKey> = HashSet::new();
         for at in &polled.results {
-            match self.client.results(at) {
-                Ok(more) => results.extend(more),
+            let client = self.client;
+            let read = client.each_result(at, |custom_id, outcome| {
+                self.take_result(batch, &mut seen, &custom_id, outcome)
+            });
+            match read {
+                Ok(Ok(())) => {}
+                Ok(Err(stop)) => return Err(stop),
                 Err(error) if error.retry() == Retry::KeyRejected => {
                     return Err(Stop::NoKey(error))
                 }
@@ -63,29 +69,9 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                         "{agent}: cannot read the results of batch {}: {error}; trying again at the next poll",
                         batch.id
                     );
+                    self.writer.sync()?;
                     return Ok(false);
                 }
-            }
-        }
-        let mut seen: HashSet<IdKey> = HashSet::new();
-        self.batch_spend = Spend::default();
-        for (custom_id, outcome) in results {
-            let Some(id) = batch.requests.get(&custom_id) else {
-                continue;
-            };
-            if !seen.insert(id.clone()) {
-                continue;
-            }
-            let id = id.clone();
-            match outcome {
-                Outcome::Succeeded(answer) => match self.record(&id, &answer) {
-                    Ok(record) => {
-                        self.keep_in_cache(&id, &answer);
-                        self.save(&id, record)?;
-                    }
-                    Err(reason) => self.again(&id, reason)?,
-                },
-                Outcome::Failed(reason) => self.again(&id, reason)?,
             }
         }
         let mut missing: Vec<IdKey> = batch
@@ -107,10 +93,40 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                 batch: batch.id.clone(),
             },
         )?;
-        self.settle(batch.reserved.as_ref(), self.batch_spend);
+        // What its results cost (a cut-short read's included), for its permit.
+        let spend = std::mem::take(&mut self.batch_spend);
+        self.settle(batch.reserved.as_ref(), spend);
         self.next
             .sort_by_key(|id| self.items.get(id).map(|item| item.pending.index));
         Ok(true)
+    }
+
+    /// One result of `batch`: a record, or its item into the next batch.
+    fn take_result(
+        &mut self,
+        batch: &OpenBatch,
+        seen: &mut HashSet<IdKey>,
+        custom_id: &str,
+        outcome: Outcome,
+    ) -> Result<(), Stop> {
+        let Some(id) = batch.requests.get(custom_id) else {
+            return Ok(());
+        };
+        // A result read twice, or saved at an earlier, cut-short read.
+        if !seen.insert(id.clone()) || !self.items.contains_key(id) {
+            return Ok(());
+        }
+        let id = id.clone();
+        match outcome {
+            Outcome::Succeeded(answer) => match self.record(&id, &answer) {
+                Ok(record) => {
+                    self.keep_in_cache(&id, &answer);
+                    self.save(&id, record)
+                }
+                Err(reason) => self.again(&id, reason),
+            },
+            Outcome::Failed(reason) => self.again(&id, reason),
+        }
     }
 
     /// A poll that got no answer: tried again at the next poll, but a batch

@@ -13,15 +13,20 @@ use super::super::endpoint::Provider;
 use super::super::{LlmError, Retry};
 use super::budget::Permit;
 use super::ledger::OpenBatch;
+use super::upload::BatchBody;
 use super::{append, custom_id, provider_name, unique, Flow, Stop};
 use crate::core::pool::Pending;
 use crate::core::writer::Append;
+use crate::setup::SetupError;
+use crate::AgentError;
 
 impl<A: Append> Flow<'_, '_, '_, A> {
     /// Sends the items of `next` (those with attempts left) as one batch,
     /// or as few as the provider's limits allow.
     pub(super) fn submit_next(&mut self) -> Result<(), Stop> {
-        let mut requests: Vec<(BatchRequest, Value)> = Vec::new();
+        // Each request is written into the batch's body as it is rendered
+        // (`upload`): a full body goes out, and the next one starts.
+        let mut part = Part::new(self.endpoint.provider);
         let mut taken: HashSet<String> = HashSet::new();
         for id in std::mem::take(&mut self.next) {
             let Some(item) = self.items.get(&id) else {
@@ -48,22 +53,29 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                 continue;
             }
             let custom_id = unique(custom_id(&id), &taken);
-            taken.insert(custom_id.clone());
             let request = BatchRequest {
                 custom_id,
                 id: id.to_value(),
             };
-            requests.push((request, body));
+            if !part.push(&request, &body)? {
+                let full = std::mem::replace(&mut part, Part::new(self.endpoint.provider));
+                self.submit(full)?;
+                taken.clear();
+                // An empty body takes any one request.
+                part.push(&request, &body)?;
+            }
+            taken.insert(request.custom_id.clone());
+            part.requests.push(request);
         }
-        for part in split(self.endpoint.provider, requests) {
+        if !part.body.is_empty() {
             self.submit(part)?;
         }
         Ok(())
     }
 
     /// Submits one batch and journals it.
-    fn submit(&mut self, part: Vec<(BatchRequest, Value)>) -> Result<(), Stop> {
-        let (journaled, bodies): (Vec<BatchRequest>, Vec<Value>) = part.into_iter().unzip();
+    fn submit(&mut self, part: Part) -> Result<(), Stop> {
+        let journaled = part.requests;
         let pendings: Vec<Pending<'_>> = journaled
             .iter()
             .filter_map(|r| IdKey::from_value(&r.id))
@@ -74,15 +86,13 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             Permit::NotNeeded => None,
             Permit::Reserved(reserved) => Some(reserved),
         };
-        let requests: Vec<(String, Value)> = journaled
-            .iter()
-            .map(|r| r.custom_id.clone())
-            .zip(bodies)
-            .collect();
+        let (kind, bytes) = part.body.finish();
+        // Shared, not copied, by every try.
+        let bytes = bytes::Bytes::from(bytes);
         let mut tries = 0;
         let batch = loop {
             tries += 1;
-            match self.client.submit(&requests) {
+            match self.client.submit(&kind, bytes.clone()) {
                 Ok(batch) => break batch,
                 Err(error) => match error.retry() {
                     Retry::KeyRejected => {
@@ -170,63 +180,24 @@ impl<A: Append> Flow<'_, '_, '_, A> {
     }
 }
 
-/// The most a batch may hold: (requests, bytes of its requests), a little
-/// under each provider's published limit (OpenAI: 50,000 requests and a
-/// 200 MB file; Anthropic: 100,000 requests and 256 MB).
-fn limits(provider: Provider) -> (usize, usize) {
-    match provider {
-        Provider::OpenAi => (50_000, 190_000_000),
-        Provider::Anthropic => (100_000, 240_000_000),
-    }
+/// The requests of one batch and its body, written as they come.
+struct Part {
+    requests: Vec<BatchRequest>,
+    body: BatchBody,
 }
 
-/// `requests` in as few batches as the provider's limits allow, in order.
-fn split(
-    provider: Provider,
-    requests: Vec<(BatchRequest, Value)>,
-) -> Vec<Vec<(BatchRequest, Value)>> {
-    let (most, most_bytes) = limits(provider);
-    let mut parts: Vec<Vec<(BatchRequest, Value)>> = Vec::new();
-    let mut bytes = 0;
-    for request in requests {
-        // The body and its line's framing (custom_id, method, url).
-        let size = request.1.to_string().len() + request.0.custom_id.len() + 100;
-        match parts.last_mut() {
-            Some(part) if part.len() < most && bytes + size <= most_bytes => part.push(request),
-            _ => {
-                bytes = 0;
-                parts.push(vec![request]);
-            }
+impl Part {
+    fn new(provider: Provider) -> Self {
+        Self {
+            requests: Vec::new(),
+            body: BatchBody::new(provider),
         }
-        bytes += size;
     }
-    parts
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn batches_are_split_at_the_providers_limits() {
-        let requests = |n: usize| -> Vec<(BatchRequest, Value)> {
-            (0..n)
-                .map(|i| {
-                    let request = BatchRequest {
-                        custom_id: format!("c{i}"),
-                        id: json!(i),
-                    };
-                    (request, json!({"prompt": "x"}))
-                })
-                .collect()
-        };
-        assert_eq!(split(Provider::OpenAi, requests(3)).len(), 1);
-        assert!(split(Provider::OpenAi, Vec::new()).is_empty());
-        let parts = split(Provider::OpenAi, requests(120_001));
-        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
-        assert_eq!(sizes, [50_000, 50_000, 20_001]);
-        assert_eq!(parts[1][0].0.custom_id, "c50000", "in order");
-        assert_eq!(split(Provider::Anthropic, requests(120_001)).len(), 2);
+    /// Writes the request into the body; false when the batch is full.
+    fn push(&mut self, request: &BatchRequest, body: &Value) -> Result<bool, Stop> {
+        self.body
+            .push(&request.custom_id, body)
+            .map_err(|e| Stop::Write(AgentError::Setup(SetupError::Llm(e.to_string()))))
     }
 }
