@@ -60,6 +60,13 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// A batch's body could not be written beside the agent's records.
+    #[error("cannot write the batch to send, {path}")]
+    BatchUpload {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot save the record of item {id} to {path}")]
     WriteOutput {
         id: IdKey,
@@ -76,12 +83,16 @@ impl AgentError {
     pub fn exit_code(&self) -> i32 {
         match self {
             Self::Setup(_) => exit_codes::USAGE,
-            Self::WriteOutput { source, .. } | Self::BatchJournal { source, .. }
+            Self::WriteOutput { source, .. }
+            | Self::BatchJournal { source, .. }
+            | Self::BatchUpload { source, .. }
                 if shared::disk::is_full(source) =>
             {
                 exit_codes::CANNOT_GO_ON
             }
-            Self::WriteOutput { .. } | Self::BatchJournal { .. } => exit_codes::INCOMPLETE,
+            Self::WriteOutput { .. } | Self::BatchJournal { .. } | Self::BatchUpload { .. } => {
+                exit_codes::INCOMPLETE
+            }
             Self::CannotGoOn { .. } => exit_codes::CANNOT_GO_ON,
             Self::BudgetSpent { .. } => exit_codes::BUDGET_SPENT,
         }
@@ -185,7 +196,11 @@ pub fn run(setup: &Setup) -> Result<Outcome, AgentError> {
         .zip(&setup.ids)
         .enumerate()
         .filter(|(_, (_, id))| !saved.contains(*id) && !failed_before.contains(*id))
-        .map(|(index, (item, id))| Pending { index, item, id })
+        .map(|(index, (item, id))| Pending {
+            index,
+            item: item.as_ref(),
+            id,
+        })
         .collect();
 
     let mut writer = Writer::new(

@@ -6,6 +6,7 @@ use std::io;
 use std::path::PathBuf;
 
 use shared::ids::IdKey;
+use shared::records::record_id;
 use shared::task::TaskFile;
 
 pub const TASK_VAR: &str = "NIGHTSHIFT_TASK";
@@ -134,19 +135,21 @@ fn parse_attempt(value: &OsString) -> Result<u32, SetupError> {
 /// Loads the task and finds every item's id up front, so a bad task is
 /// refused before anything is written.
 fn load_task(path: PathBuf) -> Result<(TaskFile, Vec<IdKey>), SetupError> {
-    let bytes = match std::fs::read(&path) {
-        Ok(bytes) => bytes,
+    // Read through a buffer, not whole: the items are kept as their text,
+    // and the file's bytes would double that while it is parsed.
+    let file = match std::fs::File::open(&path) {
+        Ok(file) => std::io::BufReader::new(file),
         Err(source) => return Err(SetupError::ReadTask { path, source }),
     };
-    let task: TaskFile = match serde_json::from_slice(&bytes) {
+    let task: TaskFile = match serde_json::from_reader(file) {
         Ok(task) => task,
         Err(source) => return Err(SetupError::ParseTask { path, source }),
     };
     let mut ids = Vec::with_capacity(task.items.len());
     for (index, item) in task.items.iter().enumerate() {
-        match item.get(&task.id_field).and_then(IdKey::from_value) {
-            Some(id) => ids.push(id),
-            None => {
+        match record_id(item.get().as_bytes(), &task.id_field) {
+            Ok(id) => ids.push(id),
+            Err(_) => {
                 return Err(SetupError::BadItemId {
                     path,
                     index: index + 1,

@@ -127,6 +127,9 @@ impl Visitor<'_> for KeyIs<'_> {
     }
 }
 
+/// The largest line buffer an appender keeps between records.
+const LINE_KEPT: usize = 1 << 16;
+
 /// A record file's bytes split into complete lines and a torn tail.
 pub struct Lines<'a> {
     complete: &'a [u8],
@@ -242,7 +245,12 @@ impl RecordAppender {
         self.line.clear();
         serde_json::to_writer(&mut self.line, record)?;
         self.line.push(b'\n');
-        self.file.write_all(&self.line)
+        let written = self.file.write_all(&self.line);
+        // A batch's journal line can be megabytes: not kept for the next.
+        if self.line.capacity() > LINE_KEPT {
+            self.line = Vec::new();
+        }
+        written
     }
 
     pub fn sync(&mut self) -> io::Result<()> {

@@ -7,7 +7,6 @@ use std::path::Path;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use serde_json::Value;
 
 use crate::ids::IdKey;
 use crate::job::AgentSettings;
@@ -19,8 +18,10 @@ pub struct TaskFile {
     pub agent: String,
     /// The field of each item (and record) that holds its id.
     pub id_field: String,
-    /// The agent's items, whole, in input order.
-    pub items: Vec<Value>,
+    /// The agent's items, whole, in input order, as their JSON text: an
+    /// agent holds a task of 50,000 items as text and parses each when it
+    /// works on it (as JSON values they would take several times the space).
+    pub items: Vec<Box<RawValue>>,
     /// The job's [agent] section.
     pub settings: AgentSettings,
     /// Whether every call asks the rate broker for a permit

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::thread;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 use shared::ids::IdKey;
 
@@ -20,7 +21,8 @@ use crate::item::{Ending, ItemRunner};
 pub struct Pending<'a> {
     /// Its place in the task.
     pub index: usize,
-    pub item: &'a Value,
+    /// Its JSON text (parsed by the worker that takes it).
+    pub item: &'a RawValue,
     pub id: &'a IdKey,
 }
 
@@ -60,6 +62,16 @@ impl<E, F: FnMut(Finished) -> Result<(), E>> Sink for F {
     }
 }
 
+/// An item's JSON text as a value; the task's items were checked as JSON
+/// objects when it was loaded, so a failure here fails only that item.
+pub fn parse_item(item: &RawValue) -> Result<Value, Ending> {
+    serde_json::from_str(item.get()).map_err(|e| Ending::Failed {
+        reason: format!("the item is not JSON: {e}"),
+        attempts: 0,
+        spend: None,
+    })
+}
+
 /// Runs every pending item on one of `workers` (one thread each, so their
 /// number is the bound on items in flight) and gives each ending to `save`,
 /// one at a time, on this thread. The first error of `save` stops the pool
@@ -80,7 +92,10 @@ pub fn run<W: Worker, S: Sink>(
                     let Some(pending) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         return;
                     };
-                    let ending = worker.run(pending.item, pending.id);
+                    let ending = match parse_item(pending.item) {
+                        Ok(item) => worker.run(&item, pending.id),
+                        Err(ending) => ending,
+                    };
                     let (saved, wait) = mpsc::sync_channel(1);
                     let finished = Finished {
                         index: pending.index,
@@ -157,21 +172,24 @@ mod tests {
         }
     }
 
-    fn items(n: usize) -> (Vec<Value>, Vec<IdKey>) {
-        let items: Vec<Value> = (0..n).map(|i| json!({"id": i})).collect();
-        let ids = items
-            .iter()
-            .map(|item| IdKey::from_value(&item["id"]).expect("id"))
+    fn items(n: usize) -> (Vec<Box<RawValue>>, Vec<IdKey>) {
+        let items = (0..n)
+            .map(|i| RawValue::from_string(json!({"id": i}).to_string()).expect("raw"))
             .collect();
+        let ids = (0..n).map(IdKey::from_line_number).collect();
         (items, ids)
     }
 
-    fn pending<'a>(items: &'a [Value], ids: &'a [IdKey]) -> Vec<Pending<'a>> {
+    fn pending<'a>(items: &'a [Box<RawValue>], ids: &'a [IdKey]) -> Vec<Pending<'a>> {
         items
             .iter()
             .zip(ids)
             .enumerate()
-            .map(|(index, (item, id))| Pending { index, item, id })
+            .map(|(index, (item, id))| Pending {
+                index,
+                item: item.as_ref(),
+                id,
+            })
             .collect()
     }
 

@@ -45,7 +45,9 @@ impl<A: Append> Flow<'_, '_, '_, A> {
         let price = self.endpoint.price.map(|price| price.batched());
         let mut need = Need::default();
         for pending in items {
-            let (prompt, output) = self.backend.estimate_parts(self.call(*pending), 0);
+            let parts = self.with_call(*pending, |call| self.backend.estimate_parts(call, 0));
+            // An item that cannot be read fails when its body is made.
+            let (prompt, output) = parts.unwrap_or((0, 0));
             need.tokens += prompt + output;
             if let Some(price) = &price {
                 *need.cost.get_or_insert(0.0) += price.estimate(prompt, output);

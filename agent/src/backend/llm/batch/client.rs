@@ -3,12 +3,13 @@
 //! results. An answer is sorted like an online one (`http::verdict`), so a
 //! rejected key, a rate limit or a server error mean what they always mean.
 
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use serde_json::Value;
 
 use super::super::endpoint::{Endpoint, Key, Provider};
 use super::super::http::{self, Answer, Verdict};
 use super::super::LlmError;
+use super::upload::Finished;
 use super::{anthropic, openai, Outcome, Polled};
 
 #[derive(Clone, Copy)]
@@ -92,16 +93,27 @@ impl Client<'_> {
         self.json(answer, index)
     }
 
-    /// Submits a batch (`upload::BatchBody`: its content type and bytes):
-    /// its id.
-    pub fn submit(&self, kind: &str, body: bytes::Bytes) -> Result<String, LlmError> {
+    /// Submits a batch whose body is written (`upload::BatchBody`), sent
+    /// from its file: the batch's id.
+    pub fn submit(&self, body: &Finished) -> Result<String, LlmError> {
         let (path, then) = match self.endpoint.provider {
             Provider::OpenAi => ("/files", true),
             Provider::Anthropic => ("/messages/batches", false),
         };
         let url = self.url(path)?;
-        let (answer, index) =
-            self.send(|client| client.post(&url).header(CONTENT_TYPE, kind).body(body))?;
+        let file = std::fs::File::open(&body.path).map_err(|e| {
+            LlmError::BadBody(format!(
+                "cannot read the batch {}: {e}",
+                body.path.display()
+            ))
+        })?;
+        let (answer, index) = self.send(|client| {
+            client
+                .post(&url)
+                .header(CONTENT_TYPE, &body.kind)
+                .header(CONTENT_LENGTH, body.length)
+                .body(tokio::fs::File::from_std(file))
+        })?;
         let created = self.json(answer, index)?;
         let batch = if then {
             // OpenAI: the file is up; the batch is created on it.

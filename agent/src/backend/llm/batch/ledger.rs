@@ -33,7 +33,7 @@ pub struct Ledger {
 }
 
 /// Reads the journal's lines against the items still `outstanding`.
-pub fn restore(lines: &[BatchLine], outstanding: &HashSet<IdKey>) -> Ledger {
+pub fn restore(lines: &[BatchLine], outstanding: &HashSet<&IdKey>) -> Ledger {
     let mut ledger = Ledger::default();
     for batch in summarize(lines) {
         let mut requests = HashMap::new();
@@ -99,7 +99,8 @@ mod tests {
             submitted("b2", &["b", "c"]),
             submitted("b3", &["d"]),
         ];
-        let outstanding: HashSet<IdKey> = [key("b"), key("c")].into_iter().collect();
+        let (b, c) = (key("b"), key("c"));
+        let outstanding: HashSet<&IdKey> = [&b, &c].into_iter().collect();
         let ledger = restore(&lines, &outstanding);
         assert_eq!(ledger.open.len(), 1);
         assert_eq!(ledger.open[0].id, "b2");

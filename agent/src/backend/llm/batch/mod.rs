@@ -145,8 +145,9 @@ pub fn run<A: Append>(
             path: path.clone(),
             source,
         })?;
-    let outstanding: HashSet<IdKey> = pending.iter().map(|p| p.id.clone()).collect();
+    let outstanding: HashSet<&IdKey> = pending.iter().map(|p| p.id).collect();
     let ledger = ledger::restore(&lines, &outstanding);
+    drop(outstanding);
     for batch in &ledger.done {
         append(
             &mut journal,
@@ -221,19 +222,23 @@ impl<'a, A: Append> Flow<'a, '_, '_, A> {
         self.run.item_retries.saturating_add(1)
     }
 
-    /// An item as the backend's prompt and estimate code take it: one call,
-    /// whatever the batch (a batch has no attempts of its own).
-    fn call<'c>(&self, pending: Pending<'c>) -> Call<'c>
-    where
-        'a: 'c,
-    {
-        Call {
-            item: pending.item,
+    /// `work` on an item as the backend's prompt and estimate code take it:
+    /// one call, whatever the batch (a batch has no attempts of its own).
+    /// The item is parsed from its text for the call only.
+    fn with_call<R>(
+        &self,
+        pending: Pending<'_>,
+        work: impl FnOnce(Call<'_>) -> R,
+    ) -> Result<R, LlmError> {
+        let item: Value = serde_json::from_str(pending.item.get())
+            .map_err(|e| LlmError::BadBody(format!("item {}: {e}", pending.id)))?;
+        Ok(work(Call {
+            item: &item,
             id: pending.id,
             id_field: self.run.id_field,
             launch_attempt: 1,
             item_attempt: 1,
-        }
+        }))
     }
 
     fn go(&mut self) -> Result<Vec<IdKey>, AgentError> {
@@ -345,8 +350,32 @@ pub fn custom_id(id: &IdKey) -> String {
     )
 }
 
+/// The custom_ids a batch has given out, kept as hashes: a batch of 50,000
+/// requests needs no second copy of their ids. Two ids with one hash only
+/// cost the second a suffix.
+#[derive(Default)]
+pub struct Taken(HashSet<u64>);
+
+impl Taken {
+    fn hash(id: &str) -> u64 {
+        StableHasher::new().part(id.as_bytes()).finish()
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.0.contains(&Self::hash(id))
+    }
+
+    pub fn insert(&mut self, id: &str) {
+        self.0.insert(Self::hash(id));
+    }
+
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// `wanted`, or it with a suffix when another request of the batch has it.
-fn unique(wanted: String, taken: &HashSet<String>) -> String {
+fn unique(wanted: String, taken: &Taken) -> String {
     if !taken.contains(&wanted) {
         return wanted;
     }
@@ -374,7 +403,9 @@ mod tests {
         // "7" and 7 are different ids: they must not share a custom_id.
         assert_ne!(custom_id(&key(json!(7))), custom_id(&key(json!("7"))));
         assert!(custom_id(&key(json!("x".repeat(65)))).starts_with("h-"));
-        let taken: HashSet<String> = ["a".to_owned(), "a-2".to_owned()].into();
+        let mut taken = Taken::default();
+        taken.insert("a");
+        taken.insert("a-2");
         assert_eq!(unique("a".into(), &taken), "a-3");
         assert_eq!(unique("b".into(), &taken), "b");
     }

@@ -2,7 +2,7 @@
 //! mode builds it, under its custom_id; the batch id journaled (fsynced)
 //! the moment the provider returns it, before anything else.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::Value;
 use shared::batch::{BatchCounts, BatchLine, BatchRequest};
@@ -14,10 +14,9 @@ use super::super::{LlmError, Retry};
 use super::budget::Permit;
 use super::ledger::OpenBatch;
 use super::upload::BatchBody;
-use super::{append, custom_id, provider_name, unique, Flow, Stop};
+use super::{append, custom_id, provider_name, unique, Flow, Stop, Taken};
 use crate::core::pool::Pending;
 use crate::core::writer::Append;
-use crate::setup::SetupError;
 use crate::AgentError;
 
 impl<A: Append> Flow<'_, '_, '_, A> {
@@ -26,8 +25,8 @@ impl<A: Append> Flow<'_, '_, '_, A> {
     pub(super) fn submit_next(&mut self) -> Result<(), Stop> {
         // Each request is written into the batch's body as it is rendered
         // (`upload`): a full body goes out, and the next one starts.
-        let mut part = Part::new(self.endpoint.provider);
-        let mut taken: HashSet<String> = HashSet::new();
+        let mut part = self.new_part()?;
+        let mut taken = Taken::default();
         for id in std::mem::take(&mut self.next) {
             let Some(item) = self.items.get(&id) else {
                 continue;
@@ -58,13 +57,13 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                 id: id.to_value(),
             };
             if !part.push(&request, &body)? {
-                let full = std::mem::replace(&mut part, Part::new(self.endpoint.provider));
+                let full = std::mem::replace(&mut part, self.new_part()?);
                 self.submit(full)?;
                 taken.clear();
                 // An empty body takes any one request.
                 part.push(&request, &body)?;
             }
-            taken.insert(request.custom_id.clone());
+            taken.insert(&request.custom_id);
             part.requests.push(request);
         }
         if !part.body.is_empty() {
@@ -86,26 +85,24 @@ impl<A: Append> Flow<'_, '_, '_, A> {
             Permit::NotNeeded => None,
             Permit::Reserved(reserved) => Some(reserved),
         };
-        let (kind, bytes) = part.body.finish();
-        // Shared, not copied, by every try.
-        let bytes = bytes::Bytes::from(bytes);
+        let body = part.body.finish().map_err(|e| self.upload_error(e))?;
         let mut tries = 0;
-        let batch = loop {
+        let sent = loop {
             tries += 1;
-            match self.client.submit(&kind, bytes.clone()) {
-                Ok(batch) => break batch,
+            match self.client.submit(&body) {
+                Ok(batch) => break Ok(batch),
                 Err(error) => match error.retry() {
                     Retry::KeyRejected => {
                         self.settle(reserved.as_ref(), Spend::default());
-                        return Err(Stop::NoKey(error));
+                        break Err((true, error));
                     }
                     Retry::Never => {
                         self.settle(reserved.as_ref(), Spend::default());
-                        return self.fail_all(&journaled, &error.to_string());
+                        break Err((false, error));
                     }
                     _ if tries >= self.attempts() => {
                         self.settle(reserved.as_ref(), Spend::default());
-                        return self.fail_all(&journaled, &error.to_string());
+                        break Err((false, error));
                     }
                     _ => {
                         eprintln!(
@@ -118,6 +115,13 @@ impl<A: Append> Flow<'_, '_, '_, A> {
                     }
                 },
             }
+        };
+        // Sent or given up: the body's file is done with.
+        let _ = std::fs::remove_file(&body.path);
+        let batch = match sent {
+            Ok(batch) => batch,
+            Err((true, error)) => return Err(Stop::NoKey(error)),
+            Err((false, error)) => return self.fail_all(&journaled, &error.to_string()),
         };
         // Before anything else: a crash from here on must find this batch.
         let line = BatchLine::Submitted {
@@ -169,15 +173,37 @@ impl<A: Append> Flow<'_, '_, '_, A> {
         Ok(())
     }
 
+    /// A new batch, its body written beside the agent's records.
+    fn new_part(&self) -> Result<Part, Stop> {
+        let body = BatchBody::new(self.endpoint.provider, &upload_path(self.run.output))
+            .map_err(|e| self.upload_error(e))?;
+        Ok(Part {
+            requests: Vec::new(),
+            body,
+        })
+    }
+
+    fn upload_error(&self, error: std::io::Error) -> Stop {
+        Stop::Write(AgentError::BatchUpload {
+            path: upload_path(self.run.output),
+            source: error,
+        })
+    }
+
     /// The request body online mode would send for this item.
     pub(super) fn body(&self, pending: Pending<'_>) -> Result<Value, LlmError> {
-        let prompt = self.backend.render(self.call(pending))?;
+        let prompt = self.with_call(pending, |call| self.backend.render(call))??;
         let request = self.backend.request(self.endpoint, &prompt);
         Ok(match self.endpoint.provider {
             Provider::OpenAi => super::super::openai::body(&request),
             Provider::Anthropic => super::super::anthropic::body(&request),
         })
     }
+}
+
+/// Where a batch's body is written before it is sent (removed once sent).
+fn upload_path(output: &std::path::Path) -> std::path::PathBuf {
+    output.with_extension("upload.tmp")
 }
 
 /// The requests of one batch and its body, written as they come.
@@ -187,17 +213,13 @@ struct Part {
 }
 
 impl Part {
-    fn new(provider: Provider) -> Self {
-        Self {
-            requests: Vec::new(),
-            body: BatchBody::new(provider),
-        }
-    }
-
     /// Writes the request into the body; false when the batch is full.
     fn push(&mut self, request: &BatchRequest, body: &Value) -> Result<bool, Stop> {
-        self.body
-            .push(&request.custom_id, body)
-            .map_err(|e| Stop::Write(AgentError::Setup(SetupError::Llm(e.to_string()))))
+        self.body.push(&request.custom_id, body).map_err(|source| {
+            Stop::Write(AgentError::BatchUpload {
+                path: self.body.path().to_owned(),
+                source,
+            })
+        })
     }
 }

@@ -1,8 +1,13 @@
 //! The body that submits a batch, written request by request as each body
-//! is rendered: a batch of 50,000 requests is held once, as the bytes that
-//! go on the wire (OpenAI: the multipart upload of the JSONL input file;
-//! Anthropic: the JSON of `POST /messages/batches`), never as JSON values.
-//! A body is full at the provider's limits (requests and bytes).
+//! is rendered into a file beside the agent's records, and sent from there:
+//! a batch of 50,000 requests (up to 200 MB) is never held in memory (OpenAI:
+//! the multipart upload of the JSONL input file; Anthropic: the JSON of
+//! `POST /messages/batches`). A body is full at the provider's limits
+//! (requests and bytes).
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -25,7 +30,10 @@ pub fn limits(provider: Provider) -> (usize, usize) {
 
 pub struct BatchBody {
     provider: Provider,
-    bytes: Vec<u8>,
+    path: PathBuf,
+    file: BufWriter<File>,
+    /// Bytes written so far.
+    written: u64,
     requests: usize,
     /// Bytes of the requests alone (the limit is on the file).
     content: usize,
@@ -33,27 +41,47 @@ pub struct BatchBody {
     line: Vec<u8>,
 }
 
+/// A batch body ready to send: its content type, file and length.
+pub struct Finished {
+    pub kind: String,
+    pub path: PathBuf,
+    pub length: u64,
+}
+
 impl BatchBody {
-    pub fn new(provider: Provider) -> Self {
-        let mut bytes = Vec::new();
+    /// A new body in `path` (made or emptied).
+    pub fn new(provider: Provider, path: &Path) -> io::Result<Self> {
+        let mut body = Self {
+            provider,
+            path: path.to_owned(),
+            file: BufWriter::new(File::create(path)?),
+            written: 0,
+            requests: 0,
+            content: 0,
+            line: Vec::new(),
+        };
         match provider {
-            Provider::OpenAi => bytes.extend_from_slice(
+            Provider::OpenAi => body.write(
                 format!(
                     "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n\
                      --{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"batch.jsonl\"\r\n\
                      Content-Type: application/jsonl\r\n\r\n"
                 )
                 .as_bytes(),
-            ),
-            Provider::Anthropic => bytes.extend_from_slice(b"{\"requests\":["),
+            )?,
+            Provider::Anthropic => body.write(b"{\"requests\":[")?,
         }
-        Self {
-            provider,
-            bytes,
-            requests: 0,
-            content: 0,
-            line: Vec::new(),
-        }
+        Ok(body)
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn is_empty(&self) -> bool {
@@ -62,7 +90,7 @@ impl BatchBody {
 
     /// Adds a request, unless the batch is full: then false, and nothing is
     /// added (an empty batch takes any one request).
-    pub fn push(&mut self, custom_id: &str, body: &Value) -> Result<bool, serde_json::Error> {
+    pub fn push(&mut self, custom_id: &str, body: &Value) -> io::Result<bool> {
         self.line.clear();
         let line = match self.provider {
             Provider::OpenAi => {
@@ -76,39 +104,37 @@ impl BatchBody {
         if full && !self.is_empty() {
             return Ok(false);
         }
-        match self.provider {
-            Provider::OpenAi => {
-                self.bytes.extend_from_slice(&self.line);
-                self.bytes.push(b'\n');
-            }
-            Provider::Anthropic => {
-                if !self.is_empty() {
-                    self.bytes.push(b',');
-                }
-                self.bytes.extend_from_slice(&self.line);
-            }
-        }
+        let line = std::mem::take(&mut self.line);
+        let written = match self.provider {
+            Provider::OpenAi => self.write(&line).and_then(|()| self.write(b"\n")),
+            Provider::Anthropic if self.is_empty() => self.write(&line),
+            Provider::Anthropic => self.write(b",").and_then(|()| self.write(&line)),
+        };
+        self.line = line;
+        written?;
         self.requests += 1;
         self.content += self.line.len() + 1;
         Ok(true)
     }
 
-    /// The content type and the bytes to send.
-    pub fn finish(mut self) -> (String, Vec<u8>) {
-        match self.provider {
+    /// The file complete, and what sending it needs.
+    pub fn finish(mut self) -> io::Result<Finished> {
+        let kind = match self.provider {
             Provider::OpenAi => {
-                self.bytes
-                    .extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-                (
-                    format!("multipart/form-data; boundary={BOUNDARY}"),
-                    self.bytes,
-                )
+                self.write(format!("\r\n--{BOUNDARY}--\r\n").as_bytes())?;
+                format!("multipart/form-data; boundary={BOUNDARY}")
             }
             Provider::Anthropic => {
-                self.bytes.extend_from_slice(b"]}");
-                ("application/json".to_owned(), self.bytes)
+                self.write(b"]}")?;
+                "application/json".to_owned()
             }
-        }
+        };
+        self.file.flush()?;
+        Ok(Finished {
+            kind,
+            path: self.path,
+            length: self.written,
+        })
     }
 }
 
@@ -116,11 +142,20 @@ impl BatchBody {
 mod tests {
     use super::*;
 
+    /// The body's file, read back.
+    fn sent(body: BatchBody) -> (String, Vec<u8>) {
+        let finished = body.finish().expect("finish");
+        let bytes = std::fs::read(&finished.path).expect("read");
+        assert_eq!(bytes.len() as u64, finished.length);
+        (finished.kind, bytes)
+    }
+
     #[test]
     fn an_openai_body_is_the_multipart_upload_of_one_line_per_request() {
-        let mut body = BatchBody::new(Provider::OpenAi);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut body = BatchBody::new(Provider::OpenAi, &dir.path().join("up")).expect("body");
         assert!(body.push("a", &json!({"model": "m"})).expect("push"));
-        let (kind, bytes) = body.finish();
+        let (kind, bytes) = sent(body);
         assert!(kind.starts_with("multipart/form-data; boundary="));
         let text = String::from_utf8_lossy(&bytes);
         assert!(text.contains("name=\"purpose\"\r\n\r\nbatch\r\n"), "{text}");
@@ -142,10 +177,11 @@ mod tests {
 
     #[test]
     fn an_anthropic_body_is_the_json_of_its_requests() {
-        let mut body = BatchBody::new(Provider::Anthropic);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut body = BatchBody::new(Provider::Anthropic, &dir.path().join("up")).expect("body");
         assert!(body.push("a", &json!({"model": "m"})).expect("push"));
         assert!(body.push("b", &json!({"model": "n"})).expect("push"));
-        let (kind, bytes) = body.finish();
+        let (kind, bytes) = sent(body);
         assert_eq!(kind, "application/json");
         let value: Value = serde_json::from_slice(&bytes).expect("json");
         assert_eq!(
@@ -157,7 +193,8 @@ mod tests {
 
     #[test]
     fn a_body_is_full_at_the_providers_request_limit() {
-        let mut body = BatchBody::new(Provider::OpenAi);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut body = BatchBody::new(Provider::OpenAi, &dir.path().join("up")).expect("body");
         let (most, _) = limits(Provider::OpenAi);
         for i in 0..most {
             assert!(body.push(&format!("c{i}"), &json!({})).expect("push"));
