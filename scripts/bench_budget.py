@@ -3,7 +3,7 @@
 # permit path that scripts/bench_rate.py measures, in the same run, three ways:
 #   landed   {"op":"permit","tokens":1}, no budget, no key (bench_rate's request);
 #   settled  the same permit settled by a report with its cost, no budget, no key
-#            (an LLM agent's two round trips, for a fair comparison);
+#            (the report is quiet, as an LLM agent's: no reply, no second round trip);
 #   money    limits.max_cost and [agent.price] on (the broker holds the budget),
 #            each permit naming a pool of KEYS (3) keys for the broker to choose
 #            from and its cost, then settled by a report with the key and the cost.
@@ -82,7 +82,7 @@ def main():
         print(f"  {mode:8} {t[mode]['median']:>10,.0f} permits/s   round trip {l[mode]['median']:.1f} us"
               f"   broker decisions alone {a[mode]['median']:.2f} us")
     print(f"  money / landed  {ratio:.2f} of the throughput   goal >= 0.80: {'met' if ratio >= 0.8 else 'MISSED'}")
-    print(f"  money / settled {ratio_settled:.2f} (the same two round trips: budget and key choice alone)")
+    print(f"  money / settled {ratio_settled:.2f} (the same one round trip: budget and key choice alone)")
     emit_json({"benchmark": "budget", "agents": AGENTS, "in_flight": IN_FLIGHT, "permits_per_agent": PERMITS,
                "keys": KEYS, "runs": RUNS, "permits_per_s": t, "round_trip_us": l, "decisions_alone_us": a,
                "money_over_landed": ratio, "money_over_settled": ratio_settled,

@@ -306,7 +306,9 @@ impl Permits {
     /// costing `cost` USD (None: no price is known).
     pub fn report_spend(&mut self, key: Option<&str>, need: &Need, tokens: u64, cost: Option<f64>) {
         let agent = self.broker.agent.clone();
-        self.request(&Request::Report {
+        // Quiet: the broker settles it without a reply, so a call's permit
+        // costs one round trip, not two.
+        self.tell(&Request::Report {
             tokens,
             estimated: Some(need.tokens),
             agent,
@@ -314,7 +316,37 @@ impl Permits {
             cost,
             estimated_cost: need.cost,
             prefix: need.prefix.clone(),
+            quiet: true,
         });
+    }
+
+    /// Sends a request that has no reply; a broken connection is reopened
+    /// once and the request sent again, as for `request`.
+    fn tell(&mut self, request: &Request) {
+        if !self.is_on() {
+            return;
+        }
+        let Some(broker) = self.broker.address.clone() else {
+            return;
+        };
+        let had_connection = self.connection.is_some();
+        let send = |this: &mut Self| -> Result<(), BrokerError> {
+            let connection = match &mut this.connection {
+                Some(connection) => connection,
+                None => this.connection.insert(connect(&broker)?),
+            };
+            shared::broker::tell(connection, request).map_err(|e| {
+                this.connection = None;
+                BrokerError::Exchange(ExchangeError::Io(e))
+            })
+        };
+        let result = match send(self) {
+            Err(_) if had_connection => send(self),
+            other => other,
+        };
+        if let Err(error) = result {
+            self.give_up(&broker, &error);
+        }
     }
 
     /// Asks the broker to pause every agent's permits after a rate-limit

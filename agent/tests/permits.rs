@@ -53,8 +53,12 @@ impl Broker {
                         _ => json!({"ok": true}),
                     };
                     request["calls_before"] = json!(common::line_count(&calls));
+                    // A quiet report gets no reply, as from the real broker.
+                    let quiet = request["quiet"] == true;
                     seen.requests.push(request);
-                    let _ = writeln!(reader.get_mut(), "{reply}");
+                    if !quiet {
+                        let _ = writeln!(reader.get_mut(), "{reply}");
+                    }
                 }
             }
             seen
@@ -109,7 +113,7 @@ fn one_permit_before_each_call_reports_and_free_rate_limited_retries() {
             json!({"op": "backoff", "seconds": 7, "agent": AGENT_NAME, "calls_before": 2}),
             permit(2),
             permit(3),
-            json!({"op": "report", "tokens": 42, "estimated": estimate, "agent": AGENT_NAME, "calls_before": 4}),
+            json!({"op": "report", "tokens": 42, "estimated": estimate, "agent": AGENT_NAME, "quiet": true, "calls_before": 4}),
         ]
     );
     assert_eq!(
@@ -142,7 +146,7 @@ fn without_limits_calls_take_permits_only_after_a_rate_limit_answer() {
     assert_eq!(line_count(&agent.path("calls.log")), 4);
     // {"id":"b"} is 10 characters: 3 tokens.
     let permit = |calls_before: usize| json!({"op": "permit", "tokens": 3, "agent": AGENT_NAME, "calls_before": calls_before});
-    let report = |calls_before: usize| json!({"op": "report", "tokens": 5, "estimated": 3, "agent": AGENT_NAME, "calls_before": calls_before});
+    let report = |calls_before: usize| json!({"op": "report", "tokens": 5, "estimated": 3, "agent": AGENT_NAME, "quiet": true, "calls_before": calls_before});
     // Nothing for call 1; from the rate-limit answer on, a permit per call.
     assert_eq!(
         seen.requests,

@@ -97,6 +97,11 @@ pub enum Request {
         /// The permit's cacheable prefix.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prefix: Option<String>,
+        /// No reply is sent, and the reporter reads none: a report then costs
+        /// no round trip (nightshift-agent's; `nightshift permit --report`
+        /// waits for its "ok").
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        quiet: bool,
     },
     /// A rate-limit answer: pause every permit (of `key`, when named)
     /// `seconds` (0: the broker's default).
@@ -226,6 +231,11 @@ impl Request {
         }
         let op = op.to_owned();
         serde_json::from_value(value).map_err(|source| BadRequest::Invalid { op, source })
+    }
+
+    /// Whether the broker answers it (all but a quiet report).
+    pub fn wants_reply(&self) -> bool {
+        !matches!(self, Self::Report { quiet: true, .. })
     }
 
     /// The op's name, for messages.
@@ -366,6 +376,11 @@ pub enum ExchangeError {
 
 /// Writes one request line and reads its reply line. No time limit is set
 /// here: a permit may rightly take minutes to come.
+/// Sends a request that has no reply (`Request::wants_reply`).
+pub fn tell<S: Read + Write>(connection: &mut BufReader<S>, request: &Request) -> io::Result<()> {
+    connection.get_mut().write_all(request.to_line().as_bytes())
+}
+
 pub fn exchange<S: Read + Write>(
     connection: &mut BufReader<S>,
     request: &Request,

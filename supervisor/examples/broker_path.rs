@@ -69,6 +69,7 @@ fn measure(mode: &str, log: &std::path::Path) -> Result<f64, Box<dyn std::error:
                 cost: Some(1e-6),
                 estimated_cost: money.then_some(1e-6),
                 prefix: None,
+                quiet: true,
             };
             broker.answer(&report, Instant::now());
         }

@@ -8,8 +8,8 @@
 //! With KEYS=N (a pool of N keys, whose limits it first reports as learned
 //! from headers: far above the load) and COST=USD, each permit names the
 //! pool and its cost, and is settled by a report with that cost, as an LLM
-//! agent's are: the broker's key-choice and budget path. The round trip is
-//! then the permit's and its report's together.
+//! agent's are: the broker's key-choice and budget path. The report is quiet
+//! (no reply), as the agent's: the round trip is the permit's.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -62,7 +62,9 @@ fn load(
     // The report of a permit for each key (the last: no key named), made
     // once: the load must cost the broker, not this client.
     let report = |key: Option<&String>| {
-        let mut report = serde_json::json!({"op": "report", "tokens": 1, "estimated": 1});
+        // Quiet, as nightshift-agent's: settled with no reply to wait for.
+        let mut report =
+            serde_json::json!({"op": "report", "tokens": 1, "estimated": 1, "quiet": true});
         if let Some(key) = key {
             report["key"] = key.clone().into();
         }
@@ -82,7 +84,7 @@ fn load(
                 .iter()
                 .position(|key| granted.contains(key.as_str()))
                 .unwrap_or(keys.len());
-            ask(&mut writer, &mut reader, &reports[chosen])?;
+            writer.write_all(reports[chosen].as_bytes())?;
         }
         round_trips.push(asked.elapsed().as_secs_f64() * 1e6);
     }

@@ -25,7 +25,13 @@ fn broker(
                 if reader.read_line(&mut line).unwrap_or(0) == 0 {
                     break;
                 }
-                seen.push(serde_json::from_str(&line).unwrap_or(Value::Null));
+                let request: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                let quiet = request["quiet"] == true;
+                seen.push(request);
+                // A quiet report gets no reply, as from the real broker.
+                if quiet {
+                    continue;
+                }
                 let _ = reader
                     .get_mut()
                     .write_all(b"{\"ok\":true,\"waited_ms\":1.5,\"paused_ms\":30000}\n");
@@ -85,14 +91,15 @@ fn requests_share_one_connection_and_a_lost_one_is_reopened_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("broker.sock");
     let listener = UnixListener::bind(&path).expect("bind");
-    // The first connection answers two requests, then hangs up.
-    let seen = broker(listener, 2, 2);
+    // The first connection reads three requests (the last a quiet report,
+    // with no reply), then hangs up.
+    let seen = broker(listener, 2, 3);
     let mut permits = Permits::new(Some(path), "seg/agent", PermitPolicy::Always);
     assert_eq!(permits.permit(3), Some(1.5));
     assert_eq!(permits.backoff(2.5), Some(30000.0));
-    // Sent on the dead connection, then again on a new one.
     permits.report(40, 3);
     assert!(permits.is_on());
+    // Sent on the dead connection, then again on a new one.
     assert_eq!(permits.backoff(0.0), Some(30000.0));
     drop(permits);
     let seen = seen.join().expect("broker thread");
@@ -101,7 +108,7 @@ fn requests_share_one_connection_and_a_lost_one_is_reopened_once() {
         [
             json!({"op": "permit", "tokens": 3, "agent": "seg/agent"}),
             json!({"op": "backoff", "seconds": 2.5, "agent": "seg/agent"}),
-            json!({"op": "report", "tokens": 40, "estimated": 3, "agent": "seg/agent"}),
+            json!({"op": "report", "tokens": 40, "estimated": 3, "agent": "seg/agent", "quiet": true}),
             json!({"op": "backoff", "seconds": 0, "agent": "seg/agent"}),
         ]
     );

@@ -91,8 +91,15 @@ fn missing_fields_take_the_brokers_defaults() {
             cost: None,
             estimated_cost: None,
             prefix: None,
+            quiet: false,
         }
     );
+    let quiet = Request::from_line(r#"{"op":"report","tokens":9,"quiet":true}"#).expect("quiet");
+    assert!(!quiet.wants_reply());
+    assert!(quiet.to_line().contains("\"quiet\":true"));
+    assert!(Request::from_line(r#"{"op":"report"}"#)
+        .expect("a report")
+        .wants_reply());
     assert_eq!(
         Request::from_line(r#"{"op":"hello"}"#).expect("a hello"),
         Request::Hello {

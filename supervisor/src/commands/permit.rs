@@ -79,6 +79,7 @@ pub fn permit(request: &PermitRequest) -> Result<i32> {
             cost: None,
             estimated_cost: None,
             prefix: None,
+            quiet: false,
         },
         (None, None, Some(key)) if !request.learned.is_empty() => Request::Learned {
             key: key.clone(),

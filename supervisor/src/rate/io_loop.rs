@@ -171,6 +171,8 @@ impl Connection {
                     )
                 }
                 Ok(request) => match broker.answer(&request, now) {
+                    // A quiet report is settled without a word back.
+                    Answer::Now(_) if !request.wants_reply() => continue,
                     Answer::Now(reply) => (reply, true),
                     Answer::Later(ticket) => {
                         self.waiting = Some(ticket);

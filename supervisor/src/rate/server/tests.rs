@@ -335,3 +335,28 @@ fn a_permit_whose_asker_hung_up_is_given_up_not_granted() {
         .collect();
     assert_eq!(granted, [json!("b")], "only the agent still there");
 }
+
+#[test]
+fn a_quiet_report_gets_no_reply_and_the_next_request_gets_its_own() {
+    let (_dir, server) = tcp_server();
+    let stream = UnixStream::connect(server.path()).expect("connect");
+    let mut connection = BufReader::new(stream);
+    assert_eq!(ask(&mut connection, PERMIT).expect("a reply")["ok"], true);
+    // Two quiet reports, then a permit: the one line read back is the
+    // permit's (a reply to a report would be read here instead).
+    connection
+        .get_mut()
+        .write_all(b"{\"op\":\"report\",\"tokens\":1,\"quiet\":true}\n{\"op\":\"report\",\"tokens\":2,\"quiet\":true}\n")
+        .expect("send");
+    let reply = ask(
+        &mut connection,
+        r#"{"op":"permit","tokens":1,"agent":"after"}"#,
+    )
+    .expect("a reply");
+    assert_eq!(reply["ok"], true, "{reply}");
+    // A report that is not quiet is answered, as `nightshift permit` expects.
+    assert_eq!(
+        ask(&mut connection, r#"{"op":"report","tokens":1}"#),
+        Some(json!({"ok": true}))
+    );
+}
