@@ -366,6 +366,11 @@ impl Broker {
         std::mem::take(&mut self.unannounced)
     }
 
+    /// Writes the rate.log lines of what was just decided.
+    pub fn flush_log(&mut self) {
+        self.log.flush();
+    }
+
     /// Holds the run's budgets from now on (what earlier sessions spent
     /// is in `limit`).
     pub fn set_budget(&mut self, limit: SpendLimit) {

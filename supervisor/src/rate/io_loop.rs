@@ -233,6 +233,8 @@ pub fn serve(listeners: Listeners, broker: &Arc<Mutex<Broker>>, stop: &AtomicBoo
     let mut timeout: Option<Duration> = None;
     let mut touched: Vec<Token> = Vec::new();
     loop {
+        // Before waiting: the log lines of what was just answered.
+        lock(broker).flush_log();
         if let Err(error) = poll.poll(&mut events, timeout) {
             if error.kind() != io::ErrorKind::Interrupted {
                 tracing::warn!("rate broker: {error}; agents go on without permits");

@@ -8,8 +8,15 @@ use serde_json::Value;
 
 use crate::bounded_log::BoundedLog;
 
+/// Lines are written together once this many bytes wait.
+const BATCH: usize = 64 * 1024;
+
 pub struct RateLog {
     log: BoundedLog,
+    /// Whole lines not written yet: the broker's thread writes them when it
+    /// has answered what it was woken for (`flush`), so a burst of permits
+    /// costs one write, not one per line.
+    pending: Vec<u8>,
     /// A write failed: said once, then lines are dropped.
     failed: bool,
 }
@@ -18,26 +25,48 @@ impl RateLog {
     pub fn new(path: PathBuf, limit: u64) -> Self {
         Self {
             log: BoundedLog::new(path, limit),
+            pending: Vec::new(),
             failed: false,
         }
     }
 
-    /// Writes one line, whole, in one write (`tail -f rate.log` and a crash
-    /// both see it whole). The log is a record, not a duty: a full disk must
-    /// not stop permits, so an error is reported once and the line is dropped.
+    /// Adds one line; it is written, whole, at the next `flush`.
     pub fn write(&mut self, line: &Value) {
         if self.failed {
             return;
         }
-        let mut text = line.to_string();
-        text.push('\n');
-        if let Err(error) = self.log.append(text.as_bytes()) {
+        // Serialized straight into the pending bytes: no string per line.
+        if serde_json::to_writer(&mut self.pending, line).is_ok() {
+            self.pending.push(b'\n');
+        }
+        if self.pending.len() >= BATCH {
+            self.flush();
+        }
+    }
+
+    /// Writes the pending lines in one write (`tail -f rate.log` and a
+    /// crash both see whole lines). The log is a record, not a duty: a full
+    /// disk must not stop permits, so an error is reported once and lines
+    /// are dropped from then on.
+    pub fn flush(&mut self) {
+        if self.pending.is_empty() || self.failed {
+            self.pending.clear();
+            return;
+        }
+        if let Err(error) = self.log.append(&self.pending) {
             self.failed = true;
             tracing::warn!(
                 "{}: {error}; no more rate.log lines",
                 self.log.path().display()
             );
         }
+        self.pending.clear();
+    }
+}
+
+impl Drop for RateLog {
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -53,6 +82,7 @@ mod tests {
         assert!(!path.exists());
         for n in 0..10 {
             log.write(&serde_json::json!({"op": "grant", "n": n}));
+            log.flush();
         }
         let rotated = dir.path().join("rate.log.1");
         let now = std::fs::read_to_string(&path).expect("rate.log");
