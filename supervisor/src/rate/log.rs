@@ -4,8 +4,6 @@
 
 use std::path::PathBuf;
 
-use serde_json::Value;
-
 use crate::bounded_log::BoundedLog;
 
 /// Lines are written together once this many bytes wait.
@@ -31,7 +29,7 @@ impl RateLog {
     }
 
     /// Adds one line; it is written, whole, at the next `flush`.
-    pub fn write(&mut self, line: &Value) {
+    pub fn write<T: serde::Serialize + ?Sized>(&mut self, line: &T) {
         if self.failed {
             return;
         }
@@ -96,6 +94,6 @@ mod tests {
         assert!(lines.len() >= 4, "both files hold whole lines: {lines:?}");
         assert!(lines
             .iter()
-            .all(|l| serde_json::from_str::<Value>(l).is_ok()));
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
     }
 }
