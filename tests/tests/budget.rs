@@ -283,3 +283,37 @@ fn a_daily_token_budget_stops_the_run_within_the_requests_in_flight() {
         .sum();
     assert!(used > 0 && used <= 100, "{used} tokens used");
 }
+
+#[test]
+fn a_sample_gives_plan_a_likely_cost_from_real_answers() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &[]);
+    priced_job(&job, &server, 30, false)
+        .llm("estimate_sample", 3)
+        .write(job.path());
+    let plan = nightshift(&job, &["plan", "job.toml"]);
+    plan.expect_code(0);
+    // At most: 30 × (7 × $1000 + 20 × $2000) / 1M. Likely: the sample's
+    // answers have 5 output tokens each, so 30 × (7 × $1000 + 5 × $2000) / 1M.
+    assert!(
+        plan.stdout
+            .contains("estimated cost: at most $1.41 for 30 items")
+            && plan.stdout.contains(
+                "; likely $0.51 (output from 3 sample answers: 5 tokens each on average)"
+            ),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(chat_requests(&server, 0), 3, "three items asked, no more");
+    // Without its key the sample cannot be taken: said, and the plan stands.
+    let without = wait_with_deadline(
+        spawn_nightshift_with(job.path(), &["plan", "job.toml"], &[]),
+        DEADLINE,
+    );
+    without.expect_code(0);
+    assert!(
+        without.stdout.contains("likely cost not known"),
+        "{}",
+        without.stdout
+    );
+}

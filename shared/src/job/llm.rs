@@ -55,6 +55,12 @@ pub struct LlmSettings {
     pub cache_prefix: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fallback: Vec<FallbackSettings>,
+    /// `nightshift plan` and `run` ask this many items (spread over the
+    /// input) before the run, to print a likely cost beside the upper
+    /// bound from their real output; they are paid, and with `[cache]` the
+    /// run reuses their answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_sample: Option<Count>,
 }
 
 fn default_request_timeout() -> HumanDuration {

@@ -8,6 +8,7 @@ use shared::plan::{write_plan_json, Plan};
 
 use crate::error::{Result, SupervisorError};
 use crate::reporting::estimate::estimate_line;
+use crate::reporting::sample::sample_if_asked;
 use crate::run::setup::{plan_job, PlannedJob};
 
 pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
@@ -38,7 +39,9 @@ pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
             "{}",
             describe(&planned.plan, &ends_of_orchestrators(&planned)?)
         );
-        if let Some(line) = estimate_line(&planned.job.settings, &planned.input) {
+        let sample = sample_if_asked(&planned.job, &planned.input);
+        let settings = &planned.job.settings;
+        if let Some(line) = estimate_line(settings, &planned.input, sample.as_ref()) {
             println!("{line}");
         }
     }

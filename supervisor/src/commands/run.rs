@@ -10,6 +10,7 @@ use shared::job::Deadline;
 use crate::console::Console;
 use crate::error::Result;
 use crate::reporting::estimate::estimate_line;
+use crate::reporting::sample::sample_if_asked;
 use crate::run::lock::RunLock;
 use crate::run::notify::{Notifier, NotifyCommand};
 use crate::run::session::drive;
@@ -31,7 +32,8 @@ pub fn run(
     let dir = choose_run_dir(run_dir, &checked.job.name)?;
     make_run_dir(&dir)?;
     println!("run directory: {}", dir.display());
-    if let Some(line) = estimate_line(&checked.job.settings, &checked.input) {
+    let sample = sample_if_asked(&checked.job, &checked.input);
+    if let Some(line) = estimate_line(&checked.job.settings, &checked.input, sample.as_ref()) {
         println!("{line}");
     }
     let run = create_run_dir(&dir, &checked)?;

@@ -12,6 +12,8 @@ use shared::job::JobSettings;
 use shared::money::{dollars, Price, Usage};
 use shared::prompt::Template;
 
+use crate::reporting::sample::Sample;
+
 /// The output a request may be given when the job sets no max_tokens (the
 /// agent reserves as much per permit).
 const DEFAULT_MAX_TOKENS: u64 = 1024;
@@ -48,10 +50,20 @@ impl Estimate {
     }
 }
 
-/// The line `plan` and `run` print: the estimate, and the budget beside it.
-pub fn estimate_line(settings: &JobSettings, input: &InputFile) -> Option<String> {
+/// The line `plan` and `run` print: the estimate, the likely cost when a
+/// sample was asked (`reporting::sample`), and the budget beside it.
+pub fn estimate_line(
+    settings: &JobSettings,
+    input: &InputFile,
+    sample: Option<&Result<Sample, String>>,
+) -> Option<String> {
     let estimate = estimate(settings, input)?;
     let mut line = estimate.line();
+    match sample {
+        Some(Ok(sample)) => line.push_str(&likely(settings, &estimate, sample)),
+        Some(Err(why)) => line.push_str(&format!("; likely cost not known: {why}")),
+        None => {}
+    }
     if let Some(max_cost) = settings.limits.max_cost {
         line.push_str(&format!("; budget limits.max_cost = {}", dollars(max_cost)));
         if estimate.cost > max_cost {
@@ -59,6 +71,34 @@ pub fn estimate_line(settings: &JobSettings, input: &InputFile) -> Option<String
         }
     }
     Some(line)
+}
+
+/// "; likely $4.10 (output from 20 sample answers: 83 tokens each on
+/// average)": the estimate with every item's output at the sample's mean.
+fn likely(settings: &JobSettings, estimate: &Estimate, sample: &Sample) -> String {
+    let Some(price) = price_of(settings) else {
+        return String::new();
+    };
+    let usage = Usage {
+        output_tokens: (sample.output_per_item() * estimate.items as f64).round() as u64,
+        ..estimate.usage
+    };
+    format!(
+        "; likely {} (output from {} sample answers: {:.0} tokens each on average)",
+        dollars(price.cost(&usage)),
+        sample.answers,
+        sample.output_per_item()
+    )
+}
+
+/// The price the run's requests pay: the batch share in batch mode.
+fn price_of(settings: &JobSettings) -> Option<Price> {
+    let llm = settings.agent.llm.as_ref()?;
+    let price: Price = settings.agent.price?;
+    Some(match llm.mode {
+        shared::job::LlmMode::Batch => price.batched(),
+        _ => price,
+    })
 }
 
 /// Characters to tokens, as the agent's permits count them.
@@ -70,12 +110,8 @@ fn tokens(chars: usize) -> u64 {
 /// (One more pass over the input, item by item.)
 pub fn estimate(settings: &JobSettings, input: &InputFile) -> Option<Estimate> {
     let llm = settings.agent.llm.as_ref()?;
-    let price: Price = settings.agent.price?;
     // Batched requests pay the batch share of the price.
-    let price = match llm.mode {
-        shared::job::LlmMode::Batch => price.batched(),
-        _ => price,
-    };
+    let price = price_of(settings)?;
     let template = Template::parse(llm.prompt.as_deref().unwrap_or("{{item}}")).ok()?;
     let system = tokens(llm.system.as_ref().map_or(0, String::len));
     let max_output = llm

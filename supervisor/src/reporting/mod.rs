@@ -12,6 +12,7 @@ pub mod file_watch;
 pub mod html;
 pub mod progress;
 pub mod report;
+pub mod sample;
 pub mod status;
 pub mod timeline;
 pub mod view;
