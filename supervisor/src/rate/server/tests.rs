@@ -249,6 +249,8 @@ fn a_backed_off_key_waits_while_another_key_is_granted() {
     );
     let waited = waiting.join().expect("the waiting client");
     assert!(waited >= 900.0, "key A waited out its pause: {waited} ms");
+    // Stopped, the broker has written every line (it writes them together).
+    drop(server);
     let log = std::fs::read_to_string(dir.path().join("rate.log")).expect("rate.log");
     let lines: Vec<Value> = log
         .lines()
@@ -326,6 +328,8 @@ fn a_permit_whose_asker_hung_up_is_given_up_not_granted() {
     server.set_paused(false);
     let reply = asker.join().expect("the asking thread").expect("a reply");
     assert_eq!(reply["ok"], true, "{reply}");
+    // Stopped, the broker has written every line (it writes them together).
+    drop(server);
     let log = std::fs::read_to_string(dir.path().join("rate.log")).expect("rate.log");
     let granted: Vec<Value> = log
         .lines()
