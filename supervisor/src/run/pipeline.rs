@@ -1,0 +1,219 @@
+//! Pipelines: a job of `[[stage]]`s. RUN holds the pipeline's job.toml and
+//! run.json, and one ordinary run directory per stage, `RUN/stage_NAME/`, so
+//! everything that works on a run (resume, status, report, merge, validate,
+//! failures) works on each stage unchanged. A stage's items are its upstream
+//! stage's records (RUN/stage_UP/final.json): items that failed upstream
+//! never enter it. Stages run one after the other in one supervisor process,
+//! so `limits`, `[rate]` and the machine are shared by construction.
+//! RUN/final.json is the last stage's final.json.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use shared::atomic::copy_atomic;
+use shared::exit_codes;
+use shared::input::check_input;
+use shared::job::{stage_dir_name, Deadline, InputFormat, Job};
+use shared::rundir::{RunDir, RunInfo};
+
+use crate::commands::resume::{resume, ResumeRequest};
+use crate::console::Console;
+use crate::error::{Result, SupervisorError};
+use crate::run::budget::BudgetChange;
+use crate::run::existing::frozen_job;
+use crate::run::lock::RunLock;
+use crate::run::notify::NotifyCommand;
+use crate::run::session::drive;
+use crate::run::setup::{check_loaded, create_run_dir, make_run_dir};
+use crate::schedule::halt::HaltPolicy;
+use crate::supervise::RunInputs;
+
+/// What every stage's session is given (from `run` or `resume`).
+pub struct StageOptions<'a> {
+    pub halt: HaltPolicy,
+    pub until: Option<Deadline>,
+    pub notify: Option<&'a NotifyCommand>,
+    pub no_cache: bool,
+    pub retry_failed: bool,
+    pub budget: BudgetChange,
+}
+
+/// `nightshift run` on a pipeline: the run directory, then every stage.
+pub fn run_pipeline(
+    job: &Job,
+    dir: &Path,
+    options: &StageOptions<'_>,
+    console: &Console,
+) -> Result<i32> {
+    make_run_dir(dir)?;
+    println!("run directory: {}", dir.display());
+    let root = std::path::absolute(dir).map_err(SupervisorError::io(format!(
+        "cannot resolve {}",
+        dir.display()
+    )))?;
+    let run = RunDir::new(root);
+    let info = RunInfo {
+        job_file: job.path.clone(),
+        job_dir: job.dir.clone(),
+        input: job.resolve(&job.settings.input.path),
+        stage: None,
+        started: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+    };
+    let info_json = serde_json::to_vec_pretty(&info)
+        .map_err(|e| SupervisorError::io("cannot encode run.json")(e.into()))?;
+    for (path, bytes) in [
+        (run.job_toml(), job.text.as_bytes()),
+        (run.run_json(), info_json.as_slice()),
+    ] {
+        shared::atomic::write_bytes_atomic(&path, bytes).map_err(SupervisorError::io(format!(
+            "cannot write {}",
+            path.display()
+        )))?;
+    }
+    go_on(&run, job, dir, options, console)
+}
+
+/// Whether DIR is a pipeline's run directory (job.toml of `[[stage]]`s, no
+/// plan.json of its own).
+pub fn is_pipeline_dir(dir: &Path) -> bool {
+    let run = RunDir::new(dir);
+    !run.plan_json().exists()
+        && run.job_toml().exists()
+        && frozen_job(&run).is_ok_and(|job| job.is_pipeline())
+}
+
+/// The stages of a pipeline's run directory, in order: name and folder
+/// (folders not made yet included).
+pub fn stage_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let job = frozen_job(&RunDir::new(dir))?;
+    Ok(job
+        .stage_chain()
+        .iter()
+        .map(|s| (s.name.clone(), dir.join(stage_dir_name(&s.name))))
+        .collect())
+}
+
+/// `nightshift resume` on a pipeline: every stage from what it saved.
+pub fn resume_pipeline(dir: &Path, options: &StageOptions<'_>, console: &Console) -> Result<i32> {
+    println!("run directory: {}", dir.display());
+    let root = std::path::absolute(dir).map_err(SupervisorError::io(format!(
+        "cannot resolve {}",
+        dir.display()
+    )))?;
+    let run = RunDir::new(root);
+    let job = frozen_job(&run)?;
+    go_on(&run, &job, dir, options, console)
+}
+
+/// Every stage in turn: resumed when its directory holds a plan, started
+/// from its upstream's records otherwise. A stage that stops the run
+/// (interrupt, deadline, budget, cannot go on) stops the pipeline with its
+/// exit code; one that ends with failed items lets the others go on (those
+/// items are left out) and the pipeline exits 1.
+fn go_on(
+    run: &RunDir,
+    job: &Job,
+    shown: &Path,
+    options: &StageOptions<'_>,
+    console: &Console,
+) -> Result<i32> {
+    let _lock = RunLock::acquire(run)?;
+    let chain = job.stage_chain();
+    let mut code = exit_codes::SUCCESS;
+    let mut upstream: Option<PathBuf> = None;
+    for (index, stage) in chain.iter().enumerate() {
+        let dir = run.root().join(stage_dir_name(&stage.name));
+        let stage_run = RunDir::new(&dir);
+        console.line(&format!(
+            "stage {}/{}: {}",
+            index + 1,
+            chain.len(),
+            stage.name
+        ));
+        let stage_code = if stage_run.plan_json().exists() {
+            resume(&resume_request(&dir, options), console)?
+        } else {
+            // A setup cut short launched nothing: it is done again whole.
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(SupervisorError::io(format!(
+                    "cannot clear {}",
+                    dir.display()
+                )))?;
+            }
+            start_stage(job, index, upstream.as_deref(), &dir, options, console)?
+        };
+        match stage_code {
+            exit_codes::SUCCESS => {}
+            exit_codes::INCOMPLETE => code = exit_codes::INCOMPLETE,
+            stopped => return Ok(stopped),
+        }
+        upstream = Some(stage_run.final_json());
+    }
+    if let Some(last) = &upstream {
+        copy_atomic(last, &run.final_json()).map_err(SupervisorError::io(format!(
+            "cannot copy {} to {}",
+            last.display(),
+            run.final_json().display()
+        )))?;
+    }
+    println!("run directory: {}", shown.display());
+    Ok(code)
+}
+
+fn resume_request<'a>(dir: &'a Path, options: &StageOptions<'a>) -> ResumeRequest<'a> {
+    ResumeRequest {
+        dir,
+        halt: options.halt,
+        until: options.until,
+        notify: options.notify,
+        retry_failed: options.retry_failed,
+        budget: options.budget,
+        no_cache: options.no_cache,
+    }
+}
+
+/// Creates stage `index`'s run directory and runs its first session. A stage
+/// that no item reaches (all failed upstream) gets an empty final.json.
+fn start_stage(
+    job: &Job,
+    index: usize,
+    upstream: Option<&Path>,
+    dir: &Path,
+    options: &StageOptions<'_>,
+    console: &Console,
+) -> Result<i32> {
+    let stage_job = job.stage_job(index, upstream)?;
+    if let Some(upstream) = upstream {
+        let records = check_input(upstream, InputFormat::Json, &job.settings.input.id)?;
+        if records.count == 0 {
+            console.line("no item reached this stage: every one failed upstream");
+            make_run_dir(dir)?;
+            let empty = RunDir::new(dir).final_json();
+            return shared::atomic::write_bytes_atomic(&empty, b"[]\n")
+                .map(|()| exit_codes::INCOMPLETE)
+                .map_err(SupervisorError::io(format!(
+                    "cannot write {}",
+                    empty.display()
+                )));
+        }
+    }
+    let stage_name = job.stage_chain()[index].name.clone();
+    let mut checked = check_loaded(stage_job)?;
+    crate::run::answer_cache::prepare(&mut checked.job, options.no_cache)?;
+    make_run_dir(dir)?;
+    let run = create_run_dir(dir, &checked, Some(&stage_name))?;
+    let _lock = RunLock::acquire(&run)?;
+    let inputs = RunInputs {
+        run: &run,
+        job: &checked.job,
+        plan: &checked.plan,
+        agent_argv: &checked.agent_argv,
+        halt: options.halt,
+        until: options.until,
+        complete: HashSet::new(),
+        launches: HashMap::new(),
+        files_seen: HashMap::new(),
+        resumed: false,
+    };
+    drive(inputs, console, dir, None)
+}
