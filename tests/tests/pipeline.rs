@@ -120,6 +120,25 @@ fn every_final_record_carries_both_stages_work() {
         assert!(dir.join("plan.json").exists() && dir.join("segment_01.jsonl").exists());
         assert_eq!(calls(&job, name).len(), ids.len(), "{name}: once per item");
     }
+    // The commands that read a run work per stage.
+    let status = job.nightshift(&["status", "run", "--json"]);
+    status.expect_code(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(status["state"], "finished", "{status}");
+    assert_eq!(status["items"]["done"], 10, "{status}");
+    let names: Vec<&str> = status["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["draft", "check"]);
+    assert_eq!(status["stages"][1]["items"]["done"], 10, "{status}");
+    job.nightshift(&["validate", "run"])
+        .expect_saying(0, "stage 2/2: check");
+    std::fs::remove_file(run.join("final.json")).expect("remove final.json");
+    job.nightshift(&["merge", "run"]).expect_code(0);
+    assert_eq!(json_array_ids(&run.join("final.json")), ids, "merged again");
 }
 
 #[test]
