@@ -304,6 +304,14 @@ fn bad_stage_tables_are_refused_naming_line_and_key() {
     );
     assert!(twice.contains("two stages are named \"a\""), "{twice}");
 
+    let missing = refused(&format!(
+        "{HEAD}[[stage]]\nname = \"a\"\n{DEMO}[[stage]]\nname = \"b\"\nafter = \"a\"\n[stage.agent]\nbackend = \"exec\"\ncommand = [\"no-such-checker\"]\n"
+    ));
+    assert!(
+        missing.contains("no-such-checker") && missing.contains("was not found"),
+        "{missing}"
+    );
+
     let stage_key = refused(&format!(
         "{HEAD}[[stage]]\nname = \"a\"\n{DEMO}timeout = \"soon\"\n"
     ));

@@ -59,7 +59,12 @@ impl Job {
     /// the last stage keeps `output.path`.
     pub fn stage_job(&self, index: usize, upstream: Option<&Path>) -> Result<Job, JobError> {
         let chain = self.stage_chain();
-        let stage = chain[index.min(chain.len().saturating_sub(1))];
+        let Some(stage) = chain.get(index) else {
+            let message = format!("the job has {} stage(s), not {}", chain.len(), index + 1);
+            return Err(JobError::Invalid(Box::new(
+                self.error_at(0, "stage", &message),
+            )));
+        };
         let mut table: toml::Table = self
             .text
             .parse()
@@ -235,3 +240,7 @@ pub(super) fn check(job: &Job) -> Result<(), JobError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+#[path = "stages_tests.rs"]
+mod tests;

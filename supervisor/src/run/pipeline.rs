@@ -24,7 +24,7 @@ use crate::run::existing::frozen_job;
 use crate::run::lock::RunLock;
 use crate::run::notify::NotifyCommand;
 use crate::run::session::drive;
-use crate::run::setup::{check_loaded, create_run_dir, make_run_dir};
+use crate::run::setup::{check_loaded, create_run_dir, make_run_dir, resolve_agent};
 use crate::schedule::halt::HaltPolicy;
 use crate::supervise::RunInputs;
 
@@ -45,6 +45,13 @@ pub fn run_pipeline(
     options: &StageOptions<'_>,
     console: &Console,
 ) -> Result<i32> {
+    // Every stage's program and keys now: a typo in the last stage must not
+    // wait for the first stage's night to be found.
+    for index in 0..job.stage_chain().len() {
+        let stage_job = job.stage_job(index, None)?;
+        stage_job.check_api_keys()?;
+        resolve_agent(&stage_job)?;
+    }
     make_run_dir(dir)?;
     println!("run directory: {}", dir.display());
     let root = std::path::absolute(dir).map_err(SupervisorError::io(format!(

@@ -23,12 +23,7 @@ pub struct CheckedJob {
     pub agent_argv: Vec<OsString>,
 }
 
-/// Loads the job file, its input and its plan; nothing is written.
-pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
-    plan_loaded(Job::load(job_path)?)
-}
-
-/// As `plan_job`, for a job already loaded (a pipeline's stage).
+/// A loaded job's input and plan; nothing is written.
 pub fn plan_loaded(job: Job) -> Result<PlannedJob> {
     let settings = &job.settings;
     let input_path = job.resolve(&settings.input.path);
@@ -57,13 +52,8 @@ pub struct PlannedJob {
     pub plan: Plan,
 }
 
-/// Checks everything needed to launch: the job, its input, its plan, and the
-/// programs the agents will run.
-pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
-    check_loaded(Job::load(job_path)?)
-}
-
-/// As `check_job`, for a job already loaded (a pipeline's stage).
+/// Checks everything needed to launch a loaded job: its input, its plan, and
+/// the programs the agents will run.
 pub fn check_loaded(job: Job) -> Result<CheckedJob> {
     let PlannedJob { job, input, plan } = plan_loaded(job)?;
     // An unset API key variable would fail every request: stop before the run exists.
