@@ -40,7 +40,11 @@ impl Job {
     /// The stages in the order they run (checked to be a chain at load).
     pub fn stage_chain(&self) -> Vec<&StageSettings> {
         let stages = &self.settings.stages;
-        let mut chain: Vec<&StageSettings> = stages.iter().filter(|s| s.after.is_none()).collect();
+        let mut chain: Vec<&StageSettings> = stages
+            .iter()
+            .find(|s| s.after.is_none())
+            .into_iter()
+            .collect();
         while let Some(last) = chain.last() {
             match stages
                 .iter()
