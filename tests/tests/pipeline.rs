@@ -189,6 +189,17 @@ fn an_item_that_fails_upstream_never_enters_the_next_stage() {
     let rest: Vec<String> = ids.iter().filter(|id| *id != "item-002").cloned().collect();
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), rest);
     assert!(!calls(&job, "check").contains(&"item-002".to_owned()));
+    // Reported under the stage it failed in.
+    let failures = job.nightshift(&["failures", "run"]);
+    let text = &failures.stdout;
+    let (draft, check) = text
+        .split_once("stage 2/2: check")
+        .unwrap_or_else(|| panic!("both stages listed: {text}"));
+    assert!(
+        draft.contains("stage 1/2: draft") && draft.contains("item-002"),
+        "{text}"
+    );
+    assert!(!check.contains("item-002"), "{text}");
 }
 
 #[test]

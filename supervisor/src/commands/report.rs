@@ -19,7 +19,7 @@ use crate::run::journal::read_journal;
 
 pub fn report(dir: &Path, html: Option<&Path>, as_json: bool) -> Result<i32> {
     if crate::run::pipeline::is_pipeline_dir(dir) {
-        return crate::commands::stages::each_stage(dir, |stage| {
+        return crate::commands::stages::each_stage(dir, !as_json, |stage| {
             let page = html.map(|file| crate::commands::stages::stage_page(file, stage));
             report(stage, page.as_deref(), as_json)
         });

@@ -17,15 +17,23 @@ use crate::run::journal::read_journal;
 use crate::run::pipeline::stage_dirs;
 
 /// Runs `command` on every stage that has started, after a `stage i/n: NAME`
-/// line (stages not started yet are said so). The exit code: the first
-/// stage's that is not 0.
-pub fn each_stage(dir: &Path, mut command: impl FnMut(&Path) -> Result<i32>) -> Result<i32> {
+/// line when `headers` (not between JSON documents or bare ids; stages not
+/// started yet are said so). The exit code: the first stage's that is not 0.
+pub fn each_stage(
+    dir: &Path,
+    headers: bool,
+    mut command: impl FnMut(&Path) -> Result<i32>,
+) -> Result<i32> {
     let stages = stage_dirs(dir)?;
     let mut code = exit_codes::SUCCESS;
     for (index, (name, stage_dir)) in stages.iter().enumerate() {
-        println!("stage {}/{}: {name}", index + 1, stages.len());
+        if headers {
+            println!("stage {}/{}: {name}", index + 1, stages.len());
+        }
         if !RunDir::new(stage_dir).plan_json().exists() {
-            println!("not started: it starts once stage {index} is done");
+            if headers {
+                println!("not started: it starts once stage {index} is done");
+            }
             continue;
         }
         let stage_code = command(stage_dir)?;
@@ -39,7 +47,7 @@ pub fn each_stage(dir: &Path, mut command: impl FnMut(&Path) -> Result<i32>) -> 
 /// `nightshift merge` on a pipeline: every stage, then RUN/final.json again
 /// from the last stage.
 pub fn merge_stages(dir: &Path, mut merge: impl FnMut(&Path) -> Result<i32>) -> Result<i32> {
-    let code = each_stage(dir, &mut merge)?;
+    let code = each_stage(dir, true, &mut merge)?;
     if let Some((_, last)) = stage_dirs(dir)?.last() {
         let from = RunDir::new(last).final_json();
         if from.exists() {

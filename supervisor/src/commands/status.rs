@@ -19,7 +19,7 @@ const LISTED: usize = 20;
 pub fn status(dir: &Path, as_json: bool) -> Result<i32> {
     if crate::run::pipeline::is_pipeline_dir(dir) {
         if !as_json {
-            return stages::each_stage(dir, |stage| status(stage, false));
+            return stages::each_stage(dir, true, |stage| status(stage, false));
         }
         let (value, code) = stages::pipeline_status_json(dir)?;
         let text = serde_json::to_string_pretty(&value)
