@@ -184,8 +184,21 @@ fn an_item_that_fails_upstream_never_enters_the_next_stage() {
             "kill_grace = \"1s\"\nretries = 0\nitem_retries = 0\n",
         ),
     );
-    job.nightshift(&["run", "job.toml", "--run-dir", "run"])
-        .expect_code(1);
+    job.nightshift(&[
+        "run",
+        "job.toml",
+        "--run-dir",
+        "run",
+        "--notify",
+        "sh -c 'cat >> notified.jsonl'",
+    ])
+    .expect_code(1);
+    // Told once, for the whole pipeline.
+    let told = std::fs::read_to_string(job.path().join("notified.jsonl")).expect("told");
+    let told: serde_json::Value = serde_json::from_str(&told).expect("one summary");
+    assert_eq!(told["state"], "failed", "{told}");
+    assert_eq!(told["items"]["total"], 4, "{told}");
+    assert_eq!(told["items"]["done"], 3, "{told}");
     let rest: Vec<String> = ids.iter().filter(|id| *id != "item-002").cloned().collect();
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), rest);
     assert!(!calls(&job, "check").contains(&"item-002".to_owned()));

@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use shared::atomic::copy_atomic;
 use shared::exit_codes;
@@ -17,12 +18,13 @@ use shared::job::{stage_dir_name, Deadline, InputFormat, Job};
 use shared::rundir::{RunDir, RunInfo};
 
 use crate::commands::resume::{resume, ResumeRequest};
+use crate::commands::stages::pipeline_status_json;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::run::budget::BudgetChange;
 use crate::run::existing::frozen_job;
 use crate::run::lock::RunLock;
-use crate::run::notify::NotifyCommand;
+use crate::run::notify::{ItemCounts, Notifier, NotifyCommand, RunSummary};
 use crate::run::session::drive;
 use crate::run::setup::{check_loaded, create_run_dir, make_run_dir, resolve_agent};
 use crate::schedule::halt::HaltPolicy;
@@ -125,6 +127,18 @@ fn go_on(
     console: &Console,
 ) -> Result<i32> {
     let _lock = RunLock::acquire(run)?;
+    let started = Instant::now();
+    let result = stages(run, job, options, console);
+    // The notify command is told once, for the whole pipeline, however it ended.
+    if let Some(notifier) = Notifier::for_run(job, options.notify) {
+        notifier.send(run, &summary(run, job, &result, started));
+    }
+    let code = result?;
+    println!("run directory: {}", shown.display());
+    Ok(code)
+}
+
+fn stages(run: &RunDir, job: &Job, options: &StageOptions<'_>, console: &Console) -> Result<i32> {
     let chain = job.stage_chain();
     let mut code = exit_codes::SUCCESS;
     let mut upstream: Option<PathBuf> = None;
@@ -163,8 +177,49 @@ fn go_on(
             run.final_json().display()
         )))?;
     }
-    println!("run directory: {}", shown.display());
     Ok(code)
+}
+
+/// What the notify command gets: the pipeline's state and items (see
+/// `pipeline_status_json`), and the run's directory.
+fn summary(run: &RunDir, job: &Job, result: &Result<i32>, started: Instant) -> RunSummary {
+    let code = result
+        .as_ref()
+        .map_or_else(SupervisorError::exit_code, |c| *c);
+    let state = match (result, code) {
+        (Err(_), _) => "error",
+        (_, exit_codes::SUCCESS) => "finished",
+        (_, exit_codes::INCOMPLETE) => "failed",
+        (_, exit_codes::DEADLINE) => "deadline",
+        (_, exit_codes::BUDGET_SPENT) => "budget",
+        (_, exit_codes::CANNOT_GO_ON) => "stopped",
+        _ => "interrupted",
+    };
+    let status = pipeline_status_json(run.root()).map(|(value, _)| value);
+    let count = |key: &str| {
+        status
+            .as_ref()
+            .ok()
+            .and_then(|s| s["items"][key].as_u64())
+            .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
+    };
+    let total = count("total");
+    RunSummary {
+        state: state.to_owned(),
+        exit_code: code,
+        items: ItemCounts {
+            total,
+            done: count("done"),
+            failed: count("failed"),
+            missing: total.saturating_sub(count("done")),
+        },
+        failures: 0,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        cost: None,
+        run_dir: run.root().display().to_string(),
+        job: job.name.clone(),
+        error: result.as_ref().err().map(ToString::to_string),
+    }
 }
 
 fn resume_request<'a>(dir: &'a Path, options: &StageOptions<'a>) -> ResumeRequest<'a> {
@@ -172,7 +227,8 @@ fn resume_request<'a>(dir: &'a Path, options: &StageOptions<'a>) -> ResumeReques
         dir,
         halt: options.halt,
         until: options.until,
-        notify: options.notify,
+        // Told once at the pipeline's end, not at each stage's.
+        notify: None,
         retry_failed: options.retry_failed,
         budget: options.budget,
         no_cache: options.no_cache,
