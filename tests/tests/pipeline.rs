@@ -184,15 +184,9 @@ fn an_item_that_fails_upstream_never_enters_the_next_stage() {
             "kill_grace = \"1s\"\nretries = 0\nitem_retries = 0\n",
         ),
     );
-    job.nightshift(&[
-        "run",
-        "job.toml",
-        "--run-dir",
-        "run",
-        "--notify",
-        "sh -c 'cat >> notified.jsonl'",
-    ])
-    .expect_code(1);
+    let notify = "sh -c 'cat >> notified.jsonl'";
+    let args = ["run", "job.toml", "--run-dir", "run", "--notify", notify];
+    job.nightshift(&args).expect_code(1);
     // Told once, for the whole pipeline.
     let told = std::fs::read_to_string(job.path().join("notified.jsonl")).expect("told");
     let told: serde_json::Value = serde_json::from_str(&told).expect("one summary");
