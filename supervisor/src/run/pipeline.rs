@@ -152,6 +152,9 @@ fn stages(run: &RunDir, job: &Job, options: &StageOptions<'_>, console: &Console
             stage.name
         ));
         let stage_code = if stage_run.plan_json().exists() {
+            if let Some(upstream) = &upstream {
+                warn_if_outgrown(&dir, upstream, &job.settings.input.id, console);
+            }
             resume(&resume_request(&dir, options), console)?
         } else {
             // A setup cut short launched nothing: it is done again whole.
@@ -219,6 +222,23 @@ fn summary(run: &RunDir, job: &Job, result: &Result<i32>, started: Instant) -> R
         run_dir: run.root().display().to_string(),
         job: job.name.clone(),
         error: result.as_ref().err().map(ToString::to_string),
+    }
+}
+
+/// A stage is planned over the records its upstream had when it started; an
+/// upstream that gained records since (`resume --retry-failed`) is said, as
+/// those items do not reach the planned stage.
+fn warn_if_outgrown(dir: &Path, upstream: &Path, id_field: &str, console: &Console) {
+    let planned = crate::run::existing::open_run(dir).map(|(_, plan)| plan.items_total);
+    let records = check_input(upstream, InputFormat::Json, id_field).map(|input| input.count);
+    if let (Ok(planned), Ok(records)) = (planned, records) {
+        if records > planned {
+            console.line(&format!(
+                "note: {} now holds {records} records, but this stage was planned over {planned}: the {} new ones do not enter it (a new run takes them all)",
+                upstream.display(),
+                records - planned
+            ));
+        }
     }
 }
 
