@@ -13,8 +13,9 @@ use std::time::Instant;
 
 use shared::atomic::copy_atomic;
 use shared::exit_codes;
-use shared::input::check_input;
+use shared::input::{check_input, InputError};
 use shared::job::{stage_dir_name, Deadline, InputFormat, Job};
+use shared::plan::PlanError;
 use shared::rundir::{RunDir, RunInfo};
 
 use crate::commands::resume::{resume, ResumeRequest};
@@ -266,9 +267,13 @@ fn start_stage(
     console: &Console,
 ) -> Result<i32> {
     let stage_job = job.stage_job(index, upstream)?;
-    if let Some(upstream) = upstream {
-        let records = check_input(upstream, InputFormat::Json, &job.settings.input.id)?;
-        if records.count == 0 {
+    let stage_name = job.stage_chain()[index].name.clone();
+    let mut checked = match check_loaded(stage_job) {
+        Ok(checked) => checked,
+        Err(SupervisorError::Input(InputError::Empty { .. }))
+        | Err(SupervisorError::Plan(PlanError::NoItems))
+            if upstream.is_some() =>
+        {
             console.line("no item reached this stage: every one failed upstream");
             make_run_dir(dir)?;
             let empty = RunDir::new(dir).final_json();
@@ -279,9 +284,8 @@ fn start_stage(
                     empty.display()
                 )));
         }
-    }
-    let stage_name = job.stage_chain()[index].name.clone();
-    let mut checked = check_loaded(stage_job)?;
+        Err(error) => return Err(error),
+    };
     crate::run::answer_cache::prepare(&mut checked.job, options.no_cache)?;
     make_run_dir(dir)?;
     let run = create_run_dir(dir, &checked, Some(&stage_name))?;
