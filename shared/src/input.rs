@@ -125,8 +125,12 @@ pub(crate) fn parse_json_array(
     if bytes.get(pos) == Some(&b']') {
         return Ok(items);
     }
+    // Lines are counted on from the previous item, not from the file's start:
+    // counting from the start made a large array quadratic to read.
+    let (mut counted_to, mut line) = (0, 1);
     loop {
-        let line = line_of(bytes, pos);
+        line += line_of(&bytes[counted_to..], pos - counted_to) - 1;
+        counted_to = pos;
         let mut stream =
             serde_json::Deserializer::from_slice(&bytes[pos..]).into_iter::<Box<RawValue>>();
         let value = match stream.next() {
@@ -176,6 +180,15 @@ mod tests {
             .collect::<Result<_, _>>()?;
         assert_eq!(ids.len(), input.count);
         Ok(ids)
+    }
+
+    #[test]
+    fn a_bad_item_of_a_json_array_is_found_at_its_line() {
+        let text = "[\n{\"id\": 1},\n\n{\"id\": 2},\n{\"id\": 3}\n7\n]\n";
+        let err = load(text, InputFormat::Json).expect_err("no comma");
+        assert!(matches!(err, InputError::Syntax { line: 6, .. }), "{err}");
+        let err = load("[\n{\"id\": 1},\n\n\n5\n]", InputFormat::Json).expect_err("not an object");
+        assert!(matches!(err, InputError::Syntax { line: 5, .. }), "{err}");
     }
 
     #[test]

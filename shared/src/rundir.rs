@@ -131,5 +131,9 @@ pub struct RunInfo {
     pub job_dir: PathBuf,
     /// The input file that was read (absolute).
     pub input: PathBuf,
+    /// The pipeline stage this directory holds (RUN/stage_NAME); its job.toml
+    /// is derived from the pipeline's job file, so it never equals that file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     pub started: String,
 }

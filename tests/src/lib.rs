@@ -76,6 +76,13 @@ impl Finished {
         );
         self
     }
+
+    /// Exit code `code`, and `text` on stdout.
+    pub fn expect_saying(&self, code: i32, text: &str) -> &Self {
+        self.expect_code(code);
+        assert!(self.stdout.contains(text), "{}", self.stdout);
+        self
+    }
 }
 
 /// A temporary job folder, removed when dropped.

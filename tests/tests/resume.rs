@@ -86,13 +86,8 @@ fn a_resumed_run_does_not_redo_saved_items() {
     );
     assert_eq!(json_array_ids(&run.join("final.json")), ids);
 
-    let again = job.nightshift(&["resume", "run"]);
-    again.expect_code(0);
-    assert!(
-        again.stdout.contains("already finished"),
-        "{}",
-        again.stdout
-    );
+    job.nightshift(&["resume", "run"])
+        .expect_saying(0, "already finished");
 }
 
 #[test]

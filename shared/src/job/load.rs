@@ -138,6 +138,10 @@ impl Job {
                 "the id field name cannot be empty".into(),
             ));
         }
+        if self.is_pipeline() {
+            // Each stage is checked as the one-stage job it runs as.
+            return super::stages::check(self);
+        }
         let l = &s.layout;
         if l.segments.is_some()
             && l.orchestrators.is_some()
@@ -287,6 +291,67 @@ fn table_header(trimmed: &str) -> Option<&str> {
     let inner = trimmed.strip_prefix('[')?;
     let end = inner.find(']')?;
     Some(inner[..end].trim_matches(['[', ' ']))
+}
+
+/// An error about a whole table (`[agent]`), located at its header.
+pub(super) fn locate_table(path: &Path, text: &str, table: &str, message: String) -> JobFileError {
+    locate_key(path, text, table, "", message)
+}
+
+/// An error about `table.key` of the `stage`-th (0-based) `[[stage]]` entry:
+/// `table` is `stage` or one of its subtables (`stage.agent`). Located at the
+/// key's line, or the subtable's header, or the entry's `[[stage]]` header.
+pub(super) fn locate_in_stage(
+    path: &Path,
+    text: &str,
+    stage: usize,
+    table: &str,
+    key: &str,
+    message: String,
+) -> JobFileError {
+    let mut entries = 0usize;
+    let mut current = String::new();
+    let (mut entry_line, mut table_line, mut found) = (None, None, None);
+    for (index, content) in text.lines().enumerate() {
+        let trimmed = content.trim();
+        if let Some(header) = table_header(trimmed) {
+            current = header.to_owned();
+            if trimmed.starts_with("[[") && header == "stage" {
+                entries += 1;
+                if entries == stage + 1 {
+                    entry_line = Some(index + 1);
+                }
+            }
+            if entries == stage + 1 && current == table {
+                table_line.get_or_insert(index + 1);
+            }
+            continue;
+        }
+        if entries == stage + 1 && current == table && !key.is_empty() {
+            if let Some((k, _)) = trimmed.split_once('=') {
+                if k.trim().trim_matches('"') == key {
+                    let column = content.len() - content.trim_start().len() + 1;
+                    found = Some((index + 1, column));
+                    break;
+                }
+            }
+        }
+    }
+    let (line, column) = found
+        .or(table_line.map(|l| (l, 1)))
+        .or(entry_line.map(|l| (l, 1)))
+        .unwrap_or((1, 1));
+    JobFileError {
+        path: path.to_owned(),
+        line,
+        column,
+        key: Some(if key.is_empty() {
+            table.to_owned()
+        } else {
+            format!("{table}.{key}")
+        }),
+        message,
+    }
 }
 
 /// An error about `table.key`, located at the key's line (or the table's header,

@@ -9,6 +9,7 @@ mod notify;
 mod positive;
 mod price;
 mod settings;
+mod stages;
 mod values;
 
 pub use cache::CacheSettings;
@@ -17,4 +18,5 @@ pub use llm::{FallbackSettings, KeyVars, LlmMode, LlmSettings, ResponseFormat, S
 pub use load::{line_column, Job, JobError, JobFileError};
 pub use notify::{default_notify_timeout, NotifySettings};
 pub use settings::*;
+pub use stages::{stage_dir_name, StageSettings};
 pub use values::{AgentTimeout, ByteSize, Count, Deadline, HumanDuration, PositiveRate, Share};

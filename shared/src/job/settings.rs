@@ -35,6 +35,9 @@ pub struct JobSettings {
     pub notify: Option<NotifySettings>,
     /// The answer cache of the LLM backends (`[cache]`); None: no cache.
     pub cache: Option<CacheSettings>,
+    /// A pipeline's `[[stage]]`s (empty: the one stage is `[agent]`).
+    #[serde(default, rename = "stage", skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<super::stages::StageSettings>,
 }
 
 impl JobSettings {

@@ -21,6 +21,21 @@ pub struct FailuresRequest<'a> {
 }
 
 pub fn failures(request: &FailuresRequest<'_>) -> Result<i32> {
+    if crate::run::pipeline::is_pipeline_dir(request.dir) {
+        // Each stage's failed items, under the stage's name.
+        return crate::commands::stages::each_stage(
+            request.dir,
+            !request.json && !request.ids,
+            |stage| {
+                failures(&FailuresRequest {
+                    dir: stage,
+                    json: request.json,
+                    reason: request.reason,
+                    ids: request.ids,
+                })
+            },
+        );
+    }
     let (run, plan) = open_run(request.dir)?;
     let journal = read_journal(&run.events())?;
     let job = frozen_job(&run).ok();

@@ -15,6 +15,11 @@ use crate::run::journal::EventLog;
 use crate::run::lock::RunLock;
 
 pub fn merge(dir: &Path, only_segment: Option<usize>, console: &Console) -> Result<i32> {
+    if crate::run::pipeline::is_pipeline_dir(dir) {
+        return crate::commands::stages::merge_stages(dir, |stage| {
+            merge(stage, only_segment, console)
+        });
+    }
     let (run, plan) = open_run(dir)?;
     let job = frozen_job(&run)?;
     let segments: Vec<_> = match only_segment {

@@ -12,5 +12,6 @@ pub mod plan;
 pub mod report;
 pub mod resume;
 pub mod run;
+pub mod stages;
 pub mod status;
 pub mod validate;

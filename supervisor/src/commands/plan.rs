@@ -9,10 +9,25 @@ use shared::plan::{write_plan_json, Plan};
 use crate::error::{Result, SupervisorError};
 use crate::reporting::estimate::estimate_line;
 use crate::reporting::sample::sample_if_asked;
-use crate::run::setup::{plan_job, PlannedJob};
+use crate::run::setup::{plan_loaded, PlannedJob};
 
 pub fn plan(job_path: &Path, as_json: bool) -> Result<i32> {
-    let planned = plan_job(job_path)?;
+    let job = shared::job::Job::load(job_path)?;
+    if !job.is_pipeline() {
+        return show(plan_loaded(job)?, as_json);
+    }
+    // Every stage planned over the first stage's items: an upper bound for
+    // the later stages, whose items are the records that reach them.
+    for (index, stage) in job.stage_chain().iter().enumerate() {
+        if !as_json {
+            println!("stage {}: {}", index + 1, stage.name);
+        }
+        show(plan_loaded(job.stage_job(index, None)?)?, as_json)?;
+    }
+    Ok(shared::exit_codes::SUCCESS)
+}
+
+fn show(planned: PlannedJob, as_json: bool) -> Result<i32> {
     if as_json {
         let mut ids = planned
             .input

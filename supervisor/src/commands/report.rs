@@ -18,6 +18,12 @@ use crate::run::existing::open_run;
 use crate::run::journal::read_journal;
 
 pub fn report(dir: &Path, html: Option<&Path>, as_json: bool) -> Result<i32> {
+    if crate::run::pipeline::is_pipeline_dir(dir) {
+        return crate::commands::stages::each_stage(dir, !as_json, |stage| {
+            let page = html.map(|file| crate::commands::stages::stage_page(file, stage));
+            report(stage, page.as_deref(), as_json)
+        });
+    }
     let (run, plan) = open_run(dir)?;
     let journal = read_journal(&run.events())?;
     let status = run_status(&run, &plan, &journal);

@@ -21,7 +21,7 @@ use crate::console::Console;
 use crate::error::{Result, SupervisorError};
 use crate::merge::final_up_to_date;
 use crate::run::budget::{apply_budget, BudgetChange};
-use crate::run::existing::{frozen_job, open_run};
+use crate::run::existing::{frozen_job, open_run, run_info};
 use crate::run::journal::EventLog;
 use crate::run::lock::RunLock;
 use crate::run::notify::{ItemCounts, Notifier, NotifyCommand, RunSummary};
@@ -57,6 +57,17 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
         budget,
         no_cache,
     } = *request;
+    if crate::run::pipeline::is_pipeline_dir(dir) {
+        let options = crate::run::pipeline::StageOptions {
+            halt,
+            until,
+            notify,
+            no_cache,
+            retry_failed,
+            budget,
+        };
+        return crate::run::pipeline::resume_pipeline(dir, &options, console);
+    }
     let started = Instant::now();
     let (run, plan) = open_run(dir)?;
     println!("run directory: {}", dir.display());
@@ -128,7 +139,9 @@ fn take_over(
     job: &Job,
     retry_failed: bool,
 ) -> Result<Option<(Vec<OsString>, Progress)>> {
-    if let Ok(current) = std::fs::read_to_string(&job.path) {
+    // A pipeline stage's job.toml is derived from the job file: never equal.
+    let stage = run_info(run).ok().and_then(|info| info.stage);
+    if let (Ok(current), None) = (std::fs::read_to_string(&job.path), stage) {
         if current != job.text {
             println!(
                 "note: {} has changed since this run started; resume uses the run's frozen copy {}",

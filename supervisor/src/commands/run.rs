@@ -11,10 +11,12 @@ use crate::console::Console;
 use crate::error::Result;
 use crate::reporting::estimate::estimate_line;
 use crate::reporting::sample::sample_if_asked;
+use crate::run::budget::BudgetChange;
 use crate::run::lock::RunLock;
 use crate::run::notify::{Notifier, NotifyCommand};
+use crate::run::pipeline::{run_pipeline, StageOptions};
 use crate::run::session::drive;
-use crate::run::setup::{check_job, choose_run_dir, create_run_dir, make_run_dir, CheckedJob};
+use crate::run::setup::{check_loaded, choose_run_dir, create_run_dir, make_run_dir, CheckedJob};
 use crate::schedule::halt::HaltPolicy;
 use crate::supervise::RunInputs;
 
@@ -27,7 +29,20 @@ pub fn run(
     no_cache: bool,
     console: &Console,
 ) -> Result<i32> {
-    let mut checked = check_job(job_path)?;
+    let job = shared::job::Job::load(job_path)?;
+    if job.is_pipeline() {
+        let dir = choose_run_dir(run_dir, &job.name)?;
+        let options = StageOptions {
+            halt,
+            until,
+            notify,
+            no_cache,
+            retry_failed: false,
+            budget: BudgetChange::default(),
+        };
+        return run_pipeline(&job, &dir, &options, console);
+    }
+    let mut checked = check_loaded(job)?;
     crate::run::answer_cache::prepare(&mut checked.job, no_cache)?;
     let dir = choose_run_dir(run_dir, &checked.job.name)?;
     make_run_dir(&dir)?;
@@ -36,7 +51,7 @@ pub fn run(
     if let Some(line) = estimate_line(&checked.job.settings, &checked.input, sample.as_ref()) {
         println!("{line}");
     }
-    let run = create_run_dir(&dir, &checked)?;
+    let run = create_run_dir(&dir, &checked, None)?;
     let _lock = RunLock::acquire(&run)?;
     let CheckedJob {
         job,

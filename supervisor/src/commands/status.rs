@@ -6,6 +6,7 @@ use std::path::Path;
 use shared::exit_codes;
 use shared::journal::{Journal, RunEnd};
 
+use crate::commands::stages;
 use crate::error::{Result, SupervisorError};
 use crate::reporting::status::{run_status, RunStatus};
 use crate::reporting::view::size;
@@ -16,6 +17,16 @@ use crate::run::journal::read_journal;
 const LISTED: usize = 20;
 
 pub fn status(dir: &Path, as_json: bool) -> Result<i32> {
+    if crate::run::pipeline::is_pipeline_dir(dir) {
+        if !as_json {
+            return stages::each_stage(dir, true, |stage| status(stage, false));
+        }
+        let (value, code) = stages::pipeline_status_json(dir)?;
+        let text = serde_json::to_string_pretty(&value)
+            .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?;
+        println!("{text}");
+        return Ok(code);
+    }
     let (run, plan) = open_run(dir)?;
     let journal = read_journal(&run.events())?;
     let status = run_status(&run, &plan, &journal);
@@ -33,7 +44,7 @@ pub fn status(dir: &Path, as_json: bool) -> Result<i32> {
 /// complete, 1 finished with failures (or halted), and the codes `run` gives
 /// for its stops: 3 deadline, 5 cannot go on, 130 interrupted (a supervisor
 /// that died without a word counts as interrupted).
-fn status_code(journal: &Journal, alive: bool) -> i32 {
+pub fn status_code(journal: &Journal, alive: bool) -> i32 {
     if alive {
         return exit_codes::SUCCESS;
     }

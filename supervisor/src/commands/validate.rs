@@ -18,6 +18,11 @@ use crate::merge::ids_of;
 use crate::run::existing::open_run;
 
 pub fn validate(path: &Path, id_field: &str, console: &Console) -> Result<i32> {
+    if crate::run::pipeline::is_pipeline_dir(path) {
+        return crate::commands::stages::each_stage(path, true, |stage| {
+            validate_run(stage, console)
+        });
+    }
     if path.is_dir() {
         return validate_run(path, console);
     }

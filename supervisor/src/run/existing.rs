@@ -38,6 +38,16 @@ pub fn open_run(dir: &Path) -> Result<(RunDir, Plan)> {
 /// The job as it was launched (RUN/job.toml), read as if it still sat in its
 /// original folder so relative paths mean what they meant.
 pub fn frozen_job(run: &RunDir) -> Result<Job> {
+    let info = run_info(run)?;
+    let text = std::fs::read_to_string(run.job_toml()).map_err(SupervisorError::io(format!(
+        "cannot read {}",
+        run.job_toml().display()
+    )))?;
+    Ok(Job::from_text(&info.job_file, text)?)
+}
+
+/// RUN/run.json: where the job came from.
+pub fn run_info(run: &RunDir) -> Result<RunInfo> {
     let info_text = std::fs::read(run.run_json()).map_err(SupervisorError::io(format!(
         "cannot read {}",
         run.run_json().display()
@@ -45,9 +55,5 @@ pub fn frozen_job(run: &RunDir) -> Result<Job> {
     let info: RunInfo = serde_json::from_slice(&info_text).map_err(|e| {
         SupervisorError::io(format!("cannot read {}", run.run_json().display()))(e.into())
     })?;
-    let text = std::fs::read_to_string(run.job_toml()).map_err(SupervisorError::io(format!(
-        "cannot read {}",
-        run.job_toml().display()
-    )))?;
-    Ok(Job::from_text(&info.job_file, text)?)
+    Ok(info)
 }

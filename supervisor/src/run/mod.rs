@@ -11,6 +11,7 @@ pub mod journal;
 pub mod live;
 pub mod lock;
 pub mod notify;
+pub mod pipeline;
 pub mod resume;
 pub mod session;
 pub mod setup;

@@ -23,9 +23,8 @@ pub struct CheckedJob {
     pub agent_argv: Vec<OsString>,
 }
 
-/// Loads the job file, its input and its plan; nothing is written.
-pub fn plan_job(job_path: &Path) -> Result<PlannedJob> {
-    let job = Job::load(job_path)?;
+/// A loaded job's input and plan; nothing is written.
+pub fn plan_loaded(job: Job) -> Result<PlannedJob> {
     let settings = &job.settings;
     let input_path = job.resolve(&settings.input.path);
     let input =
@@ -53,10 +52,10 @@ pub struct PlannedJob {
     pub plan: Plan,
 }
 
-/// Checks everything needed to launch: the job, its input, its plan, and the
-/// programs the agents will run.
-pub fn check_job(job_path: &Path) -> Result<CheckedJob> {
-    let PlannedJob { job, input, plan } = plan_job(job_path)?;
+/// Checks everything needed to launch a loaded job: its input, its plan, and
+/// the programs the agents will run.
+pub fn check_loaded(job: Job) -> Result<CheckedJob> {
+    let PlannedJob { job, input, plan } = plan_loaded(job)?;
     // An unset API key variable would fail every request: stop before the run exists.
     job.check_api_keys()?;
     let agent_argv = resolve_agent(&job)?;
@@ -135,8 +134,9 @@ pub fn make_run_dir(dir: &Path) -> Result<()> {
     std::fs::remove_file(&probe).map_err(unusable)
 }
 
-/// Creates the run directory and writes job.toml, run.json and plan.json.
-pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
+/// Creates the run directory and writes job.toml, run.json and plan.json;
+/// `stage`: the pipeline stage the directory holds.
+pub fn create_run_dir(dir: &Path, checked: &CheckedJob, stage: Option<&str>) -> Result<RunDir> {
     let absolute = std::path::absolute(dir).map_err(SupervisorError::io(format!(
         "cannot resolve {}",
         dir.display()
@@ -157,6 +157,7 @@ pub fn create_run_dir(dir: &Path, checked: &CheckedJob) -> Result<RunDir> {
         job_file: checked.job.path.clone(),
         job_dir: checked.job.dir.clone(),
         input: checked.input.path.clone(),
+        stage: stage.map(str::to_owned),
         started: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
     };
     write(run.run_json(), &to_json(&info)?)?;

@@ -142,6 +142,14 @@ impl Messages {
     }
 }
 
+impl Drop for Messages {
+    /// The signal thread ends with its session: a later session in the same
+    /// process (a pipeline's next stage) must be the only one reaping.
+    fn drop(&mut self) {
+        self._signals.close();
+    }
+}
+
 pub struct Supervisor<'a> {
     inputs: RunInputs<'a>,
     console: &'a Console,

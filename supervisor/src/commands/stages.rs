@@ -1,0 +1,126 @@
+//! The commands that read or redo a run (status, report, merge, validate) on
+//! a pipeline's run directory: each stage's directory in turn, as the
+//! ordinary run directory it is.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use shared::atomic::copy_atomic;
+use shared::exit_codes;
+use shared::rundir::RunDir;
+
+use crate::error::{Result, SupervisorError};
+use crate::reporting::status::run_status;
+use crate::run::existing::open_run;
+use crate::run::journal::read_journal;
+use crate::run::pipeline::stage_dirs;
+
+/// Runs `command` on every stage that has started, after a `stage i/n: NAME`
+/// line when `headers` (not between JSON documents or bare ids; stages not
+/// started yet are said so). The exit code: the first stage's that is not 0.
+pub fn each_stage(
+    dir: &Path,
+    headers: bool,
+    mut command: impl FnMut(&Path) -> Result<i32>,
+) -> Result<i32> {
+    let stages = stage_dirs(dir)?;
+    let mut code = exit_codes::SUCCESS;
+    for (index, (name, stage_dir)) in stages.iter().enumerate() {
+        if headers {
+            println!("stage {}/{}: {name}", index + 1, stages.len());
+        }
+        if !RunDir::new(stage_dir).plan_json().exists() {
+            if headers {
+                println!("not started: it starts once stage {index} is done");
+            }
+            continue;
+        }
+        let stage_code = command(stage_dir)?;
+        if code == exit_codes::SUCCESS {
+            code = stage_code;
+        }
+    }
+    Ok(code)
+}
+
+/// `nightshift merge` on a pipeline: every stage, then RUN/final.json again
+/// from the last stage.
+pub fn merge_stages(dir: &Path, mut merge: impl FnMut(&Path) -> Result<i32>) -> Result<i32> {
+    let code = each_stage(dir, true, &mut merge)?;
+    if let Some((_, last)) = stage_dirs(dir)?.last() {
+        let from = RunDir::new(last).final_json();
+        if from.exists() {
+            let to = RunDir::new(dir).final_json();
+            copy_atomic(&from, &to).map_err(SupervisorError::io(format!(
+                "cannot copy {} to {}",
+                from.display(),
+                to.display()
+            )))?;
+        }
+    }
+    Ok(code)
+}
+
+/// `nightshift status DIR --json` on a pipeline: each stage's status under
+/// `stages`, and the pipeline's state and items (total: the first stage's
+/// items; done: the last stage's; failed: those failed in any stage).
+pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
+    let stages = stage_dirs(dir)?;
+    let mut listed = Vec::new();
+    let (mut total, mut done, mut failed) = (None, 0, 0);
+    let mut state = "finished";
+    let mut code = exit_codes::SUCCESS;
+    for (index, (name, stage_dir)) in stages.iter().enumerate() {
+        if !RunDir::new(stage_dir).plan_json().exists() {
+            listed.push(json!({"name": name, "state": "waiting"}));
+            if state == "finished" {
+                state = "interrupted";
+            }
+            continue;
+        }
+        let (run, plan) = open_run(stage_dir)?;
+        let journal = read_journal(&run.events())?;
+        let status = run_status(&run, &plan, &journal);
+        total.get_or_insert(status.items.total);
+        failed += status.items.failed;
+        if index + 1 == stages.len() {
+            done = status.items.done;
+        }
+        if state == "finished" && status.state != "finished" {
+            state = status.state;
+        }
+        if code == exit_codes::SUCCESS {
+            code = crate::commands::status::status_code(&journal, status.supervisor_pid.is_some());
+        }
+        let mut value = serde_json::to_value(&status)
+            .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?;
+        value["name"] = json!(name);
+        listed.push(value);
+    }
+    let value = json!({
+        "state": state,
+        "run_dir": dir.display().to_string(),
+        "items": {"total": total.unwrap_or(0), "done": done, "failed": failed},
+        "stages": listed,
+    });
+    Ok((value, code))
+}
+
+/// `report --html FILE` on a pipeline: one page per stage, FILE's name with
+/// `_NAME` before its extension.
+pub fn stage_page(file: &Path, stage_dir: &Path) -> PathBuf {
+    let stage = stage_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = file
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let extension = file
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
+    file.with_file_name(format!("{stem}_{stage}{extension}"))
+}

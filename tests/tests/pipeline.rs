@@ -1,0 +1,340 @@
+//! Pipelines (`[[stage]]`): every final record carries every stage's work,
+//! each stage is an ordinary run directory RUN/stage_NAME, a killed pipeline
+//! resumes to the same final.json without redoing a saved item in any stage,
+//! and bad stage tables are refused before anything starts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nightshift_tests::{
+    events, json_array_ids, jsonl_ids, run_processes, wait_until, wait_with_deadline, JobDir,
+};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// A stage's command: logs the item to calls_NAME.log (to count executions),
+/// waits, and adds `"NAME": "done"` to it. `needs`: a field the item must
+/// already carry (the upstream stage's work), or the item fails.
+fn stage_script(job: &JobDir, name: &str, needs: Option<&str>, latency: &str) {
+    let check = needs.map_or(String::new(), |field| {
+        format!("case \"$line\" in *'\"{field}\"'*) ;; *) exit 1 ;; esac\n")
+    });
+    job.write(
+        &format!("{name}.sh"),
+        &format!(
+            "read -r line\n{check}echo \"$line\" >> calls_{name}.log\nsleep {latency}\nprintf '%s' \"$line\" | sed 's/}}$/, \"{name}\": \"done\"}}/'\n"
+        ),
+    );
+}
+
+/// A two-stage job: `draft`, then `check` after it.
+fn two_stage_job(job: &JobDir, latency: &str, barrier: bool) {
+    stage_script(job, "draft", None, latency);
+    stage_script(job, "check", Some("draft"), latency);
+    job.write(
+        "job.toml",
+        &format!(
+            r#"name = "pipe"
+[input]
+path = "items.jsonl"
+[limits]
+max_parallel = 2
+
+[[stage]]
+name = "draft"
+[stage.layout]
+items_per_agent = 2
+[stage.agent]
+backend = "exec"
+command = ["sh", "draft.sh"]
+kill_grace = "1s"
+
+[[stage]]
+name = "check"
+after = "draft"
+barrier = {barrier}
+[stage.layout]
+items_per_agent = 3
+[stage.agent]
+backend = "exec"
+command = ["sh", "check.sh"]
+kill_grace = "1s"
+"#
+        ),
+    );
+}
+
+fn calls(job: &JobDir, stage: &str) -> Vec<String> {
+    std::fs::read_to_string(job.path().join(format!("calls_{stage}.log")))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Ids saved in a stage's agent files.
+fn saved(stage_dir: &Path) -> Vec<String> {
+    let mut ids = Vec::new();
+    for entry in nightshift_tests::litellm::files_under(stage_dir) {
+        let name = entry
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("agent_")
+            && name.ends_with(".jsonl")
+            && !name.ends_with("failures.jsonl")
+        {
+            ids.extend(jsonl_ids(&entry));
+        }
+    }
+    ids
+}
+
+fn stage(run: &Path, name: &str) -> PathBuf {
+    run.join(format!("stage_{name}"))
+}
+
+#[test]
+fn every_final_record_carries_both_stages_work() {
+    let job = JobDir::new();
+    let ids = job.items(10);
+    two_stage_job(&job, "0", false);
+    let done = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    done.expect_code(0);
+    let run = job.run_dir();
+    assert_eq!(json_array_ids(&run.join("final.json")), ids);
+    let text = std::fs::read_to_string(run.join("final.json")).expect("final.json");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&text).expect("a JSON array");
+    for record in &records {
+        assert_eq!(record["draft"], "done", "{record}");
+        assert_eq!(record["check"], "done", "{record}");
+        assert!(
+            record["prompt"].is_string(),
+            "the item's own fields: {record}"
+        );
+    }
+    for name in ["draft", "check"] {
+        let dir = stage(&run, name);
+        assert_eq!(json_array_ids(&dir.join("final.json")), ids, "{name}");
+        assert!(dir.join("plan.json").exists() && dir.join("segment_01.jsonl").exists());
+        assert_eq!(calls(&job, name).len(), ids.len(), "{name}: once per item");
+    }
+    // The commands that read a run work per stage.
+    let status = job.nightshift(&["status", "run", "--json"]);
+    status.expect_code(0);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(status["state"], "finished", "{status}");
+    assert_eq!(status["items"]["done"], 10, "{status}");
+    let names: Vec<&str> = status["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["draft", "check"]);
+    assert_eq!(status["stages"][1]["items"]["done"], 10, "{status}");
+    job.nightshift(&["validate", "run"])
+        .expect_saying(0, "stage 2/2: check");
+    std::fs::remove_file(run.join("final.json")).expect("remove final.json");
+    job.nightshift(&["merge", "run"]).expect_code(0);
+    assert_eq!(json_array_ids(&run.join("final.json")), ids, "merged again");
+}
+
+#[test]
+fn a_stage_starts_once_its_upstream_stage_is_merged() {
+    let job = JobDir::new();
+    job.items(6);
+    two_stage_job(&job, "0", true);
+    job.nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(0);
+    let run = job.run_dir();
+    let upstream_end = events(&stage(&run, "draft"))
+        .into_iter()
+        .find(|e| e["event"] == "run-finished")
+        .and_then(|e| e["ts"].as_str().map(str::to_owned))
+        .expect("draft finished");
+    let first_launch = events(&stage(&run, "check"))
+        .into_iter()
+        .find(|e| e["event"] == "launched")
+        .and_then(|e| e["ts"].as_str().map(str::to_owned))
+        .expect("check launched");
+    // RFC 3339 UTC timestamps of one format compare as text.
+    assert!(
+        first_launch >= upstream_end,
+        "{first_launch} < {upstream_end}"
+    );
+}
+
+#[test]
+fn an_item_that_fails_upstream_never_enters_the_next_stage() {
+    let job = JobDir::new();
+    let ids = job.items(4);
+    two_stage_job(&job, "0", false);
+    // item-002 fails in draft, every time.
+    job.write(
+        "draft.sh",
+        "read -r line\ncase \"$line\" in *item-002*) exit 1 ;; esac\nprintf '%s' \"$line\" | sed 's/}$/, \"draft\": \"done\"}/'\n",
+    );
+    let text = std::fs::read_to_string(job.path().join("job.toml")).expect("job");
+    job.write(
+        "job.toml",
+        &text.replace(
+            "kill_grace = \"1s\"\n",
+            "kill_grace = \"1s\"\nretries = 0\nitem_retries = 0\n",
+        ),
+    );
+    let notify = "sh -c 'cat >> notified.jsonl'";
+    let args = ["run", "job.toml", "--run-dir", "run", "--notify", notify];
+    job.nightshift(&args).expect_code(1);
+    // Told once, for the whole pipeline.
+    let told = std::fs::read_to_string(job.path().join("notified.jsonl")).expect("told");
+    let told: serde_json::Value = serde_json::from_str(&told).expect("one summary");
+    assert_eq!(told["state"], "failed", "{told}");
+    assert_eq!(told["items"]["total"], 4, "{told}");
+    assert_eq!(told["items"]["done"], 3, "{told}");
+    let rest: Vec<String> = ids.iter().filter(|id| *id != "item-002").cloned().collect();
+    assert_eq!(json_array_ids(&job.run_dir().join("final.json")), rest);
+    assert!(!calls(&job, "check").contains(&"item-002".to_owned()));
+    // Reported under the stage it failed in.
+    let failures = job.nightshift(&["failures", "run"]);
+    let text = &failures.stdout;
+    let (draft, check) = text
+        .split_once("stage 2/2: check")
+        .unwrap_or_else(|| panic!("both stages listed: {text}"));
+    assert!(
+        draft.contains("stage 1/2: draft") && draft.contains("item-002"),
+        "{text}"
+    );
+    assert!(!check.contains("item-002"), "{text}");
+}
+
+#[test]
+fn a_killed_pipeline_resumes_to_the_same_output_without_redoing_saved_items() {
+    let reference = JobDir::new();
+    reference.items(12);
+    two_stage_job(&reference, "0.2", false);
+    reference
+        .nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(0);
+    let expected = std::fs::read(reference.run_dir().join("final.json")).expect("final.json");
+
+    let job = JobDir::new();
+    let ids = job.items(12);
+    two_stage_job(&job, "0.2", false);
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    let run = job.run_dir();
+    assert!(
+        wait_until(Duration::from_secs(60), || saved(&stage(&run, "check"))
+            .len()
+            >= 2),
+        "check saved some items"
+    );
+    // The supervisor's process group, then every agent (each in its own group).
+    let supervisor = i32::try_from(child.id()).expect("pid");
+    kill(Pid::from_raw(-supervisor), Signal::SIGKILL).expect("SIGKILL the supervisor");
+    let _ = wait_with_deadline(child, Duration::from_secs(10));
+    for name in ["draft", "check"] {
+        for pid in run_processes(&stage(&run, name)) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
+    assert!(wait_until(Duration::from_secs(10), || {
+        run_processes(&stage(&run, "check")).is_empty()
+    }));
+    let before: Vec<(String, Vec<String>)> = ["draft", "check"]
+        .iter()
+        .map(|name| ((*name).to_owned(), saved(&stage(&run, name))))
+        .collect();
+    for name in ["draft", "check"] {
+        std::fs::remove_file(job.path().join(format!("calls_{name}.log"))).expect("reset");
+    }
+
+    job.nightshift(&["resume", "run"]).expect_code(0);
+    for (name, saved_before) in &before {
+        let after = calls(&job, name);
+        for id in saved_before {
+            assert!(!after.contains(id), "{name}: {id} was saved, yet redone");
+        }
+        assert_eq!(
+            after.len() + saved_before.len(),
+            ids.len(),
+            "{name}: {after:?}"
+        );
+    }
+    let resumed = std::fs::read(run.join("final.json")).expect("final.json");
+    assert!(
+        resumed == expected,
+        "final.json differs from an uninterrupted run"
+    );
+    job.nightshift(&["resume", "run"])
+        .expect_saying(0, "already finished");
+}
+
+/// Runs a job file text; returns stderr of a refusal (exit 2) that started nothing.
+fn refused(text: &str) -> String {
+    let job = JobDir::new();
+    job.items(2);
+    job.write("job.toml", text);
+    let refused = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    refused.expect_code(2);
+    assert!(!job.run_dir().exists(), "nothing was made");
+    refused.stderr
+}
+
+const HEAD: &str = "[input]\npath = \"items.jsonl\"\n";
+const DEMO: &str = "[stage.agent]\nbackend = \"demo\"\n";
+
+#[test]
+fn bad_stage_tables_are_refused_naming_line_and_key() {
+    let both = refused(&format!(
+        "{HEAD}[agent]\nbackend = \"demo\"\n[[stage]]\nname = \"a\"\n{DEMO}"
+    ));
+    assert!(
+        both.contains("job.toml:3:") && both.contains("key `agent`"),
+        "{both}"
+    );
+    assert!(both.contains("either [agent] or [[stage]]"), "{both}");
+
+    let unknown = refused(&format!(
+        "{HEAD}[[stage]]\nname = \"a\"\n{DEMO}[[stage]]\nname = \"b\"\nafter = \"nope\"\n{DEMO}"
+    ));
+    assert!(
+        unknown.contains("job.toml:9:") && unknown.contains("stage.after"),
+        "{unknown}"
+    );
+    assert!(unknown.contains("no stage is named \"nope\""), "{unknown}");
+
+    let cycle = refused(&format!(
+        "{HEAD}[[stage]]\nname = \"a\"\n{DEMO}[[stage]]\nname = \"b\"\nafter = \"c\"\n{DEMO}[[stage]]\nname = \"c\"\nafter = \"b\"\n{DEMO}"
+    ));
+    assert!(
+        cycle.contains("stage.after") && cycle.contains("cycle"),
+        "{cycle}"
+    );
+
+    let twice = refused(&format!(
+        "{HEAD}[[stage]]\nname = \"a\"\n{DEMO}[[stage]]\nname = \"a\"\nafter = \"a\"\n{DEMO}"
+    ));
+    assert!(
+        twice.contains("job.toml:8:") && twice.contains("stage.name"),
+        "{twice}"
+    );
+    assert!(twice.contains("two stages are named \"a\""), "{twice}");
+
+    let missing = refused(&format!(
+        "{HEAD}[[stage]]\nname = \"a\"\n{DEMO}[[stage]]\nname = \"b\"\nafter = \"a\"\n[stage.agent]\nbackend = \"exec\"\ncommand = [\"no-such-checker\"]\n"
+    ));
+    assert!(
+        missing.contains("no-such-checker") && missing.contains("was not found"),
+        "{missing}"
+    );
+
+    let stage_key = refused(&format!(
+        "{HEAD}[[stage]]\nname = \"a\"\n{DEMO}timeout = \"soon\"\n"
+    ));
+    assert!(
+        stage_key.contains("job.toml:7:") && stage_key.contains("stage.agent.timeout"),
+        "{stage_key}"
+    );
+}
