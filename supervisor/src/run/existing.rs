@@ -10,13 +10,17 @@ use shared::rundir::{RunDir, RunInfo};
 
 use crate::error::{Result, SupervisorError};
 
+/// The run directory at `dir`, by its absolute path.
+pub fn run_dir_at(dir: &Path) -> Result<RunDir> {
+    let root = std::path::absolute(dir).map_err(SupervisorError::io(format!(
+        "cannot resolve {}",
+        dir.display()
+    )))?;
+    Ok(RunDir::new(root))
+}
+
 pub fn open_run(dir: &Path) -> Result<(RunDir, Plan)> {
-    let run = RunDir::new(
-        std::path::absolute(dir).map_err(SupervisorError::io(format!(
-            "cannot resolve {}",
-            dir.display()
-        )))?,
-    );
+    let run = run_dir_at(dir)?;
     let text = match std::fs::read(run.plan_json()) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {

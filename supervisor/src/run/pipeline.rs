@@ -57,11 +57,7 @@ pub fn run_pipeline(
     }
     make_run_dir(dir)?;
     println!("run directory: {}", dir.display());
-    let root = std::path::absolute(dir).map_err(SupervisorError::io(format!(
-        "cannot resolve {}",
-        dir.display()
-    )))?;
-    let run = RunDir::new(root);
+    let run = crate::run::existing::run_dir_at(dir)?;
     let info = RunInfo {
         job_file: job.path.clone(),
         job_dir: job.dir.clone(),
@@ -106,11 +102,7 @@ pub fn stage_dirs(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
 /// `nightshift resume` on a pipeline: every stage from what it saved.
 pub fn resume_pipeline(dir: &Path, options: &StageOptions<'_>, console: &Console) -> Result<i32> {
     println!("run directory: {}", dir.display());
-    let root = std::path::absolute(dir).map_err(SupervisorError::io(format!(
-        "cannot resolve {}",
-        dir.display()
-    )))?;
-    let run = RunDir::new(root);
+    let run = crate::run::existing::run_dir_at(dir)?;
     let job = frozen_job(&run)?;
     go_on(&run, &job, dir, options, console)
 }
