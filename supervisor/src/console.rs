@@ -3,9 +3,9 @@
 //! directory, failures and the summary. On a terminal a live display runs
 //! below (see `reporting::view`), and every line is printed above it.
 
-use std::cell::Cell;
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressDrawTarget};
@@ -18,7 +18,8 @@ const PROBLEMS_SHOWN: usize = 20;
 
 pub struct Console {
     pub quiet: bool,
-    problems_shown: Cell<usize>,
+    /// Shared by a pipeline's stages, each a thread.
+    problems_shown: AtomicUsize,
     multi: Option<MultiProgress>,
 }
 
@@ -29,7 +30,7 @@ impl Console {
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(5)));
         Self {
             quiet,
-            problems_shown: Cell::new(0),
+            problems_shown: AtomicUsize::new(0),
             multi,
         }
     }
@@ -89,13 +90,13 @@ impl Console {
     }
 
     pub fn problem(&self, problem: &Problem) {
-        let shown = self.problems_shown.get();
+        let shown = self.problems_shown.load(Ordering::Relaxed);
         if shown < PROBLEMS_SHOWN {
             self.err(&problem.to_string());
         } else if shown == PROBLEMS_SHOWN {
             self.err("… more problems are listed in report.json");
         }
-        self.problems_shown.set(shown + 1);
+        self.problems_shown.store(shown + 1, Ordering::Relaxed);
     }
 
     pub fn stopping(&self, grace: Duration) {

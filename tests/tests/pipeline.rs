@@ -166,6 +166,98 @@ fn a_stage_starts_once_its_upstream_stage_is_merged() {
     );
 }
 
+/// When a stage's first agent launched and when its session finished.
+fn launched_and_finished(stage_dir: &Path) -> (String, String) {
+    let journal = events(stage_dir);
+    let first = |name: &str| {
+        journal
+            .iter()
+            .find(|e| e["event"] == name)
+            .and_then(|e| e["ts"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("{}: no {name} event", stage_dir.display()))
+    };
+    (first("launched"), first("run-finished"))
+}
+
+/// The most agents alive at once over the stages' journals (an exit and a
+/// launch at the same instant: the exit first).
+fn most_running_at_once(stage_dirs: &[PathBuf]) -> usize {
+    let mut changes: Vec<(String, i32)> = Vec::new();
+    for dir in stage_dirs {
+        for event in events(dir) {
+            let step = match event["event"].as_str() {
+                Some("launched") => 1,
+                Some("exited") => -1,
+                _ => continue,
+            };
+            changes.push((event["ts"].as_str().unwrap_or_default().to_owned(), step));
+        }
+    }
+    changes.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in changes {
+        now += step;
+        most = most.max(now);
+    }
+    usize::try_from(most).unwrap_or(0)
+}
+
+#[test]
+fn a_stage_streams_while_its_upstream_stage_still_works() {
+    let job = JobDir::new();
+    let ids = job.items(8);
+    two_stage_job(&job, "0.3", false);
+    job.nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(0);
+    let run = job.run_dir();
+    let (_, draft_finished) = launched_and_finished(&stage(&run, "draft"));
+    let (check_launched, _) = launched_and_finished(&stage(&run, "check"));
+    // RFC 3339 UTC timestamps of one format compare as text.
+    assert!(
+        check_launched < draft_finished,
+        "check started at {check_launched}, after draft finished at {draft_finished}"
+    );
+    assert_eq!(json_array_ids(&run.join("final.json")), ids);
+    // limits.max_parallel = 2 holds for both stages together.
+    let most = most_running_at_once(&[stage(&run, "draft"), stage(&run, "check")]);
+    assert!(
+        (1..=2).contains(&most),
+        "{most} agents at once, over max_parallel"
+    );
+}
+
+#[test]
+fn control_steers_every_stage_working_now() {
+    let job = JobDir::new();
+    let ids = job.items(6);
+    two_stage_job(&job, "0.3", false);
+    let child = job.spawn_nightshift(&["run", "job.toml", "--run-dir", "run"]);
+    let run = job.run_dir();
+    // Both stages' supervisors are up (their control sockets open before
+    // they journal the start).
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            ["draft", "check"].iter().all(|name| {
+                events(&stage(&run, name))
+                    .iter()
+                    .any(|e| e["event"] == "run-started")
+            })
+        }),
+        "both stages started"
+    );
+    let paused = job.nightshift(&["control", "run", "--pause"]);
+    paused.expect_code(0);
+    assert!(
+        paused.stdout.contains("stage draft:") && paused.stdout.contains("stage check:"),
+        "{}",
+        paused.stdout
+    );
+    job.nightshift(&["control", "run", "--continue"])
+        .expect_code(0);
+    wait_with_deadline(child, Duration::from_secs(60)).expect_code(0);
+    assert_eq!(json_array_ids(&run.join("final.json")), ids);
+}
+
 #[test]
 fn an_item_that_fails_upstream_never_enters_the_next_stage() {
     let job = JobDir::new();

@@ -18,16 +18,25 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn control(dir: &Path, action: ControlAction) -> Result<i32> {
     if crate::run::pipeline::is_pipeline_dir(dir) {
-        // The stage working now (one at a time); later stages start with the job's limits.
+        // Every stage working now (streaming stages run together; each
+        // counts the others' agents towards max_parallel). Stages not
+        // started yet start with the job's limits.
         let stages = crate::run::pipeline::stage_dirs(dir)?;
-        let live = stages.iter().find(|(_, stage)| {
-            stage.join("plan.json").exists()
-                && lock::holder(&shared::rundir::RunDir::new(stage)).is_some()
-        });
-        return match live {
-            Some((_, stage)) => control(stage, action),
-            None => Err(SupervisorError::NotLive(dir.to_owned())),
-        };
+        let live: Vec<_> = stages
+            .iter()
+            .filter(|(_, stage)| {
+                stage.join("plan.json").exists()
+                    && lock::holder(&shared::rundir::RunDir::new(stage)).is_some()
+            })
+            .collect();
+        if live.is_empty() {
+            return Err(SupervisorError::NotLive(dir.to_owned()));
+        }
+        for (name, stage) in live {
+            print!("stage {name}: ");
+            control(stage, action)?;
+        }
+        return Ok(0);
     }
     let (run, _plan) = open_run(dir)?;
     let Some(pid) = lock::holder(&run).and_then(|pid| u32::try_from(pid).ok()) else {

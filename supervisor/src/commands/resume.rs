@@ -8,6 +8,7 @@
 //! 5. Merges whose output is newer than all their inputs are not redone.
 //! 6. A run that is already complete says so and exits 0.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::Path;
 use std::time::Instant;
@@ -76,10 +77,10 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
     apply_budget(&run, &mut job, budget)?;
     crate::run::answer_cache::prepare(&mut job, no_cache)?;
     let notifier = Notifier::for_run(&job, notify);
-    let taken_over = take_over(&run, &plan, &job, retry_failed);
+    let taken_up = take_up(&run, &plan, &job, retry_failed, console);
     // From here the run has started: whatever ends it, the notify command is told.
-    let (agent_argv, progress) = match taken_over {
-        Ok(Some(taken)) => taken,
+    let go_on = match taken_up {
+        Ok(Some(go_on)) => go_on,
         Ok(None) => {
             let failed = scan_progress(&run, &plan, Missing::Count).map_or(0, |p| p.failed);
             if let Some(notifier) = &notifier {
@@ -100,6 +101,42 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
             return Err(error);
         }
     };
+    let inputs = RunInputs {
+        run: &run,
+        job: &job,
+        plan: &plan,
+        agent_argv: &go_on.agent_argv,
+        halt,
+        until,
+        complete: go_on.progress.complete,
+        launches: go_on.launches,
+        files_seen: go_on.progress.files,
+        resumed: true,
+        stage: None,
+    };
+    drive(inputs, console, dir, notifier.as_ref())
+}
+
+/// What a resumed run goes on with.
+pub struct GoOn {
+    pub agent_argv: Vec<OsString>,
+    pub progress: Progress,
+    /// Launches of each agent so far, so attempt numbers go on.
+    pub launches: HashMap<String, u32>,
+}
+
+/// Rules 2 to 6, said on the console, and the launches so far. None when
+/// the run is already finished.
+pub fn take_up(
+    run: &RunDir,
+    plan: &Plan,
+    job: &Job,
+    retry_failed: bool,
+    console: &Console,
+) -> Result<Option<GoOn>> {
+    let Some((agent_argv, progress)) = take_over(run, plan, job, retry_failed)? else {
+        return Ok(None);
+    };
     console.line(&format!(
         "resuming: {} of {} items saved, {} of {} agents complete",
         progress.saved,
@@ -107,28 +144,12 @@ pub fn resume(request: &ResumeRequest<'_>, console: &Console) -> Result<i32> {
         progress.complete.len(),
         plan.agent_count()
     ));
-    let launches = match launches_so_far(&run) {
-        Ok(launches) => launches,
-        Err(error) => {
-            if let Some(notifier) = &notifier {
-                notifier.send(&run, &RunSummary::error(&run, &job, &plan, started, &error));
-            }
-            return Err(error);
-        }
-    };
-    let inputs = RunInputs {
-        run: &run,
-        job: &job,
-        plan: &plan,
-        agent_argv: &agent_argv,
-        halt,
-        until,
-        complete: progress.complete,
+    let launches = launches_so_far(run)?;
+    Ok(Some(GoOn {
+        agent_argv,
+        progress,
         launches,
-        files_seen: progress.files,
-        resumed: true,
-    };
-    drive(inputs, console, dir, notifier.as_ref())
+    }))
 }
 
 /// Rules 2 to 6: the agent program, the task files, the leftovers, what is

@@ -70,6 +70,7 @@ pub fn run(
         launches: HashMap::new(),
         files_seen: HashMap::new(),
         resumed: false,
+        stage: None,
     };
     let notifier = Notifier::for_run(&job, notify);
     drive(inputs, console, &dir, notifier.as_ref())

@@ -15,4 +15,6 @@ pub mod pipeline;
 pub mod resume;
 pub mod session;
 pub mod setup;
+pub mod stage_feed;
+pub mod stage_group;
 pub mod tasks;

@@ -2,23 +2,22 @@
 //! run.json, and one ordinary run directory per stage, `RUN/stage_NAME/`, so
 //! everything that works on a run (resume, status, report, merge, validate,
 //! failures) works on each stage unchanged. A stage's items are its upstream
-//! stage's records (RUN/stage_UP/final.json): items that failed upstream
-//! never enter it. Stages run one after the other in one supervisor process,
-//! so `limits`, `[rate]` and the machine are shared by construction.
+//! stage's records: items that failed upstream never enter it. Streaming
+//! stages run side by side in one supervisor process (`stage_group`), a
+//! stage with `barrier = true` only once the stages before it are done and
+//! merged (its items are then RUN/stage_UP/final.json). `limits`, `[rate]`
+//! and the budget are shared by all stages: one machine, one broker.
 //! RUN/final.json is the last stage's final.json.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use shared::atomic::copy_atomic;
 use shared::exit_codes;
-use shared::input::{check_input, InputError};
+use shared::input::check_input;
 use shared::job::{stage_dir_name, Deadline, InputFormat, Job};
-use shared::plan::PlanError;
 use shared::rundir::{RunDir, RunInfo};
 
-use crate::commands::resume::{resume, ResumeRequest};
 use crate::commands::stages::pipeline_status_json;
 use crate::console::Console;
 use crate::error::{Result, SupervisorError};
@@ -26,10 +25,9 @@ use crate::run::budget::BudgetChange;
 use crate::run::existing::frozen_job;
 use crate::run::lock::RunLock;
 use crate::run::notify::{ItemCounts, Notifier, NotifyCommand, RunSummary};
-use crate::run::session::drive;
-use crate::run::setup::{check_loaded, create_run_dir, make_run_dir, resolve_agent};
+use crate::run::setup::{make_run_dir, resolve_agent};
+use crate::run::stage_group::{groups, run_group, GroupContext};
 use crate::schedule::halt::HaltPolicy;
-use crate::supervise::RunInputs;
 
 /// What every stage's session is given (from `run` or `resume`).
 pub struct StageOptions<'a> {
@@ -107,11 +105,8 @@ pub fn resume_pipeline(dir: &Path, options: &StageOptions<'_>, console: &Console
     go_on(&run, &job, dir, options, console)
 }
 
-/// Every stage in turn: resumed when its directory holds a plan, started
-/// from its upstream's records otherwise. A stage that stops the run
-/// (interrupt, deadline, budget, cannot go on) stops the pipeline with its
-/// exit code; one that ends with failed items lets the others go on (those
-/// items are left out) and the pipeline exits 1.
+/// Every stage, resumed when its directory holds a plan, started otherwise;
+/// stages that stream into each other run side by side (`stage_group`).
 fn go_on(
     run: &RunDir,
     job: &Job,
@@ -133,38 +128,38 @@ fn go_on(
 
 fn stages(run: &RunDir, job: &Job, options: &StageOptions<'_>, console: &Console) -> Result<i32> {
     let chain = job.stage_chain();
+    // One broker for the whole pipeline: `[rate]` and the budget are shared.
+    let broker = crate::supervise::start_broker(run, &job.settings, console);
+    let barriers: Vec<bool> = chain.iter().map(|s| s.barrier).collect();
     let mut code = exit_codes::SUCCESS;
     let mut upstream: Option<PathBuf> = None;
-    for (index, stage) in chain.iter().enumerate() {
-        let dir = run.root().join(stage_dir_name(&stage.name));
-        let stage_run = RunDir::new(&dir);
-        console.line(&format!(
-            "stage {}/{}: {}",
-            index + 1,
-            chain.len(),
-            stage.name
-        ));
-        let stage_code = if stage_run.plan_json().exists() {
-            if let Some(upstream) = &upstream {
+    for group in groups(&barriers) {
+        if let (Some(upstream), Some(first)) = (&upstream, chain.get(group.start)) {
+            let dir = run.root().join(stage_dir_name(&first.name));
+            if RunDir::new(&dir).plan_json().exists() {
                 warn_if_outgrown(&dir, upstream, &job.settings.input.id, console);
             }
-            resume(&resume_request(&dir, options), console)?
-        } else {
-            // A setup cut short launched nothing: it is done again whole.
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir).map_err(SupervisorError::io(format!(
-                    "cannot clear {}",
-                    dir.display()
-                )))?;
-            }
-            start_stage(job, index, upstream.as_deref(), &dir, options, console)?
-        };
-        match stage_code {
-            exit_codes::SUCCESS => {}
-            exit_codes::INCOMPLETE => code = exit_codes::INCOMPLETE,
-            stopped => return Ok(stopped),
         }
-        upstream = Some(stage_run.final_json());
+        let last = chain[group.end - 1].name.clone();
+        let context = GroupContext {
+            job,
+            run,
+            broker: broker.as_ref(),
+            input: upstream.as_deref(),
+            options,
+        };
+        // Stages stop the pipeline in chain order: the first stage that
+        // stopped (interrupt, deadline, budget, cannot go on) gives its code;
+        // one that ended with failed items lets the others go on (those
+        // items are left out) and the pipeline exits 1.
+        for stage_code in run_group(&context, group, console)? {
+            match stage_code {
+                exit_codes::SUCCESS => {}
+                exit_codes::INCOMPLETE => code = exit_codes::INCOMPLETE,
+                stopped => return Ok(stopped),
+            }
+        }
+        upstream = Some(RunDir::new(run.root().join(stage_dir_name(&last))).final_json());
     }
     if let Some(last) = &upstream {
         copy_atomic(last, &run.final_json()).map_err(SupervisorError::io(format!(
@@ -233,66 +228,4 @@ fn warn_if_outgrown(dir: &Path, upstream: &Path, id_field: &str, console: &Conso
             ));
         }
     }
-}
-
-fn resume_request<'a>(dir: &'a Path, options: &StageOptions<'a>) -> ResumeRequest<'a> {
-    ResumeRequest {
-        dir,
-        halt: options.halt,
-        until: options.until,
-        // Told once at the pipeline's end, not at each stage's.
-        notify: None,
-        retry_failed: options.retry_failed,
-        budget: options.budget,
-        no_cache: options.no_cache,
-    }
-}
-
-/// Creates stage `index`'s run directory and runs its first session. A stage
-/// that no item reaches (all failed upstream) gets an empty final.json.
-fn start_stage(
-    job: &Job,
-    index: usize,
-    upstream: Option<&Path>,
-    dir: &Path,
-    options: &StageOptions<'_>,
-    console: &Console,
-) -> Result<i32> {
-    let stage_job = job.stage_job(index, upstream)?;
-    let stage_name = job.stage_chain()[index].name.clone();
-    let mut checked = match check_loaded(stage_job) {
-        Ok(checked) => checked,
-        Err(SupervisorError::Input(InputError::Empty { .. }))
-        | Err(SupervisorError::Plan(PlanError::NoItems))
-            if upstream.is_some() =>
-        {
-            console.line("no item reached this stage: every one failed upstream");
-            make_run_dir(dir)?;
-            let empty = RunDir::new(dir).final_json();
-            return shared::atomic::write_bytes_atomic(&empty, b"[]\n")
-                .map(|()| exit_codes::INCOMPLETE)
-                .map_err(SupervisorError::io(format!(
-                    "cannot write {}",
-                    empty.display()
-                )));
-        }
-        Err(error) => return Err(error),
-    };
-    crate::run::answer_cache::prepare(&mut checked.job, options.no_cache)?;
-    make_run_dir(dir)?;
-    let run = create_run_dir(dir, &checked, Some(&stage_name))?;
-    let _lock = RunLock::acquire(&run)?;
-    let inputs = RunInputs {
-        run: &run,
-        job: &checked.job,
-        plan: &checked.plan,
-        agent_argv: &checked.agent_argv,
-        halt: options.halt,
-        until: options.until,
-        complete: HashSet::new(),
-        launches: HashMap::new(),
-        files_seen: HashMap::new(),
-        resumed: false,
-    };
-    drive(inputs, console, dir, None)
 }

@@ -4,3 +4,4 @@
 pub mod gate;
 pub mod halt;
 pub mod scheduler;
+pub mod stage_link;

@@ -198,6 +198,11 @@ impl<'p> Scheduler<'p> {
         self.retries.iter().map(|r| (r.agent, r.at))
     }
 
+    /// Attempts waiting in the queue (not those waiting for a backoff).
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Nothing waits to start, now or later.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty() && self.retries.is_empty() && self.requeued.is_empty()

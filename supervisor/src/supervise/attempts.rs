@@ -134,6 +134,7 @@ impl<'a> Supervisor<'a> {
                 peak_rss: 0,
             },
         );
+        self.count_running();
         self.live_dirty = true;
     }
 
@@ -173,6 +174,7 @@ impl<'a> Supervisor<'a> {
         let Some(slot) = self.slots.remove(&key) else {
             return Ok(());
         };
+        self.count_running();
         let seconds = slot.started.elapsed().as_secs_f64();
         self.watchdog.memory.note_peak(slot.peak_rss);
         // The kernel's OOM killer struck inside the agent's cgroup: that is its
@@ -228,7 +230,10 @@ impl<'a> Supervisor<'a> {
         let outcome = record.outcome.clone();
         self.attempts.push(record);
         match &outcome {
-            Outcome::Succeeded => return Ok(()),
+            Outcome::Succeeded => {
+                self.agent_done_for_good(agent);
+                return Ok(());
+            }
             Outcome::Killed(reason) if reason.stops_run() => return Ok(()),
             // Not the items' fault: nothing more can run until someone fixes it.
             Outcome::Failed(exit_codes::CANNOT_GO_ON) => return self.cannot_go_on(agent),
@@ -270,6 +275,7 @@ impl<'a> Supervisor<'a> {
         self.console
             .agent_failed(&agent.name, &outcome.to_string(), Some(&log));
         self.failed_for_good += 1;
+        self.agent_done_for_good(agent);
         let total = self.inputs.plan.agent_count();
         if let Some(when) = self.inputs.halt.triggered(self.failed_for_good, total) {
             if self.stop == Stop::No {

@@ -20,7 +20,7 @@ use shared::money::Spend;
 
 /// Hands the broker the run's budgets and what the run spent before this
 /// session (`spent`, from its files).
-pub(super) fn hold_budget(rate: &RateServer, run: &RunDir, settings: &JobSettings, spent: Spend) {
+pub(crate) fn hold_budget(rate: &RateServer, run: &RunDir, settings: &JobSettings, spent: Spend) {
     let limits = &settings.limits;
     let daily = DailyQuota::new(settings.rate.as_ref(), Some(run.root().join(DAILY_FILE)));
     let limit = SpendLimit::new(limits.max_cost, limits.max_tokens, spent).with_daily(daily);
@@ -31,8 +31,7 @@ impl Supervisor<'_> {
     /// Journals the keys the broker dropped since the last look, each once.
     pub(super) fn journal_rejected_keys(&mut self) -> Result<()> {
         let keys = self
-            .rate
-            .as_ref()
+            .rate()
             .map(|rate| rate.newly_rejected())
             .unwrap_or_default();
         for key in keys {
@@ -52,8 +51,7 @@ impl Supervisor<'_> {
             return Ok(());
         }
         let reason = self
-            .rate
-            .as_ref()
+            .rate()
             .and_then(|rate| rate.budget_spent())
             .or_else(|| last_log_line(&self.inputs.run.agent_log(agent.at)))
             .unwrap_or_else(|| "the run's budget is spent".to_owned());

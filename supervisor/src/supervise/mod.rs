@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
-use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use shared::job::{Deadline, ExecutorKind, Job, JobSettings};
@@ -36,16 +36,19 @@ use crate::reporting::report::AttemptRecord;
 use crate::reporting::view::{ProgressView, RunSnapshot};
 use crate::run::journal::EventLog;
 use crate::run::live::LiveFile;
+use crate::run::stage_feed::Feed;
 use crate::schedule::gate::deadline_instant;
 use crate::schedule::halt::HaltPolicy;
 use crate::schedule::scheduler::{Next, Scheduler};
+use crate::schedule::stage_link::{SharedSlots, StageLink, Upstream};
 use crate::supervise::slot::Slot;
 use crate::watchdog::checks::Watchdog;
 use crate::watchdog::disk::DiskWatch;
 
 mod attempts;
-mod budget;
+pub(crate) mod budget;
 pub mod slot;
+mod upstream;
 mod watch;
 
 /// How often a tree being killed is checked for its last process.
@@ -68,6 +71,25 @@ pub struct RunInputs<'a> {
     pub files_seen: HashMap<AgentRef, FileSeen>,
     /// A resume: live Slurm jobs of the run are adopted, not cancelled.
     pub resumed: bool,
+    /// A stage of a pipeline whose stages run side by side.
+    pub stage: Option<StageShare<'a>>,
+}
+
+/// What a stage shares with the other stages of its pipeline, which run at
+/// the same time in other threads of this process.
+#[derive(Clone, Copy)]
+pub struct StageShare<'a> {
+    /// The stage's place in its group of stages running together.
+    pub index: usize,
+    /// limits.max_parallel, counted over every stage.
+    pub slots: &'a SharedSlots,
+    /// The pipeline's one rate broker (limits and budget shared by all).
+    pub broker: Option<&'a RateServer>,
+    /// Where this stage says which of its agents are done (a stage after it
+    /// streams their records).
+    pub feeds: Option<&'a StageLink>,
+    /// Where this stage's items come from, agent by agent.
+    pub fed_by: Option<&'a Feed<'a>>,
 }
 
 /// How the loop ended.
@@ -104,7 +126,9 @@ enum Stop {
 /// what keeps them coming.
 struct Messages {
     rx: Receiver<Msg>,
-    _signals: signal_hook::iterator::Handle,
+    /// Kept so that other stages' loops can be woken (`Msg::Wake`).
+    tx: Sender<Msg>,
+    _signals: reaper::Subscription,
     watch: Option<FileWatch>,
     /// `nightshift control` requests (None when its socket cannot be made).
     _control: Option<ControlServer>,
@@ -115,6 +139,7 @@ impl Messages {
     /// on the run directory (without one, agent files are polled).
     fn start(run: &RunDir, console: &Console) -> Result<Self> {
         let (tx, rx) = channel();
+        let tx_wake = tx.clone();
         let signals = reaper::start(tx.clone())
             .map_err(SupervisorError::io("cannot install signal handlers"))?;
         let control = match ControlServer::start(run, tx.clone()) {
@@ -135,18 +160,11 @@ impl Messages {
         };
         Ok(Self {
             rx,
+            tx: tx_wake,
             _signals: signals,
             watch,
             _control: control,
         })
-    }
-}
-
-impl Drop for Messages {
-    /// The signal thread ends with its session: a later session in the same
-    /// process (a pipeline's next stage) must be the only one reaping.
-    fn drop(&mut self) {
-        self._signals.close();
     }
 }
 
@@ -175,8 +193,15 @@ pub struct Supervisor<'a> {
     batch_feed: BatchFeed,
     view: ProgressView,
     segment_number: usize,
-    /// Agents ask it for permits; a pause holds them.
+    /// Agents ask it for permits; a pause holds them. A pipeline's stages
+    /// share one (`shared_rate`) instead of each starting its own.
     rate: Option<RateServer>,
+    shared_rate: Option<&'a RateServer>,
+    /// Agents of a streaming stage waiting for their upstream agents.
+    waiting: Vec<&'a AgentPlan>,
+    /// The upstream stage as last seen, and whether `waiting` grew since.
+    upstream: Upstream,
+    waiting_grew: bool,
     /// `nightshift control --pause`: nothing is launched until --continue.
     paused: bool,
     /// schedule.deadline, and the end of the drain once it has passed.
@@ -192,12 +217,22 @@ impl<'a> Supervisor<'a> {
         let live =
             LiveFile::create(inputs.run).map_err(SupervisorError::io("cannot create live.json"))?;
         let settings = &inputs.job.settings;
-        let rate = start_broker(inputs.run, settings, console);
+        let shared_rate = inputs.stage.and_then(|s| s.broker);
+        let rate = match shared_rate {
+            Some(_) => None,
+            None => start_broker(inputs.run, settings, console),
+        };
+        if let Some(stage) = inputs.stage {
+            stage.slots.listen(stage.index, messages.tx.clone());
+            if let Some(feed) = stage.fed_by {
+                feed.link.listen(messages.tx.clone());
+            }
+        }
         let setup = executor::for_run(
             inputs.run,
             inputs.job,
             inputs.agent_argv,
-            rate.as_ref(),
+            shared_rate.or(rate.as_ref()),
             inputs.until,
             console,
         )?;
@@ -211,6 +246,7 @@ impl<'a> Supervisor<'a> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let launches = std::mem::take(&mut inputs.launches);
         let progress = Progress::resuming(inputs.run, inputs.plan, &inputs.files_seen);
+        // A pipeline's broker holds the whole pipeline's budget (see `pipeline`).
         if let (Some(rate), true) = (&rate, settings.budget_applies()) {
             let before = run_cost(inputs.run, inputs.plan, &progress).total;
             budget::hold_budget(rate, inputs.run, settings, before);
@@ -247,6 +283,10 @@ impl<'a> Supervisor<'a> {
             ),
             segment_number: 0,
             rate,
+            shared_rate,
+            waiting: Vec::new(),
+            upstream: Upstream::default(),
+            waiting_grew: false,
             paused: false,
             deadline: inputs
                 .until
@@ -262,6 +302,11 @@ impl<'a> Supervisor<'a> {
         self.events
             .record(agent, &event)
             .map_err(SupervisorError::io("cannot append to events.jsonl"))
+    }
+
+    /// The broker the run's agents ask (the pipeline's, or this run's own).
+    fn rate(&self) -> Option<&RateServer> {
+        self.shared_rate.or(self.rate.as_ref())
     }
 
     fn settings(&self) -> &'a JobSettings {
@@ -301,6 +346,7 @@ impl<'a> Supervisor<'a> {
         if let Err(error) = self.executor.discover(self.inputs.resumed) {
             self.console.line(&error);
         }
+        self.announce_complete();
         let mut problems = Vec::new();
         for segment in &plan.segments {
             if self.stop != Stop::No {
@@ -391,6 +437,11 @@ impl<'a> Supervisor<'a> {
             self.executor.hard_kill(key);
             self.executor.release(key);
         }
+        self.slots.clear();
+        self.count_running();
+        if let Some(stage) = self.inputs.stage {
+            stage.slots.set_queued(stage.index, 0);
+        }
         let names: HashSet<String> = self.inputs.plan.agents().map(|a| a.name.clone()).collect();
         let swept = self.executor.sweep(&names);
         if !swept.is_empty() {
@@ -413,32 +464,60 @@ impl<'a> Supervisor<'a> {
                 fresh.push(agent);
             }
         }
-        self.scheduler.feed(fresh);
+        self.feed(fresh);
         self.scheduler.start_segment(Instant::now());
         self.console
             .segment_started(segment, self.inputs.plan.segments.len());
         loop {
             let now = Instant::now();
+            self.admit_fed()?;
             self.scheduler.admit_due(now);
             let disk_admits = self.watchdog.disk.admits();
+            // Other stages' agents count towards max_parallel, and the agents
+            // queued after this stage get the free slots first: launches
+            // happen under the pipeline's launch turn.
+            let slots = self.inputs.stage.map(|s| (s.slots, s.index));
+            let turn = slots.map(|(slots, _)| slots.turn());
+            let others = slots.map_or(0, |(slots, index)| {
+                slots.others(index) + slots.queued_after(index)
+            });
             while self.stop == Stop::No
                 && !self.paused
                 && disk_admits
                 && self.watchdog.memory.admits(now, self.slots.len())
             {
-                match self.scheduler.next(now, self.slots.len()) {
+                match self.scheduler.next(now, self.slots.len() + others) {
                     Next::Launch(agent) => self.launch(agent)?,
                     Next::WaitUntil(_) | Next::Nothing => break,
                 }
             }
+            if let Some((slots, index)) = slots {
+                // A stage that launches nothing now (stopping, paused) holds
+                // no slot back from the stages before it.
+                let launching = self.stop == Stop::No && !self.paused;
+                slots.set_queued(
+                    index,
+                    if launching {
+                        self.scheduler.queued()
+                    } else {
+                        0
+                    },
+                );
+            }
+            drop(turn);
             if !disk_admits && self.slots.is_empty() && !self.scheduler.is_idle() {
                 // Nothing runs that could free space: waiting would be forever.
                 self.disk_short()?;
             }
             // live.json is current before the loop waits for anything.
             self.write_live()?;
-            if self.slots.is_empty() && (self.scheduler.is_idle() || self.stop != Stop::No) {
+            let idle = self.scheduler.is_idle() && self.waiting.is_empty();
+            if self.slots.is_empty() && (idle || self.stop != Stop::No) {
                 self.scheduler.clear_queue();
+                self.waiting.clear();
+                if let Some(stage) = self.inputs.stage {
+                    stage.slots.set_queued(stage.index, 0);
+                }
                 return Ok(());
             }
             let wake = self.next_wake(now);
@@ -514,7 +593,11 @@ impl<'a> Supervisor<'a> {
 
 /// The rate broker every agent of the run asks for permits; a run goes on
 /// without one (agents then take no permits) when it cannot start.
-fn start_broker(run: &RunDir, settings: &JobSettings, console: &Console) -> Option<RateServer> {
+pub(crate) fn start_broker(
+    run: &RunDir,
+    settings: &JobSettings,
+    console: &Console,
+) -> Option<RateServer> {
     // Slurm runs agents on other nodes: they reach the broker by TCP.
     let tcp_host = (settings.executor.kind == ExecutorKind::Slurm).then(|| {
         settings

@@ -31,6 +31,8 @@ impl<'a> Supervisor<'a> {
             },
             Msg::Signal(signal) => self.on_signal(signal),
             Msg::Control(action) => self.on_control(action),
+            // Looked at by the loop (upstream agents, free launch slots).
+            Msg::Wake => Ok(()),
             Msg::FilesChanged => {
                 let changed = self
                     .messages
@@ -327,7 +329,7 @@ impl<'a> Supervisor<'a> {
 
     fn set_paused(&mut self, paused: bool) {
         self.paused = paused;
-        if let Some(rate) = &self.rate {
+        if let Some(rate) = self.rate() {
             rate.set_paused(paused);
         }
     }
