@@ -21,6 +21,9 @@ pub struct Console {
     /// Shared by a pipeline's stages, each a thread.
     problems_shown: AtomicUsize,
     multi: Option<MultiProgress>,
+    /// Before every line: `[NAME] ` for a pipeline's stage (its stages run
+    /// side by side), nothing otherwise.
+    prefix: String,
 }
 
 impl Console {
@@ -32,7 +35,24 @@ impl Console {
             quiet,
             problems_shown: AtomicUsize::new(0),
             multi,
+            prefix: String::new(),
         }
+    }
+
+    /// The console of one stage of a pipeline: the same terminal and live
+    /// display, every line marked with the stage's name.
+    pub fn for_stage(&self, name: &str) -> Self {
+        Self {
+            quiet: self.quiet,
+            problems_shown: AtomicUsize::new(0),
+            multi: self.multi.clone(),
+            prefix: format!("[{name}] "),
+        }
+    }
+
+    /// What goes before every line (see `for_stage`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// The live display's handle, on a terminal.
@@ -41,6 +61,7 @@ impl Console {
     }
 
     fn out(&self, text: &str) {
+        let text = &format!("{}{text}", self.prefix);
         match &self.multi {
             Some(multi) => multi.suspend(|| println!("{text}")),
             None => println!("{text}"),
@@ -48,6 +69,7 @@ impl Console {
     }
 
     fn err(&self, text: &str) {
+        let text = &format!("{}{text}", self.prefix);
         match &self.multi {
             Some(multi) => multi.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),

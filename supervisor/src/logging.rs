@@ -1,7 +1,11 @@
 //! Logging: tracing to stderr at the level `-v` / `-q` asks for, and, once a
 //! run directory is known, everything at info level and above to
-//! RUN/supervisor.log as well (appended, so a resume adds to it).
+//! RUN/supervisor.log as well (appended, so a resume adds to it). A
+//! pipeline's stages run side by side, each a thread: each stage's thread
+//! writes to its stage's supervisor.log, every other thread to the
+//! pipeline's.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
@@ -15,12 +19,21 @@ use tracing_subscriber::Layer;
 
 static RUN_LOG: Mutex<Option<File>> = Mutex::new(None);
 
+thread_local! {
+    /// The log of the stage this thread supervises, if it supervises one.
+    static STAGE_LOG: RefCell<Option<File>> = const { RefCell::new(None) };
+}
+
 /// Writes to RUN/supervisor.log once attached; before that, nowhere.
 #[derive(Clone, Copy)]
 struct RunLog;
 
 impl Write for RunLog {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let stage = STAGE_LOG.with(|log| log.borrow_mut().as_mut().map(|f| f.write(bytes)));
+        if let Some(written) = stage {
+            return written;
+        }
         let mut guard = RUN_LOG
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -31,6 +44,7 @@ impl Write for RunLog {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        STAGE_LOG.with(|log| log.borrow_mut().as_mut().map_or(Ok(()), File::flush))?;
         let mut guard = RUN_LOG
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -79,5 +93,13 @@ pub fn attach_run_log(path: &Path) -> io::Result<()> {
     *RUN_LOG
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(file);
+    Ok(())
+}
+
+/// From now on, log lines of this thread go to `path` instead (a pipeline's
+/// stage).
+pub fn attach_thread_log(path: &Path) -> io::Result<()> {
+    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    STAGE_LOG.with(|log| *log.borrow_mut() = Some(file));
     Ok(())
 }

@@ -31,7 +31,12 @@ fn nightshift(job: &JobDir, args: &[&str]) -> nightshift_tests::Finished {
 
 /// Every record in the run's agent files.
 fn saved_records(job: &JobDir) -> Vec<Value> {
-    files_under(&job.run_dir())
+    records_in(&job.run_dir())
+}
+
+/// Every record in the agent files under `dir`.
+fn records_in(dir: &std::path::Path) -> Vec<Value> {
+    files_under(dir)
         .into_iter()
         .filter(|path| {
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
@@ -316,4 +321,68 @@ fn a_sample_gives_plan_a_likely_cost_from_real_answers() {
         "{}",
         without.stdout
     );
+}
+
+/// The priced job as a two-stage pipeline (`first`, then `second` after it),
+/// each stage the priced job's agent over agents of two items, so that the
+/// second stage works while the first still does.
+fn priced_pipeline(job: &JobDir, server: &FaultServer, items: usize, max_cost: f64) {
+    let single: toml::Table = priced_job(job, server, items, false)
+        .render()
+        .parse()
+        .expect("the priced job is TOML");
+    let mut pipeline = single.clone();
+    pipeline.remove("agent");
+    pipeline.remove("layout");
+    let mut limits = toml::Table::new();
+    limits.insert("max_parallel".into(), 2.into());
+    limits.insert("max_cost".into(), max_cost.into());
+    pipeline.insert("limits".into(), limits.into());
+    let mut layout = toml::Table::new();
+    layout.insert("items_per_agent".into(), 2.into());
+    let stages: Vec<toml::Value> = [("first", None), ("second", Some("first"))]
+        .into_iter()
+        .map(|(name, after)| {
+            let mut stage = toml::Table::new();
+            stage.insert("name".into(), name.into());
+            if let Some(after) = after {
+                stage.insert("after".into(), after.into());
+            }
+            stage.insert("layout".into(), layout.clone().into());
+            let mut agent = single["agent"].clone();
+            if after.is_some() {
+                // An LLM record holds the reply, not the item's fields.
+                agent["llm"]["prompt"] = "review: {{output}}".into();
+            }
+            stage.insert("agent".into(), agent);
+            stage.into()
+        })
+        .collect();
+    pipeline.insert("stage".into(), stages.into());
+    job.write("job.toml", &toml::to_string(&pipeline).expect("TOML"));
+}
+
+#[test]
+fn a_pipeline_spends_one_budget_over_all_its_stages() {
+    let job = JobDir::new();
+    let server = fault_server(&job, &["--delay", "50ms"]);
+    // Up to 4 requests in flight, each holding $0.047 until its usage is known.
+    let max_cost = 0.6;
+    priced_pipeline(&job, &server, 30, max_cost);
+    let stopped = nightshift(&job, &["run", "job.toml", "--run-dir", "run"]);
+    stopped.expect_code(4);
+    let records = saved_records(&job);
+    let in_second = records_in(&job.run_dir().join("stage_second")).len();
+    assert!(in_second > 0, "the second stage never started");
+    let sum: f64 = records
+        .iter()
+        .map(|r| r["cost"].as_f64().expect("every record has a cost"))
+        .sum();
+    assert!(
+        sum <= max_cost + 1e-9,
+        "the stages' records cost {sum} together, above the pipeline's budget {max_cost}"
+    );
+    // More budget: every stage goes on to the end.
+    nightshift(&job, &["resume", "run", "--max-cost", "50"]).expect_code(0);
+    assert_eq!(final_records(&job.run_dir()).len(), 30);
 }

@@ -224,6 +224,22 @@ fn a_stage_streams_while_its_upstream_stage_still_works() {
         (1..=2).contains(&most),
         "{most} agents at once, over max_parallel"
     );
+    // The pipeline's page: both stages on one clock, a page for each.
+    job.nightshift(&["report", "run", "--html", "page.html"])
+        .expect_code(0);
+    let page = std::fs::read_to_string(job.path().join("page.html")).expect("page.html");
+    assert!(page.contains("Stages over time"), "{page}");
+    for name in ["draft", "check"] {
+        let own = format!("page_stage_{name}.html");
+        assert!(page.contains(&own), "{name} is linked");
+        assert!(job.path().join(&own).exists(), "{own}");
+        assert!(
+            page.contains(&format!(
+                "<title>{name} segment_01/orch_01/agent_01 attempt 1"
+            )),
+            "{name}'s attempts are on the timeline"
+        );
+    }
 }
 
 #[test]

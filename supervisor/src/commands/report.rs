@@ -19,10 +19,15 @@ use crate::run::journal::read_journal;
 
 pub fn report(dir: &Path, html: Option<&Path>, as_json: bool) -> Result<i32> {
     if crate::run::pipeline::is_pipeline_dir(dir) {
-        return crate::commands::stages::each_stage(dir, !as_json, |stage| {
+        let code = crate::commands::stages::each_stage(dir, !as_json, |stage| {
             let page = html.map(|file| crate::commands::stages::stage_page(file, stage));
             report(stage, page.as_deref(), as_json)
-        });
+        })?;
+        if let Some(file) = html {
+            crate::commands::stages::write_pipeline_page(dir, file)?;
+            println!("pipeline page: {}", file.display());
+        }
+        return Ok(code);
     }
     let (run, plan) = open_run(dir)?;
     let journal = read_journal(&run.events())?;

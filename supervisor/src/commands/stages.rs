@@ -11,7 +11,9 @@ use shared::exit_codes;
 use shared::rundir::RunDir;
 
 use crate::error::{Result, SupervisorError};
+use crate::reporting::pipeline_page::StageRow;
 use crate::reporting::status::run_status;
+use crate::reporting::timeline::read_timeline;
 use crate::run::existing::open_run;
 use crate::run::journal::read_journal;
 use crate::run::pipeline::stage_dirs;
@@ -105,6 +107,46 @@ pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
         "stages": listed,
     });
     Ok((value, code))
+}
+
+/// `report --html FILE` on a pipeline: FILE itself, every stage on one page
+/// (`reporting::pipeline_page`), beside each stage's own page.
+pub fn write_pipeline_page(dir: &Path, file: &Path) -> Result<()> {
+    let job = crate::run::existing::frozen_job(&RunDir::new(dir))?;
+    let (status, _) = pipeline_status_json(dir)?;
+    let state = status["state"].as_str().unwrap_or("unknown").to_owned();
+    let mut stages = Vec::new();
+    for (name, stage_dir) in stage_dirs(dir)? {
+        if !RunDir::new(&stage_dir).plan_json().exists() {
+            continue;
+        }
+        let (run, plan) = open_run(&stage_dir)?;
+        let journal = read_journal(&run.events())?;
+        let page = stage_page(file, &stage_dir)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        stages.push((
+            name,
+            page,
+            run_status(&run, &plan, &journal),
+            read_timeline(&journal),
+        ));
+    }
+    let rows: Vec<StageRow<'_>> = stages
+        .iter()
+        .map(|(name, page, status, timeline)| StageRow {
+            name,
+            page,
+            status,
+            timeline,
+        })
+        .collect();
+    let html = crate::reporting::pipeline_page::render(&job.name, &state, &rows);
+    shared::atomic::write_bytes_atomic(file, html.as_bytes()).map_err(SupervisorError::io(format!(
+        "cannot write {}",
+        file.display()
+    )))
 }
 
 /// `report --html FILE` on a pipeline: one page per stage, FILE's name with

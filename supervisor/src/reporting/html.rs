@@ -19,7 +19,7 @@ const LABEL_WIDTH: f64 = 230.0;
 const CHART_WIDTH: f64 = 860.0;
 const ROW: f64 = 16.0;
 
-fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -356,7 +356,7 @@ fn failures_table(timeline: &Timeline, report: Option<&Value>) -> String {
     table
 }
 
-const CSS: &str = "body{font:14px system-ui,sans-serif;margin:24px;color:#222}h1{margin:0 0 4px}code{font-size:12px}\
+pub(crate) const CSS: &str = "body{font:14px system-ui,sans-serif;margin:24px;color:#222}h1{margin:0 0 4px}code{font-size:12px}\
 svg text{font:11px system-ui,sans-serif}text.group{font-weight:bold}text.subgroup{fill:#555}text.tick{fill:#777}\
 .axis{stroke:#bbb}.ceiling{stroke:#c00;stroke-dasharray:6 4}.resumed{stroke:#6b7280;stroke-dasharray:3 3}text.resumed{fill:#6b7280;stroke:none}.total{fill:none;stroke:#2563eb;stroke-width:1.5}\
 rect.succeeded{fill:#16a34a}span.succeeded{background:#16a34a}rect.failed{fill:#dc2626}span.failed{background:#dc2626}rect.crashed{fill:#7c3aed}span.crashed{background:#7c3aed}rect.killed{fill:#ea580c}span.killed{background:#ea580c}rect.shutdown{fill:#9ca3af}span.shutdown{background:#9ca3af}rect.interrupted{fill:#facc15}span.interrupted{background:#facc15}rect.running{fill:#2563eb}span.running{background:#2563eb}\

@@ -10,6 +10,7 @@ pub mod failure_feed;
 pub mod failures;
 pub mod file_watch;
 pub mod html;
+pub mod pipeline_page;
 pub mod progress;
 pub mod report;
 pub mod sample;

@@ -43,7 +43,12 @@ pub struct RunSnapshot<'s, 'p> {
 
 pub enum ProgressView {
     Bars(Bars),
-    Plain { every: Duration, next: Instant },
+    /// A line every `every`, after `prefix` (a pipeline stage's name).
+    Plain {
+        every: Duration,
+        next: Instant,
+        prefix: String,
+    },
     Silent,
 }
 
@@ -67,9 +72,10 @@ impl ProgressView {
         match console.multi() {
             Some(multi) => {
                 let overall = multi.add(ProgressBar::new(total as u64));
+                overall.set_prefix(console.prefix().to_owned());
                 overall.set_style(
                     ProgressStyle::with_template(
-                        "{bar:40.cyan/blue} {pos}/{len} items ({percent}%) {msg}",
+                        "{prefix}{bar:40.cyan/blue} {pos}/{len} items ({percent}%) {msg}",
                     )
                     .unwrap_or_else(|_| ProgressStyle::default_bar()),
                 );
@@ -86,6 +92,7 @@ impl ProgressView {
             None => Self::Plain {
                 every,
                 next: Instant::now() + every,
+                prefix: console.prefix().to_owned(),
             },
         }
     }
@@ -94,9 +101,13 @@ impl ProgressView {
     pub fn update(&mut self, snapshot: &RunSnapshot<'_, '_>, now: Instant) {
         match self {
             Self::Silent => {}
-            Self::Plain { every, next } => {
+            Self::Plain {
+                every,
+                next,
+                prefix,
+            } => {
                 if now >= *next {
-                    println!("{}", plain_line(snapshot));
+                    println!("{prefix}{}", plain_line(snapshot));
                     *next = now + *every;
                 }
             }
@@ -115,8 +126,8 @@ impl ProgressView {
 
     /// A plain line at a segment's end (the bars show it by themselves).
     pub fn segment_done(&mut self, snapshot: &RunSnapshot<'_, '_>) {
-        if let Self::Plain { .. } = self {
-            println!("{}", plain_line(snapshot));
+        if let Self::Plain { prefix, .. } = self {
+            println!("{prefix}{}", plain_line(snapshot));
         }
     }
 

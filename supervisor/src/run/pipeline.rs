@@ -115,6 +115,9 @@ fn go_on(
     console: &Console,
 ) -> Result<i32> {
     let _lock = RunLock::acquire(run)?;
+    if let Err(error) = crate::logging::attach_run_log(&run.supervisor_log()) {
+        tracing::warn!("cannot write {}: {error}", run.supervisor_log().display());
+    }
     let started = Instant::now();
     let result = stages(run, job, options, console);
     // The notify command is told once, for the whole pipeline, however it ended.

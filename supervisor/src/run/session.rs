@@ -64,7 +64,11 @@ fn session(
     started: Instant,
 ) -> Result<(i32, RunSummary)> {
     let (run, job, plan) = (inputs.run, inputs.job, inputs.plan);
-    if let Err(error) = crate::logging::attach_run_log(&run.supervisor_log()) {
+    let attached = match inputs.stage {
+        Some(_) => crate::logging::attach_thread_log(&run.supervisor_log()),
+        None => crate::logging::attach_run_log(&run.supervisor_log()),
+    };
+    if let Err(error) = attached {
         tracing::warn!("cannot write {}: {error}", run.supervisor_log().display());
     }
     tracing::info!(

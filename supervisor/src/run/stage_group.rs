@@ -137,6 +137,7 @@ pub fn run_group(
                 let link = &links[k];
                 let upstream_link = k.checked_sub(1).and_then(|up| links.get(up));
                 scope.spawn(move || {
+                    let console = &console.for_stage(&stage.name);
                     let result = run_stage(stage, share, context, console);
                     // Its upstream stage no longer waits for it to look.
                     if let Some(upstream_link) = upstream_link {

@@ -39,7 +39,7 @@ use crate::run::live::LiveFile;
 use crate::run::stage_feed::Feed;
 use crate::schedule::gate::deadline_instant;
 use crate::schedule::halt::HaltPolicy;
-use crate::schedule::scheduler::{Next, Scheduler};
+use crate::schedule::scheduler::Scheduler;
 use crate::schedule::stage_link::{SharedSlots, StageLink, Upstream};
 use crate::supervise::slot::Slot;
 use crate::watchdog::checks::Watchdog;
@@ -47,6 +47,7 @@ use crate::watchdog::disk::DiskWatch;
 
 mod attempts;
 pub(crate) mod budget;
+mod launching;
 pub mod slot;
 mod upstream;
 mod watch;
@@ -226,6 +227,9 @@ impl<'a> Supervisor<'a> {
             stage.slots.listen(stage.index, messages.tx.clone());
             if let Some(feed) = stage.fed_by {
                 feed.link.listen(messages.tx.clone());
+            }
+            if let Some(link) = stage.feeds {
+                link.listen_upstream(messages.tx.clone());
             }
         }
         let setup = executor::for_run(
@@ -473,38 +477,7 @@ impl<'a> Supervisor<'a> {
             self.admit_fed()?;
             self.scheduler.admit_due(now);
             let disk_admits = self.watchdog.disk.admits();
-            // Other stages' agents count towards max_parallel, and the agents
-            // queued after this stage get the free slots first: launches
-            // happen under the pipeline's launch turn.
-            let slots = self.inputs.stage.map(|s| (s.slots, s.index));
-            let turn = slots.map(|(slots, _)| slots.turn());
-            let others = slots.map_or(0, |(slots, index)| {
-                slots.others(index) + slots.queued_after(index)
-            });
-            while self.stop == Stop::No
-                && !self.paused
-                && disk_admits
-                && self.watchdog.memory.admits(now, self.slots.len())
-            {
-                match self.scheduler.next(now, self.slots.len() + others) {
-                    Next::Launch(agent) => self.launch(agent)?,
-                    Next::WaitUntil(_) | Next::Nothing => break,
-                }
-            }
-            if let Some((slots, index)) = slots {
-                // A stage that launches nothing now (stopping, paused) holds
-                // no slot back from the stages before it.
-                let launching = self.stop == Stop::No && !self.paused;
-                slots.set_queued(
-                    index,
-                    if launching {
-                        self.scheduler.queued()
-                    } else {
-                        0
-                    },
-                );
-            }
-            drop(turn);
+            self.launch_what_may_start(now, disk_admits)?;
             if !disk_admits && self.slots.is_empty() && !self.scheduler.is_idle() {
                 // Nothing runs that could free space: waiting would be forever.
                 self.disk_short()?;
