@@ -243,6 +243,37 @@ fn a_stage_streams_while_its_upstream_stage_still_works() {
 }
 
 #[test]
+fn records_enter_the_next_stage_before_their_upstream_agent_is_done() {
+    let job = JobDir::new();
+    let ids = job.items(6);
+    two_stage_job(&job, "0.3", false);
+    // One agent per stage: without streaming by record, check could only
+    // start once draft's one agent has done all six items.
+    let text = std::fs::read_to_string(job.path().join("job.toml")).expect("job");
+    job.write(
+        "job.toml",
+        &text
+            .replace("items_per_agent = 2", "items_per_agent = 6")
+            .replace("items_per_agent = 3", "items_per_agent = 6"),
+    );
+    job.nightshift(&["run", "job.toml", "--run-dir", "run"])
+        .expect_code(0);
+    let run = job.run_dir();
+    let draft_exit = events(&stage(&run, "draft"))
+        .into_iter()
+        .find(|e| e["event"] == "exited")
+        .and_then(|e| e["ts"].as_str().map(str::to_owned))
+        .expect("draft's agent exited");
+    let (check_launched, _) = launched_and_finished(&stage(&run, "check"));
+    assert!(
+        check_launched < draft_exit,
+        "check started at {check_launched}, once draft's agent had exited at {draft_exit}"
+    );
+    assert_eq!(json_array_ids(&run.join("final.json")), ids);
+    assert_eq!(calls(&job, "check").len(), ids.len(), "once per item");
+}
+
+#[test]
 fn control_steers_every_stage_working_now() {
     let job = JobDir::new();
     let ids = job.items(6);

@@ -4,7 +4,8 @@
 //! upstream agent covering that range has finished for good, the agent's
 //! task file is written again with the upstream records of its items (a
 //! record is the next stage's item); items with no upstream record failed
-//! upstream and are left out.
+//! upstream and are left out. Before that, while slots are free, the agent
+//! may run on the records there are so far (`available`), and again later.
 //!
 //! The ids of a range come from the task files of the chain's first stage
 //! (the head), which always hold every item: a later stage's task files hold
@@ -90,6 +91,26 @@ impl<'a> Feed<'a> {
             .iter()
             .take_while(|(f, _)| *f < end)
             .all(|(f, _)| upstream.finished.contains(f))
+    }
+
+    /// About how many of `agent`'s items have an upstream record now: the
+    /// records of the upstream agents covering its items, each counted at
+    /// most over its overlap (an upstream agent's records may lie outside it).
+    pub fn available(&self, agent: &AgentPlan, upstream: &Upstream) -> usize {
+        let (first, end) = (agent.first_item, end_of(agent));
+        let start = self.ranges.partition_point(|(_, e)| *e <= first);
+        self.ranges[start..]
+            .iter()
+            .take_while(|(f, _)| *f < end)
+            .map(|(f, e)| {
+                let overlap = (*e).min(end) - (*f).max(first);
+                if upstream.finished.contains(f) {
+                    overlap
+                } else {
+                    upstream.saved.get(f).copied().unwrap_or(0).min(overlap)
+                }
+            })
+            .sum()
     }
 
     /// Writes `agent`'s task file in `run` with the upstream records of its

@@ -16,7 +16,7 @@
 //!   after it, so records flow to the end of the chain instead of piling up
 //!   between stages.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Mutex, MutexGuard};
@@ -36,11 +36,16 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Upstream {
     /// `first_item` of each upstream agent finished for good.
     pub finished: HashSet<usize>,
+    /// Records saved so far by each upstream agent (by `first_item`) that
+    /// has saved any in this session.
+    pub saved: HashMap<usize, usize>,
     /// Set once the upstream session is over: whether it ran to its end
     /// (every agent finished) rather than stopping early.
     pub ended: Option<bool>,
     /// Grows with every change, so the downstream loop looks again only then.
     pub version: u64,
+    /// Grows when an agent finishes or the stage ends (what frees a slot).
+    pub finishes: u64,
 }
 
 /// One link of the chain: written by the upstream stage's loop, read by the
@@ -51,7 +56,7 @@ pub struct StageLink {
     downstream: Mutex<Option<Sender<Msg>>>,
     /// Whether a downstream loop listens (and has not ended).
     listening: AtomicBool,
-    /// The last version the downstream loop has acted on.
+    /// The last `finishes` the downstream loop has acted on.
     seen: AtomicU64,
     upstream: Mutex<Option<Sender<Msg>>>,
 }
@@ -69,9 +74,9 @@ impl StageLink {
         *locked(&self.upstream) = Some(tx);
     }
 
-    /// The downstream loop has acted on `version` (its ready agents queued).
-    pub fn mark_seen(&self, version: u64) {
-        if self.seen.swap(version, Ordering::AcqRel) != version {
+    /// The downstream loop has acted on `finishes` (its ready agents queued).
+    pub fn mark_seen(&self, finishes: u64) {
+        if self.seen.swap(finishes, Ordering::AcqRel) != finishes {
             self.wake_upstream();
         }
     }
@@ -85,7 +90,7 @@ impl StageLink {
     /// Whether the downstream loop has yet to act on the latest change.
     pub fn downstream_behind(&self) -> bool {
         self.listening.load(Ordering::Acquire)
-            && self.seen.load(Ordering::Acquire) != locked(&self.state).version
+            && self.seen.load(Ordering::Acquire) != locked(&self.state).finishes
     }
 
     fn wake_upstream(&self) {
@@ -100,6 +105,20 @@ impl StageLink {
         let mut state = locked(&self.state);
         if state.finished.insert(agent.first_item) {
             state.version += 1;
+            state.finishes += 1;
+            drop(state);
+            self.wake();
+        }
+    }
+
+    /// An upstream agent has saved `records` records so far: what it saved
+    /// may go on downstream before the agent is done.
+    pub fn records_saved(&self, agent: &AgentPlan, records: usize) {
+        let mut state = locked(&self.state);
+        let known = state.saved.entry(agent.first_item).or_insert(0);
+        if records > *known {
+            *known = records;
+            state.version += 1;
             drop(state);
             self.wake();
         }
@@ -110,6 +129,7 @@ impl StageLink {
         let mut state = locked(&self.state);
         state.ended = Some(completed);
         state.version += 1;
+        state.finishes += 1;
         drop(state);
         self.wake();
     }
@@ -167,6 +187,18 @@ impl SharedSlots {
             .filter(|(index, _)| *index != stage)
             .map(|(_, count)| count.load(Ordering::Acquire))
             .sum()
+    }
+
+    /// Agents running or queued in the stages other than `stage`.
+    pub fn busy_except(&self, stage: usize) -> usize {
+        let queued: usize = self
+            .queued
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| *index != stage)
+            .map(|(_, count)| count.load(Ordering::Acquire))
+            .sum();
+        self.others(stage) + queued
     }
 
     /// Agents queued in the stages after `stage`: slots it leaves to them.

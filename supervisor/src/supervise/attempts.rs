@@ -231,7 +231,9 @@ impl<'a> Supervisor<'a> {
         self.attempts.push(record);
         match &outcome {
             Outcome::Succeeded => {
-                self.agent_done_for_good(agent);
+                if !self.wait_for_the_rest(agent) {
+                    self.agent_done_for_good(agent);
+                }
                 return Ok(());
             }
             Outcome::Killed(reason) if reason.stops_run() => return Ok(()),

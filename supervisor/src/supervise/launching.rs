@@ -52,7 +52,7 @@ impl Supervisor<'_> {
         // Only now, with what it made ready queued (or launched), may the
         // stage before this one launch again.
         if let Some(feed) = self.inputs.stage.and_then(|s| s.fed_by) {
-            feed.link.mark_seen(self.upstream.version);
+            feed.link.mark_seen(self.upstream.finishes);
         }
         Ok(())
     }

@@ -200,9 +200,12 @@ pub struct Supervisor<'a> {
     shared_rate: Option<&'a RateServer>,
     /// Agents of a streaming stage waiting for their upstream agents.
     waiting: Vec<&'a AgentPlan>,
-    /// The upstream stage as last seen, and whether `waiting` grew since.
+    /// The upstream stage as last seen.
     upstream: Upstream,
-    waiting_grew: bool,
+    /// Agents running (or queued) on part of their items, and how many
+    /// items each agent's last task held.
+    partial: HashSet<AgentRef>,
+    consumed: HashMap<AgentRef, usize>,
     /// `nightshift control --pause`: nothing is launched until --continue.
     paused: bool,
     /// schedule.deadline, and the end of the drain once it has passed.
@@ -290,7 +293,8 @@ impl<'a> Supervisor<'a> {
             shared_rate,
             waiting: Vec::new(),
             upstream: Upstream::default(),
-            waiting_grew: false,
+            partial: HashSet::new(),
+            consumed: HashMap::new(),
             paused: false,
             deadline: inputs
                 .until

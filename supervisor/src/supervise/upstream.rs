@@ -1,14 +1,16 @@
 //! A streaming stage's loop and its neighbours in the chain: the agents of a
 //! stage fed by another wait until the upstream agents covering their items
 //! have finished for good, then go to the scheduler with their task files
-//! filled with the upstream records; and a stage that feeds another says
-//! which of its agents have finished. Running agents are counted for the
+//! filled with the upstream records (with free slots, they run earlier on
+//! the records saved so far); and a stage that feeds another says which of
+//! its agents have finished and how many records each has saved. Running agents are counted for the
 //! pipeline's max_parallel as they start and end.
 
 use shared::plan::AgentPlan;
 
 use super::{Ending, Stop, Supervisor};
 use crate::error::{Result, SupervisorError};
+use crate::run::stage_feed::Feed;
 
 impl<'a> Supervisor<'a> {
     /// The agents of a segment about to run: to the scheduler, or, in a stage
@@ -16,28 +18,28 @@ impl<'a> Supervisor<'a> {
     pub(super) fn feed(&mut self, agents: Vec<&'a AgentPlan>) {
         if self.inputs.stage.and_then(|s| s.fed_by).is_some() {
             self.waiting.extend(agents);
-            self.waiting_grew = true;
         } else {
             self.scheduler.feed(agents);
         }
     }
 
     /// Agents whose upstream agents are all done go to the scheduler, each
-    /// task file filled with the upstream records first. An upstream stage
-    /// that stopped early (interrupted, deadline, budget) stops this one:
-    /// what waits for it would wait forever.
+    /// task file filled with the upstream records first. While slots are
+    /// free, an agent whose upstream agents are still at work runs on the
+    /// records there are (a quarter of its items at least), and waits again
+    /// after. An upstream stage that stopped early (interrupted, deadline,
+    /// budget) stops this one: what waits for it would wait forever.
     pub(super) fn admit_fed(&mut self) -> Result<()> {
         let Some(feed) = self.inputs.stage.and_then(|s| s.fed_by) else {
             return Ok(());
         };
-        let changed = feed.link.changed_since(self.upstream.version);
-        let grew = std::mem::take(&mut self.waiting_grew);
-        if let Some(upstream) = changed {
+        if let Some(upstream) = feed.link.changed_since(self.upstream.version) {
             self.upstream = upstream;
-        } else if !grew {
-            return Ok(());
         }
         if self.waiting.is_empty() {
+            return Ok(());
+        }
+        if self.stop != Stop::No {
             return Ok(());
         }
         if self.upstream.ended == Some(false) {
@@ -54,19 +56,65 @@ impl<'a> Supervisor<'a> {
             }
             return Ok(());
         }
-        let (ready, waiting): (Vec<&'a AgentPlan>, Vec<&'a AgentPlan>) =
-            std::mem::take(&mut self.waiting)
-                .into_iter()
-                .partition(|agent| feed.covers(agent, &self.upstream));
-        self.waiting = waiting;
-        let id_field = &self.inputs.plan.id_field;
-        for agent in ready {
-            let filled =
-                feed.fill_task(self.inputs.run, agent, id_field)
-                    .map_err(SupervisorError::io(format!(
-                        "cannot write the items of {} from stage {}",
-                        agent.name, feed.stage
-                    )))?;
+        let mut free = self.free_slots();
+        let mut still = Vec::new();
+        for agent in std::mem::take(&mut self.waiting) {
+            if feed.covers(agent, &self.upstream) {
+                self.partial.remove(&agent.at);
+                self.fill_and_queue(feed, agent, false)?;
+            } else if free > 0 && self.worth_a_partial_run(feed, agent) {
+                free -= 1;
+                self.partial.insert(agent.at);
+                self.fill_and_queue(feed, agent, true)?;
+            } else {
+                still.push(agent);
+            }
+        }
+        self.waiting = still;
+        Ok(())
+    }
+
+    /// Slots no stage uses or has queued for: what partial runs may take.
+    fn free_slots(&self) -> usize {
+        let Some(stage) = self.inputs.stage else {
+            return 0;
+        };
+        let busy =
+            stage.slots.busy_except(stage.index) + self.slots.len() + self.scheduler.queued();
+        self.scheduler.max_parallel().saturating_sub(busy)
+    }
+
+    /// Whether enough new upstream records for `agent` are there to run it
+    /// before its upstream agents are done: a quarter of its items more than
+    /// its last run had.
+    fn worth_a_partial_run(&self, feed: &Feed<'_>, agent: &AgentPlan) -> bool {
+        let had = self.consumed.get(&agent.at).copied().unwrap_or(0);
+        let step = (agent.items / 4).max(1);
+        feed.available(agent, &self.upstream) >= had + step
+    }
+
+    fn fill_and_queue(
+        &mut self,
+        feed: &Feed<'_>,
+        agent: &'a AgentPlan,
+        partial: bool,
+    ) -> Result<()> {
+        let filled = feed
+            .fill_task(self.inputs.run, agent, &self.inputs.plan.id_field)
+            .map_err(SupervisorError::io(format!(
+                "cannot write the items of {} from stage {}",
+                agent.name, feed.stage
+            )))?;
+        self.consumed.insert(agent.at, filled.items);
+        if partial {
+            tracing::info!(
+                "{}: {} of its {} item(s) from stage {} so far",
+                agent.name,
+                filled.items,
+                agent.items,
+                feed.stage
+            );
+        } else {
             tracing::info!(
                 "{}: {} item(s) from stage {}, {} left out (failed there)",
                 agent.name,
@@ -80,9 +128,19 @@ impl<'a> Supervisor<'a> {
                     agent.name, filled.left_out, feed.stage
                 ));
             }
-            self.scheduler.feed([agent]);
         }
+        self.scheduler.feed([agent]);
         Ok(())
+    }
+
+    /// An attempt on part of the agent's items (its upstream agents were at
+    /// work) succeeded: the agent waits for the rest.
+    pub(super) fn wait_for_the_rest(&mut self, agent: &'a AgentPlan) -> bool {
+        if self.partial.remove(&agent.at) {
+            self.waiting.push(agent);
+            return true;
+        }
+        false
     }
 
     /// Tells the stage downstream, if any, that `agent` will not run again in

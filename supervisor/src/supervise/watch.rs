@@ -357,6 +357,9 @@ impl<'a> Supervisor<'a> {
                 tracing::debug!("counted {} {done}/{}", slot.agent.name, slot.agent.items);
                 slot.done = done;
                 slot.last_progress = now;
+                if let Some(link) = self.inputs.stage.and_then(|s| s.feeds) {
+                    link.records_saved(slot.agent, done);
+                }
             }
         }
     }
