@@ -9,7 +9,9 @@
 # records in its final.json, and both sides' final.json must be the same bytes.
 #
 # Run:  scripts/bench_pipeline.py [--json FILE]     (from any folder)
-# Env:  RUNS=5 timed runs per side, ITEMS=10000, MAX_PARALLEL=8, LATENCY=2ms, TMPDIR.
+# Env:  RUNS=5 timed runs per side, ITEMS=10000, MAX_PARALLEL=8, LATENCY=2ms,
+#       ITEMS_PER_AGENT=100 (each stage's layout; 2500 gives 4 agents a stage, fewer than
+#       MAX_PARALLEL, as a stage of a few agents with many requests in flight would), TMPDIR.
 # Builds with `cargo build --release` at the workspace root first. Python 3.9+,
 # standard library only. JSON summary: one line at the end of stdout, or FILE.
 import argparse, json, os, subprocess, sys, threading, time
@@ -21,6 +23,7 @@ from benchlib import NIGHTSHIFT, RUNS, build, emit_json, filesystem, spawn, stat
 ITEMS = int(os.environ.get("ITEMS", "10000"))
 MAX_PARALLEL = int(os.environ.get("MAX_PARALLEL", "8"))
 LATENCY = os.environ.get("LATENCY", "2ms")
+ITEMS_PER_AGENT = int(os.environ.get("ITEMS_PER_AGENT", "100"))
 STAGES = ["prep", "draft", "check"]
 HEAD = f"""[limits]
 max_parallel = {MAX_PARALLEL}
@@ -38,7 +41,7 @@ def pipeline_job():
         text += f'\n[[stage]]\nname = "{name}"\n'
         if after:
             text += f'after = "{after}"\n'
-        text += "[stage.layout]\nitems_per_agent = 100\n[stage.agent]\n"
+        text += f"[stage.layout]\nitems_per_agent = {ITEMS_PER_AGENT}\n[stage.agent]\n"
         text += AGENT.format(table="stage.agent")
         after = name
     return text
@@ -46,7 +49,7 @@ def pipeline_job():
 
 def stage_job(name, input_path):
     return (f'name = "{name}"\n[input]\npath = "{input_path}"\n{HEAD}'
-            f"[layout]\nitems_per_agent = 100\n[agent]\n" + AGENT.format(table="agent"))
+            f"[layout]\nitems_per_agent = {ITEMS_PER_AGENT}\n[agent]\n" + AGENT.format(table="agent"))
 
 
 def supervised(argv, cwd):
@@ -105,7 +108,8 @@ def main():
             for i in range(ITEMS):
                 f.write(json.dumps({"id": f"item-{i:05}", "prompt": f"write about {i}"}) + "\n")
         (work / "pipe.toml").write_text(pipeline_job())
-        print(f"{ITEMS} items, 3 demo stages at {LATENCY}/item, max_parallel {MAX_PARALLEL}, "
+        print(f"{ITEMS} items, 3 demo stages at {LATENCY}/item, {ITEMS_PER_AGENT} items per agent, "
+              f"max_parallel {MAX_PARALLEL}, "
               f"on {filesystem(work)}")
         _, _, reference = run_pipeline(work, "warm_pipe")
         _, _, chained = run_chain(work, "warm_chain")
@@ -125,6 +129,7 @@ def main():
         print(f"chain of 3 runs: {median(chain):.2f} s (largest supervisor peak RSS {max(chain_rss) / 2**20:.1f} MiB)")
         print(f"chain / pipeline: {ratio:.2f}x (goal for streaming stages: >= 1.5x)")
         emit_json({"bench": "pipeline", "items": ITEMS, "stages": len(STAGES), "latency": LATENCY,
+                   "items_per_agent": ITEMS_PER_AGENT,
                    "max_parallel": MAX_PARALLEL, "pipeline_s": stats(pipe), "chain_s": stats(chain),
                    "ratio": ratio, "pipeline_rss_bytes": max(pipe_rss),
                    "chain_rss_bytes": max(chain_rss)}, args.json)
