@@ -134,6 +134,7 @@ fn every_final_record_carries_both_stages_work() {
         .collect();
     assert_eq!(names, ["draft", "check"]);
     assert_eq!(status["stages"][1]["items"]["done"], 10, "{status}");
+    assert_eq!(status["stages"][1]["items"]["in"], 10, "{status}");
     job.nightshift(&["validate", "run"])
         .expect_saying(0, "stage 2/2: check");
     std::fs::remove_file(run.join("final.json")).expect("remove final.json");
@@ -332,6 +333,9 @@ fn an_item_that_fails_upstream_never_enters_the_next_stage() {
     assert_eq!(told["state"], "failed", "{told}");
     assert_eq!(told["items"]["total"], 4, "{told}");
     assert_eq!(told["items"]["done"], 3, "{told}");
+    let status = job.nightshift(&["status", "run", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
+    assert_eq!(status["stages"][1]["items"]["in"], 3, "{status}");
     let rest: Vec<String> = ids.iter().filter(|id| *id != "item-002").cloned().collect();
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), rest);
     assert!(!calls(&job, "check").contains(&"item-002".to_owned()));

@@ -65,12 +65,15 @@ pub fn merge_stages(dir: &Path, mut merge: impl FnMut(&Path) -> Result<i32>) -> 
 }
 
 /// `nightshift status DIR --json` on a pipeline: each stage's status under
-/// `stages`, and the pipeline's state and items (total: the first stage's
-/// items; done: the last stage's; failed: those failed in any stage).
+/// `stages` (with `items.in`: the records its upstream stage has saved so
+/// far, all items for the first), and the pipeline's state and items (total:
+/// the first stage's items; done: the last stage's; failed: those failed in
+/// any stage).
 pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
     let stages = stage_dirs(dir)?;
     let mut listed = Vec::new();
     let (mut total, mut done, mut failed) = (None, 0, 0);
+    let mut upstream_done: Option<usize> = None;
     let mut state = "finished";
     let mut code = exit_codes::SUCCESS;
     for (index, (name, stage_dir)) in stages.iter().enumerate() {
@@ -84,6 +87,10 @@ pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
         let (run, plan) = open_run(stage_dir)?;
         let journal = read_journal(&run.events())?;
         let status = run_status(&run, &plan, &journal);
+        // What reached the stage: every item for the first, the records
+        // saved upstream for the others.
+        let items_in = upstream_done.unwrap_or(status.items.total);
+        upstream_done = Some(status.items.done);
         total.get_or_insert(status.items.total);
         failed += status.items.failed;
         if index + 1 == stages.len() {
@@ -98,6 +105,7 @@ pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
         let mut value = serde_json::to_value(&status)
             .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?;
         value["name"] = json!(name);
+        value["items"]["in"] = json!(items_in);
         listed.push(value);
     }
     let value = json!({
@@ -133,13 +141,19 @@ pub fn write_pipeline_page(dir: &Path, file: &Path) -> Result<()> {
             read_timeline(&journal),
         ));
     }
+    let mut upstream_done = None;
     let rows: Vec<StageRow<'_>> = stages
         .iter()
-        .map(|(name, page, status, timeline)| StageRow {
-            name,
-            page,
-            status,
-            timeline,
+        .map(|(name, page, status, timeline)| {
+            let items_in = upstream_done.unwrap_or(status.items.total);
+            upstream_done = Some(status.items.done);
+            StageRow {
+                name,
+                page,
+                status,
+                timeline,
+                items_in,
+            }
         })
         .collect();
     let html = crate::reporting::pipeline_page::render(&job.name, &state, &rows);

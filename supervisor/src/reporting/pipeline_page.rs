@@ -21,6 +21,8 @@ pub struct StageRow<'a> {
     pub page: &'a str,
     pub status: &'a RunStatus,
     pub timeline: &'a Timeline,
+    /// Items that reached the stage (its upstream stage's records so far).
+    pub items_in: usize,
 }
 
 fn seconds_between(from: SystemTime, to: SystemTime) -> f64 {
@@ -36,7 +38,7 @@ pub fn render(job: &str, state: &str, stages: &[StageRow<'_>]) -> String {
         state = escape(state),
         n = stages.len(),
     );
-    page.push_str("<table><tr><th>stage</th><th>state</th><th>items</th><th>done</th><th>failed</th><th>running agents</th><th></th></tr>\n");
+    page.push_str("<table><tr><th>stage</th><th>state</th><th>items</th><th>in</th><th>done</th><th>failed</th><th>running agents</th><th></th></tr>\n");
     for stage in stages {
         let items = &stage.status.items;
         let running = stage
@@ -47,10 +49,11 @@ pub fn render(job: &str, state: &str, stages: &[StageRow<'_>]) -> String {
             .count();
         let _ = writeln!(
             page,
-            "<tr><td>{name}</td><td>{state}</td><td>{total}</td><td>{done}</td><td>{failed}</td><td>{running}</td><td><a href=\"{page}\">its page</a></td></tr>",
+            "<tr><td>{name}</td><td>{state}</td><td>{total}</td><td>{items_in}</td><td>{done}</td><td>{failed}</td><td>{running}</td><td><a href=\"{page}\">its page</a></td></tr>",
             name = escape(stage.name),
             state = escape(stage.status.state),
             total = items.total,
+            items_in = stage.items_in,
             done = items.done,
             failed = items.failed,
             page = escape(stage.page),
