@@ -14,7 +14,8 @@
 //!   exactly; a loop whose agents end wakes the others. Later stages come
 //!   first: a stage leaves free slots to the agents queued in the stages
 //!   after it, so records flow to the end of the chain instead of piling up
-//!   between stages.
+//!   between stages. The agents' memory is counted the same way: each stage
+//!   holds limits.ram_ceiling against every stage's agents together.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -154,6 +155,8 @@ pub struct SharedSlots {
     running: Vec<AtomicUsize>,
     /// Agents each stage could launch now (its scheduler's queue).
     queued: Vec<AtomicUsize>,
+    /// Resident memory of each stage's agents at its last sample.
+    rss: Vec<AtomicU64>,
     loops: Mutex<Vec<Option<Sender<Msg>>>>,
 }
 
@@ -163,6 +166,7 @@ impl SharedSlots {
             turn: Mutex::new(()),
             running: (0..stages).map(|_| AtomicUsize::new(0)).collect(),
             queued: (0..stages).map(|_| AtomicUsize::new(0)).collect(),
+            rss: (0..stages).map(|_| AtomicU64::new(0)).collect(),
             loops: Mutex::new(vec![None; stages]),
         }
     }
@@ -187,6 +191,15 @@ impl SharedSlots {
             .filter(|(index, _)| *index != stage)
             .map(|(_, count)| count.load(Ordering::Acquire))
             .sum()
+    }
+
+    /// Stage `stage`'s agents hold `rss` bytes now; returns what every
+    /// stage's agents hold together.
+    pub fn note_rss(&self, stage: usize, rss: u64) -> u64 {
+        if let Some(own) = self.rss.get(stage) {
+            own.store(rss, Ordering::Release);
+        }
+        self.rss.iter().map(|r| r.load(Ordering::Acquire)).sum()
     }
 
     /// Agents running or queued in the stages other than `stage`.
@@ -273,6 +286,32 @@ mod tests {
     }
 
     #[test]
+    fn the_upstream_loop_waits_until_the_downstream_loop_has_seen_a_finish() {
+        let link = StageLink::default();
+        let (up, up_rx) = channel();
+        link.listen_upstream(up);
+        link.agent_finished(&agent(0));
+        assert!(!link.downstream_behind(), "nobody listens downstream");
+        let (down, _down_rx) = channel();
+        link.listen(down);
+        assert!(link.downstream_behind());
+        let finishes = link.changed_since(0).expect("changed").finishes;
+        link.mark_seen(finishes);
+        assert!(!link.downstream_behind());
+        assert_eq!(up_rx.try_iter().count(), 1, "the upstream loop is woken");
+        link.records_saved(&agent(2), 1);
+        assert!(!link.downstream_behind(), "a saved record frees no slot");
+        assert_eq!(link.changed_since(0).map(|u| u.saved[&2]), Some(1));
+        link.agent_finished(&agent(2));
+        assert!(link.downstream_behind());
+        link.close();
+        assert!(
+            !link.downstream_behind(),
+            "an ended loop holds nothing back"
+        );
+    }
+
+    #[test]
     fn a_freed_slot_wakes_the_other_stages_only() {
         let slots = SharedSlots::new(3);
         let (tx0, rx0) = channel();
@@ -287,6 +326,14 @@ mod tests {
         slots.set_running(0, 1);
         assert_eq!(rx2.try_iter().count(), 1);
         assert_eq!(rx0.try_iter().count(), 0, "a loop does not wake itself");
+    }
+
+    #[test]
+    fn memory_is_counted_over_every_stage() {
+        let slots = SharedSlots::new(2);
+        assert_eq!(slots.note_rss(0, 300), 300);
+        assert_eq!(slots.note_rss(1, 200), 500);
+        assert_eq!(slots.note_rss(0, 100), 300);
     }
 
     #[test]

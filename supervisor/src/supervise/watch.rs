@@ -174,9 +174,14 @@ impl<'a> Supervisor<'a> {
         }
         // live.json carries each agent's progress and memory for `status`.
         self.live_dirty |= !self.slots.is_empty();
+        // A pipeline's ceiling holds for every stage's agents together.
+        let total = match self.inputs.stage {
+            Some(stage) => stage.slots.note_rss(stage.index, usage.total),
+            None => usage.total,
+        };
         self.watchdog
             .memory
-            .sample(now, usage.total, platform::mem_available());
+            .sample(now, total, platform::mem_available());
         let executor = &self.executor;
         let verdicts = self
             .watchdog
