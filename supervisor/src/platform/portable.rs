@@ -85,6 +85,23 @@ pub fn snapshot() -> Vec<Entry> {
     system.processes().values().filter_map(Entry::of).collect()
 }
 
+/// These processes only, read now (those that are gone are left out): one
+/// refresh for all of them, without listing the rest of the machine.
+pub fn some(pids: &[i32]) -> Vec<Entry> {
+    let wanted: Vec<Pid> = pids
+        .iter()
+        .filter_map(|pid| u32::try_from(*pid).ok().map(Pid::from_u32))
+        .collect();
+    let Some(mut system) = system() else {
+        return Vec::new();
+    };
+    system.refresh_processes_specifics(ProcessesToUpdate::Some(&wanted), true, basic());
+    wanted
+        .iter()
+        .filter_map(|pid| Entry::of(system.process(*pid)?))
+        .collect()
+}
+
 /// One process, read now.
 pub fn stat(pid: i32) -> Option<ProcStat> {
     let wanted = Pid::from_u32(u32::try_from(pid).ok()?);

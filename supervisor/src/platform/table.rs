@@ -2,7 +2,8 @@
 //! from /proc when asked (nothing is copied: the sampling hot path stays as
 //! cheap as reading the files it needs); under the portable implementation the
 //! whole list is read once, when the table is taken, because finding a
-//! process's children there means looking at every process's parent.
+//! process's children there means looking at every process's parent (or, for
+//! the sampling pass, only the processes it already knows: `of_known`).
 
 #[cfg(target_os = "linux")]
 use super::Implementation;
@@ -26,19 +27,37 @@ enum Inner {
 impl ProcessTable {
     /// The table as of now.
     pub fn now() -> Self {
-        let inner = match current() {
+        match current() {
             #[cfg(target_os = "linux")]
-            Implementation::Linux => Inner::Live,
-            _ => {
-                let mut entries = portable::snapshot();
-                entries.sort_unstable_by_key(|e| e.pid);
-                let mut children: Vec<(i32, i32)> =
-                    entries.iter().map(|e| (e.ppid, e.pid)).collect();
-                children.sort_unstable();
-                Inner::Snapshot { entries, children }
-            }
-        };
-        Self { inner }
+            Implementation::Linux => Self { inner: Inner::Live },
+            _ => Self::snapshot(portable::snapshot()),
+        }
+    }
+
+    /// The table as of now, for a pass that only needs the processes it
+    /// already knows (`known`, asked only under the portable implementation).
+    /// Under Linux it is [`Self::now`]: every question is read when asked, new
+    /// children included. Under the portable implementation only the known
+    /// processes are read (sysinfo reads three files per process on Linux:
+    /// listing the whole machine at every sample is what costs): a process
+    /// missing from `known` is not in the table, so children that are not
+    /// known yet are not found; a pass that must find them takes [`Self::now`].
+    pub fn of_known(known: impl FnOnce() -> Vec<i32>) -> Self {
+        match current() {
+            #[cfg(target_os = "linux")]
+            Implementation::Linux => Self::now(),
+            _ => Self::snapshot(portable::some(&known())),
+        }
+    }
+
+    fn snapshot(mut entries: Vec<portable::Entry>) -> Self {
+        entries.sort_unstable_by_key(|e| e.pid);
+        entries.dedup_by_key(|e| e.pid);
+        let mut children: Vec<(i32, i32)> = entries.iter().map(|e| (e.ppid, e.pid)).collect();
+        children.sort_unstable();
+        Self {
+            inner: Inner::Snapshot { entries, children },
+        }
     }
 
     pub fn stat(&self, pid: i32) -> Option<ProcStat> {

@@ -39,7 +39,20 @@ pub struct LocalExecutor<'a> {
     grace: Duration,
     /// The supervisor's own pid: orphans are re-parented to it.
     me: i32,
+    /// Samples since the whole process table was last read, under the
+    /// portable implementation; None: it is to be read at the next one.
+    samples_since_listing: Option<u32>,
 }
+
+/// Under the portable implementation a sample reads the known members of the
+/// trees only (their memory, whether they are gone): sysinfo reads three
+/// /proc files per process on Linux, and listing the whole machine at every
+/// sample cost twice as much again. New descendants are found in the whole
+/// table, read on the first sample after a start (an agent's first children),
+/// on the one after a member went (the tree is changing), and at least every
+/// this many samples (children an agent starts later: their memory counts
+/// from then on). Killing a tree, and the sweeps, always read the whole table.
+const LIST_EVERY_SAMPLES: u32 = 16;
 
 impl<'a> LocalExecutor<'a> {
     pub fn new(
@@ -64,6 +77,7 @@ impl<'a> LocalExecutor<'a> {
             leftovers: Leftovers::default(),
             grace,
             me: i32::try_from(std::process::id()).unwrap_or(0),
+            samples_since_listing: None,
         }
     }
 
@@ -82,6 +96,14 @@ impl<'a> LocalExecutor<'a> {
                 None
             }
         }
+    }
+
+    /// The pids of every process known to belong to an attempt or to what is
+    /// left of one.
+    fn known_pids(&self) -> Vec<i32> {
+        let mut pids: Vec<i32> = self.attempts.values().flat_map(|a| a.tree.pids()).collect();
+        pids.extend(self.leftovers.pids());
+        pids
     }
 
     fn attempt(&self, key: AttemptKey) -> Option<&LocalAttempt> {
@@ -140,6 +162,7 @@ impl Executor for LocalExecutor<'_> {
                     }
                 });
                 let leader_start = platform::process(pid).map_or(0, |s| s.start);
+                self.samples_since_listing = None;
                 self.attempts.insert(
                     pid,
                     LocalAttempt {
@@ -204,7 +227,18 @@ impl Executor for LocalExecutor<'_> {
     }
 
     fn sample(&mut self, deep: bool) -> Usage {
-        let table = ProcessTable::now();
+        // Under Linux both tables are the live one (children are found at
+        // every sample); under the portable one, see LIST_EVERY_SAMPLES.
+        let table = match self.samples_since_listing {
+            Some(n) if n + 1 < LIST_EVERY_SAMPLES => {
+                self.samples_since_listing = Some(n + 1);
+                ProcessTable::of_known(|| self.known_pids())
+            }
+            _ => {
+                self.samples_since_listing = Some(0);
+                ProcessTable::now()
+            }
+        };
         self.adopt_orphans(&table);
         let mut usage = Usage::default();
         let mut total = 0;
@@ -219,7 +253,12 @@ impl Executor for LocalExecutor<'_> {
                     }
                 }
             }
-            let bytes: u64 = attempt.tree.refresh(&table).iter().map(|s| s.rss).sum();
+            let known = attempt.tree.known_members();
+            let live = attempt.tree.refresh(&table);
+            if live.len() < known {
+                self.samples_since_listing = None;
+            }
+            let bytes: u64 = live.iter().map(|s| s.rss).sum();
             total += bytes;
             usage
                 .attempts

@@ -150,6 +150,14 @@ impl Leftovers {
         ended + self.strays.iter().map(|s| s.rss).sum::<u64>()
     }
 
+    /// The pids of every leftover known (ended trees' members and strays).
+    pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.ended
+            .iter()
+            .flat_map(|e| e.tree.pids())
+            .chain(self.strays.iter().map(|s| s.pid))
+    }
+
     pub fn knows(&self, pid: i32) -> bool {
         self.ended.iter().any(|e| e.tree.contains(pid)) || self.strays.iter().any(|s| s.pid == pid)
     }

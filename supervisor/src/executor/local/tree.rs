@@ -32,6 +32,16 @@ impl Tree {
         self.members.contains_key(&pid)
     }
 
+    /// The known members' pids (some may be gone since).
+    pub fn pids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.members.keys().copied()
+    }
+
+    /// How many members are known (some may be gone since).
+    pub fn known_members(&self) -> usize {
+        self.members.len()
+    }
+
     /// Adds a process found some other way (an orphan adopted by the supervisor).
     pub fn adopt(&mut self, stat: &ProcStat) {
         self.members.insert(stat.pid, stat.start);
