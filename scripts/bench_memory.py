@@ -286,7 +286,13 @@ def one_run(work, mode, n):
     # last line is that chunk's start, a chunk takes ~3-5 ms); the task then sits in
     # reclaim (D state) until the OOM killer is invoked. So from the last line: an
     # upper bound, by a few ms.
-    r["reaction_ms"] = r["from_last_hog_line_ms"] if by == "kernel" else r["from_rss_ms"]
+    # A hog killed between the two lines of the pair that crossed logged no
+    # crossing: its last line (before the crossing) gives an upper bound.
+    from_last_line = (gone - lines[-1][0]) * 1000 if lines else None
+    if by == "kernel":
+        r["reaction_ms"] = r["from_last_hog_line_ms"]
+    else:
+        r["reaction_ms"] = r["from_rss_ms"] if r["from_rss_ms"] is not None else from_last_line
     r["overshoot_mib"] = r["overshoot_kernel_rss_mib"] if by == "kernel" else r["overshoot_event_rss_mib"]
     return r
 
