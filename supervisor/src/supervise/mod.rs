@@ -202,10 +202,11 @@ pub struct Supervisor<'a> {
     waiting: Vec<&'a AgentPlan>,
     /// The upstream stage as last seen.
     upstream: Upstream,
-    /// Agents running (or queued) on part of their items, and how many
-    /// items each agent's last task held.
+    /// Agents running (or queued) on part of their items, and for each
+    /// agent tried so: the items its last task held, and the upstream
+    /// records counted for it then.
     partial: HashSet<AgentRef>,
-    consumed: HashMap<AgentRef, usize>,
+    tried: HashMap<AgentRef, (usize, usize)>,
     /// `nightshift control --pause`: nothing is launched until --continue.
     paused: bool,
     /// schedule.deadline, and the end of the drain once it has passed.
@@ -294,7 +295,7 @@ impl<'a> Supervisor<'a> {
             waiting: Vec::new(),
             upstream: Upstream::default(),
             partial: HashSet::new(),
-            consumed: HashMap::new(),
+            tried: HashMap::new(),
             paused: false,
             deadline: inputs
                 .until

@@ -63,9 +63,12 @@ impl<'a> Supervisor<'a> {
                 self.partial.remove(&agent.at);
                 self.fill_and_queue(feed, agent, false)?;
             } else if free > 0 && self.worth_a_partial_run(feed, agent) {
-                free -= 1;
-                self.partial.insert(agent.at);
-                self.fill_and_queue(feed, agent, true)?;
+                if self.fill_and_queue(feed, agent, true)? {
+                    free -= 1;
+                    self.partial.insert(agent.at);
+                } else {
+                    still.push(agent);
+                }
             } else {
                 still.push(agent);
             }
@@ -84,29 +87,37 @@ impl<'a> Supervisor<'a> {
         self.scheduler.max_parallel().saturating_sub(busy)
     }
 
-    /// Whether enough new upstream records for `agent` are there to run it
-    /// before its upstream agents are done: a quarter of its items more than
-    /// its last run had.
+    /// Whether enough new upstream records for `agent` may be there to run
+    /// it before its upstream agents are done: a quarter of its items more
+    /// than were counted at its last try.
     fn worth_a_partial_run(&self, feed: &Feed<'_>, agent: &AgentPlan) -> bool {
-        let had = self.consumed.get(&agent.at).copied().unwrap_or(0);
+        let (_, counted) = self.tried.get(&agent.at).copied().unwrap_or((0, 0));
         let step = (agent.items / 4).max(1);
-        feed.available(agent, &self.upstream) >= had + step
+        feed.available(agent, &self.upstream) >= counted + step
     }
 
+    /// Writes `agent`'s task from the upstream records and queues it; a
+    /// `partial` task that holds nothing new is not queued (the records
+    /// counted were for other items of its upstream agents): false.
     fn fill_and_queue(
         &mut self,
         feed: &Feed<'_>,
         agent: &'a AgentPlan,
         partial: bool,
-    ) -> Result<()> {
+    ) -> Result<bool> {
+        let counted = feed.available(agent, &self.upstream);
         let filled = feed
             .fill_task(self.inputs.run, agent, &self.inputs.plan.id_field)
             .map_err(SupervisorError::io(format!(
                 "cannot write the items of {} from stage {}",
                 agent.name, feed.stage
             )))?;
-        self.consumed.insert(agent.at, filled.items);
+        let (had, _) = self.tried.get(&agent.at).copied().unwrap_or((0, 0));
+        self.tried.insert(agent.at, (filled.items, counted));
         if partial {
+            if filled.items <= had {
+                return Ok(false);
+            }
             tracing::info!(
                 "{}: {} of its {} item(s) from stage {} so far",
                 agent.name,
@@ -130,7 +141,7 @@ impl<'a> Supervisor<'a> {
             }
         }
         self.scheduler.feed([agent]);
-        Ok(())
+        Ok(true)
     }
 
     /// An attempt on part of the agent's items (its upstream agents were at
