@@ -28,6 +28,15 @@ pub enum SendError {
     Connection(String),
 }
 
+/// How long a kept-alive connection may sit unused and still be taken for
+/// the next request. A connection lives on a runtime that only runs while
+/// a request of its thread is in flight (`super::local`), so a server that
+/// closed it meanwhile is only noticed once a request was sent on it — a
+/// failed attempt. Servers commonly close idle connections after 5 s
+/// (uvicorn, so vLLM and LiteLLM; Node; Apache): one idle longer than this
+/// is not reused but replaced.
+const IDLE_CONNECTION: Duration = Duration::from_secs(4);
+
 /// A client for one endpoint: its own connection pool and timeout. Every
 /// client of the process shares one TLS configuration (`tls`): the
 /// platform's root certificates are read once, not once per client (each
@@ -36,6 +45,7 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(timeout)
         .tcp_nodelay(true)
+        .pool_idle_timeout(IDLE_CONNECTION)
         .tls_backend_preconfigured(tls()?)
         .build()
         .map_err(|e| e.to_string())
