@@ -100,6 +100,13 @@ pub struct ItemRunner<'a> {
     spend: Option<Spend>,
 }
 
+impl Drop for ItemRunner<'_> {
+    /// A worker's runner goes when its thread is done with the items.
+    fn drop(&mut self) {
+        self.context.backend.worker_done();
+    }
+}
+
 impl<'a> ItemRunner<'a> {
     pub fn new(context: &'a ItemContext<'a>, permits: Permits) -> Self {
         Self {

@@ -13,8 +13,9 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 use shared::broker::{
@@ -136,7 +137,17 @@ struct Broker {
     limited: AtomicBool,
     /// RUN/rate.limited, from NIGHTSHIFT_RUN_DIR.
     limited_file: Option<PathBuf>,
+    /// When `limited_file` was last looked for, in milliseconds since
+    /// `born` (plus one: 0 is never): at most every `LIMITED_FILE_EVERY`,
+    /// not before every call (a stat per request was the agent's largest
+    /// cost past the request itself, at thousands of requests a second).
+    limited_checked: AtomicU64,
+    born: Instant,
 }
+
+/// How often an agent that takes no permits looks whether another agent of
+/// the run saw a limit (RUN/rate.limited).
+const LIMITED_FILE_EVERY: Duration = Duration::from_millis(50);
 
 /// The agent's side of the broker protocol, for one worker: each worker has
 /// its own client and connection, so several items in flight can wait for
@@ -178,6 +189,8 @@ impl Permits {
                 limited: AtomicBool::new(false),
                 limited_file: std::env::var_os(RUN_DIR_VAR)
                     .map(|run| PathBuf::from(run).join(LIMITED_FILE)),
+                limited_checked: AtomicU64::new(0),
+                born: Instant::now(),
             }),
             connection: None,
         }
@@ -200,11 +213,27 @@ impl Permits {
             .broker
             .limited_file
             .as_ref()
-            .is_some_and(|f| f.exists());
+            .is_some_and(|f| self.look_now() && f.exists());
         if limited {
             self.limit_shows();
         }
         limited
+    }
+
+    /// Whether it is time to look for RUN/rate.limited again (one worker
+    /// of the agent looks; the others go on).
+    fn look_now(&self) -> bool {
+        let broker = &self.broker;
+        let now = u64::try_from(broker.born.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = broker.limited_checked.load(Ordering::Relaxed);
+        let every = LIMITED_FILE_EVERY.as_millis() as u64;
+        (last == 0 || now.saturating_sub(last) >= every)
+            && broker
+                .limited_checked
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// A limit showed: every call takes a permit from now on.

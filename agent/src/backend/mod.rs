@@ -219,6 +219,10 @@ pub trait Backend: Send + Sync {
         choice: usize,
         meter: &mut Meter,
     ) -> Result<Map<String, Value>, AttemptError>;
+
+    /// A worker is done with its items: what the backend kept for that
+    /// worker's thread can go.
+    fn worker_done(&self) {}
 }
 
 /// The backend chosen by agent.backend, its settings checked and ready to

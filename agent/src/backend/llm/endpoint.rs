@@ -37,6 +37,8 @@ pub struct Endpoint {
     /// Without a trailing slash: it is also the record's `endpoint`.
     pub base_url: String,
     pub url: String,
+    /// `url` parsed once (None: it does not parse, and each request says so).
+    pub parsed_url: Option<reqwest::Url>,
     pub model: String,
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
@@ -116,6 +118,7 @@ impl Endpoint {
         };
         Ok(Self {
             provider,
+            parsed_url: reqwest::Url::parse(&format!("{base_url}{path}")).ok(),
             url: format!("{base_url}{path}"),
             base_url,
             model,

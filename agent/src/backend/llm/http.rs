@@ -3,6 +3,7 @@
 //! about it. Reading the status and the body is all; the wording of a
 //! server's message never decides anything.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -27,17 +28,126 @@ pub enum SendError {
     Connection(String),
 }
 
-/// A client for one endpoint: its own connection pool and timeout.
-pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
+/// How long a kept-alive connection may sit unused and still be taken for
+/// the next request. A connection lives on a runtime that only runs while
+/// a request of its thread is in flight (`super::local`), so a server that
+/// closed it meanwhile is only noticed once a request was sent on it — a
+/// failed attempt. Servers commonly close idle connections after 5 s
+/// (uvicorn, so vLLM and LiteLLM; Node; Apache): one idle longer than this
+/// is not reused but replaced.
+const IDLE_CONNECTION: Duration = Duration::from_secs(4);
+
+/// A client for one endpoint: its own connection pool and timeout. Every
+/// client of the process shares one TLS configuration (`tls`): the
+/// platform's root certificates are read once, not once per client (each
+/// worker thread has its own clients, see `super::local`).
+pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(timeout)
         .tcp_nodelay(true)
+        .pool_idle_timeout(IDLE_CONNECTION)
+        .tls_backend_preconfigured(tls()?)
         .build()
+        .map_err(|e| e.to_string())
+}
+
+/// What reqwest would configure itself (its `rustls` feature): the
+/// aws-lc-rs provider, TLS 1.2 and 1.3, the platform's verifier, HTTP/1.1
+/// by ALPN — made once per process. The platform's root certificates are
+/// read at the first TLS handshake, not at start (reading them is most of
+/// an agent's start-up, and a local http:// server never needs them).
+fn tls() -> Result<rustls::ClientConfig, String> {
+    static TLS: OnceLock<Result<rustls::ClientConfig, String>> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = LazyVerifier {
+            provider: Arc::clone(&provider),
+            platform: OnceLock::new(),
+        };
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(rustls::ALL_VERSIONS)
+            .map_err(|e| format!("cannot set up TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    })
+    .clone()
+}
+
+/// The platform's verifier, made when the first certificate is to be
+/// verified; signatures are checked with the provider's algorithms, as the
+/// platform verifier checks them.
+#[derive(Debug)]
+struct LazyVerifier {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    platform: OnceLock<Result<rustls_platform_verifier::Verifier, String>>,
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let platform = self.platform.get_or_init(|| {
+            rustls_platform_verifier::Verifier::new(Arc::clone(&self.provider))
+                .map_err(|e| format!("cannot read the platform's root certificates: {e}"))
+        });
+        match platform {
+            Ok(verifier) => verifier.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            ),
+            Err(reason) => Err(rustls::Error::General(reason.clone())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 pub async fn post(
     client: &reqwest::Client,
-    url: &str,
+    url: impl reqwest::IntoUrl,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: Vec<u8>,
 ) -> Result<Answer, SendError> {

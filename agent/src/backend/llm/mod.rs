@@ -3,10 +3,11 @@
 //! its key in use, and the answer turned into a record or a failure whose
 //! kind tells the item runner what to do next.
 //!
-//! Workers are std threads (the agent core's pool); they share one tokio
-//! runtime and `block_on` their own request on it, so agent.concurrency
-//! requests are in flight at once over each endpoint's pooled connections,
-//! with no async code outside this module.
+//! Workers are std threads (the agent core's pool); each `block_on`s its
+//! own request on its own current-thread runtime, over its own kept-alive
+//! connection (`local`), so agent.concurrency requests are in flight at
+//! once, with no async code outside this module. The batch APIs use the
+//! backend's own runtime and clients.
 
 mod anthropic;
 pub mod batch;
@@ -15,6 +16,7 @@ mod endpoint;
 mod error;
 mod headers;
 mod http;
+mod local;
 mod openai;
 mod reply;
 mod request;
@@ -37,15 +39,15 @@ use reply::Shape;
 use request::Request;
 use shared::prompt::Template;
 
-/// How many threads drive the connections: requests are I/O-bound, and the
-/// workers themselves poll their own futures.
-const RUNTIME_THREADS: usize = 2;
-
 /// The output budget a permit reserves when the job sets no max_tokens.
 const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
 
 pub struct LlmBackend {
+    /// The batch APIs' runtime (online requests run on each worker's own,
+    /// see `local`).
     runtime: tokio::runtime::Runtime,
+    /// This backend's name among the clients of a worker thread.
+    owner: u64,
     /// The main endpoint, then the fallbacks: the choices of the runner.
     endpoints: Vec<Endpoint>,
     system: Option<String>,
@@ -96,14 +98,13 @@ impl LlmBackend {
             ),
             None => None,
         };
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(RUNTIME_THREADS)
-            .thread_name("nightshift-http")
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| SetupError::Llm(format!("cannot start the HTTP runtime: {e}")))?;
         Ok(Self {
             runtime,
+            owner: local::owner(),
             endpoints,
             system: llm.system.clone(),
             prompt,
@@ -177,12 +178,13 @@ impl LlmBackend {
         let body = self.body(endpoint, &prompt);
         let cache_key = self.cache.as_ref().map(|_| cached::key(endpoint, &body));
         let bytes = serde_json::to_vec(&body).map_err(|e| LlmError::BadBody(e.to_string()))?;
-        let sent = self.runtime.block_on(http::post(
-            &endpoint.client,
-            &endpoint.url,
+        let sent = local::post(
+            self.owner,
+            choice,
+            endpoint,
             endpoint.auth_headers(key),
             bytes,
-        ));
+        );
         let answer = sent.map_err(|error| endpoint.no_answer(error))?;
         let now = SystemTime::now();
         let learned = headers::learned_limits(&answer.headers, now);
@@ -319,6 +321,10 @@ impl Backend for LlmBackend {
     ) -> Result<Map<String, Value>, AttemptError> {
         self.endpoint(choice)?;
         Ok(self.send(call, choice, meter)?)
+    }
+    /// The worker's runtime and connections go with it.
+    fn worker_done(&self) {
+        local::release();
     }
 }
 
