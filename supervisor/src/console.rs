@@ -81,6 +81,11 @@ impl Console {
         self.err(text);
     }
 
+    /// A line of the summary at a run's end: shown even with -q.
+    pub fn summary(&self, text: &str) {
+        self.out(text);
+    }
+
     pub fn line(&self, text: &str) {
         if !self.quiet {
             self.out(text);

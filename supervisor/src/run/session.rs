@@ -45,7 +45,7 @@ pub fn drive(
             if let Some(notifier) = notifier {
                 notifier.send(run, &summary);
             }
-            println!("run directory: {}", shown_dir.display());
+            console.summary(&format!("run directory: {}", shown_dir.display()));
             Ok(code)
         }
         Err(error) => {
@@ -64,6 +64,7 @@ fn session(
     started: Instant,
 ) -> Result<(i32, RunSummary)> {
     let (run, job, plan) = (inputs.run, inputs.job, inputs.plan);
+    let in_pipeline = inputs.stage.is_some();
     let attached = match inputs.stage {
         Some(_) => crate::logging::attach_thread_log(&run.supervisor_log()),
         None => crate::logging::attach_run_log(&run.supervisor_log()),
@@ -153,19 +154,34 @@ fn session(
         }
     }
     if let Ending::CannotGoOn(reason) = &result.ending {
-        println!("cannot go on: {reason}");
+        console.summary(&format!("cannot go on: {reason}"));
     }
     if let Ending::BudgetSpent(reason) = &result.ending {
-        println!("budget spent: {reason}");
+        console.summary(&format!("budget spent: {reason}"));
     }
     let projection = projected(&spent.total, done, plan.items_total);
     if let Some(line) = describe(&spent.total.usage, spent.total.cost, projection) {
-        println!("{line}");
+        console.summary(&line);
     }
-    summarise(run, job, state, done, plan.items_total, &missing, started);
+    // A stage is resumed with its pipeline.
+    let resume_dir = match (in_pipeline, run.root().parent()) {
+        (true, Some(pipeline)) => pipeline,
+        _ => run.root(),
+    };
+    let ended = Ended {
+        run,
+        job,
+        state,
+        done,
+        total: plan.items_total,
+        missing: &missing,
+        started,
+        resume_dir,
+    };
+    summarise(console, &ended);
     // Ctrl-C, the deadline or the budget stop agents, not their batches.
     if let Some(line) = crate::reporting::batches::left_running(run, plan) {
-        println!("{line}");
+        console.summary(&line);
     }
     let (items, failures) = notify::count(run, plan, done, missing.count, &result.attempts);
     let summary = RunSummary {
@@ -225,15 +241,30 @@ struct MissingIds {
     listed: Vec<IdKey>,
 }
 
-fn summarise(
-    run: &RunDir,
-    job: &Job,
-    state: &str,
+/// What the end-of-session summary says.
+struct Ended<'s> {
+    run: &'s RunDir,
+    job: &'s Job,
+    state: &'s str,
     done: usize,
     total: usize,
-    missing: &MissingIds,
+    missing: &'s MissingIds,
     started: Instant,
-) {
+    /// Where `resume` is to be run: the pipeline's folder for a stage.
+    resume_dir: &'s Path,
+}
+
+fn summarise(console: &Console, ended: &Ended<'_>) {
+    let Ended {
+        run,
+        job,
+        state,
+        done,
+        total,
+        missing,
+        started,
+        resume_dir,
+    } = *ended;
     // A run that went through every item is "finished", however many failed:
     // the failures are counted, and `nightshift failures` says why.
     let headline = if state == "failed" { "finished" } else { state };
@@ -249,10 +280,10 @@ fn summarise(
         ),
         (false, _) => format!(", {} missing", missing.count),
     };
-    println!(
+    console.summary(&format!(
         "{headline}: {done} of {total} items ({percent:.0}%){failed} in {:.1}s",
         started.elapsed().as_secs_f64()
-    );
+    ));
     if missing.count > 0 {
         let shown: Vec<String> = missing
             .listed
@@ -271,26 +302,29 @@ fn summarise(
         } else {
             "all listed in report.json".to_owned()
         };
-        println!("missing ids: {}{tail} ({listed})", shown.join(", "));
+        console.summary(&format!(
+            "missing ids: {}{tail} ({listed})",
+            shown.join(", ")
+        ));
     }
     match state {
         "interrupted" | "halted" | "deadline" | "stopped" => {
-            println!("resumable: nightshift resume {}", run.root().display())
+            console.summary(&format!("resumable: nightshift resume {}", resume_dir.display()))
         }
-        "budget" => println!(
+        "budget" => console.summary(&format!(
             "resumable with a larger budget: nightshift resume {} --max-cost USD (or --max-tokens N)",
-            run.root().display()
-        ),
+            resume_dir.display()
+        )),
         _ => {
-            println!("final output: {}", run.final_json().display());
+            console.summary(&format!("final output: {}", run.final_json().display()));
             if let Some(path) = &job.settings.output.path {
-                println!("also written to: {}", job.resolve(path).display());
+                console.summary(&format!("also written to: {}", job.resolve(path).display()));
             }
             if state == "failed" {
-                println!(
+                console.summary(&format!(
                     "to try the failed items again once their cause is fixed: nightshift resume {} --retry-failed",
-                    run.root().display()
-                );
+                    resume_dir.display()
+                ));
             }
         }
     }
