@@ -22,7 +22,10 @@
 #               that as many requests are in flight as for the single agent: the
 #               supervisor's own overhead, without the server slowing down under ten
 #               times the connections (bench_llm_server is a thread per connection:
-#               oha itself gets about a third of its requests/s at 640 than at 64).
+#               oha itself gets about a third of its requests/s at 640 than at 64);
+#   agents_direct  the AGENTS agents of supervisor_equal started at once by this script,
+#               without a supervisor: splits supervisor_equal's figure into the cost of
+#               running the work as AGENTS processes and what the supervisor adds.
 # Medians of RUNS runs; the goals of issue 15 are printed as met / missed: agent >= 3x
 # python's requests/s at <= 1/3 of its CPU per request (against each client), >= 1/2 of oha's requests/s,
 # agent peak RSS < 30 MiB, supervisor wall per request < 1.10x the single agent's (both
@@ -167,26 +170,73 @@ def count_records(path, what):
         sys.exit(f"{what}: {n} records saved, expected {ITEMS}")
 
 
+def agent_task(items, base_url, concurrency, agent):
+    """The task file of one agent run with the agent contract (no supervisor, no broker)."""
+    return {"agent": agent, "id_field": "id", "items": items,
+            "settings": {"backend": "openai", "concurrency": concurrency, "item_retries": 2,
+                         "llm": {"base_url": base_url, "model": MODEL, "prompt": PROMPT,
+                                 "max_tokens": MAX_TOKENS, "request_timeout": "60s"}}}
+
+
+def agent_env(folder, n):
+    """The agent contract's variables for agent n in folder."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NIGHTSHIFT_SOCKET", "NIGHTSHIFT_ATTEMPT")}
+    env.update(NIGHTSHIFT_TASK=str(folder / f"agent_{n:02}.task.json"),
+               NIGHTSHIFT_OUTPUT=str(folder / f"agent_{n:02}.jsonl"),
+               NIGHTSHIFT_AGENT=f"segment_01/orch_01/agent_{n:02}")
+    return env
+
+
 def run_agent(work, base_url, name):
     folder = work / name
     folder.mkdir()
-    task = {"agent": "segment_01/orch_01/agent_01", "id_field": "id",
-            "items": [json.loads(line) for line in open(work / "items.jsonl")],
-            "settings": {"backend": "openai", "concurrency": CONCURRENCY, "item_retries": 2,
-                         "llm": {"base_url": base_url, "model": MODEL, "prompt": PROMPT,
-                                 "max_tokens": MAX_TOKENS, "request_timeout": "60s"}}}
+    items = [json.loads(line) for line in open(work / "items.jsonl")]
+    task = agent_task(items, base_url, CONCURRENCY, "segment_01/orch_01/agent_01")
     (folder / "agent_01.task.json").write_text(json.dumps(task))
-    env = {k: v for k, v in os.environ.items() if k not in ("NIGHTSHIFT_SOCKET", "NIGHTSHIFT_ATTEMPT")}
-    env.update(NIGHTSHIFT_TASK=str(folder / "agent_01.task.json"),
-               NIGHTSHIFT_OUTPUT=str(folder / "agent_01.jsonl"),
-               NIGHTSHIFT_AGENT="segment_01/orch_01/agent_01")
     log = folder / "agent.log"
     with open(log, "wb") as out:
-        result = measured([str(AGENT)], cwd=folder, env=env, stdin=subprocess.DEVNULL,
-                          stdout=out, stderr=subprocess.STDOUT)
+        result = measured([str(AGENT)], cwd=folder, env=agent_env(folder, 1),
+                          stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     if result["code"] != 0:
         fail_run(f"nightshift-agent ({name})", result, log)
     count_records(folder / "agent_01.jsonl", f"nightshift-agent ({name})")
+    shutil.rmtree(folder)
+    return result
+
+
+def run_agents_direct(work, base_url, name):
+    """AGENTS nightshift-agent processes started at once without a supervisor, each on
+    ITEMS / AGENTS items at EQUAL_CONCURRENCY (what supervisor_equal runs): the cost of
+    splitting the work into processes, apart from what the supervisor adds. Wall from
+    the first start to the last exit; CPU summed over the agents (wait4)."""
+    folder = work / name
+    folder.mkdir()
+    items = [json.loads(line) for line in open(work / "items.jsonl")]
+    per = ITEMS // AGENTS
+    for n in range(1, AGENTS + 1):
+        task = agent_task(items[(n - 1) * per:n * per], base_url, EQUAL_CONCURRENCY,
+                          f"segment_01/orch_01/agent_{n:02}")
+        (folder / f"agent_{n:02}.task.json").write_text(json.dumps(task))
+    log = open(folder / "agents.log", "wb")
+    start = time.perf_counter()
+    procs = [spawn([str(AGENT)], cwd=folder, env=agent_env(folder, n), stdin=subprocess.DEVNULL,
+                   stdout=log, stderr=subprocess.STDOUT) for n in range(1, AGENTS + 1)]
+    cpu, codes = 0.0, []
+    for proc in procs:
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(proc.returncode)
+        cpu += usage.ru_utime + usage.ru_stime
+    result = {"wall_s": time.perf_counter() - start, "code": max(codes), "cpu_s": cpu, "rss": 0}
+    log.close()
+    if result["code"] != 0:
+        fail_run(f"{AGENTS} nightshift-agents ({name})", result, folder / "agents.log")
+    saved = 0
+    for n in range(1, AGENTS + 1):
+        with open(folder / f"agent_{n:02}.jsonl") as f:
+            saved += sum(1 for line in f if "output" in json.loads(line))
+    if saved != ITEMS:
+        sys.exit(f"{AGENTS} nightshift-agents ({name}): {saved} records saved, expected {ITEMS}")
     shutil.rmtree(folder)
     return result
 
@@ -333,6 +383,7 @@ def main():
             sides[side] = lambda n, c=client, p=python: run_python(work, p, c, base_url, n)
         sides["supervisor"] = lambda n: run_supervisor(work, n)
         sides["supervisor_equal"] = lambda n: run_supervisor(work, n, "job_equal.toml")
+        sides["agents_direct"] = lambda n: run_agents_direct(work, base_url, n)
         if oha:
             sides["oha"] = lambda n: run_oha(work, oha, base_url, n)
         order = list(sides)
@@ -360,6 +411,8 @@ def main():
     cpu_share = {side: cpu_ms["agent"] / cpu_ms[side] for side in pythons}
     sup_over = med("supervisor", "wall_s") / med("agent", "wall_s")
     sup_equal_over = med("supervisor_equal", "wall_s") / med("agent", "wall_s")
+    split_over = med("agents_direct", "wall_s") / med("agent", "wall_s")
+    sup_own_over = med("supervisor_equal", "wall_s") / med("agents_direct", "wall_s")
     of_oha = rps["agent"] / rps["oha"] if oha else None
     goals = []
     for side, (client, _, _) in pythons.items():
@@ -378,12 +431,18 @@ def main():
         (f"  same, {AGENTS}x{EQUAL_CONCURRENCY} in flight", f"{sup_equal_over:.3f}x",
          sup_equal_over < 1.10),
     ]
+    # Not goals of the issue: how the supervisor_equal figure splits up.
+    parts = [
+        (f"{AGENTS} agents alone ({AGENTS}x{EQUAL_CONCURRENCY}) over the one agent", f"{split_over:.3f}x"),
+        (f"supervisor ({AGENTS}x{EQUAL_CONCURRENCY}) over those {AGENTS} agents alone", f"{sup_own_over:.3f}x"),
+    ]
 
     labels = {"agent": "nightshift-agent",
               **{side: f"python asyncio ({version})" for side, (_, _, version) in pythons.items()},
               "oha": f"oha ({oha_version})" if oha else "oha",
               "supervisor": f"nightshift run ({AGENTS}x{CONCURRENCY} in flight)",
-              "supervisor_equal": f"nightshift run ({AGENTS}x{EQUAL_CONCURRENCY} in flight)"}
+              "supervisor_equal": f"nightshift run ({AGENTS}x{EQUAL_CONCURRENCY} in flight)",
+              "agents_direct": f"{AGENTS} agents, no supervisor ({AGENTS}x{EQUAL_CONCURRENCY})"}
     print(f"\nllm: {ITEMS} chat completions from bench_llm_server, {CONCURRENCY} in flight "
           f"(per process), {RUNS} runs, medians; {os.cpu_count()} CPUs; temp dir on {fs}, "
           f"one write + fsync {fsync:.0f} us")
@@ -405,6 +464,9 @@ def main():
     for what, value, met in goals:
         verdict = "skipped" if met is None else ("met" if met else "MISSED")
         print(f"  {what:44}{value:>16}  {verdict}")
+    print("where the supervisor's wall goes (same requests in flight):")
+    for what, value in parts:
+        print(f"  {what:60}{value:>10}")
 
     summary = {
         "benchmark": "llm", "items": ITEMS, "concurrency": CONCURRENCY, "agents": AGENTS,
@@ -422,6 +484,9 @@ def main():
         "supervisor_equal_concurrency": EQUAL_CONCURRENCY,
         "supervisor_equal_over_agent_wall_per_request": sup_equal_over,
         "supervisor_equal_over_agent_cpu_per_request": cpu_ms["supervisor_equal"] / cpu_ms["agent"],
+        "agents_direct_over_agent_wall": split_over,
+        "supervisor_equal_over_agents_direct_wall": sup_own_over,
+        "supervisor_equal_over_agents_direct_cpu": cpu_ms["supervisor_equal"] / cpu_ms["agents_direct"],
         "goals": {what: {"value": value, "met": met} for what, value, met in goals},
     }
     emit_json(summary, args.json)

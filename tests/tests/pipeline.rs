@@ -336,6 +336,31 @@ fn an_item_that_fails_upstream_never_enters_the_next_stage() {
     let status = job.nightshift(&["status", "run", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status.stdout).expect("status JSON");
     assert_eq!(status["stages"][1]["items"]["in"], 3, "{status}");
+    // RUN/report.json sums the pipeline up, stage by stage.
+    let report = std::fs::read_to_string(job.run_dir().join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("report JSON");
+    assert_eq!(report["exit_code"], 1, "{report}");
+    assert_eq!(report["items"]["failed"], 1, "{report}");
+    for (n, (name, items_in, done, failed)) in [("draft", 4, 3, 1), ("check", 3, 3, 0)]
+        .into_iter()
+        .enumerate()
+    {
+        let stage = &report["stages"][n];
+        assert_eq!(stage["name"], name, "{report}");
+        assert_eq!(stage["items"]["in"], items_in, "{report}");
+        assert_eq!(stage["items"]["done"], done, "{report}");
+        assert_eq!(stage["items"]["failed"], failed, "{report}");
+        assert_eq!(
+            stage["agents"]["running"],
+            serde_json::Value::Null,
+            "{report}"
+        );
+        assert!(stage["agents"]["total"].as_u64() > Some(0), "{report}");
+        let own = job
+            .run_dir()
+            .join(stage["report"].as_str().expect("its report"));
+        assert!(own.exists(), "{}", own.display());
+    }
     let rest: Vec<String> = ids.iter().filter(|id| *id != "item-002").cloned().collect();
     assert_eq!(json_array_ids(&job.run_dir().join("final.json")), rest);
     assert!(!calls(&job, "check").contains(&"item-002".to_owned()));

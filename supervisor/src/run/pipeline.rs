@@ -7,12 +7,15 @@
 //! stage with `barrier = true` only once the stages before it are done and
 //! merged (its items are then RUN/stage_UP/final.json). `limits`, `[rate]`
 //! and the budget are shared by all stages: one machine, one broker.
-//! RUN/final.json is the last stage's final.json.
+//! RUN/final.json is the last stage's final.json; RUN/report.json sums the
+//! stages up.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use shared::atomic::copy_atomic;
+use serde_json::{json, Value};
+use shared::atomic::{copy_atomic, write_atomic};
 use shared::exit_codes;
 use shared::input::check_input;
 use shared::job::{stage_dir_name, Deadline, InputFormat, Job};
@@ -120,9 +123,18 @@ fn go_on(
     }
     let started = Instant::now();
     let result = stages(run, job, options, console);
+    let status = pipeline_status_json(run.root()).map(|(value, _)| value);
+    if let Ok(status) = &status {
+        if let Err(error) = write_report(run, status, &result, started) {
+            console.line(&format!(
+                "cannot write {}: {error}",
+                run.report_json().display()
+            ));
+        }
+    }
     // The notify command is told once, for the whole pipeline, however it ended.
     if let Some(notifier) = Notifier::for_run(job, options.notify) {
-        notifier.send(run, &summary(run, job, &result, started));
+        notifier.send(run, &summary(run, job, &result, status.ok(), started));
     }
     let code = result?;
     println!("run directory: {}", shown.display());
@@ -174,12 +186,60 @@ fn stages(run: &RunDir, job: &Job, options: &StageOptions<'_>, console: &Console
     Ok(code)
 }
 
+/// The exit code a pipeline session ends with.
+fn exit_code(result: &Result<i32>) -> i32 {
+    result
+        .as_ref()
+        .map_or_else(SupervisorError::exit_code, |c| *c)
+}
+
+/// RUN/report.json: the pipeline as a whole — its state and items, and each
+/// stage's status (items in, done, failed) as `status --json` gives it, its
+/// agents counted by state (running, done, failed…), and the path of the
+/// stage's own report.json, which lists its agents, attempts and memory.
+fn write_report(
+    run: &RunDir,
+    status: &Value,
+    result: &Result<i32>,
+    started: Instant,
+) -> std::io::Result<()> {
+    let mut report = status.clone();
+    report["exit_code"] = json!(exit_code(result));
+    report["duration_seconds"] = json!(started.elapsed().as_secs_f64());
+    if let Some(stages) = report["stages"].as_array_mut() {
+        for stage in stages {
+            if let Some(name) = stage["name"].as_str() {
+                let path = format!("{}/report.json", stage_dir_name(name));
+                stage["report"] = json!(path);
+            }
+            // Agents counted by state; the stage's report lists them.
+            if let Some(agents) = stage["agents"].as_array() {
+                let mut counts = serde_json::Map::new();
+                counts.insert("total".into(), json!(agents.len()));
+                for state in agents.iter().filter_map(|a| a["state"].as_str()) {
+                    let n = counts.get(state).and_then(Value::as_u64).unwrap_or(0);
+                    counts.insert(state.to_owned(), json!(n + 1));
+                }
+                stage["agents"] = Value::Object(counts);
+            }
+        }
+    }
+    write_atomic(&run.report_json(), |out| {
+        serde_json::to_writer_pretty(&mut *out, &report)?;
+        out.write_all(b"\n")
+    })
+}
+
 /// What the notify command gets: the pipeline's state and items (see
 /// `pipeline_status_json`), and the run's directory.
-fn summary(run: &RunDir, job: &Job, result: &Result<i32>, started: Instant) -> RunSummary {
-    let code = result
-        .as_ref()
-        .map_or_else(SupervisorError::exit_code, |c| *c);
+fn summary(
+    run: &RunDir,
+    job: &Job,
+    result: &Result<i32>,
+    status: Option<Value>,
+    started: Instant,
+) -> RunSummary {
+    let code = exit_code(result);
     let state = match (result, code) {
         (Err(_), _) => "error",
         (_, exit_codes::SUCCESS) => "finished",
@@ -189,11 +249,9 @@ fn summary(run: &RunDir, job: &Job, result: &Result<i32>, started: Instant) -> R
         (_, exit_codes::CANNOT_GO_ON) => "stopped",
         _ => "interrupted",
     };
-    let status = pipeline_status_json(run.root()).map(|(value, _)| value);
     let count = |key: &str| {
         status
             .as_ref()
-            .ok()
             .and_then(|s| s["items"][key].as_u64())
             .map_or(0, |n| usize::try_from(n).unwrap_or(usize::MAX))
     };
