@@ -1,7 +1,8 @@
 //! The TCP side of the client (the Unix side is in tests.rs).
 use super::*;
 use serde_json::json;
-use std::io::BufRead;
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::thread;
 
