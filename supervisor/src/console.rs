@@ -117,13 +117,12 @@ impl Console {
     }
 
     pub fn problem(&self, problem: &Problem) {
-        let shown = self.problems_shown.load(Ordering::Relaxed);
+        let shown = self.problems_shown.fetch_add(1, Ordering::Relaxed);
         if shown < PROBLEMS_SHOWN {
             self.err(&problem.to_string());
         } else if shown == PROBLEMS_SHOWN {
             self.err("… more problems are listed in report.json");
         }
-        self.problems_shown.store(shown + 1, Ordering::Relaxed);
     }
 
     pub fn stopping(&self, grace: Duration) {

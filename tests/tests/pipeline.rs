@@ -102,6 +102,11 @@ fn every_final_record_carries_both_stages_work() {
     two_stage_job(&job, "0", false);
     let done = job.nightshift(&["run", "job.toml", "--run-dir", "run"]);
     done.expect_code(0);
+    // Each stage's lines say which stage they are from.
+    for name in ["draft", "check"] {
+        let line = format!("[{name}] finished: 10 of 10 items");
+        assert!(done.stdout.contains(&line), "{line}: {}", done.stdout);
+    }
     let run = job.run_dir();
     assert_eq!(json_array_ids(&run.join("final.json")), ids);
     let text = std::fs::read_to_string(run.join("final.json")).expect("final.json");

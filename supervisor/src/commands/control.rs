@@ -25,8 +25,8 @@ pub fn control(dir: &Path, action: ControlAction) -> Result<i32> {
         let live: Vec<_> = stages
             .iter()
             .filter(|(_, stage)| {
-                stage.join("plan.json").exists()
-                    && lock::holder(&shared::rundir::RunDir::new(stage)).is_some()
+                let run = shared::rundir::RunDir::new(stage);
+                run.plan_json().exists() && lock::holder(&run).is_some()
             })
             .collect();
         if live.is_empty() {

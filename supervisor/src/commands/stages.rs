@@ -8,12 +8,13 @@ use serde_json::{json, Value};
 
 use shared::atomic::copy_atomic;
 use shared::exit_codes;
+use shared::journal::Journal;
 use shared::rundir::RunDir;
 
 use crate::error::{Result, SupervisorError};
 use crate::reporting::pipeline_page::StageRow;
-use crate::reporting::status::run_status;
-use crate::reporting::timeline::read_timeline;
+use crate::reporting::status::{run_status, RunStatus};
+use crate::reporting::timeline::{read_timeline, Timeline};
 use crate::run::existing::open_run;
 use crate::run::journal::read_journal;
 use crate::run::pipeline::stage_dirs;
@@ -64,33 +65,73 @@ pub fn merge_stages(dir: &Path, mut merge: impl FnMut(&Path) -> Result<i32>) -> 
     Ok(code)
 }
 
+/// One stage of a pipeline as it stands: None for one not started yet.
+struct StageNow {
+    name: String,
+    dir: PathBuf,
+    read: Option<StageRead>,
+}
+
+/// A started stage, read from its run directory.
+struct StageRead {
+    journal: Journal,
+    status: RunStatus,
+    /// What reached the stage: every item for the first, the records saved
+    /// upstream for the others.
+    items_in: usize,
+}
+
+/// Every stage of the pipeline at `dir`, in chain order, each read once.
+fn read_stages(dir: &Path) -> Result<Vec<StageNow>> {
+    let mut upstream_done: Option<usize> = None;
+    let mut stages = Vec::new();
+    for (name, stage_dir) in stage_dirs(dir)? {
+        let read = if RunDir::new(&stage_dir).plan_json().exists() {
+            let (run, plan) = open_run(&stage_dir)?;
+            let journal = read_journal(&run.events())?;
+            let status = run_status(&run, &plan, &journal);
+            let items_in = upstream_done.unwrap_or(status.items.total);
+            upstream_done = Some(status.items.done);
+            Some(StageRead {
+                journal,
+                status,
+                items_in,
+            })
+        } else {
+            None
+        };
+        stages.push(StageNow {
+            name,
+            dir: stage_dir,
+            read,
+        });
+    }
+    Ok(stages)
+}
+
 /// `nightshift status DIR --json` on a pipeline: each stage's status under
 /// `stages` (with `items.in`: the records its upstream stage has saved so
 /// far, all items for the first), and the pipeline's state and items (total:
 /// the first stage's items; done: the last stage's; failed: those failed in
 /// any stage).
 pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
-    let stages = stage_dirs(dir)?;
+    status_of(dir, &read_stages(dir)?)
+}
+
+fn status_of(dir: &Path, stages: &[StageNow]) -> Result<(Value, i32)> {
     let mut listed = Vec::new();
     let (mut total, mut done, mut failed) = (None, 0, 0);
-    let mut upstream_done: Option<usize> = None;
     let mut state = "finished";
     let mut code = exit_codes::SUCCESS;
-    for (index, (name, stage_dir)) in stages.iter().enumerate() {
-        if !RunDir::new(stage_dir).plan_json().exists() {
-            listed.push(json!({"name": name, "state": "waiting"}));
+    for (index, stage) in stages.iter().enumerate() {
+        let Some(read) = &stage.read else {
+            listed.push(json!({"name": stage.name, "state": "waiting"}));
             if state == "finished" {
                 state = "interrupted";
             }
             continue;
-        }
-        let (run, plan) = open_run(stage_dir)?;
-        let journal = read_journal(&run.events())?;
-        let status = run_status(&run, &plan, &journal);
-        // What reached the stage: every item for the first, the records
-        // saved upstream for the others.
-        let items_in = upstream_done.unwrap_or(status.items.total);
-        upstream_done = Some(status.items.done);
+        };
+        let status = &read.status;
         total.get_or_insert(status.items.total);
         failed += status.items.failed;
         if index + 1 == stages.len() {
@@ -100,12 +141,15 @@ pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
             state = status.state;
         }
         if code == exit_codes::SUCCESS {
-            code = crate::commands::status::status_code(&journal, status.supervisor_pid.is_some());
+            code = crate::commands::status::status_code(
+                &read.journal,
+                status.supervisor_pid.is_some(),
+            );
         }
-        let mut value = serde_json::to_value(&status)
+        let mut value = serde_json::to_value(status)
             .map_err(|e| SupervisorError::io("cannot encode the status")(e.into()))?;
-        value["name"] = json!(name);
-        value["items"]["in"] = json!(items_in);
+        value["name"] = json!(stage.name);
+        value["items"]["in"] = json!(read.items_in);
         listed.push(value);
     }
     let value = json!({
@@ -121,39 +165,28 @@ pub fn pipeline_status_json(dir: &Path) -> Result<(Value, i32)> {
 /// (`reporting::pipeline_page`), beside each stage's own page.
 pub fn write_pipeline_page(dir: &Path, file: &Path) -> Result<()> {
     let job = crate::run::existing::frozen_job(&RunDir::new(dir))?;
-    let (status, _) = pipeline_status_json(dir)?;
+    let stages = read_stages(dir)?;
+    let (status, _) = status_of(dir, &stages)?;
     let state = status["state"].as_str().unwrap_or("unknown").to_owned();
-    let mut stages = Vec::new();
-    for (name, stage_dir) in stage_dirs(dir)? {
-        if !RunDir::new(&stage_dir).plan_json().exists() {
-            continue;
-        }
-        let (run, plan) = open_run(&stage_dir)?;
-        let journal = read_journal(&run.events())?;
-        let page = stage_page(file, &stage_dir)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        stages.push((
-            name,
-            page,
-            run_status(&run, &plan, &journal),
-            read_timeline(&journal),
-        ));
-    }
-    let mut upstream_done = None;
-    let rows: Vec<StageRow<'_>> = stages
+    let started: Vec<(&StageNow, &StageRead, String, Timeline)> = stages
         .iter()
-        .map(|(name, page, status, timeline)| {
-            let items_in = upstream_done.unwrap_or(status.items.total);
-            upstream_done = Some(status.items.done);
-            StageRow {
-                name,
-                page,
-                status,
-                timeline,
-                items_in,
-            }
+        .filter_map(|stage| {
+            let read = stage.read.as_ref()?;
+            let page = stage_page(file, &stage.dir)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Some((stage, read, page, read_timeline(&read.journal)))
+        })
+        .collect();
+    let rows: Vec<StageRow<'_>> = started
+        .iter()
+        .map(|(stage, read, page, timeline)| StageRow {
+            name: &stage.name,
+            page,
+            status: &read.status,
+            timeline,
+            items_in: read.items_in,
         })
         .collect();
     let html = crate::reporting::pipeline_page::render(&job.name, &state, &rows);

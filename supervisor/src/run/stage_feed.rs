@@ -80,17 +80,21 @@ impl<'a> Feed<'a> {
         }
     }
 
-    /// Whether every upstream agent covering `agent`'s items is done with them.
-    pub fn covers(&self, agent: &AgentPlan, upstream: &Upstream) -> bool {
-        if upstream.ended == Some(true) {
-            return true;
-        }
+    /// The ranges of the upstream agents covering `agent`'s items.
+    fn covering(&self, agent: &AgentPlan) -> impl Iterator<Item = &(usize, usize)> {
         let (first, end) = (agent.first_item, end_of(agent));
         let start = self.ranges.partition_point(|(_, e)| *e <= first);
         self.ranges[start..]
             .iter()
-            .take_while(|(f, _)| *f < end)
-            .all(|(f, _)| upstream.finished.contains(f))
+            .take_while(move |(f, _)| *f < end)
+    }
+
+    /// Whether every upstream agent covering `agent`'s items is done with them.
+    pub fn covers(&self, agent: &AgentPlan, upstream: &Upstream) -> bool {
+        upstream.ended == Some(true)
+            || self
+                .covering(agent)
+                .all(|(f, _)| upstream.finished.contains(f))
     }
 
     /// About how many of `agent`'s items have an upstream record now: the
@@ -98,10 +102,7 @@ impl<'a> Feed<'a> {
     /// most over its overlap (an upstream agent's records may lie outside it).
     pub fn available(&self, agent: &AgentPlan, upstream: &Upstream) -> usize {
         let (first, end) = (agent.first_item, end_of(agent));
-        let start = self.ranges.partition_point(|(_, e)| *e <= first);
-        self.ranges[start..]
-            .iter()
-            .take_while(|(f, _)| *f < end)
+        self.covering(agent)
             .map(|(f, e)| {
                 let overlap = (*e).min(end) - (*f).max(first);
                 if upstream.finished.contains(f) {

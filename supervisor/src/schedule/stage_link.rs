@@ -185,12 +185,7 @@ impl SharedSlots {
 
     /// Agents running in the stages other than `stage`.
     pub fn others(&self, stage: usize) -> usize {
-        self.running
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| *index != stage)
-            .map(|(_, count)| count.load(Ordering::Acquire))
-            .sum()
+        sum_except(&self.running, stage)
     }
 
     /// Stage `stage`'s agents hold `rss` bytes now; returns what every
@@ -204,14 +199,7 @@ impl SharedSlots {
 
     /// Agents running or queued in the stages other than `stage`.
     pub fn busy_except(&self, stage: usize) -> usize {
-        let queued: usize = self
-            .queued
-            .iter()
-            .enumerate()
-            .filter(|(index, _)| *index != stage)
-            .map(|(_, count)| count.load(Ordering::Acquire))
-            .sum();
-        self.others(stage) + queued
+        self.others(stage) + sum_except(&self.queued, stage)
     }
 
     /// Agents queued in the stages after `stage`: slots it leaves to them.
@@ -245,6 +233,16 @@ impl SharedSlots {
             }
         }
     }
+}
+
+/// The counts of every stage but `stage`, summed.
+fn sum_except(counts: &[AtomicUsize], stage: usize) -> usize {
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != stage)
+        .map(|(_, count)| count.load(Ordering::Acquire))
+        .sum()
 }
 
 #[cfg(test)]

@@ -44,16 +44,14 @@ impl<'a> Supervisor<'a> {
         }
         if self.upstream.ended == Some(false) {
             let left = std::mem::take(&mut self.waiting).len();
-            if self.stop == Stop::No {
-                self.console.line(&format!(
-                    "stage {} stopped: the {left} agent(s) waiting for its records do not start",
-                    feed.stage
-                ));
-                if self.ending == Ending::Completed {
-                    self.ending = Ending::Halted;
-                }
-                self.stop = Stop::Draining;
+            self.console.line(&format!(
+                "stage {} stopped: the {left} agent(s) waiting for its records do not start",
+                feed.stage
+            ));
+            if self.ending == Ending::Completed {
+                self.ending = Ending::Halted;
             }
+            self.stop = Stop::Draining;
             return Ok(());
         }
         let mut free = self.free_slots();

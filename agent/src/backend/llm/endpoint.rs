@@ -116,10 +116,11 @@ impl Endpoint {
             Provider::OpenAi => openai::PATH,
             Provider::Anthropic => anthropic::PATH,
         };
+        let url = format!("{base_url}{path}");
         Ok(Self {
             provider,
-            parsed_url: reqwest::Url::parse(&format!("{base_url}{path}")).ok(),
-            url: format!("{base_url}{path}"),
+            parsed_url: reqwest::Url::parse(&url).ok(),
+            url,
             base_url,
             model,
             max_tokens: fallback

@@ -145,6 +145,14 @@ impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
     }
 }
 
+/// A runtime on the calling thread, for the requests it drives itself.
+pub fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))
+}
+
 pub async fn post(
     client: &reqwest::Client,
     url: impl reqwest::IntoUrl,

@@ -29,10 +29,7 @@ struct Here {
 
 impl Here {
     fn new() -> Result<Self, SendError> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| SendError::Connection(format!("cannot start the HTTP runtime: {e}")))?;
+        let runtime = http::current_thread_runtime().map_err(SendError::Connection)?;
         Ok(Self {
             runtime,
             clients: Vec::new(),

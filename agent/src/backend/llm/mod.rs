@@ -98,10 +98,7 @@ impl LlmBackend {
             ),
             None => None,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| SetupError::Llm(format!("cannot start the HTTP runtime: {e}")))?;
+        let runtime = http::current_thread_runtime().map_err(SetupError::Llm)?;
         Ok(Self {
             runtime,
             owner: local::owner(),
