@@ -3,6 +3,13 @@
 //! counting, agent.item_retries + 1 counted attempts per command, a sticky
 //! switch to the next fallback command (shared by every worker), and
 //! validation of every result.
+//!
+//! An item is a future. For a backend whose calls hold their thread (exec)
+//! it runs on a worker thread of its own, which also waits out its pauses
+//! and talks to the broker itself; otherwise it is one task among the
+//! agent's others on the event loop, which must never block: its pauses are
+//! timers, and its broker exchanges (a permit may take seconds) go to a
+//! blocking thread, only when there is a broker to talk to.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
@@ -100,13 +107,6 @@ pub struct ItemRunner<'a> {
     spend: Option<Spend>,
 }
 
-impl Drop for ItemRunner<'_> {
-    /// A worker's runner goes when its thread is done with the items.
-    fn drop(&mut self) {
-        self.context.backend.worker_done();
-    }
-}
-
 impl<'a> ItemRunner<'a> {
     pub fn new(context: &'a ItemContext<'a>, permits: Permits) -> Self {
         Self {
@@ -116,7 +116,7 @@ impl<'a> ItemRunner<'a> {
         }
     }
 
-    pub fn run(&mut self, item: &Value, id: &IdKey) -> Ending {
+    pub async fn run(&mut self, item: &Value, id: &IdKey) -> Ending {
         let context = self.context;
         let backend = context.backend;
         let choices = backend.choices();
@@ -145,7 +145,7 @@ impl<'a> ItemRunner<'a> {
                     item_attempt,
                 };
                 let result = loop {
-                    let (error, key) = match self.attempt(call, choice) {
+                    let (error, key) = match self.attempt(call, choice).await {
                         Ok(record) => break Ok(record),
                         Err(Failed::OutOfBudget(reason)) => {
                             context.spent.store(true, Ordering::Relaxed);
@@ -156,7 +156,8 @@ impl<'a> ItemRunner<'a> {
                     match free_retry(&error) {
                         Some(FreeRetry::RateLimited(retry_after)) => {
                             rate_limited += 1;
-                            self.back_off(id, &error, retry_after, key.as_deref(), rate_limited);
+                            self.back_off(id, &error, retry_after, key.clone(), rate_limited)
+                                .await;
                             if rate_limited <= MAX_RATE_LIMITED {
                                 continue;
                             }
@@ -165,8 +166,8 @@ impl<'a> ItemRunner<'a> {
                         Some(FreeRetry::KeyRejected) => {
                             eprintln!("{}: item {id}: {error}", context.agent);
                             // No permit of any agent chooses it again.
-                            if let Some(key) = &key {
-                                self.permits.rejected(key);
+                            if let Some(key) = key {
+                                self.with_permits((), move |p| p.rejected(&key)).await;
                             }
                             match (choice..choices).find(|c| backend.usable(*c)) {
                                 // Another key of the same endpoint.
@@ -230,7 +231,8 @@ impl<'a> ItemRunner<'a> {
                                 }
                             }
                             Some(Retry::AfterPause) if item_attempt < context.attempts => {
-                                thread::sleep(pause_before_retry(item_attempt, jitter(id)));
+                                self.pause(pause_before_retry(item_attempt, jitter(id)))
+                                    .await;
                             }
                             _ => {}
                         }
@@ -260,7 +262,11 @@ impl<'a> ItemRunner<'a> {
 
     /// One backend call and the checks of its result; a failure comes with
     /// the API key the call used, for the broker's backoff.
-    fn attempt(&mut self, call: Call<'_>, choice: usize) -> Result<Map<String, Value>, Failed> {
+    async fn attempt(
+        &mut self,
+        call: Call<'_>,
+        choice: usize,
+    ) -> Result<Map<String, Value>, Failed> {
         let backend = self.context.backend;
         if let Some(result) = backend.cached(call, choice) {
             return self
@@ -276,7 +282,14 @@ impl<'a> ItemRunner<'a> {
         // Every call waits for its permit, retries included: each one is a
         // request the rate limit and the budget must account for. With a
         // pool of keys, the broker chooses the key.
-        let grant = self.permits.permit_within(&keys, &need);
+        let grant = if self.permits.needs_broker() {
+            let asked = need.clone();
+            let keys = keys.clone();
+            self.with_permits(Grant::Off, move |p| p.permit_within(&keys, &asked))
+                .await
+        } else {
+            Grant::Off
+        };
         // Only a call that had a permit is reported (no limit applies yet: none).
         let permitted = matches!(grant, Grant::Granted { .. });
         let key = match grant {
@@ -290,7 +303,7 @@ impl<'a> ItemRunner<'a> {
             key: key.clone(),
             ..Meter::default()
         };
-        let result = backend.call(call, choice, &mut meter);
+        let result = backend.call(call, choice, &mut meter).await;
         // The key the request really used (another worker may have moved
         // on from the one the permit was for).
         let key = meter.key.or(key);
@@ -298,7 +311,9 @@ impl<'a> ItemRunner<'a> {
             self.permits.no_limit_announced();
         }
         if let (Some(key), Some(limits)) = (&key, meter.learned) {
-            self.permits.learned(key, limits);
+            let key = key.clone();
+            self.with_permits((), move |p| p.learned(&key, limits))
+                .await;
         }
         // Tokens were spent even when the result is rejected below.
         let used = meter
@@ -314,8 +329,11 @@ impl<'a> ItemRunner<'a> {
         let cost = cost.or(need.cost.map(|_| 0.0));
         let settled = used.or_else(|| backend.settles_permits().then_some(0));
         if let (Some(tokens), true) = (settled, permitted) {
-            self.permits
-                .report_spend(key.as_deref(), &need, tokens, cost);
+            let key = key.clone();
+            self.with_permits((), move |p| {
+                p.report_spend(key.as_deref(), &need, tokens, cost)
+            })
+            .await;
         }
         self.checked(result, call)
             .map_err(|error| Failed::Attempt(error, key))
@@ -338,12 +356,12 @@ impl<'a> ItemRunner<'a> {
     /// agent (of the key, for an API key); without a broker this agent waits
     /// itself (retry_after, else a short doubling pause), so a standalone
     /// agent does not hammer the API.
-    fn back_off(
+    async fn back_off(
         &mut self,
         id: &IdKey,
         error: &AttemptError,
         retry_after: Option<f64>,
-        key: Option<&str>,
+        key: Option<String>,
         count: u32,
     ) {
         let counted = if count <= MAX_RATE_LIMITED {
@@ -351,11 +369,15 @@ impl<'a> ItemRunner<'a> {
         } else {
             format!("more than {MAX_RATE_LIMITED} times, counted as a failed attempt")
         };
-        let pause = match self.permits.backoff_for(key, retry_after.unwrap_or(0.0)) {
+        let seconds = retry_after.unwrap_or(0.0);
+        let paused = self
+            .with_permits(None, move |p| p.backoff_for(key.as_deref(), seconds))
+            .await;
+        let pause = match paused {
             Some(paused_ms) => format!("the broker paused permits for {:.1}s", paused_ms / 1000.0),
             None => {
                 let wait = local_wait(retry_after, count);
-                thread::sleep(wait);
+                self.pause(wait).await;
                 format!("waited {wait:?}")
             }
         };
@@ -367,6 +389,52 @@ impl<'a> ItemRunner<'a> {
             "{}: item {id} {what}; {counted}; {pause}",
             self.context.agent
         );
+    }
+}
+
+impl ItemRunner<'_> {
+    /// Waits `how_long`: on a worker thread of its own, by sleeping; on the
+    /// event loop, on a timer, while the other items go on.
+    async fn pause(&self, how_long: Duration) {
+        if self.context.backend.holds_thread() {
+            thread::sleep(how_long);
+        } else {
+            tokio::time::sleep(how_long).await;
+        }
+    }
+
+    /// Runs `talk` with this worker's permit client: right here on a worker
+    /// thread of its own or when there is no broker (every exchange is then
+    /// a no-op); from the event loop on a blocking thread, since the broker
+    /// may hold a permit back for seconds. `fallback` is the answer should
+    /// that thread die (a panic in the client): the item goes on without.
+    async fn with_permits<T: Send + 'static>(
+        &mut self,
+        fallback: T,
+        talk: impl FnOnce(&mut Permits) -> T + Send + 'static,
+    ) -> T {
+        if self.context.backend.holds_thread() || !self.permits.is_on() {
+            return talk(&mut self.permits);
+        }
+        let stand_in = self.permits.another();
+        let mut permits = std::mem::replace(&mut self.permits, stand_in);
+        let talked = tokio::task::spawn_blocking(move || {
+            let answer = talk(&mut permits);
+            (permits, answer)
+        });
+        match talked.await {
+            Ok((permits, answer)) => {
+                self.permits = permits;
+                answer
+            }
+            Err(error) => {
+                eprintln!(
+                    "{}: the rate broker client stopped ({error}); going on",
+                    self.context.agent
+                );
+                fallback
+            }
+        }
     }
 }
 

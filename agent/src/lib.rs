@@ -23,7 +23,7 @@ use shared::exit_codes;
 use shared::ids::IdKey;
 use shared::records::RecordAppender;
 
-use crate::core::pool::{self, Pending};
+use crate::core::pool::{self, EventLoops, Pending, Spread};
 use crate::core::writer::Writer;
 use failures::FailureLog;
 use item::{ItemContext, ItemRunner};
@@ -344,5 +344,9 @@ fn run_online(
     let workers: Vec<ItemRunner> = (0..settings.concurrency.get().min(pending.len()))
         .map(|_| ItemRunner::new(&context, permits.another()))
         .collect();
-    pool::run(pending, workers, writer)
+    if backend.holds_thread() {
+        return pool::run(pending, workers, writer, Spread::Threads);
+    }
+    let loops = EventLoops::for_workers(workers.len()).map_err(SetupError::Llm)?;
+    pool::run(pending, workers, writer, Spread::EventLoops(&loops))
 }

@@ -5,6 +5,13 @@ use std::process::ExitCode;
 
 use shared::exit_codes;
 
+/// mimalloc rather than the system allocator: a record is made on an event
+/// loop's thread and freed on the writer's, and glibc's arenas took a lock
+/// for each such free (a tenth of the agent's CPU at thousands of requests a
+/// second, measured with perf); mimalloc hands them back without one.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "\
 nightshift-agent: the ready-made agent of nightshift
 

@@ -191,6 +191,12 @@ impl Permits {
         }
     }
 
+    /// Whether the next call's permit is asked of a broker (else
+    /// `permit_within` answers `Grant::Off` at once, without any exchange).
+    pub fn needs_broker(&self) -> bool {
+        self.is_on() && self.asking()
+    }
+
     /// Whether requests still go to a broker.
     pub fn is_on(&self) -> bool {
         !self.broker.gone.load(Ordering::Relaxed)

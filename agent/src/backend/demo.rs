@@ -4,13 +4,12 @@
 //! attempt always behave the same, in every run.
 
 use std::hint::black_box;
-use std::thread;
 
 use serde_json::{Map, Value};
 use shared::ids::IdKey;
 use shared::job::DemoSettings;
 
-use super::{AttemptError, Backend, Call, Meter};
+use super::{AttemptError, Backend, Call, CallFuture, Meter};
 use crate::hash::StableHasher;
 use crate::setup::SetupError;
 
@@ -57,13 +56,8 @@ impl Backend for DemoBackend {
     }
 
     /// A crash aborts the whole agent, whatever else is in flight: that is
-    /// what the knob is for.
-    fn call(
-        &self,
-        call: Call<'_>,
-        _choice: usize,
-        _meter: &mut Meter,
-    ) -> Result<Map<String, Value>, AttemptError> {
+    /// what the knob is for. The latency is a pause on the event loop.
+    fn call<'a>(&'a self, call: Call<'a>, _choice: usize, _meter: &'a mut Meter) -> CallFuture<'a> {
         let item_text = canonical_text(call.item);
         let fate = fate(
             &self.settings,
@@ -76,13 +70,19 @@ impl Backend for DemoBackend {
             std::process::abort();
         }
         let latency = self.settings.latency.get();
-        if !latency.is_zero() {
-            thread::sleep(latency);
-        }
-        match fate {
-            Fate::Succeed => Ok(record(call, &item_text)),
-            Fate::Crash | Fate::Fail => Err(AttemptError::Demo),
-        }
+        Box::pin(async move {
+            if !latency.is_zero() {
+                tokio::time::sleep(latency).await;
+            }
+            match fate {
+                Fate::Succeed => Ok(record(call, &item_text)),
+                Fate::Crash | Fate::Fail => Err(AttemptError::Demo),
+            }
+        })
+    }
+
+    fn holds_thread(&self) -> bool {
+        false
     }
 }
 
@@ -180,6 +180,7 @@ fn plain_id(id: &IdKey) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::FutureExt;
     use serde_json::json;
     use shared::job::{HumanDuration, Share};
 
@@ -200,7 +201,10 @@ mod tests {
             launch_attempt: 1,
             item_attempt: attempt,
         };
-        backend.call(call, 0, &mut Meter::default()).ok()
+        let mut meter = Meter::default();
+        // No latency: the call ends at its first poll.
+        let result = backend.call(call, 0, &mut meter).now_or_never();
+        result.expect("no pause").ok()
     }
 
     #[test]

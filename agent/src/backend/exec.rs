@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use shared::job::{AgentSettings, HumanDuration};
 
 use super::rate_limit;
-use super::{AttemptError, Backend, Call, Meter, Said};
+use super::{AttemptError, Backend, Call, CallFuture, Meter, Said};
 use crate::process::{self, Stderr};
 use crate::setup::SetupError;
 
@@ -53,16 +53,14 @@ impl Backend for ExecBackend {
             .unwrap_or_default()
     }
 
-    fn call(
-        &self,
-        call: Call<'_>,
-        choice: usize,
-        _meter: &mut Meter,
-    ) -> Result<Map<String, Value>, AttemptError> {
-        self.commands
+    /// The command runs to its end here, on the worker's own thread.
+    fn call<'a>(&'a self, call: Call<'a>, choice: usize, _meter: &'a mut Meter) -> CallFuture<'a> {
+        let result = self
+            .commands
             .get(choice)
-            .ok_or(AttemptError::Lost)?
-            .call(call)
+            .ok_or(AttemptError::Lost)
+            .and_then(|command| command.call(call));
+        Box::pin(std::future::ready(result))
     }
 }
 

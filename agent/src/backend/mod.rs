@@ -13,6 +13,9 @@ pub use exec::ExecBackend;
 pub use llm::{LlmBackend, LlmError};
 pub use rate_limit::RateLimit;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use serde_json::{Map, Value};
 use shared::broker::LearnedLimits;
 use shared::ids::IdKey;
@@ -213,17 +216,22 @@ pub trait Backend: Send + Sync {
     /// Runs one attempt at one item with alternative `choice`; the record is
     /// an object, its id not yet checked. What the call learned for the
     /// rate broker goes into `meter`.
-    fn call(
-        &self,
-        call: Call<'_>,
-        choice: usize,
-        meter: &mut Meter,
-    ) -> Result<Map<String, Value>, AttemptError>;
+    fn call<'a>(&'a self, call: Call<'a>, choice: usize, meter: &'a mut Meter) -> CallFuture<'a>;
 
-    /// A worker is done with its items: what the backend kept for that
-    /// worker's thread can go.
-    fn worker_done(&self) {}
+    /// Whether a call holds its thread until it ends (a command run to its
+    /// end): then each item in flight gets a thread of its own. A backend
+    /// whose calls only wait (on a socket, a timer) says no, and every item
+    /// of the agent shares one event loop (`core::pool::Spread`).
+    fn holds_thread(&self) -> bool {
+        true
+    }
 }
+
+/// What one call comes to, once it has.
+pub type CallResult = Result<Map<String, Value>, AttemptError>;
+
+/// A call under way: the future of its result.
+pub type CallFuture<'a> = Pin<Box<dyn Future<Output = CallResult> + 'a>>;
 
 /// The backend chosen by agent.backend, its settings checked and ready to
 /// run (the demo backend takes its memory here, at agent start).

@@ -29,18 +29,16 @@ pub enum SendError {
 }
 
 /// How long a kept-alive connection may sit unused and still be taken for
-/// the next request. A connection lives on a runtime that only runs while
-/// a request of its thread is in flight (`super::local`), so a server that
-/// closed it meanwhile is only noticed once a request was sent on it — a
-/// failed attempt. Servers commonly close idle connections after 5 s
-/// (uvicorn, so vLLM and LiteLLM; Node; Apache): one idle longer than this
-/// is not reused but replaced.
+/// the next request. Servers commonly close idle connections after 5 s
+/// (uvicorn, so vLLM and LiteLLM; Node; Apache); a request sent on one just
+/// as the server closes it would be a failed attempt, so one idle longer
+/// than this is not reused but replaced.
 const IDLE_CONNECTION: Duration = Duration::from_secs(4);
 
 /// A client for one endpoint: its own connection pool and timeout. Every
 /// client of the process shares one TLS configuration (`tls`): the
 /// platform's root certificates are read once, not once per client (each
-/// worker thread has its own clients, see `super::local`).
+/// event loop has its own clients, see `super::clients`).
 pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .timeout(timeout)
@@ -143,14 +141,6 @@ impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// A runtime on the calling thread, for the requests it drives itself.
-pub fn current_thread_runtime() -> Result<tokio::runtime::Runtime, String> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the HTTP runtime: {e}"))
 }
 
 pub async fn post(

@@ -3,20 +3,18 @@
 //! its key in use, and the answer turned into a record or a failure whose
 //! kind tells the item runner what to do next.
 //!
-//! Workers are std threads (the agent core's pool); each `block_on`s its
-//! own request on its own current-thread runtime, over its own kept-alive
-//! connection (`local`), so agent.concurrency requests are in flight at
-//! once, with no async code outside this module. The batch APIs use the
-//! backend's own runtime and clients.
+//! A call is a future: agent.concurrency of them are in flight at once on
+//! the agent core's event loop, over kept-alive connections of that loop
+//! (`clients`). The batch APIs use the backend's own runtime and clients.
 
 mod anthropic;
 pub mod batch;
 mod cached;
+mod clients;
 mod endpoint;
 mod error;
 mod headers;
 mod http;
-mod local;
 mod openai;
 mod reply;
 mod request;
@@ -31,7 +29,7 @@ use shared::broker::prefix_id;
 use shared::job::{AgentSettings, Backend as BackendKind, LlmSettings};
 use shared::money::Spend;
 
-use super::{AttemptError, Backend, Call, Meter};
+use super::{AttemptError, Backend, Call, CallFuture, Meter};
 use crate::setup::SetupError;
 use endpoint::{Endpoint, Provider};
 use http::Verdict;
@@ -43,8 +41,8 @@ use shared::prompt::Template;
 const DEFAULT_OUTPUT_ESTIMATE: u64 = 1024;
 
 pub struct LlmBackend {
-    /// The batch APIs' runtime (online requests run on each worker's own,
-    /// see `local`).
+    /// The batch APIs' runtime (online requests run on the agent core's
+    /// event loop).
     runtime: tokio::runtime::Runtime,
     /// This backend's name among the clients of a worker thread.
     owner: u64,
@@ -98,10 +96,10 @@ impl LlmBackend {
             ),
             None => None,
         };
-        let runtime = http::current_thread_runtime().map_err(SetupError::Llm)?;
+        let runtime = crate::core::pool::event_loop().map_err(SetupError::Llm)?;
         Ok(Self {
             runtime,
-            owner: local::owner(),
+            owner: clients::owner(),
             endpoints,
             system: llm.system.clone(),
             prompt,
@@ -151,7 +149,7 @@ impl LlmBackend {
 
     /// One request with the key in use: what the runner gets back, and
     /// what the answer told `meter`.
-    fn send(
+    async fn send(
         &self,
         call: Call<'_>,
         choice: usize,
@@ -175,13 +173,14 @@ impl LlmBackend {
         let body = self.body(endpoint, &prompt);
         let cache_key = self.cache.as_ref().map(|_| cached::key(endpoint, &body));
         let bytes = serde_json::to_vec(&body).map_err(|e| LlmError::BadBody(e.to_string()))?;
-        let sent = local::post(
+        let sent = clients::post(
             self.owner,
             choice,
             endpoint,
             endpoint.auth_headers(key),
             bytes,
-        );
+        )
+        .await;
         let answer = sent.map_err(|error| endpoint.no_answer(error))?;
         let now = SystemTime::now();
         let learned = headers::learned_limits(&answer.headers, now);
@@ -310,18 +309,16 @@ impl Backend for LlmBackend {
             .map(|found| found.map_err(AttemptError::from))
     }
 
-    fn call(
-        &self,
-        call: Call<'_>,
-        choice: usize,
-        meter: &mut Meter,
-    ) -> Result<Map<String, Value>, AttemptError> {
-        self.endpoint(choice)?;
-        Ok(self.send(call, choice, meter)?)
+    fn call<'a>(&'a self, call: Call<'a>, choice: usize, meter: &'a mut Meter) -> CallFuture<'a> {
+        Box::pin(async move {
+            self.endpoint(choice)?;
+            Ok(self.send(call, choice, meter).await?)
+        })
     }
-    /// The worker's runtime and connections go with it.
-    fn worker_done(&self) {
-        local::release();
+
+    /// A request only waits on its socket.
+    fn holds_thread(&self) -> bool {
+        false
     }
 }
 
