@@ -282,6 +282,12 @@ impl<'a> ItemRunner<'a> {
         // Every call waits for its permit, retries included: each one is a
         // request the rate limit and the budget must account for. With a
         // pool of keys, the broker chooses the key.
+        // One call probes at a time; the others go on once it is answered,
+        // without a permit if its answer showed no limit.
+        let _probing = match self.permits.probe_turn() {
+            Some(turn) => Some(turn.await),
+            None => None,
+        };
         let grant = if self.permits.needs_broker() {
             let asked = need.clone();
             let keys = keys.clone();

@@ -5,12 +5,15 @@ use std::process::ExitCode;
 
 use shared::exit_codes;
 
-/// mimalloc rather than the system allocator: a record is made on an event
+/// jemalloc rather than the system allocator: a record is made on an event
 /// loop's thread and freed on the writer's, and glibc's arenas took a lock
 /// for each such free (a tenth of the agent's CPU at thousands of requests a
-/// second, measured with perf); mimalloc hands them back without one.
+/// second, measured with perf). mimalloc avoided that too, but asked for
+/// transparent huge pages and zeroed 2 MiB ones again and again in short
+/// agents (scripts/bench_llm.py: 10 agents of 1,000 requests used a fifth
+/// more CPU than with jemalloc).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const USAGE: &str = "\
 nightshift-agent: the ready-made agent of nightshift

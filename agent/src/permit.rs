@@ -72,6 +72,10 @@ struct Broker {
     policy: PermitPolicy,
     /// Whether calls take permits now (see `PermitPolicy`).
     asking: AtomicBool,
+    /// Under `PermitPolicy::Probe`, held by the one call that probes: the
+    /// others wait for its answer, not for permits of their own (the broker
+    /// starts a key slowly, and once the answer shows no limit they need none).
+    probe: Arc<tokio::sync::Mutex<()>>,
     /// A limit showed: permits from now on, whatever the policy.
     limited: AtomicBool,
     /// RUN/rate.limited, from NIGHTSHIFT_RUN_DIR.
@@ -125,6 +129,7 @@ impl Permits {
                 agent: agent.to_owned(),
                 policy,
                 asking: AtomicBool::new(policy != PermitPolicy::OnLimit),
+                probe: Arc::default(),
                 limited: AtomicBool::new(false),
                 limited_file: std::env::var_os(RUN_DIR_VAR)
                     .map(|run| PathBuf::from(run).join(LIMITED_FILE)),
@@ -195,6 +200,20 @@ impl Permits {
     /// `permit_within` answers `Grant::Off` at once, without any exchange).
     pub fn needs_broker(&self) -> bool {
         self.is_on() && self.asking()
+    }
+
+    /// While calls probe (`PermitPolicy::Probe`, no limit seen yet, a broker
+    /// to ask): the turn to probe, to hold until the call's answer is in.
+    /// None: no turn is needed.
+    pub fn probe_turn(
+        &self,
+    ) -> Option<impl std::future::Future<Output = tokio::sync::OwnedMutexGuard<()>> + 'static> {
+        let broker = &self.broker;
+        let probing = broker.policy == PermitPolicy::Probe
+            && broker.asking.load(Ordering::Relaxed)
+            && !broker.limited.load(Ordering::Relaxed)
+            && self.is_on();
+        probing.then(|| Arc::clone(&broker.probe).lock_owned())
     }
 
     /// Whether requests still go to a broker.

@@ -3,7 +3,8 @@
 //! retried to a complete final.json; an unset key variable stops the run
 //! before any launch; a rejected key stops it (exit 5) after few requests; a
 //! supervisor killed mid-run and resumed asks for no item already saved; the
-//! anthropic backend reads Anthropic's shape and normalises its usage.
+//! anthropic backend reads Anthropic's shape and normalises its usage; a
+//! server that announces no limit is probed through the broker once per agent.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -197,6 +198,29 @@ fn resume_after_a_supervisor_kill_asks_for_no_saved_item() {
         again.is_empty(),
         "resume asked again for saved items {again:?}"
     );
+}
+
+#[test]
+fn a_server_without_limits_is_probed_once_per_agent_while_the_other_calls_wait() {
+    let job = JobDir::new();
+    // Slow answers, so that every worker's first call is due at once.
+    let server = fault_server(&job, &["--delay", "300ms"]);
+    let ids = openai_job(&job, &server, 12);
+    run(&job, KEY).expect_code(0);
+    assert_eq!(final_records(&job.run_dir()).len(), ids.len());
+    // One permit per agent: its first call probes; the two other workers
+    // of each agent waited for that answer, which announced no limit, and
+    // went on without permits (before, each took one from the broker,
+    // whose slow start held them back).
+    let log = std::fs::read_to_string(job.run_dir().join("rate.log")).unwrap_or_default();
+    let grants: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["op"] == "grant")
+        .collect();
+    assert_eq!(grants.len(), 2, "one probe per agent: {grants:?}");
+    let agents: HashSet<&str> = grants.iter().filter_map(|g| g["agent"].as_str()).collect();
+    assert_eq!(agents.len(), 2, "{grants:?}");
 }
 
 /// Ids in the run's agent files (torn last lines ignored).
